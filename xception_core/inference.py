@@ -60,7 +60,7 @@ class Classifier:
         features_name = block_output_layer(XCEPTION_SPEC.blocks[-1], info.variant)
         features_layer = model.get_layer(features_name)
         both = keras.Model(model.inputs[0], [features_layer.output, model.outputs[0]])
-        self._head_layers = _head_layers(model, features_layer)
+        self._head_layers = head_layers(model, features_layer)
         size = self.input_size
         spec = tf.TensorSpec([None, size, size, 3], tf.float32)
         self._forward = tf.function(lambda x: both(x, training=False), input_signature=[spec])
@@ -93,6 +93,11 @@ class Classifier:
         if self.info.outputs == "logits":
             out = softmax(out)
         return features.numpy(), out
+
+    def warm_up(self) -> None:
+        """Traces the compiled forward and Grad-CAM once, so the first user does not wait for it."""
+        features, probs = self.forward(np.zeros((1, self.input_size, self.input_size, 3), np.float32))
+        self.gradcam(features[0], int(probs[0].argmax()))
 
     def predict_arrays(self, batch: np.ndarray, k: int = 5) -> list[Prediction]:
         """Forward + top-k for a preprocessed batch (N, size, size, 3)."""
@@ -139,7 +144,7 @@ class Classifier:
         return cam.numpy().astype(np.float32)
 
 
-def _head_layers(model: keras.Model, features_layer: keras.layers.Layer) -> list[keras.layers.Layer]:
+def head_layers(model: keras.Model, features_layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     """The layers after the exit-flow features (pooling, classifier, a transfer head), shared."""
     layer_list = list(model.layers)
     return layer_list[layer_list.index(features_layer) + 1 :]

@@ -87,7 +87,7 @@ def fetch_keras_file(preset: Preset, include_top: bool) -> Path:
     remote = preset.with_top if include_top else preset.no_top
     assert remote is not None, f"preset {preset.name!r} has no Keras file"
     # Read KERAS_HOME now, not at Keras's import, so a deployment (or a test) can point elsewhere.
-    home = os.environ.get("KERAS_HOME") or keras.config.keras_home()
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
     try:
         path = keras.utils.get_file(
             remote.fname, remote.url, cache_dir=home, cache_subdir="models", file_hash=remote.md5
