@@ -25,7 +25,7 @@ def iframe_html(name: str) -> str:
     src = html.escape(netron_iframe_src(name), quote=True)
     return (f'<iframe id="netron-frame" src="{src}" title="Netron graph of {html.escape(name)}" '
             'style="width:100%;height:720px;border:1px solid var(--border-color-primary);border-radius:8px" '
-            'loading="lazy"></iframe>')
+            '></iframe>')
 
 
 def build_netron_section(store: ModelStore, exports: Exports) -> None:

@@ -229,3 +229,37 @@ def test_csp_keeps_a_foreign_model_url_from_loading(browser, netron_server: Netr
         assert [m for m in rec.console if "Content Security Policy" in m and "example.com" in m]
     finally:
         context.close()
+
+
+def test_netron_in_the_explore_tab_of_the_real_app(chromium, live_server) -> None:
+    """The real `python app.py`: Explore tab → Netron frame with the model in use, clock 2 years
+    ahead, no consent prompt, and not one request to another host (the Gradio page included)."""
+    context, page, rec = _open(chromium, live_server + "/", live_server)
+    try:
+        page.set_viewport_size({"width": 1280, "height": 1000})
+        page.goto(live_server + "/")
+        page.get_by_text("Model status (ready)").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Explore").click()
+        frame = page.frame_locator("iframe#netron-frame")
+        nodes = frame.locator("svg#canvas g.graph-node")
+        start = time.perf_counter()
+        nodes.nth(100).wait_for(state="attached", timeout=60_000)
+        print(f"\nNetron graph in the Explore tab after {time.perf_counter() - start:.2f} s from the tab click")
+        assert nodes.count() > 100
+        for layer in ("block1_conv1", "block2_residual_conv", "block13_add", "block14_sepconv2_act"):
+            assert frame.locator(f"#node-name-{layer}").count() == 1, layer
+        assert frame.get_by_text("uses cookies").count() == 0
+        assert frame.get_by_text("newest version").count() == 0
+        page.locator("#netron-view").scroll_into_view_if_needed()
+        page.screenshot(path=str(SCREENSHOT.with_name("netron_app.png")), full_page=False)
+
+        # The article's wiring: its extra middle-flow ReLUs are in the graph.
+        page.get_by_role("radio", name="article").click()
+        frame = page.frame_locator("iframe#netron-frame")
+        frame.locator("#node-name-block5_sepconv3_post_act").wait_for(state="attached", timeout=60_000)
+        assert frame.locator("#node-name-block14_sepconv2_act").count() == 0
+
+        assert rec.external == [], rec.external
+        assert _foreign(rec.requests, live_server) == []
+    finally:
+        context.close()
