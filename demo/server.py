@@ -36,10 +36,15 @@ def create_app(store: ModelStore | None = None) -> fastapi.FastAPI:
     exports = register_exports(app, store, add_netron_routes)
     blocks = build_demo(store, exports)
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
-    return gr.mount_gradio_app(
+    app = gr.mount_gradio_app(
         app, blocks, path="/", ssr_mode=False, max_file_size=MAX_UPLOAD, show_error=True, css=CSS,
         footer_links=["api"],
     )
+    # Gradio checks that a request's file paths were uploaded by a user only once the Blocks
+    # "have launched", which mount_gradio_app never marks: without this, an API caller could
+    # name any file on the server ({"path": "/etc/passwd"}) and have it copied into the cache.
+    blocks.has_launched = True
+    return app
 
 
 def main() -> None:

@@ -165,3 +165,16 @@ def test_concurrent_clients_in_threads(live_server):
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(one, paths))
     assert all(len(r) == 5 for r in results)
+
+
+def test_api_cannot_read_server_files_by_path(live_server):
+    """A raw API call naming a server-side path (not an upload) is refused before it is read."""
+    import httpx
+
+    for path in ("/etc/hostname", str(example_images()[0].path)):
+        response = httpx.post(f"{live_server}/gradio_api/call/classify",
+                              json={"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, None]}, timeout=30)
+        event_id = response.json()["event_id"]
+        with httpx.stream("GET", f"{live_server}/gradio_api/call/classify/{event_id}", timeout=60) as stream:
+            events = [line for line in stream.iter_lines() if line.startswith("event:")]
+        assert events and events[-1] == "event: error", (path, events)
