@@ -19,31 +19,18 @@ from urllib.parse import urlsplit
 
 import fastapi
 import pytest
+import uvicorn
 from fastapi.responses import HTMLResponse
 
 from demo.netron import NetronFiles, add_netron_routes, netron_iframe_src
+from tests.demo.conftest import SCREENSHOTS
 
 pytestmark = pytest.mark.browser
 
-sync_api = pytest.importorskip("playwright.sync_api")
-uvicorn = pytest.importorskip("uvicorn")
-
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Measured ~0.8-1.3 s on the 2-core build machine; the issue's target is 3 s.
 LOAD_BUDGET_S = float(os.environ.get("NETRON_LOAD_BUDGET_S", "3.0"))
-SCREENSHOT = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots" / "netron.png"
+SCREENSHOT = SCREENSHOTS / "netron.png"
 FUTURE = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2 * 365 + 30)
-
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,16 +104,6 @@ def netron_server(graph_file: Path) -> Iterator[NetronServer]:
         _stop(handle)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 @dataclasses.dataclass
 class _Recorder:
     requests: list[str] = dataclasses.field(default_factory=list)
@@ -159,8 +136,8 @@ def _foreign(urls: list[str], origin: str) -> list[str]:
     return [u for u in urls if not (u.startswith(origin + "/") or u.startswith(("data:", "blob:")))]
 
 
-def test_netron_shows_the_graph_offline_two_years_later(browser, netron_server: NetronServer) -> None:
-    context, page, rec = _open(browser, netron_server.page_url, netron_server.origin)
+def test_netron_shows_the_graph_offline_two_years_later(chromium, netron_server: NetronServer) -> None:
+    context, page, rec = _open(chromium, netron_server.page_url, netron_server.origin)
     try:
         start = time.perf_counter()
         page.goto(netron_server.page_url)
@@ -199,10 +176,10 @@ def test_netron_shows_the_graph_offline_two_years_later(browser, netron_server: 
         context.close()
 
 
-def test_unpatched_netron_would_nag(browser, graph_file: Path) -> None:
+def test_unpatched_netron_would_nag(chromium, graph_file: Path) -> None:
     """Control: the same setup without the patches shows the update nag, so the clock reaches the iframe."""
     origin, handle = _serve(_netron_app(graph_file.parent, graph_file.name, NetronFiles(patches=())))
-    context, page, rec = _open(browser, f"{origin}/", origin)
+    context, page, rec = _open(chromium, f"{origin}/", origin)
     try:
         page.goto(f"{origin}/")
         frame = page.frame_locator("iframe#netron")
@@ -214,9 +191,9 @@ def test_unpatched_netron_would_nag(browser, graph_file: Path) -> None:
         _stop(handle)
 
 
-def test_csp_keeps_a_foreign_model_url_from_loading(browser, netron_server: NetronServer) -> None:
+def test_csp_keeps_a_foreign_model_url_from_loading(chromium, netron_server: NetronServer) -> None:
     """``?url=`` pointing at another host is refused by the browser (connect-src 'self')."""
-    context, page, rec = _open(browser, netron_server.page_url, netron_server.origin)
+    context, page, rec = _open(chromium, netron_server.page_url, netron_server.origin)
     try:
         page.goto(f"{netron_server.origin}/netron/index.html?url=https://example.com/model.onnx")
         page.locator("body.welcome").wait_for(state="attached", timeout=30_000)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import shutil
@@ -10,22 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from xception_core import assets
 from xception_core.assets import ASSETS_ENV_VAR, ExampleImage, assets_dir, example_images
 from xception_core.preprocessing import load_image
 
 REPO_ASSETS = Path(__file__).resolve().parents[2] / "assets"
-
-
-def test_module_imports_no_heavy_or_ui_libraries():
-    tree = ast.parse(Path(assets.__file__).read_text(encoding="utf-8"))
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert not imported & {"tensorflow", "keras", "gradio", "plotly", "PIL", "numpy"}
 
 
 def test_default_assets_dir_is_repo_assets(monkeypatch):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
 from pathlib import Path
@@ -13,17 +12,6 @@ import pytest
 from xception_core import labels
 from xception_core.assets import ASSETS_ENV_VAR, assets_dir
 from xception_core.labels import LABEL_SETS, load_labels, load_synsets, softmax, top_k
-
-
-def test_module_imports_no_heavy_or_ui_libraries():
-    tree = ast.parse(Path(labels.__file__).read_text(encoding="utf-8"))
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add(node.module.split(".")[0])
-    assert not imported & {"tensorflow", "keras", "gradio", "plotly", "PIL"}
 
 
 # ---------------------------------------------------------------------------------------------
