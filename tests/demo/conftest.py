@@ -91,3 +91,13 @@ def chromium():
             yield browser
         finally:
             browser.close()
+
+
+def open_app(chromium, url: str, width: int = 1280, height: int = 1100):
+    """A new page on the app, once the model is ready; returns (page, uncaught page errors)."""
+    page = chromium.new_page(viewport={"width": width, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url + "/")
+    page.get_by_text("Model status (ready)").wait_for(timeout=60_000)
+    return page, errors

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.demo.conftest import SCREENSHOTS
+from tests.demo.conftest import SCREENSHOTS, open_app
 
 pytestmark = pytest.mark.browser
 
 
 def test_classify_an_example_through_the_page(chromium, live_server):
-    page = chromium.new_page(viewport={"width": 1280, "height": 1100})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(live_server + "/")
-    page.get_by_text("Model status (ready)").wait_for(timeout=60_000)
+    page, errors = open_app(chromium, live_server)
     page.get_by_role("button", name="Chelsea the cat").click()
     page.get_by_role("button", name="Classify", exact=True).click()
     top = page.get_by_test_id("label-output-value")
@@ -35,9 +31,7 @@ def test_classify_an_example_through_the_page(chromium, live_server):
 def test_a_bad_upload_shows_a_clear_error(chromium, live_server, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
-    page = chromium.new_page()
-    page.goto(live_server + "/")
-    page.get_by_text("Model status (ready)").wait_for(timeout=60_000)
+    page, _ = open_app(chromium, live_server)
     page.locator("input[type=file]").first.set_input_files(str(bad))
     page.wait_for_timeout(500)
     page.get_by_role("button", name="Classify", exact=True).click()

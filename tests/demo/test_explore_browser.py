@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.demo.conftest import SCREENSHOTS
+from tests.demo.conftest import SCREENSHOTS, open_app
 
 pytestmark = pytest.mark.browser
 
 
 def test_explore_tab_renders_figures_and_an_activation_grid(chromium, live_server):
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(live_server + "/")
-    page.get_by_text("Model status (ready)").wait_for(timeout=60_000)
+    page, errors = open_app(chromium, live_server, width=1400, height=1000)
     page.get_by_role("tab", name="Explore").click()
 
     # Architecture at a glance: block view, resolution ladder, cost, and the article-vs-paper block view.
