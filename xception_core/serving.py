@@ -22,6 +22,12 @@ from xception_core.weights import WEIGHTS_ENV, WeightsUnavailableError, copy_wei
 
 logger = logging.getLogger(__name__)
 
+MAX_BATCH_ENV, BATCH_WAIT_ENV = "XCEPTION_MAX_BATCH", "XCEPTION_BATCH_WAIT_MS"
+# Batch what is already waiting, never wait for more: on 2 CPU cores a batch of 8 runs no more
+# images per second than 8 single calls (the forward already keeps both cores busy), so a wait
+# would only add latency to a lone request (bench/README.md, "Micro-batching").
+DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S = 8, 0.0
+
 
 @dataclass
 class _Slot:
@@ -41,8 +47,13 @@ class ModelStore:
     whatever could be had. Nothing is fetched at import time.
     """
 
-    def __init__(self, candidates: list[str] | None = None, *, load_all: bool = True):
+    def __init__(self, candidates: list[str] | None = None, *, load_all: bool = True,
+                 max_batch: int | None = None, max_wait_s: float | None = None):
         env = os.environ.get(WEIGHTS_ENV, "").strip()
+        # Micro-batching of concurrent classifies (see MicroBatcher); the environment can tune it.
+        self.max_batch = max_batch if max_batch is not None else int(os.environ.get(MAX_BATCH_ENV) or DEFAULT_MAX_BATCH)
+        self.max_wait_s = max_wait_s if max_wait_s is not None else (
+            float(os.environ[BATCH_WAIT_ENV]) / 1000 if os.environ.get(BATCH_WAIT_ENV) else DEFAULT_MAX_WAIT_S)
         self.candidates: list[str] = candidates or ([env] if env else list(AUTO_ORDER))
         self.load_all = load_all
         self._slots: dict[str, _Slot] = {}
@@ -164,7 +175,8 @@ class ModelStore:
         with self._lock:
             batcher = self._batchers.get(id(classifier))
             if batcher is None:
-                batcher = self._batchers[id(classifier)] = MicroBatcher(classifier.forward)
+                batcher = self._batchers[id(classifier)] = MicroBatcher(
+                    classifier.forward, max_batch=self.max_batch, max_wait_s=self.max_wait_s)
         features, probs = batcher.run(x)
         return Prediction(top_k(probs, classifier.labels, min(k, len(classifier.labels))), probs, features)
 
@@ -201,7 +213,7 @@ class MicroBatcher:
     image never fails its neighbours.
     """
 
-    def __init__(self, fn, *, max_batch: int = 8, max_wait_s: float = 0.004):
+    def __init__(self, fn, *, max_batch: int = DEFAULT_MAX_BATCH, max_wait_s: float = DEFAULT_MAX_WAIT_S):
         import queue
 
         if max_batch < 1:

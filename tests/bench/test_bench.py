@@ -1,0 +1,149 @@
+"""The benchmark harness runs end to end on a tiny configuration and writes well-formed JSON with
+every figure. Timings are never asserted: only that each figure is there and is a number."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import run as bench
+
+REPO = Path(__file__).resolve().parents[2]
+
+FORWARD_PATHS = {"ours_tf", "ours_onnx", "ours_onnx_int8", "ours_tf_bn_folded", "keras_predict", "onnxruntime_tf2onnx"}
+STAT_KEYS = {"runs", "median_ms", "p10_ms", "p90_ms", "p95_ms", "min_ms", "max_ms", "mean_ms"}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _stats(block: dict) -> None:
+    assert STAT_KEYS <= set(block), block
+    assert block["runs"] >= 1 and all(_number(block[k]) for k in STAT_KEYS), block
+    assert block["min_ms"] <= block["median_ms"] <= block["max_ms"]
+
+
+def check_results(r: dict) -> None:
+    """Every field the issue asks for, present and numeric."""
+    assert r["schema"] == bench.SCHEMA
+    meta = r["meta"]
+    assert {"date", "command", "machine", "load_before", "load_after", "config", "quick"} <= set(meta)
+    assert len(meta["load_before"]["loadavg"]) == 3 and meta["machine"]["cpus"] >= 1
+
+    # (1) forward: app path vs keras predict vs ONNX Runtime, medians and ratios, one process
+    fwd = r["forward"]
+    assert FORWARD_PATHS <= set(fwd["paths"]) and fwd["app_path"] in fwd["paths"]
+    for s in fwd["paths"].values():
+        _stats(s)
+    for k in ("app_vs_keras_predict", "app_vs_onnxruntime", "ours_onnx_vs_ours_tf", "bn_folded_tf_vs_ours_tf",
+              "int8_vs_onnxruntime"):
+        assert _number(fwd["ratios"][k]), k
+    assert fwd["max_abs_error"]["app_vs_keras_predict_probabilities"] < 1e-3
+    assert fwd["max_abs_error"]["bn_folded_vs_original_output"] < 1e-3
+    assert isinstance(fwd["weights"], str) and fwd["batch"] == 1
+    assert "pointwise (1×1) conv" in fwd["onnx_profile"]["share_by_kind"]
+
+    # (3) activations: all blocks vs the plain forward, and the cached second view
+    act = r["activations"]
+    assert "error" not in act, act.get("error")
+    for k in ("all_blocks_pass", "all_blocks_compute", "plain_tf", "app_forward", "cached_view", "all_blocks_onnx"):
+        _stats(act["paths"][k])
+    for k in ("all_blocks_pass_vs_plain_tf", "all_blocks_compute_vs_app_forward", "all_blocks_onnx_vs_app_forward"):
+        assert _number(act["ratios"][k]), k
+
+    srv = r["server"]
+    # (4) cold start and (5) peak RSS of the serving process
+    assert _number(srv["cold_start"]["first_classify_s"]) and srv["cold_start"]["first_result"]
+    assert _number(srv["memory"]["peak_rss_mb"]) and srv["memory"]["peak_rss_mb"] > 100
+    # (2) HTTP classify p50/p95 through gradio_client, as a ratio to the bare forward
+    _stats(srv["bare_forward"])
+    http = srv["classify_http"]
+    _stats(http["gradio_client"])
+    _stats(http["raw_http_api"]["total"])
+    assert _number(http["p50_vs_bare_forward"]) and _number(http["p95_vs_bare_forward"])
+    assert _number(http["cpu"]["gradio_client"]["server_cpu_ms_per_request"])
+    # (3) the cached /activations view over HTTP
+    ah = srv["activations_http"]
+    assert "error" not in ah, ah.get("error")
+    assert ah["first"]["cache_hit"] is False and ah["cached"] and _number(ah["cached_server_ms"])
+    # (6) throughput with 1, 4 and 8 clients
+    levels = srv["throughput"]["levels"]
+    assert set(levels) == {"1", "4", "8"}
+    for n, level in levels.items():
+        assert level["clients"] == int(n) and level["requests"] >= 1 and _number(level["throughput_rps"])
+    assert _number(srv["throughput"]["ratios_vs_1"]["8"])
+
+    # reduced precision: speed-up and top-1 agreement with fp32 on real photos
+    rp = r["reduced_precision"]
+    assert _number(rp["int8"]["speedup_vs_fp32_onnx"]) and _number(rp["bf16"]["speedup_vs_fp32_tf"])
+    for key in ("int8", "bf16"):
+        agreement = rp[key]["top1_agreement"]["all"]
+        assert agreement["photos"] >= 1 and 0 <= agreement["agree"] <= agreement["photos"]
+    for k in ("fp32_onnx", "int8_onnx", "fp32_tf", "bf16_tf"):
+        _stats(rp["paths"][k])
+    assert all({"photo", "fp32_top1", "int8_top1", "bf16_top1"} <= set(row) for row in rp["photos"])
+
+    # every target, with its value
+    assert set(r["targets"]) == set(bench.TARGETS)
+    for name, t in r["targets"].items():
+        assert _number(t["value"]) and isinstance(t["met"], bool), name
+
+
+@pytest.mark.slow
+def test_harness_end_to_end_tiny(tmp_path):
+    """`python -m bench.run --quick ...` with the smallest settings: real app, kitchenware weights."""
+    out = tmp_path / "results" / "bench.json"
+    cmd = [sys.executable, "-m", "bench.run", "--quick", "--size", "71", "--repeats", "2", "--requests", "2",
+           "--throughput-seconds", "1", "--clients", "1,4,8", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "target:" in proc.stdout and str(out) in proc.stdout  # the one table, and where the JSON went
+    check_results(json.loads(out.read_text()))
+    assert (out.parent / "server.log").is_file()
+
+
+def test_summaries_and_ratios():
+    s = bench.summarize([0.010, 0.020, 0.030])
+    assert s["median_ms"] == 20.0 and s["min_ms"] == 10.0 and s["runs"] == 3
+    assert bench.summarize([])["median_ms"] is None
+    assert bench.ratio(10.0, 20.0) == 0.5 and bench.ratio(None, 1.0) is None and bench.ratio(1.0, 0) is None
+    calls: list[str] = []
+    times = bench.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert calls[2:] == ["a", "b", "b", "a", "a", "b"]  # the order rotates round by round
+
+
+def test_targets_and_table_from_partial_results():
+    results = {
+        "meta": {"date": "d", "quick": True, "machine": {"cpu": "cpu", "cpus": 2},
+                 "load_before": {"loadavg": [0.1, 0, 0]}, "load_after": {"loadavg": [0.2, 0, 0]}},
+        "forward": {"ratios": {"app_vs_keras_predict": 0.5, "app_vs_onnxruntime": 1.2}, "paths": {}},
+        "server": {"throughput": {"ratios_vs_1": {"8": 1.5}}, "memory": {"peak_rss_mb": 2048.0}},
+    }
+    t = bench.targets(results)
+    assert t["forward_vs_keras_predict"]["met"] is True and t["forward_vs_onnxruntime"]["met"] is False
+    assert t["throughput_8_vs_1"]["met"] is True and t["serving_peak_rss_gb"] == {
+        "value": 2.0, "target": "<= 1.5", "met": False, "what": bench.TARGETS["serving_peak_rss_gb"][2]}
+    assert t["cold_start_s"]["met"] is None
+    results["targets"] = t
+    text = bench.table(results)
+    assert "NOT met" in text and "n/a" in text
+
+
+def test_cli_defaults_and_errors():
+    args = bench.parse_args([])
+    assert (args.size, args.repeats, args.clients, args.weights) == (299, 25, [1, 4, 8], "kitchenware")
+    assert args.forward_weights == "kitchenware-base" and args.sections == list(bench.SECTIONS)
+    quick = bench.parse_args(["--quick", "--app-env", "XCEPTION_BACKEND=tf", "--no-precision"])
+    assert quick.size == 96 and quick.app_env == {"XCEPTION_BACKEND": "tf"} and "precision" not in quick.sections
+    assert bench.parse_args(["--weights", "imagenet"]).forward_weights == "imagenet"
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--app-env", "NOEQUALS"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--sections", "forward,gpu"])
