@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.appserver import app_env, free_port, stop
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -423,12 +424,6 @@ def bench_activations(args: argparse.Namespace, keep: dict[str, Any]) -> dict[st
 # ------------------------------------------------------------------------------------------ 3. server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def proc_memory(pid: int) -> dict[str, float | None]:
     """VmHWM (peak) and VmRSS of a process, in MB, from /proc (psutil is not needed)."""
     out: dict[str, float | None] = {"peak_rss_mb": None, "rss_mb": None}
@@ -575,9 +570,7 @@ def bench_server(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "XCEPTION_WEIGHTS": args.weights, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
-           **args.app_env}
+    env = app_env(port, args.weights, **args.app_env)
     section: dict[str, Any] = {"weights": args.weights, "input_size": size, "backend": backend,
                                "app_env": args.app_env, "bare_forward": bare_stats["forward"],
                                "preprocess": bare_stats["preprocess"], "load_before": load()}
@@ -660,12 +653,7 @@ def bench_server(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
             with contextlib.suppress(Exception):
                 client.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
     return section
 
 
