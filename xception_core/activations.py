@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from xception_core.introspection import block_outputs_model
+from xception_core.introspection import block_outputs_model, variant_of
 from xception_core.labels import softmax, top_k
 from xception_core.model import block_output_layer
 from xception_core.spec import XCEPTION_SPEC, XceptionSpec
@@ -267,10 +267,8 @@ def _variant_and_outputs(model: keras.Model) -> tuple[str, str]:
     info = getattr(model, "xception_info", None)
     if info is not None:
         return info.variant, info.outputs
-    variant = "article" if any(layer.name.endswith("_post_act") for layer in model.layers) else "paper"
     activation = getattr(model.layers[-1], "activation", None)
-    outputs = "probabilities" if getattr(activation, "__name__", "") == "softmax" else "logits"
-    return variant, outputs
+    return variant_of(model), "probabilities" if getattr(activation, "__name__", "") == "softmax" else "logits"
 
 
 @dataclass

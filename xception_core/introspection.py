@@ -119,7 +119,8 @@ def layer_macs(layer: keras.layers.Layer) -> int:
     return depthwise + (h * w * c_in * depth * c_out if kind == "SeparableConv2D" else 0)
 
 
-def _variant_of(model: keras.Model) -> str:
+def variant_of(model: keras.Model) -> str:
+    """'paper' or 'article': from the model's `WeightsInfo`, else from the article's extra ReLUs."""
     info = getattr(model, "xception_info", None)
     if info is not None:
         return info.variant
@@ -132,7 +133,7 @@ def describe(model: keras.Model, spec: XceptionSpec = XCEPTION_SPEC) -> ModelDes
     Layers named `blockN_*` belong to block N; every later layer (pooling, classifier, a transfer
     head) to 'head'. Totals are sums over layers, so they equal `model.count_params()`.
     """
-    variant = _variant_of(model)
+    variant = variant_of(model)
     by_block: dict[str, list[LayerInfo]] = {b.name: [] for b in spec.blocks}
     by_block[HEAD] = []
     for layer in model.layers:
@@ -174,7 +175,7 @@ def block_outputs_model(model: keras.Model, spec: XceptionSpec = XCEPTION_SPEC) 
         A model from (N, H, W, 3) images to a dict {block name: (N, h, w, c)} with the final output
         under 'output'; it shares the model's layers (no copy of the weights).
     """
-    variant = _variant_of(model)
+    variant = variant_of(model)
     outputs = {b.name: model.get_layer(block_output_layer(b, variant)).output for b in spec.blocks}
     outputs["output"] = model.outputs[0]
     return keras.Model(model.inputs[0], outputs, name=f"{model.name}_blocks")

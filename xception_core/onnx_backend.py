@@ -26,7 +26,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from xception_core.optimize import foldable_pairs, folded_weights
+from xception_core.optimize import bn_affine, foldable_pairs, folded_weights, layer_inputs
 
 __all__ = ["OnnxForward", "UnsupportedLayerError", "available", "quantize_int8", "to_onnx"]
 
@@ -102,11 +102,6 @@ def _activation(g: _Graph, x: str, layer: keras.layers.Layer, activation: Any, r
     raise UnsupportedLayerError(f"{layer.name}: activation {name!r}")
 
 
-def _inputs(layer: keras.layers.Layer) -> list[Any]:
-    inp = layer.input
-    return list(inp) if isinstance(inp, (list, tuple)) else [inp]
-
-
 def _convert(g: _Graph, layer: keras.layers.Layer, xs: list[str], in_shapes: list[tuple],
              weights: list[np.ndarray] | None = None) -> str:
     """Emits `layer` on NCHW tensors `xs`; returns its output name. `weights` (with a bias last)
@@ -151,11 +146,7 @@ def _convert(g: _Graph, layer: keras.layers.Layer, xs: list[str], in_shapes: lis
     if isinstance(layer, keras.layers.BatchNormalization):  # one that could not be folded
         if layer.axis not in (-1, len(shape) - 1):
             raise UnsupportedLayerError(f"{layer.name}: BatchNorm axis {layer.axis}")
-        mean, var = (np.asarray(v, np.float64) for v in (layer.moving_mean, layer.moving_variance))
-        gamma = np.asarray(layer.gamma, np.float64) if layer.scale else np.ones_like(mean)
-        beta = np.asarray(layer.beta, np.float64) if layer.center else np.zeros_like(mean)
-        s = gamma / np.sqrt(var + layer.epsilon)
-        t = beta - s * mean
+        s, t = bn_affine(layer)
         bshape = (-1, 1, 1) if len(shape) == 4 else (-1,)
         y = g.op("Mul", [x, g.const(f"{layer.name}/scale", s.reshape(bshape))], layer.name)
         return g.op("Add", [y, g.const(f"{layer.name}/shift", t.reshape(bshape))], layer.name)
@@ -225,7 +216,7 @@ def to_onnx(model: keras.Model, features_layer: str, *, fold: bool = True, check
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        ins = _inputs(layer)
+        ins = layer_inputs(layer)
         if layer.name in folded:  # its conv already computes its output
             out = names[id(ins[0])]
         else:

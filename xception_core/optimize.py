@@ -33,12 +33,12 @@ def _producer(tensor: Any) -> keras.layers.Layer:
     return tensor._keras_history.operation  # (operation, node_index, tensor_index)
 
 
-def _inputs(layer: keras.layers.Layer) -> list[Any]:
+def layer_inputs(layer: keras.layers.Layer) -> list[Any]:
     inp = layer.input
     return list(inp) if isinstance(inp, (list, tuple)) else [inp]
 
 
-def _bn_affine(bn: keras.layers.BatchNormalization) -> tuple[np.ndarray, np.ndarray]:
+def bn_affine(bn: keras.layers.BatchNormalization) -> tuple[np.ndarray, np.ndarray]:
     """(scale s, shift t) with bn(x) = s·x + t at inference, float64 for exact folding."""
     mean = np.asarray(bn.moving_mean.numpy(), np.float64)
     var = np.asarray(bn.moving_variance.numpy(), np.float64)
@@ -55,7 +55,7 @@ def folded_weights(layer: keras.layers.Layer, bn: keras.layers.BatchNormalizatio
     depthwise half is untouched: only the pointwise conv's output channels meet the BatchNorm);
     DepthwiseConv2D: [kernel·s, bias']. bias' = s·(b − μ) + β, computed in float64.
     """
-    s, t = _bn_affine(bn)
+    s, t = bn_affine(bn)
     weights = [np.asarray(w, np.float64) for w in layer.get_weights()]
     bias = weights.pop() if layer.use_bias else np.zeros_like(s)
     if isinstance(layer, keras.layers.SeparableConv2D):
@@ -88,7 +88,7 @@ def _foldable_pair(bn: keras.layers.Layer, consumers: dict[int, int]) -> keras.l
     rank = len(bn.input.shape)
     if bn.axis not in (-1, rank - 1):
         return None  # only channels-last BatchNorm folds into the output channels
-    (source,) = _inputs(bn)
+    (source,) = layer_inputs(bn)
     prev = _producer(source)
     if not isinstance(prev, _FOLDABLE) or len(prev._inbound_nodes) != 1:
         return None
@@ -114,7 +114,7 @@ def foldable_pairs(model: keras.Model) -> dict[str, keras.layers.BatchNormalizat
                              "folding supports models whose layers are each called once")
     consumers: dict[int, int] = {}
     for layer in layers_:
-        for t in _inputs(layer):
+        for t in layer_inputs(layer):
             consumers[id(t)] = consumers.get(id(t), 0) + 1
     for out in model.outputs:  # a model output counts as a consumer: it must stay as it is
         consumers[id(out)] = consumers.get(id(out), 0) + 1
@@ -152,7 +152,7 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
         if isinstance(layer, keras.layers.BatchNormalization) and layer.name in removed:
             mapped[id(layer.output)] = mapped[id(layer.input)]
             continue
-        args = [mapped[id(t)] for t in _inputs(layer)]
+        args = [mapped[id(t)] for t in layer_inputs(layer)]
         if layer.name in fold_into:
             bn = fold_into[layer.name]
             clone = _folded_layer(layer, bn)
