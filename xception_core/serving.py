@@ -4,17 +4,20 @@ every request and tab, with a status line the UI can show while weights download
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import queue
 import threading
 import time
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
 import keras
+import numpy as np
 
-from xception_core.inference import Classifier, head_layers
+from xception_core.inference import Classifier, Prediction, head_layers
+from xception_core.labels import top_k
 from xception_core.model import block_output_layer, build_architecture
 from xception_core.presets import AUTO_ORDER, PRESETS
 from xception_core.spec import XCEPTION_SPEC
@@ -169,9 +172,6 @@ class ModelStore:
 
     def predict(self, classifier: Classifier, x, k: int = 5):
         """One preprocessed image (size, size, 3) → `Prediction`, batched with concurrent callers."""
-        from xception_core.inference import Prediction
-        from xception_core.labels import top_k
-
         with self._lock:
             batcher = self._batchers.get(id(classifier))
             if batcher is None:
@@ -214,13 +214,10 @@ class MicroBatcher:
     """
 
     def __init__(self, fn, *, max_batch: int = DEFAULT_MAX_BATCH, max_wait_s: float = DEFAULT_MAX_WAIT_S):
-        import queue
-
         if max_batch < 1:
             raise ValueError(f"max_batch must be ≥ 1, got {max_batch}")
         self.fn, self.max_batch, self.max_wait_s = fn, max_batch, max_wait_s
         self._queue: "queue.Queue[tuple]" = queue.Queue()
-        self._empty = queue.Empty
         self.batches: list[int] = []  # sizes of the batches run, for tests and the benchmark
         threading.Thread(target=self._work, name="micro-batcher", daemon=True).start()
 
@@ -235,8 +232,6 @@ class MicroBatcher:
         return box["result"]
 
     def _work(self) -> None:
-        import numpy as np
-
         while True:
             items = [self._queue.get()]
             deadline = time.monotonic() + self.max_wait_s
@@ -244,7 +239,7 @@ class MicroBatcher:
                 remaining = deadline - time.monotonic()
                 try:
                     items.append(self._queue.get(timeout=max(remaining, 0)) if remaining > 0 else self._queue.get_nowait())
-                except self._empty:
+                except queue.Empty:
                     break
             self.batches.append(len(items))
             del self.batches[:-1000]
