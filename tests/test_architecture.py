@@ -1,5 +1,13 @@
-"""The layering the project promises: xception_core never imports UI libraries, demo/ never
-does model math with TensorFlow directly, and the light modules do not pull TensorFlow in."""
+"""The layering the project promises, checked on the source itself:
+
+    xception.settings → xception.arch → xception.weights → xception.model → xception.runtime
+    → xception.io → webapp.store → webapp.services / webapp.netron → webapp.ui → webapp.server
+
+Each module imports only its own layer or lower ones (function-level imports included, so a lazy
+import cannot hide a cycle); there are no import cycles; the core imports no UI or web library,
+reads no environment outside `xception.settings` and writes no page markup; the app layer does no
+model math (no TensorFlow or Keras); services hold no Gradio.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +17,149 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("xception", "webapp", "bench")
+
+# Lower rank = lower layer. A module may import modules of its own rank or lower.
+RANKS = [
+    ("xception.settings", 0),
+    ("xception.arch", 1),
+    ("xception.weights", 2),
+    ("xception.model", 3),
+    ("xception.runtime", 4),
+    ("xception.io", 5),
+    ("xception.__main__", 5),
+    ("webapp.store", 6),
+    ("webapp.services", 7),
+    ("webapp.netron", 7),
+    ("webapp.ui", 8),
+    ("webapp.server", 9),
+    ("webapp", 9),
+    ("bench", 10),
+]
+UI_LIBRARIES = {"gradio", "gradio_client", "plotly", "fastapi", "starlette", "uvicorn", "pandas"}
+MODEL_MATH = {"tensorflow", "keras"}
+LIGHT = ["xception/settings.py", "xception/arch/spec.py", "xception/weights/presets.py", "xception/io/images.py",
+         "xception/io/preprocessing.py", "xception/io/labels.py", "xception/io/assets.py", "xception/io/visualize.py"]
 
 
-def imported_roots(path: Path) -> set[str]:
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def sources() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def imports(path: Path) -> set[str]:
+    """Every module name imported anywhere in the file (absolute imports; relative ones resolved)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    roots: set[str] = set()
+    own = module_name(path)
+    names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            roots.add(node.module.split(".")[0])
-    return roots
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = own.split(".")[: -node.level + (1 if path.name == "__init__.py" else 0) or None]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return names
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "xception_core").glob("*.py")), ids=lambda p: p.name)
-def test_core_imports_no_ui_library(path):
-    assert not imported_roots(path) & {"gradio", "plotly", "fastapi", "uvicorn", "starlette"}
+def project_imports(path: Path, known: dict[str, Path]) -> set[str]:
+    return {name for name in imports(path) if name in known and name != module_name(path)}
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "demo").glob("*.py")), ids=lambda p: p.name)
-def test_demo_does_no_model_math(path):
-    assert not imported_roots(path) & {"tensorflow", "keras"}
+def rank(module: str) -> int:
+    best = max((prefix for prefix, _ in RANKS if module == prefix or module.startswith(prefix + ".")), key=len)
+    return dict(RANKS)[best]
 
 
-@pytest.mark.parametrize("name", ["preprocessing", "labels", "assets", "visualize", "spec", "presets"])
-def test_light_modules_do_not_import_tensorflow(name):
-    assert not imported_roots(ROOT / "xception_core" / f"{name}.py") & {"tensorflow", "keras", "gradio", "plotly"}
+KNOWN = sources()
+
+
+@pytest.mark.parametrize("module", sorted(KNOWN))
+def test_imports_go_only_downward(module):
+    if module in ("xception", "webapp", "bench"):
+        return  # package roots re-export lazily and import nothing of the project at import time
+    upward = {m for m in project_imports(KNOWN[module], KNOWN) if m not in PACKAGES and rank(m) > rank(module)}
+    assert not upward, f"{module} (layer {rank(module)}) imports higher layers: {sorted(upward)}"
+
+
+def test_no_import_cycles():
+    graph = {m: project_imports(p, KNOWN) - set(PACKAGES) for m, p in KNOWN.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                pytest.fail("import cycle: " + " → ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in KNOWN if m.startswith("xception")))
+def test_core_imports_no_ui_library_and_reads_no_environment(module):
+    path = KNOWN[module]
+    roots = {name.split(".")[0] for name in imports(path)}
+    assert not roots & UI_LIBRARIES, f"{module} imports {sorted(roots & UI_LIBRARIES)}"
+    if module != "xception.settings":
+        text = path.read_text(encoding="utf-8")
+        assert "os.environ" not in text and "getenv" not in text, f"{module} reads the environment"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in KNOWN if m.startswith("xception")))
+def test_core_writes_no_page_markup(module):
+    """Strings in the core (docstrings aside) hold no Markdown emphasis or HTML: words for pages are
+    made in webapp.ui.text."""
+    tree = ast.parse(KNOWN[module].read_text(encoding="utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            assert "**" not in node.value and "<br" not in node.value and "<b>" not in node.value, (module, node.value)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in KNOWN if m.startswith("webapp")))
+def test_app_does_no_model_math(module):
+    roots = {name.split(".")[0] for name in imports(KNOWN[module])}
+    assert not roots & MODEL_MATH, f"{module} imports {sorted(roots & MODEL_MATH)}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in KNOWN if m == "webapp.store" or m.startswith("webapp.services")))
+def test_services_hold_no_gradio(module):
+    roots = {name.split(".")[0] for name in imports(KNOWN[module])}
+    assert not roots & UI_LIBRARIES, f"{module} imports {sorted(roots & UI_LIBRARIES)}"
+
+
+@pytest.mark.parametrize("path", LIGHT)
+def test_light_modules_do_not_import_tensorflow(path):
+    roots = {name.split(".")[0] for name in imports(ROOT / path)}
+    assert not roots & (MODEL_MATH | UI_LIBRARIES)
+
+
+def test_the_checks_see_a_violation(tmp_path):
+    """The import reader finds function-level and relative imports (so the rules above can fail)."""
+    sample = ROOT / "xception" / "arch" / "_probe_for_test.py"
+    sample.write_text("def f():\n    from xception.model import load_model\n    import gradio\n")
+    try:
+        found = imports(sample)
+        assert "xception.model" in found and "gradio" in found
+        assert rank("xception.model") > rank(module_name(sample))
+    finally:
+        sample.unlink()

@@ -1,0 +1,79 @@
+"""Classify and explain: an image payload in, top-k, timing and Grad-CAM out. No Gradio here."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from webapp.services import UserError
+from webapp.services.payloads import payload_to_image
+from webapp.store import ModelStore, Prediction, ServedModel
+from xception.io.images import display_copy
+from xception.io.visualize import overlay
+from xception.model import WeightsUnavailableError
+
+MODEL_WAIT_S = 600.0  # a first start may download ~90 MB of weights
+CAM_ALPHA = 0.5
+
+
+@dataclass(frozen=True)
+class Classified:
+    """One classification, and what a later Grad-CAM of another class needs.
+
+    Attributes:
+        served: The model that ran.
+        image: A display-size copy of the visitor's image.
+        prediction: Top-k, probabilities and the exit-flow features.
+        seconds: Time spent in the network.
+    """
+
+    served: ServedModel
+    image: Image.Image
+    prediction: Prediction
+    seconds: float
+
+    @property
+    def top_labels(self) -> list[str]:
+        return [label for label, _ in self.prediction.top]
+
+
+class ClassifyService:
+    """The Classify tab's and `/classify`'s work, on a shared `ModelStore`."""
+
+    def __init__(self, store: ModelStore, wait_s: float = MODEL_WAIT_S):
+        self.store, self.wait_s = store, wait_s
+
+    def model(self, key: str | None = None) -> ServedModel:
+        """The store's model for `key` (default weights when None), failures as `UserError`."""
+        try:
+            return self.store.get(key or None, timeout=self.wait_s)
+        except TimeoutError as exc:
+            raise UserError(f"{exc}.") from None
+        except (WeightsUnavailableError, ValueError) as exc:
+            raise UserError(str(exc)) from None
+
+    def classify(self, payload: Any, key: str | None = None, k: int = 5) -> Classified:
+        """Decode, preprocess and classify one image payload."""
+        served = self.model(key)
+        image = payload_to_image(payload, self.store.settings.upload_dir)
+        x = served.preprocess(image)
+        start = time.perf_counter()
+        prediction = served.predict(x, k)
+        seconds = time.perf_counter() - start
+        return Classified(served, display_copy(image), prediction, seconds)
+
+    def top(self, payload: Any, key: str | None = None, k: int = 5) -> dict[str, float]:
+        """`{label: probability}` of the top `k` classes (the `/classify` answer)."""
+        return {label: round(float(p), 6) for label, p in self.classify(payload, key, k).prediction.top}
+
+    def explain(self, classified: Classified, label: str | None = None) -> Image.Image:
+        """Grad-CAM of `label` (default: the top class) over the display copy of the image."""
+        served = classified.served
+        label = label or classified.top_labels[0]
+        if label not in served.labels:
+            raise UserError(f"{str(label)[:80]!r} is not a class of {served.title}.")
+        cam = served.gradcam(classified.prediction.features, served.labels.index(label))
+        return overlay(classified.image, cam, alpha=CAM_ALPHA)

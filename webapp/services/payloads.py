@@ -1,0 +1,54 @@
+"""Turning what Gradio hands a handler (an image payload) into a PIL image, with clear errors.
+
+Events take their image with `preprocess=False`, so Gradio never decodes an upload itself: every
+upload goes through `xception.io.images.load_image`, whose limits and messages apply to
+the page and the API alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from webapp.services import UserError
+from xception.io.images import load_image
+
+
+def payload_to_image(payload: Any, upload_dir: Path) -> Image.Image:
+    """A Gradio image payload (FileData dict, data: URL, or a path Gradio cached) → RGB image.
+
+    Only files inside `upload_dir` (Gradio's upload and example cache) are read.
+
+    Raises:
+        UserError: No image, a file outside Gradio's upload folder, or anything `load_image`
+            rejects (its message says what was received and what is allowed).
+    """
+    if payload is None:
+        raise UserError("No image: upload one, take a webcam snapshot, paste one, or pick an example.")
+    if isinstance(payload, Image.Image):
+        source: Any = payload
+    else:
+        if isinstance(payload, dict):
+            url, path = payload.get("url"), payload.get("path")
+        else:
+            url, path = getattr(payload, "url", None), getattr(payload, "path", payload)
+        if isinstance(url, str) and url.startswith("data:"):
+            try:
+                source = base64.b64decode(url.split(",", 1)[1], validate=False)
+            except (IndexError, ValueError):
+                raise UserError("The pasted image data is not valid base64.") from None
+        elif isinstance(path, (str, os.PathLike)):
+            resolved = Path(path).resolve()
+            if not resolved.is_relative_to(Path(upload_dir).resolve()):
+                raise UserError("That file is not an upload of this app.")
+            source = resolved
+        else:
+            raise UserError(f"Unsupported image payload of type {type(payload).__name__}.")
+    try:
+        return load_image(source)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None

@@ -1,0 +1,103 @@
+"""Turning 2-D maps (Grad-CAM heat maps, feature-map channels) into pictures: normalise,
+upsample to the image, colour, blend. NumPy and Pillow only."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+# A perceptually ordered colour ramp (dark blue → teal → yellow, after matplotlib's 'viridis'),
+# as 9 anchors interpolated linearly: enough for heat maps, no matplotlib dependency.
+_RAMP = np.array(
+    [
+        [68, 1, 84], [71, 44, 122], [59, 81, 139], [44, 113, 142], [33, 144, 141],
+        [39, 173, 129], [92, 200, 99], [170, 220, 50], [253, 231, 37],
+    ],
+    dtype=np.float32,
+)
+
+
+def normalize(values: np.ndarray) -> np.ndarray:
+    """Scales a map to [0, 1] by its own min and max (a constant map becomes zeros).
+
+    Args:
+        values: (h, w) array.
+
+    Returns:
+        (h, w) float32 in [0, 1].
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2:
+        raise ValueError(f"expected a 2-D map, got shape {values.shape}")
+    low, high = float(values.min()), float(values.max())
+    if not np.isfinite(low) or not np.isfinite(high):
+        raise ValueError("map contains NaN or infinite values")
+    if high - low < 1e-12:
+        return np.zeros_like(values)
+    return (values - low) / (high - low)
+
+
+def colorize(values: np.ndarray) -> np.ndarray:
+    """Maps [0, 1] values to RGB through the colour ramp.
+
+    Args:
+        values: (h, w) floats in [0, 1] (clipped).
+
+    Returns:
+        (h, w, 3) uint8.
+    """
+    scaled = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0) * (len(_RAMP) - 1)
+    low = np.floor(scaled).astype(np.int64)
+    high = np.minimum(low + 1, len(_RAMP) - 1)
+    frac = (scaled - low)[..., None]
+    return np.round(_RAMP[low] * (1 - frac) + _RAMP[high] * frac).astype(np.uint8)
+
+
+def upsample(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bicubic upsampling of a map to (width, height), as Pillow orders sizes.
+
+    Returns:
+        (height, width) float32.
+    """
+    image = Image.fromarray(np.asarray(values, dtype=np.float32), mode="F")
+    return np.asarray(image.resize(size, Image.Resampling.BICUBIC), dtype=np.float32)
+
+
+def heatmap_image(values: np.ndarray, size: tuple[int, int] | None = None) -> Image.Image:
+    """A map as a coloured picture, normalised and optionally upsampled to (width, height)."""
+    values = normalize(values)
+    if size is not None:
+        values = np.clip(upsample(values, size), 0.0, 1.0)
+    return Image.fromarray(colorize(values), mode="RGB")
+
+
+def overlay(image: Image.Image, values: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """Blends a coloured map over an image; the map is stretched over the whole image, which is
+    how the model saw it (`preprocess` resizes without cropping).
+
+    Args:
+        image: Any PIL image (converted to RGB).
+        values: (h, w) map; normalised here.
+        alpha: Weight of the map, in [0, 1].
+
+    Returns:
+        RGB image of `image`'s size.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    base = image.convert("RGB")
+    heat = heatmap_image(values, base.size)
+    return Image.blend(base, heat, alpha)
+
+
+# `colorize`'s ramp sampled at 256 levels: a table lookup colours a 128×128 tile in ~0.1 ms where
+# interpolating per pixel takes ~1 ms, and a view draws dozens of tiles.
+_LUT = colorize(np.linspace(0.0, 1.0, 256, dtype=np.float32)[None, :])[0]
+
+
+def map_tile(values: np.ndarray, side: int, base: Image.Image | None = None, alpha: float = 0.5) -> Image.Image:
+    """One feature map as a `side`×`side` picture: normalised, stretched (bicubic), coloured through
+    a lookup table and, with `base` (same size), blended over it; `overlay` for many small tiles."""
+    scaled = upsample(normalize(values), (side, side))
+    heat = Image.fromarray(_LUT[np.clip(scaled * 255.0 + 0.5, 0, 255).astype(np.uint8)], "RGB")
+    return Image.blend(base, heat, alpha) if base is not None else heat
