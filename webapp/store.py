@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -129,6 +130,7 @@ class ModelStore:
         self._default_ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._variants: dict[tuple[str, str], LoadedModel] = {}
+        self._on_ready: list[Callable[[ServedModel], None]] = []
 
     # ---------------------------------------------------------------- loading
 
@@ -143,9 +145,29 @@ class ModelStore:
     def _load_all(self) -> None:
         for key in self.candidates:
             if self._load(key) and self._default is None:
-                self._default = key
+                with self._lock:
+                    self._default = key
+                    callbacks, self._on_ready = self._on_ready, []
                 self._default_ready.set()
+                for callback in callbacks:  # after the default is served: never on the first classify's path
+                    self._call(callback)
         self._default_ready.set()  # also when nothing loaded: waiters get the error
+
+    def when_ready(self, callback: Callable[[ServedModel], None]) -> None:
+        """Runs `callback(default model)` once the default weights are ready: in the loader
+        thread, before other weights load (in a new thread if they are ready already). For
+        warm-ups that must not wait for a page view; a failing callback is logged."""
+        with self._lock:
+            if self._default is None:
+                self._on_ready.append(callback)
+                return
+        threading.Thread(target=self._call, args=(callback,), name="when-ready", daemon=True).start()
+
+    def _call(self, callback: Callable[[ServedModel], None]) -> None:
+        try:
+            callback(self.get(self._default))
+        except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs the first user time
+            logger.warning("after-load step %s failed: %s", getattr(callback, "__name__", callback), exc)
 
     def _load(self, key: str) -> bool:
         with self._lock:

@@ -181,7 +181,9 @@ def build_xception(
 
 def rewire(loaded: LoadedModel, variant: str) -> LoadedModel:
     """The same weights in another wiring. The head's layers (pooling, classifier, a transfer
-    head) are shared with `loaded`, not copied, so both wirings use one classifier."""
+    head) are copied with their weights (a few MB), not shared: a shared layer would tie the two
+    graphs together, and ONNX translation and BatchNorm folding need each model's layers called
+    once."""
     if get_variant(variant).name == loaded.info.variant:
         return loaded
     source = loaded.model
@@ -189,5 +191,5 @@ def rewire(loaded: LoadedModel, variant: str) -> LoadedModel:
     features = BuildRequest(input_shape=(size, size, 3), include_top=False, variant=variant).architecture()
     copy_weights(source, features)
     head = layers_after(source, source.get_layer(loaded.info.features_layer))
-    model = keras.Model(features.inputs[0], stack(features.output, head, share=True), name=f"{source.name}_{variant}")
+    model = keras.Model(features.inputs[0], stack(features.output, head, share=False), name=f"{source.name}_{variant}")
     return LoadedModel(model, dataclasses.replace(loaded.info, variant=variant))

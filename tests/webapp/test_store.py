@@ -60,3 +60,29 @@ def test_store_reports_when_nothing_loads(monkeypatch):
     store = ModelStore(Settings(), ["a", "b"]).start()
     with pytest.raises(WeightsUnavailableError, match="a is offline.*b is offline"):
         store.get(timeout=10)
+
+
+def test_when_ready_runs_after_the_default_loads_and_before_the_others(monkeypatch, tiny_model):
+    order: list[str] = []
+    release = threading.Event()
+
+    def load(key, settings):
+        if key == "second":
+            order.append("load second")
+        else:
+            release.wait(10)
+        return tiny_model
+
+    monkeypatch.setattr("webapp.store.load_model", load)
+    store = ModelStore(Settings(), ["first", "second"])
+    store.when_ready(lambda served: order.append(f"warm {served.key}"))
+    store.when_ready(lambda served: 1 / 0)  # logged, does not stop loading
+    store.start()
+    time.sleep(0.1)
+    assert order == []
+    release.set()
+    store.get("second", timeout=30)
+    assert order == ["warm first", "load second"]
+    done = threading.Event()
+    store.when_ready(lambda served: (order.append(f"late {served.key}"), done.set()))  # already ready: runs at once
+    assert done.wait(10) and order[-1] == "late first"

@@ -47,13 +47,13 @@ def _counting(explorer: ActivationExplorer, model) -> list[int]:
     """Wraps the compiled forward of `model` so that every real call of the network is counted."""
     compiled = explorer._compile(model)
     calls = [0]
-    inner = compiled.fn
+    inner = compiled.run
 
     def counted(x):
         calls[0] += 1
         return inner(x)
 
-    compiled.fn = counted
+    compiled.run = counted
     return calls
 
 
@@ -90,8 +90,11 @@ def test_concurrent_requests_for_one_image_share_one_forward(models, images):
     assert len({id(record) for record, _ in results}) == 1
 
 
-def test_block_outputs_equal_the_models_own_tensors(models, images, shared):
-    _, paper, _ = shared
+@pytest.mark.parametrize("backend", ["onnx", "tf"])
+def test_block_outputs_equal_the_models_own_tensors(models, images, backend):
+    explorer = ActivationExplorer(backend=backend)
+    paper, _ = explorer.compute(models[0], images[0], weights_key="w")
+    assert paper.backend == backend
     model = models[0].model
     names = {b: layer for b, layer in zip(BLOCKS, ["block1_conv2_act"] + [f"block{i}_add" for i in range(2, 14)]
                                           + ["block14_sepconv2_act"])}
@@ -101,8 +104,9 @@ def test_block_outputs_equal_the_models_own_tensors(models, images, shared):
         want = np.asarray(want)[0]
         got = paper.blocks[block]
         assert got.dtype == np.float16 and got.shape == want.shape, block
-        np.testing.assert_allclose(got.astype(np.float32), want, rtol=2e-3, atol=2e-3 * float(np.abs(want).max()))
-        np.testing.assert_allclose(paper.channel_means[block], want.mean(axis=(0, 1)), rtol=1e-4, atol=1e-5)
+        scale = float(np.abs(want).max())
+        np.testing.assert_allclose(got.astype(np.float32), want, rtol=2e-3, atol=2e-3 * scale)
+        np.testing.assert_allclose(paper.channel_means[block], want.mean(axis=(0, 1)), rtol=1e-4, atol=1e-5 * scale)
     np.testing.assert_allclose(paper.probabilities, np.asarray(probabilities)[0], rtol=1e-4, atol=1e-6)
     assert paper.image.dtype == np.uint8 and paper.image.shape == (SIZE, SIZE, 3)
     assert paper.block_names == BLOCKS
@@ -200,3 +204,49 @@ def test_article_vs_paper_difference(shared):
     same = compare_variants(paper, paper)
     assert all(r.relative_l2 == 0.0 and r.cosine == pytest.approx(1.0) and not r.resized for r in same)
     assert article.probabilities.shape == paper.probabilities.shape == (5,)
+
+
+def test_onnx_and_tf_passes_give_the_same_record(models, images):
+    """The explorer on ONNX Runtime (BatchNorm folded) against its TensorFlow fallback, both
+    wirings: the same maps within float16 rounding, means and probabilities within the folding
+    tolerance, the same statistics and comparison."""
+    onnx, tf_ = ActivationExplorer(backend="onnx"), ActivationExplorer(backend="tf")
+    for model in models:
+        a, _ = onnx.compute(model, images[3], weights_key="w")
+        b, _ = tf_.compute(model, images[3], weights_key="w")
+        assert (a.backend, b.backend) == ("onnx", "tf") and a.key == b.key
+        for block in BLOCKS:
+            want = b.maps[block].astype(np.float32)
+            scale = float(np.abs(want).max())
+            assert a.maps[block].shape == want.shape and a.maps[block].dtype == np.float16
+            np.testing.assert_allclose(a.maps[block].astype(np.float32), want, rtol=2e-3, atol=2e-3 * scale)
+            np.testing.assert_allclose(a.channel_means[block], b.channel_means[block], rtol=1e-4, atol=1e-5 * scale)
+            assert a.stats[block].mean == pytest.approx(b.stats[block].mean, rel=1e-2, abs=1e-3 * scale)
+            assert a.stats[block].after_relu == b.stats[block].after_relu
+        np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=1e-4, atol=1e-6)
+    pa, aa = (onnx.compute(m, images[3], weights_key="w")[0] for m in models)
+    pb, ab = (tf_.compute(m, images[3], weights_key="w")[0] for m in models)
+    for x, y in zip(compare_variants(pa, aa), compare_variants(pb, ab)):
+        assert x.relative_l2 == pytest.approx(y.relative_l2, rel=1e-2, abs=1e-4)
+
+
+def test_onnx_failure_falls_back_to_tf(models, images, monkeypatch, caplog):
+    from xception.runtime import onnx as onnx_backend
+
+    def refuse(*args, **kwargs):
+        raise onnx_backend.UnsupportedLayerError("no translation for this test")
+
+    monkeypatch.setattr(onnx_backend, "to_onnx", refuse)
+    explorer = ActivationExplorer(backend="onnx")
+    record, _ = explorer.compute(models[0], images[0], weights_key="w")
+    assert record.backend == "tf" and explorer.backend_for(models[0]) == "tf"
+    assert "no translation for this test" in caplog.text
+
+
+def test_statistics_are_computed_when_first_read(models, images):
+    explorer = ActivationExplorer()
+    record, _ = explorer.compute(models[0], images[1], weights_key="w")
+    assert record.stats._done == {}
+    first = record.stats["block7"]
+    assert list(record.stats._done) == ["block7"] and record.stats["block7"] is first
+    assert len(record.stats) == len(BLOCKS) and list(record.stats) == BLOCKS

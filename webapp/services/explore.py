@@ -76,10 +76,15 @@ class ExploreService:
     def __init__(self, store: ModelStore, explorer: ActivationExplorer | None = None):
         self.store = store
         self.classify = ClassifyService(store)
-        self.explorer = explorer or ActivationExplorer(max_entries=8)
+        settings = store.settings
+        self.explorer = explorer or ActivationExplorer(max_entries=8, backend=settings.backend,
+                                                       threads=settings.onnx_threads)
         self._lock = threading.Lock()
         self._descriptions: dict[Any, ModelDescription] = {}
-        self._warming = False
+        # Warm the all-blocks pass as soon as the model is ready, for API callers who never
+        # open the page (the page's own call below is then a no-op).
+        self._warming = True
+        store.when_ready(self._warm_up)
 
     # ---------------------------------------------------------------- architecture
 
@@ -127,11 +132,14 @@ class ExploreService:
 
         def run() -> None:
             try:
-                self.explorer.warm_up(self.model().loaded)
+                self._warm_up(self.model())
             except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs the first user time
                 logger.warning("activation warm-up failed: %s", exc)
 
         threading.Thread(target=run, name="explore-warm-up", daemon=True).start()
+
+    def _warm_up(self, served: ServedModel) -> None:
+        self.explorer.warm_up(served.loaded)
 
     # ---------------------------------------------------------------- activations
 

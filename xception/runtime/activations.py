@@ -1,24 +1,35 @@
 """Every block's activations for one image, from ONE forward pass, cached for the explorer.
 
-`ActivationExplorer.compute` runs a compiled multi-output model (`block_outputs_model`: all 14
-block outputs plus the classifier output) once per image, weights and wiring, reduces what the
-explorer shows (per-channel means, statistics, a histogram) inside the same compiled call, and
-keeps the block maps as float16 in a bounded LRU cache. Switching block, channel or grid size
-then only slices NumPy arrays: no second forward pass (`forward_calls` counts them).
+`ActivationExplorer.compute` runs one multi-output pass per image, weights and wiring that
+yields all 14 block outputs as float16 maps plus each channel's mean and the classifier output,
+and keeps the maps in a bounded LRU cache. Switching block, channel or grid size then only
+slices NumPy arrays: no second forward pass (`forward_calls` counts them). A block's summary
+statistics and histogram are computed from its stored map the first time they are asked for
+(a page shows one block at a time; reducing all 14 up front would cost about as much as the
+forward itself).
 
-At 299×299 the 14 block outputs hold 5.1 M values (20 MB float32, 10 MB as float16); at 150×150,
-1.3 M values (2.6 MB as float16). float16 keeps ~3 significant digits, plenty for pictures and
-for relative differences between wirings, which are O(0.1–1).
+The pass runs on the app's backend: ONNX Runtime (`xception.runtime.onnx.to_onnx(block_maps=…)`,
+BatchNorm folded, the reductions and the float16 cast inside the graph), or TensorFlow (a
+`tf.function` over `block_outputs_model`) when the backend is 'tf' or a layer has no ONNX
+translation. Both give the same record (within float16 and BatchNorm-folding rounding).
 
-Pure TensorFlow/Keras/NumPy: no UI code.
+Maps are stored channel-first, (c, h, w): ONNX Runtime's own layout, so no transpose is paid
+for blocks nobody looks at, and one channel is a contiguous slice. `ImageActivations.blocks`
+still shows them as (h, w, c). At 299×299 the 14 block outputs hold 5.1 M values (10 MB as
+float16); at 150×150, 1.3 M (2.6 MB). float16 keeps ~3 significant digits, plenty for pictures
+and for relative differences between wirings, which are O(0.1–1).
+
+Numbers only: no UI code.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import keras
@@ -39,6 +50,8 @@ __all__ = [
     "compare_variants",
 ]
 
+logger = logging.getLogger(__name__)
+
 HISTOGRAM_BINS = 40
 _FLOAT16_MAX = 65504.0  # larger magnitudes would become inf in float16
 
@@ -48,7 +61,8 @@ _FLOAT16_MAX = 65504.0  # larger magnitudes would become inf in float16
 
 @dataclass(frozen=True)
 class BlockStats:
-    """Statistics of one block's output for one image (computed in float32 before storage).
+    """Statistics of one block's output for one image, from its stored float16 map (accumulated
+    in float32; values below float16's smallest subnormal, 6e-8, count as zeros).
 
     Attributes:
         block: Block name ('block1' ... 'block14').
@@ -74,6 +88,45 @@ class BlockStats:
     histogram_edges: np.ndarray = field(repr=False)
 
 
+def block_stats(block: str, values: np.ndarray, after_relu: bool, bins: int = HISTOGRAM_BINS) -> BlockStats:
+    """`BlockStats` of one stored map.
+
+    Args:
+        block: Block name.
+        values: (c, h, w) float16 map, as `ImageActivations` stores it.
+        after_relu: Whether the block's output is a ReLU's.
+        bins: Histogram bins.
+    """
+    v = values.astype(np.float32)
+    lo, hi = float(v.min()), float(v.max())
+    top = max(hi, lo + 1e-6)
+    counts, _ = np.histogram(v, bins=bins, range=(lo, top))
+    edges = np.linspace(lo, top, bins + 1, dtype=np.float32)
+    c, h, w = values.shape
+    return BlockStats(block, (h, w, c), float(v.mean(dtype=np.float64)), float(v.std(dtype=np.float64)), lo, hi,
+                      float(np.count_nonzero(values == 0)) / values.size, after_relu, counts.astype(np.int64), edges)
+
+
+class _LazyStats(Mapping[str, BlockStats]):
+    """{block: BlockStats}, each computed on first access from the stored map and kept."""
+
+    def __init__(self, maps: Mapping[str, np.ndarray], after_relu: Mapping[str, bool], bins: int):
+        self._maps, self._after_relu, self._bins = maps, after_relu, bins
+        self._done: dict[str, BlockStats] = {}
+
+    def __getitem__(self, block: str) -> BlockStats:
+        stats = self._done.get(block)
+        if stats is None:  # two threads may both compute it: same result, no lock needed
+            stats = self._done[block] = block_stats(block, self._maps[block], self._after_relu[block], self._bins)
+        return stats
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._maps)
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+
 @dataclass(frozen=True, eq=False)
 class ImageActivations:
     """One image through one model (weights + wiring): every block's output and statistics.
@@ -83,43 +136,51 @@ class ImageActivations:
         weights_key: Which weights ran.
         variant: 'paper' or 'article'.
         image: (S, S, 3) uint8: the input as the model saw it (resized, before scaling).
-        blocks: {block: (h, w, c) float16 output}, in network order.
-        channel_means: {block: (c,) float32 mean over h, w of each channel}.
-        stats: {block: BlockStats}.
+        maps: {block: (c, h, w) float16 output}, in network order (see `blocks` for (h, w, c)).
+        channel_means: {block: (c,) float32 mean over h, w of each channel, from the float32
+            output}.
+        stats: {block: BlockStats}, each computed when first read.
         probabilities: (classes,) float32 (softmax applied to logits).
         forward_seconds: Time of the one forward pass that produced all of this.
+        backend: 'onnx' or 'tf': what ran the pass.
     """
 
     key: str
     weights_key: str
     variant: str
     image: np.ndarray = field(repr=False)
-    blocks: dict[str, np.ndarray] = field(repr=False)
+    maps: dict[str, np.ndarray] = field(repr=False)
     channel_means: dict[str, np.ndarray] = field(repr=False)
-    stats: dict[str, BlockStats] = field(repr=False)
+    stats: Mapping[str, BlockStats] = field(repr=False)
     probabilities: np.ndarray = field(repr=False)
     forward_seconds: float
+    backend: str = "tf"
+
+    @property
+    def blocks(self) -> dict[str, np.ndarray]:
+        """{block: (h, w, c) float16 output}: views of `maps`, no copy."""
+        return {name: m.transpose(1, 2, 0) for name, m in self.maps.items()}
 
     @property
     def block_names(self) -> list[str]:
-        return list(self.blocks)
+        return list(self.maps)
 
     @property
     def nbytes(self) -> int:
         """Bytes held by this record's arrays (what a cache entry costs)."""
-        arrays = [self.image, self.probabilities, *self.blocks.values(), *self.channel_means.values()]
-        arrays += [a for s in self.stats.values() for a in (s.histogram_counts, s.histogram_edges)]
-        return int(sum(a.nbytes for a in arrays))
+        arrays = [self.image, self.probabilities, *self.maps.values(), *self.channel_means.values()]
+        return int(sum(a.nbytes for a in arrays)) + len(self.maps) * 8 * (2 * HISTOGRAM_BINS + 1)
 
     def _block(self, block: str) -> np.ndarray:
         try:
-            return self.blocks[block]
-        except KeyError:
+            return self.maps[block]
+        except (KeyError, TypeError):
             raise ValueError(f"unknown block {block!r}; expected one of {self.block_names}") from None
 
     def shape(self, block: str) -> tuple[int, int, int]:
         """(h, w, c) of a block's output."""
-        return tuple(int(d) for d in self._block(block).shape)  # type: ignore[return-value]
+        c, h, w = self._block(block).shape
+        return int(h), int(w), int(c)
 
     def top_channels(self, block: str, n: int) -> list[tuple[int, float]]:
         """The `n` most active channels of a block by mean activation, most active first.
@@ -140,10 +201,10 @@ class ImageActivations:
     def channel_map(self, block: str, channel: int) -> np.ndarray:
         """One channel's (h, w) map as float32."""
         values = self._block(block)
-        channels = values.shape[-1]
+        channels = values.shape[0]
         if not isinstance(channel, (int, np.integer)) or isinstance(channel, bool) or not 0 <= channel < channels:
             raise ValueError(f"channel must be an integer in [0, {channels}) for {block}, got {channel!r}")
-        return values[:, :, int(channel)].astype(np.float32)
+        return values[int(channel)].astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -184,8 +245,8 @@ def compare_variants(
     """
     wiring = {b.name: b.wiring_differences for b in spec.blocks}
     out = []
-    for name in paper.blocks:
-        p = paper.blocks[name].astype(np.float32)
+    for name in paper.maps:
+        p = paper.blocks[name].astype(np.float32)  # (h, w, c)
         a = article.blocks[name].astype(np.float32)
         if p.shape[-1] != a.shape[-1]:
             raise ValueError(f"{name}: channel counts differ ({p.shape} vs {a.shape}); not the same architecture")
@@ -199,7 +260,8 @@ def compare_variants(
             block=name, paper_shape=paper.shape(name), article_shape=article.shape(name), resized=resized,
             relative_l2=diff_norm / p_norm if p_norm > 0 else float("inf") if diff_norm > 0 else 0.0,
             cosine=dot / (p_norm * a_norm) if p_norm > 0 and a_norm > 0 else 0.0,
-            paper_mean=paper.stats[name].mean, article_mean=article.stats[name].mean,
+            # Every channel has h·w values, so the mean of the channel means is the block's mean.
+            paper_mean=float(paper.channel_means[name].mean()), article_mean=float(article.channel_means[name].mean()),
             wiring=wiring.get(name, ()),
         ))
     return out
@@ -217,10 +279,9 @@ def _is_relu(layer: keras.layers.Layer) -> bool:
 
 @dataclass
 class _Compiled:
-    model: keras.Model  # kept alive so id(model) stays unique while cached
-    fn: object
-    variant: str
-    outputs: str
+    loaded: LoadedModel  # kept alive so id(model) stays unique while cached
+    run: Callable[[np.ndarray], dict[str, np.ndarray]]  # (1, S, S, 3) → {block, block/means, output}
+    backend: str
     after_relu: dict[str, bool]
     input_shape: tuple[int | None, int | None, int]
 
@@ -237,13 +298,22 @@ class ActivationExplorer:
             is always kept).
         bins: Histogram bins per block.
         spec: The architecture (block names) of the models passed in.
+        backend: 'onnx', 'tf', or None ('onnx' when onnxruntime is importable). 'onnx' falls back
+            to 'tf' (with a warning) for a model it cannot translate; each record says which ran.
+        threads: ONNX Runtime intra-op threads (default: every CPU this process may use).
     """
 
     def __init__(self, max_entries: int = 8, max_bytes: int = 256 * 2**20, *, bins: int = HISTOGRAM_BINS,
-                 spec: XceptionSpec = XCEPTION_SPEC):
+                 spec: XceptionSpec = XCEPTION_SPEC, backend: str | None = None, threads: int | None = None):
         if max_entries < 1:
             raise ValueError(f"max_entries must be ≥ 1, got {max_entries}")
+        if backend not in (None, "onnx", "tf"):
+            raise ValueError(f"backend must be 'onnx', 'tf' or None, got {backend!r}")
+        from xception.runtime import onnx as onnx_backend
+
         self.max_entries, self.max_bytes, self.bins, self.spec = max_entries, max_bytes, bins, spec
+        self.backend = backend or ("onnx" if onnx_backend.available() else "tf")
+        self.threads = threads
         self._cache: OrderedDict[str, ImageActivations] = OrderedDict()
         self._compiled: dict[int, _Compiled] = {}
         self._differences: OrderedDict[tuple[str, str], list[BlockDifference]] = OrderedDict()
@@ -294,45 +364,66 @@ class ActivationExplorer:
         model = loaded.model
         with self._lock:
             compiled = self._compiled.get(id(model))
-            if compiled is not None and compiled.model is model:
+            if compiled is not None and compiled.loaded.model is model:
                 return compiled
-            variant, outputs = loaded.info.variant, loaded.info.outputs
-            blocks_model = block_outputs_model(model, variant, self.spec)
-            names = [b.name for b in self.spec.blocks]
-            after_relu = {b.name: _is_relu(model.get_layer(block_output_layer(b, variant))) for b in self.spec.blocks}
+            variant = loaded.info.variant
+            layers = {b.name: block_output_layer(b, variant) for b in self.spec.blocks}
+            after_relu = {name: _is_relu(model.get_layer(layer)) for name, layer in layers.items()}
             shape = tuple(model.inputs[0].shape[1:])
-            bins = self.bins
-
-            # Batch of one, fixed size: one trace, no retracing per call (see design.md §3).
-            @tf.function(input_signature=[tf.TensorSpec([1, *shape], tf.float32)])
-            def forward(x):
-                outs = blocks_model(x, training=False)
-                result = {"output": outs["output"][0]}
-                for name in names:
-                    t = outs[name][0]  # (h, w, c)
-                    lo, hi = tf.reduce_min(t), tf.reduce_max(t)
-                    flat = tf.reshape(t, [-1])
-                    result[name] = {
-                        "map": tf.cast(tf.clip_by_value(t, -_FLOAT16_MAX, _FLOAT16_MAX), tf.float16),
-                        "means": tf.reduce_mean(t, axis=(0, 1)),
-                        "summary": tf.stack([tf.reduce_mean(t), tf.math.reduce_std(t), lo, hi,
-                                             tf.reduce_mean(tf.cast(tf.equal(t, 0.0), tf.float32))]),
-                        "hist": tf.histogram_fixed_width(flat, tf.stack([lo, tf.maximum(hi, lo + 1e-6)]), nbins=bins),
-                    }
-                return result
-
-            compiled = _Compiled(model, forward, variant, outputs, after_relu, shape)
+            run, backend = None, "tf"
+            if self.backend == "onnx":
+                try:
+                    run = self._onnx_pass(loaded, layers)
+                    backend = "onnx"
+                except Exception as exc:  # noqa: BLE001 - missing package, untranslatable layer, ORT error
+                    logger.warning("explorer on ONNX Runtime unavailable (%s); using TensorFlow", exc)
+            if run is None:
+                run = self._tf_pass(loaded, shape)
+            compiled = _Compiled(loaded, run, backend, after_relu, shape)
             self._compiled[id(model)] = compiled
             return compiled
 
+    def _onnx_pass(self, loaded: LoadedModel, layers: dict[str, str]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+        """All block maps, their channel means and the output from one ONNX Runtime call."""
+        from xception.runtime.onnx import OUTPUT, OnnxForward, to_onnx
+
+        proto = to_onnx(loaded.model, loaded.info.features_layer, block_maps=layers)
+        session = OnnxForward(loaded.model, loaded.info.features_layer, proto=proto, threads=self.threads)
+        del proto
+        names = [n for name in layers for n in (name, f"{name}/means")] + [OUTPUT]
+        return lambda x: session.run(x, names)
+
+    def _tf_pass(self, loaded: LoadedModel, shape: tuple) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+        """The same outputs as `_onnx_pass` from a compiled TensorFlow function."""
+        blocks_model = block_outputs_model(loaded.model, loaded.info.variant, self.spec)
+        names = [b.name for b in self.spec.blocks]
+
+        # Batch of one, fixed size: one trace, no retracing per call (see design.md §3).
+        @tf.function(input_signature=[tf.TensorSpec([1, *shape], tf.float32)])
+        def forward(x):
+            outs = blocks_model(x, training=False)
+            result = {"output": outs["output"]}
+            for name in names:
+                t = outs[name]  # (1, h, w, c)
+                nchw = tf.transpose(tf.clip_by_value(t, -_FLOAT16_MAX, _FLOAT16_MAX), [0, 3, 1, 2])
+                result[name] = tf.cast(nchw, tf.float16)
+                result[f"{name}/means"] = tf.reduce_mean(t, axis=(1, 2))
+            return result
+
+        return lambda x: {k: v.numpy() for k, v in forward(tf.constant(x)).items()}
+
     def warm_up(self, loaded: LoadedModel) -> None:
-        """Traces the compiled forward for `model` and runs it once on a blank image (~1–2 s, once),
-        so a user's first image does not pay for tracing and graph optimisation. Not counted in
+        """Builds the pass for `loaded` (an ONNX Runtime session or a traced function) and runs
+        it once on a blank image, so a user's first image does not pay for it. Not counted in
         `forward_calls` and not cached: it is no user's image."""
         compiled = self._compile(loaded)
         shape = [d if d is not None else XCEPTION_SPEC.default_input_size for d in compiled.input_shape]
         with self._forward_lock:
-            compiled.fn(tf.zeros([1, *shape], tf.float32))
+            compiled.run(np.zeros([1, *shape], np.float32))
+
+    def backend_for(self, loaded: LoadedModel) -> str:
+        """'onnx' or 'tf': what runs the pass for this model."""
+        return self._compile(loaded).backend
 
     def compute(
         self, loaded: LoadedModel, x: np.ndarray, *, weights_key: str | None = None
@@ -355,17 +446,16 @@ class ActivationExplorer:
         if x.ndim != 3 or any(e is not None and e != d for e, d in zip(expected, x.shape)):
             raise ValueError(f"x must be one preprocessed image of shape {expected}, got {x.shape}")
         weights_key = weights_key or f"{model.name}@{id(model):x}"
-        key = self.key_for(x, weights_key, compiled.variant)
+        key = self.key_for(x, weights_key, loaded.info.variant)
         if (record := self.lookup(key)) is not None:
             return record, True
         with self._forward_lock:
             if (record := self.lookup(key)) is not None:  # computed while we waited
                 return record, True
             start = time.perf_counter()
-            raw = compiled.fn(tf.constant(x[None]))
-            raw = tf.nest.map_structure(lambda t: t.numpy(), raw)
+            raw = compiled.run(x[None])
             seconds = time.perf_counter() - start
-            record = self._record(key, weights_key, compiled, x, raw, seconds)
+            record = self._record(key, weights_key, loaded, compiled, x, raw, seconds)
             with self._lock:  # cached before the forward lock is released: a waiter then hits it
                 self.forward_calls += 1
                 self.misses += 1
@@ -373,22 +463,17 @@ class ActivationExplorer:
                 self._evict()
         return record, False
 
-    def _record(self, key: str, weights_key: str, compiled: _Compiled, x: np.ndarray, raw: dict,
-                seconds: float) -> ImageActivations:
-        blocks, means, stats = {}, {}, {}
-        for b in self.spec.blocks:
-            r = raw[b.name]
-            mean, std, lo, hi, zeros = (float(v) for v in r["summary"])
-            edges = np.linspace(lo, max(hi, lo + 1e-6), self.bins + 1, dtype=np.float32)
-            blocks[b.name] = r["map"]
-            means[b.name] = r["means"].astype(np.float32)
-            stats[b.name] = BlockStats(b.name, tuple(int(d) for d in r["map"].shape), mean, std, lo, hi, zeros,
-                                       compiled.after_relu[b.name], r["hist"].astype(np.int64), edges)
-        out = raw["output"].astype(np.float32)
-        probabilities = softmax(out) if compiled.outputs == "logits" else out
+    def _record(self, key: str, weights_key: str, loaded: LoadedModel, compiled: _Compiled, x: np.ndarray,
+                raw: dict[str, np.ndarray], seconds: float) -> ImageActivations:
+        names = [b.name for b in self.spec.blocks]
+        maps = {name: raw[name][0] for name in names}
+        means = {name: raw[f"{name}/means"][0].astype(np.float32) for name in names}
+        out = raw["output"][0].astype(np.float32)
+        probabilities = softmax(out) if loaded.info.outputs == "logits" else out
         image = np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
-        return ImageActivations(key, weights_key, compiled.variant, image, blocks, means, stats,
-                                np.asarray(probabilities, np.float32), seconds)
+        stats = _LazyStats(maps, compiled.after_relu, self.bins)
+        return ImageActivations(key, weights_key, loaded.info.variant, image, maps, means, stats,
+                                np.asarray(probabilities, np.float32), seconds, compiled.backend)
 
     def _evict(self) -> None:
         total = sum(r.nbytes for r in self._cache.values())

@@ -20,6 +20,7 @@ are importable). Pure NumPy besides those; no UI code.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -32,6 +33,7 @@ __all__ = ["OnnxForward", "UnsupportedLayerError", "available", "quantize_int8",
 
 OPSET = 17
 INPUT, FEATURES, OUTPUT = "input", "features", "output"
+FLOAT16_MAX = 65504.0  # larger magnitudes would become inf in float16
 
 
 class UnsupportedLayerError(ValueError):
@@ -178,7 +180,7 @@ def _convert(g: _Graph, layer: keras.layers.Layer, xs: list[str], in_shapes: lis
 
 
 def to_onnx(model: keras.Model, features_layer: str, *, fold: bool = True, check: bool = False,
-            extra_outputs: tuple[str, ...] | list[str] = ()) -> Any:
+            extra_outputs: tuple[str, ...] | list[str] = (), block_maps: Mapping[str, str] | None = None) -> Any:
     """The model as an `onnx.ModelProto` with outputs (features, output).
 
     Args:
@@ -191,6 +193,11 @@ def to_onnx(model: keras.Model, features_layer: str, *, fold: bool = True, check
         check: Run `onnx.checker` on the result (0.2 s: it serialises the whole model).
         extra_outputs: Names of further layers whose outputs (NHWC) to expose, each as an output
             of the same name: e.g. every block's output for the explorer, in one pass.
+        block_maps: {output name: layer name} of rank-4 layers to expose the way the explorer
+            keeps them, reduced inside the same pass: `name` = the map as float16 in NCHW
+            (N, c, h, w), clipped to ±65504 so nothing becomes inf, and `name/means` = the
+            (N, c) float32 mean of each channel. Staying in NCHW (ONNX Runtime's own layout)
+            and halving the bytes costs ~1.05× the plain forward where NHWC float32 costs ~1.06×.
 
     Returns:
         The model: input 'input' (N, H, W, C) float32; outputs 'features' (N, h, w, c) and
@@ -229,15 +236,29 @@ def to_onnx(model: keras.Model, features_layer: str, *, fold: bool = True, check
     extra = [(name, model.get_layer(name).output) for name in extra_outputs]
     for name, tensor in extra:
         g.op("Transpose", [names[id(tensor)]], name, output=name, perm=[0, 2, 3, 1] if len(tensor.shape) == 4 else [0, 1])
+    maps = [(name, model.get_layer(layer).output) for name, layer in (block_maps or {}).items()]
+    if maps:
+        lo, hi = g.const("fp16/min", np.float32(-FLOAT16_MAX)), g.const("fp16/max", np.float32(FLOAT16_MAX))
+    for name, tensor in maps:
+        if len(tensor.shape) != 4:
+            raise UnsupportedLayerError(f"{name}: block_maps needs rank-4 outputs, got shape {tensor.shape}")
+        clipped = g.op("Clip", [names[id(tensor)], lo, hi], name)
+        g.op("Cast", [clipped], name, output=name, to=TensorProto.FLOAT16)
+        g.op("ReduceMean", [names[id(tensor)]], name, output=f"{name}/means", axes=[2, 3], keepdims=0)
 
-    def info(name: str, shape: tuple) -> Any:
+    def info(name: str, shape: tuple, dtype: int = TensorProto.FLOAT) -> Any:
         dims = ["N" if i == 0 else d for i, d in enumerate(shape)]
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+        return helper.make_tensor_value_info(name, dtype, dims)
+
+    def nchw(shape: tuple) -> tuple:
+        return (shape[0], shape[3], shape[1], shape[2])
 
     graph = helper.make_graph(
         g.nodes, model.name, [info(INPUT, tuple(model_input.shape))],
         [info(FEATURES, tuple(features_tensor.shape)), info(OUTPUT, tuple(model.outputs[0].shape))]
-        + [info(name, tuple(tensor.shape)) for name, tensor in extra],
+        + [info(name, tuple(tensor.shape)) for name, tensor in extra]
+        + [o for name, t in maps for o in (info(name, nchw(tuple(t.shape)), TensorProto.FLOAT16),
+                                           info(f"{name}/means", (t.shape[0], t.shape[3])))],
         initializer=g.initializers,
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
