@@ -11,6 +11,7 @@ import logging
 import fastapi
 import gradio as gr
 
+from webapp.http_api import register_http_api
 from webapp.netron.exports import register_exports
 from webapp.netron.routes import add_netron_routes
 from webapp.store import ModelStore
@@ -36,6 +37,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
                 "weights": store.available()}
 
     exports = register_exports(app, store, add_netron_routes)
+    # Gradio's own parser, so the plain HTTP API's cap is exactly the page's.
+    register_http_api(app, store, max_bytes=gr.utils._parse_file_size(MAX_UPLOAD), max_waiting=QUEUE_SIZE)
     blocks = build_demo(store, exports)
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
     app = gr.mount_gradio_app(

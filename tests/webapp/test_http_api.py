@@ -1,0 +1,123 @@
+"""`POST /api/v1/classify` on a bare FastAPI app with a tiny random model: answers, limits,
+messages and the OpenAPI description. The live `python app.py` is covered in test_app_http.py."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import fastapi
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from webapp.http_api import NO_IMAGE, ROUTE, register_http_api
+from webapp.store import ModelStore
+from xception.io.images import load_image
+from xception.model import load_model
+from xception.settings import Settings
+
+CAP = 200_000
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return load_model(None, input_shape=(71, 71, 3), classes=7)
+
+
+@pytest.fixture(scope="module")
+def served_app(tiny_model):
+    mp = pytest.MonkeyPatch()
+    mp.setattr("webapp.store.load_model", lambda key, settings: tiny_model)
+    store = ModelStore(Settings(), ["tiny"]).start()
+    store.get(timeout=60)
+    app = fastapi.FastAPI()
+    register_http_api(app, store, max_bytes=CAP)
+    yield TestClient(app), store
+    mp.undo()
+
+
+def jpeg(size=(120, 90), color=(200, 30, 40)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_raw_body_and_multipart_give_the_models_own_answer(served_app):
+    client, store = served_app
+    data = jpeg()
+    want = store.get().classify(load_image(data), 3)
+    for response in (client.post(f"{ROUTE}?k=3", content=data, headers={"Content-Type": "image/jpeg"}),
+                     client.post(f"{ROUTE}?k=3", files={"file": ("photo.jpg", data, "image/jpeg")})):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert [t["label"] for t in body["top"]] == [label for label, _ in want.top]
+        np.testing.assert_allclose([t["probability"] for t in body["top"]], [p for _, p in want.top], atol=1e-6)
+        assert (body["weights"], body["classes"], body["input_size"]) == ("tiny", 7, 71)
+        assert body["backend"] in ("onnx", "tf") and body["precision"] == "fp32" and body["server_ms"] > 0
+    # k is capped at the number of classes; the default is 5.
+    assert len(client.post(f"{ROUTE}?k=20", content=data).json()["top"]) == 7
+    assert len(client.post(ROUTE, content=data).json()["top"]) == 5
+
+
+def test_the_decoders_limits_and_messages_apply(served_app):
+    client, _ = served_app
+    garbage = b"this is not an image at all"
+    with pytest.raises(ValueError) as expected:
+        load_image(garbage)
+    response = client.post(ROUTE, content=garbage, headers={"Content-Type": "image/png"})
+    assert response.status_code == 400 and response.json()["detail"] == str(expected.value)
+    assert client.post(ROUTE, content=b"").json() == {"detail": NO_IMAGE}
+    assert client.post(ROUTE, files={"other": ("a.jpg", jpeg(), "image/jpeg")}).json() == {"detail": NO_IMAGE}
+    assert client.post(f"{ROUTE}?k=0", content=jpeg()).status_code == 422
+    response = client.post(f"{ROUTE}?weights=resnet", content=jpeg())
+    assert response.status_code == 400 and "unknown weights 'resnet'" in response.json()["detail"]
+
+
+def test_bodies_over_the_upload_cap_are_refused(served_app):
+    client, _ = served_app
+    big = jpeg() + b"\0" * CAP
+    message = f"File size exceeded maximum allowed size of {CAP} bytes."
+    response = client.post(ROUTE, content=big)
+    assert response.status_code == 413 and response.json() == {"detail": message}
+
+    def chunks():  # no Content-Length: refused while streaming
+        for _ in range(CAP // 10_000 + 2):
+            yield b"\0" * 10_000
+
+    response = client.post(ROUTE, content=chunks())
+    assert response.status_code == 413 and response.json() == {"detail": message}
+    response = client.post(ROUTE, files={"file": ("big.jpg", big, "image/jpeg")})
+    assert response.status_code == 413 and response.json() == {"detail": message}
+
+
+def test_503_while_the_model_loads(tiny_model, monkeypatch):
+    monkeypatch.setattr("webapp.http_api.MODEL_WAIT_S", 0.05)
+    release = threading.Event()
+
+    def slow(key, settings):
+        release.wait(30)
+        return tiny_model
+
+    monkeypatch.setattr("webapp.store.load_model", slow)
+    store = ModelStore(Settings(), ["slow"]).start()
+    app = fastapi.FastAPI()
+    register_http_api(app, store, max_bytes=CAP)
+    client = TestClient(app)
+    response = client.post(ROUTE, content=jpeg())
+    assert response.status_code == 503 and response.headers["retry-after"] == "2"
+    assert "still loading" in response.json()["detail"]
+    release.set()
+    store.get(timeout=60)
+    assert client.post(ROUTE, content=jpeg()).status_code == 200
+
+
+def test_openapi_describes_the_endpoint(served_app):
+    client, _ = served_app
+    operation = client.get("/openapi.json").json()["paths"][ROUTE]["post"]
+    content = operation["requestBody"]["content"]
+    assert content["image/jpeg"]["schema"] == {"type": "string", "format": "binary"}
+    assert content["multipart/form-data"]["schema"]["required"] == ["file"]
+    assert {"200", "400", "413", "422", "503"} <= set(operation["responses"])
+    assert {p["name"] for p in operation["parameters"]} == {"k", "weights"}
