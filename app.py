@@ -6,7 +6,15 @@ import os
 # TensorFlow's C++ start-up chatter is noise in the server log; set before TensorFlow is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from webapp.server import main  # noqa: E402
-
 if __name__ == "__main__":
-    main()
+    # The weights start loading before the UI (Gradio) is imported, so the two overlap on the
+    # cores instead of running one after the other (cold start: bench/README.md).
+    from webapp.store import ModelStore
+    from xception.settings import Settings
+
+    settings = Settings.from_env()
+    store = ModelStore(settings).start()
+
+    from webapp.server import main
+
+    main(settings, store)

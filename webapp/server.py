@@ -52,12 +52,15 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     return app
 
 
-def main() -> None:
-    """`python app.py`: settings from the environment, read once here, then the server."""
+def main(settings: Settings | None = None, store: ModelStore | None = None) -> None:
+    """`python app.py`: settings from the environment, read once here, then the server.
+
+    `app.py` passes a store it already started, so the weights load while Gradio is imported.
+    """
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings.from_env()
-    app = create_app(settings)
+    settings = settings or Settings.from_env()
+    app = create_app(settings, store)
     print(f"Xception Explorer on http://{settings.host}:{settings.port}", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from pathlib import Path
 
 import h5py
 import keras
@@ -223,3 +224,36 @@ def test_pip_wheel_with_the_wrong_hash_is_refused(tmp_path, monkeypatch):
     with pytest.raises(WeightsUnavailableError, match="refusing to load it"):
         build_xception(weights="kitchenware")
     assert not any(tmp_path.glob("kitchenware/*.keras"))
+
+
+def test_a_presets_converted_copy_is_kept_and_reused(tmp_path, monkeypatch, caplog):
+    """The second load of a preset's `.keras` reads our converted copy: one model file loaded,
+    the same numbers and the same description; a damaged copy is replaced."""
+    from xception.weights import load as load_module
+
+    base = keras.applications.Xception(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3))
+    randomize(base, seed=12)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(base(inputs, training=False)))
+    path = tmp_path / "wheel" / "model.keras"
+    path.parent.mkdir()
+    keras.Model(inputs, outputs).save(path)
+    preset = dataclasses.replace(presets_module.PRESETS["kitchenware"], input_size=SIZE, classes=3)
+    request = load_module.BuildRequest()
+    reads: list[str] = []
+    real = keras.saving.load_model
+    monkeypatch.setattr(keras.saving, "load_model", lambda p, **kw: (reads.append(Path(p).name), real(p, **kw))[1])
+
+    first, source = load_module.from_keras_model(path, preset, request)
+    cached = load_module.converted_path(path, preset, request)
+    assert reads == ["model.keras"] and cached.is_file() and cached.parent == path.parent
+    again, source_again = load_module.from_keras_model(path, preset, request)
+    assert reads == ["model.keras", cached.name] and source_again == source
+    np.testing.assert_array_equal(again(_x()).numpy(), first(_x()).numpy())
+    assert [layer.name for layer in again.layers] == [layer.name for layer in first.layers]
+    # Another wiring is another copy; a damaged copy is converted again.
+    assert load_module.converted_path(path, preset, dataclasses.replace(request, variant="article")) != cached
+    cached.write_bytes(b"not a keras file")
+    third, _ = load_module.from_keras_model(path, preset, request)
+    assert reads[-1] == "model.keras" and "unusable" in caplog.text
+    np.testing.assert_array_equal(third(_x()).numpy(), first(_x()).numpy())

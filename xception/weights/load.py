@@ -12,6 +12,11 @@ Each returns the built model and a `WeightsSource` saying what the weights are; 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -24,6 +29,11 @@ from xception.arch.spec import XCEPTION_SPEC, get_variant
 from xception.weights.presets import Preset
 
 Outputs = Literal["probabilities", "logits", "features"]
+
+logger = logging.getLogger(__name__)
+
+# Bump when the conversion or our layer names change: converted copies of older code are ignored.
+CONVERTED_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -210,8 +220,48 @@ def _h5_classes(path: Path) -> int | None:
     return found[0] if found else None
 
 
+def converted_path(path: Path, preset: Preset, request: BuildRequest) -> Path:
+    """Where `from_keras_model` keeps its converted copy of a preset's model, next to the
+    extracted file in the weights cache, keyed by the file, the request and the code version."""
+    stat = path.stat()
+    key = json.dumps([CONVERTED_VERSION, keras.__version__, preset.name, stat.st_size, stat.st_mtime_ns,
+                      dataclasses.asdict(request)], sort_keys=True, default=str)
+    return path.parent / f"{path.stem}.ours-{hashlib.sha256(key.encode()).hexdigest()[:16]}.keras"
+
+
 def from_keras_model(path: Path, preset: Preset | None, request: BuildRequest) -> tuple[keras.Model, WeightsSource]:
-    """Carries a transfer-learning `.keras` model over: its Xception base into ours, its head on top."""
+    """Carries a transfer-learning `.keras` model over: its Xception base into ours, its head on top.
+
+    For a preset, the result is also saved as our own `.keras` in the weights cache, and later
+    starts load that instead: one model to build rather than the file's model plus ours
+    (−2 s of a cold start, bench/README.md). A copy that fails to load is deleted and rebuilt.
+    """
+    if preset is None:
+        return _convert_keras_model(path, preset, request)
+    cached = converted_path(path, preset, request)
+    sidecar = cached.with_suffix(".json")
+    if cached.is_file() and sidecar.is_file():
+        try:
+            source = WeightsSource(**json.loads(sidecar.read_text()))
+            return keras.saving.load_model(cached, safe_mode=True, compile=False), source
+        except Exception as exc:  # noqa: BLE001 - a damaged or foreign copy: convert again
+            logger.warning("converted copy %s unusable (%s); converting %s again", cached.name, exc, path.name)
+            for stale in (cached, sidecar):
+                stale.unlink(missing_ok=True)
+    model, source = _convert_keras_model(path, preset, request)
+    try:  # written under temporary names, then renamed: a crash never leaves half a file
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.keras")
+        model.save(tmp)
+        tmp_json = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
+        tmp_json.write_text(json.dumps(dataclasses.asdict(source)))
+        os.replace(tmp, cached)
+        os.replace(tmp_json, sidecar)
+    except OSError as exc:  # a read-only cache only costs the next start time
+        logger.warning("could not keep a converted copy of %s: %s", path.name, exc)
+    return model, source
+
+
+def _convert_keras_model(path: Path, preset: Preset | None, request: BuildRequest) -> tuple[keras.Model, WeightsSource]:
     loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
     base, nested = find_xception_base(loaded)
     if nested:
