@@ -121,3 +121,18 @@ def test_openapi_describes_the_endpoint(served_app):
     assert content["multipart/form-data"]["schema"]["required"] == ["file"]
     assert {"200", "400", "413", "422", "503"} <= set(operation["responses"])
     assert {p["name"] for p in operation["parameters"]} == {"k", "weights"}
+
+
+def test_int8_is_said_on_the_page_and_in_the_api(tiny_model, served_app, monkeypatch):
+    from webapp.ui import text
+
+    fp32_client, fp32_store = served_app
+    assert "int8" not in text.classify_info(fp32_store.get(), 0.01)
+    monkeypatch.setattr("webapp.store.load_model", lambda key, settings: tiny_model)
+    store = ModelStore(Settings(precision="int8"), ["tiny"]).start()
+    served = store.get(timeout=120)
+    assert served.classifier.precision == "int8"
+    assert "**int8 model**" in text.classify_info(served, 0.01)
+    app = fastapi.FastAPI()
+    register_http_api(app, store, max_bytes=CAP)
+    assert TestClient(app).post(ROUTE, content=jpeg()).json()["precision"] == "int8"

@@ -74,10 +74,13 @@ def status_line(statuses: Sequence[SlotStatus], ready: bool) -> str:
 
 
 def classify_info(served: ServedModel, seconds: float) -> str:
-    """The line under the top 5: time, weights, wiring, input size, classes."""
+    """The line under the top 5: time, weights, wiring, input size, classes, and int8 when on."""
     info = served.info
     text = (f"**{seconds * 1000:.0f} ms** in the network · weights: **{served.title}** "
             f"({info.variant} wiring, {served.input_size}×{served.input_size} input, {len(served.labels)} classes)")
+    if served.classifier.precision == "int8":
+        text += ("  \n**int8 model** (XCEPTION_PRECISION=int8): quantized for speed; its probabilities can "
+                 "differ a little from full precision, and on rare photos its top class.")
     if len(served.labels) <= 20:
         text += f"  \nThese weights only know {len(served.labels)} classes: {', '.join(served.labels)}."
     return text
