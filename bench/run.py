@@ -7,16 +7,20 @@ Sections (each figure is explained in bench/README.md):
                 path (`Classifier.forward`, both backends), a BatchNorm-folded tf.function,
                 `keras.applications.Xception.predict`, and ONNX Runtime on a tf2onnx export of that
                 same Keras model — all with the same weights. Medians, ratios.
-2. activations  the explorer's all-blocks pass (`ActivationExplorer.compute`) vs a plain forward,
-                and the cached second view.
-3. server       `python app.py` as a subprocess: cold start to the first successful classify,
-                end-to-end classify latency over HTTP with gradio_client (p50/p95) as a ratio to
-                the bare forward, the same request over the raw HTTP API (no client polling), the
-                cached `/activations` view's server time, throughput with 1/4/8 concurrent
-                clients, and the serving process's peak RSS (VmHWM).
-4. precision    reduced precision on the served model: int8 (ONNX Runtime static quantization) and
-                bf16 (Keras mixed precision): speed-up over fp32 and top-1 agreement with fp32 on
-                real photos (the kitchenware wheel's photos and assets/examples).
+2. activations  the explorer's all-blocks pass (`ActivationExplorer.compute`) on the app's backend
+                (ONNX Runtime) and on TensorFlow vs the app's forward; a first view; the cached
+                view; a fresh explorer's first compute with and without warm-up.
+3. server       `python app.py` as a subprocess: cold start (HTTP up, first classify over
+                `POST /api/v1/classify`, then through gradio_client, server CPU seconds by then),
+                the first `/activations` vs warm misses, classify p50/p95 over the plain HTTP API
+                (persistent connection), gradio_client and Gradio's raw API, click to result in
+                Chromium, throughput with 1/4/8 gradio_client clients, peak RSS (VmHWM).
+4. two_weights  the app serving two weight sets (an official-layout ImageNet file, 299 px, and
+                kitchenware): peak RSS, and `POST /api/v1/classify` p50 at 299 px.
+5. precision    reduced precision on the served model: int8 (ONNX Runtime static quantization) and
+                bf16 (Keras mixed precision): speed-up over fp32, top-1 agreement with fp32 on
+                real photos (the kitchenware wheel's photos and assets/examples), per labelled
+                class (labels: the wheel's train.csv, and bench/photo_labels.json by eye).
 
 Figures, not pass/fail: nothing here asserts a timing. The `targets` block only records whether
 each figure met the issue's target on this run.
@@ -41,6 +45,9 @@ from typing import Any
 import numpy as np
 
 from bench.appserver import app_env, free_port, stop
+from bench.browser import click_to_result
+from bench.live import (activations_first_and_warm, api_classify, raw_gradio_call, wait_first_classify,
+                        write_imagenet_layout_file)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -48,17 +55,21 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "bench" / "results" / "latest.json"
 EXAMPLE = "coffee.jpg"  # the photo every latency figure runs on (assets/examples, CC0)
 SCHEMA = 1
-SECTIONS = ("forward", "activations", "server", "precision")
+SECTIONS = ("forward", "activations", "server", "two_weights", "precision")
 
 TARGETS = {  # name: (comparison, threshold, what)
     "forward_vs_keras_predict": ("<=", 0.6, "app forward / keras model.predict (batch 1)"),
     "forward_vs_onnxruntime": ("<=", 1.0, "app forward / ONNX Runtime on a tf2onnx export"),
-    "activations_vs_plain_forward": ("<=", 1.3, "all-blocks pass / plain TF forward"),
-    "http_classify_p50_vs_forward": ("<=", 1.3, "gradio_client classify p50 / bare forward"),
+    "explorer_vs_app_forward": ("<=", 1.1, "explorer all-blocks compute (cache miss) / app forward"),
+    "activations_first_vs_warm": ("<=", 1.5, "first /activations of a server / a warm miss"),
+    "plain_api_p50_vs_forward_150": ("<=", 1.2, "POST /api/v1/classify p50 / bare forward, 150 px"),
+    "plain_api_p50_vs_forward_299": ("<=", 1.2, "POST /api/v1/classify p50 / bare forward, 299 px"),
+    "browser_classify_minus_forward_ms": ("<=", 100.0, "Chromium click → classify result − forward (ms)"),
     "cached_activation_view_server_ms": ("<=", 50.0, "/activations cache hit, server time (ms)"),
     "throughput_8_vs_1": (">=", 1.3, "8-client / 1-client throughput"),
-    "cold_start_s": ("<=", 15.0, "python app.py to first classify (s)"),
-    "serving_peak_rss_gb": ("<=", 1.5, "serving process VmHWM (GB)"),
+    "cold_start_s": ("<=", 6.0, "python app.py to first classify, HTTP API (s)"),
+    "serving_peak_rss_gb": ("<=", 1.5, "serving process VmHWM, one weight set (GB)"),
+    "two_weights_peak_rss_gb": ("<=", 1.6, "serving process VmHWM, two weight sets (GB)"),
 }
 
 
@@ -381,61 +392,74 @@ def onnx_profile(classifier, x: np.ndarray, runs: int = 5) -> dict[str, Any] | N
 
 
 def bench_activations(args: argparse.Namespace, keep: dict[str, Any]) -> dict[str, Any]:
-    """Section 2: the explorer's all-blocks pass vs the plain forward, and the cache hit."""
-    loaded, model, x, ours_tf, app = keep["loaded"], keep["model"], keep["x"], keep["ours_tf"], keep["app"]
+    """Section 2: the explorer's all-blocks pass (on the app's backend, and on TF, its fallback)
+    vs the plain forward; a first view (pass + one block's statistics); the cache hit; and what
+    the first pass of a fresh explorer costs with and without its warm-up."""
+    loaded, x, ours_tf, app = keep["loaded"], keep["x"], keep["ours_tf"], keep["app"]
     section: dict[str, Any] = {"input_size": int(x.shape[1]), "load_before": load()}
     try:
         from xception.runtime.activations import ActivationExplorer
 
-        explorer = ActivationExplorer(max_entries=4)
         image = x[0]
-        pass_seconds: list[float] = []
+        # First use of a fresh explorer: building the ORT session (or tracing) + the pass.
+        cold = ActivationExplorer(max_entries=2, backend=app.backend)
+        start = time.perf_counter()
+        cold.compute(loaded, image, weights_key="bench")
+        first_unwarmed_s = time.perf_counter() - start
+        warmed = ActivationExplorer(max_entries=2, backend=app.backend)
+        start = time.perf_counter()
+        warmed.warm_up(loaded)
+        warm_up_s = time.perf_counter() - start
+        start = time.perf_counter()
+        warmed.compute(loaded, image, weights_key="bench")
+        first_warmed_s = time.perf_counter() - start
 
-        def miss() -> None:
-            explorer.clear()
-            record, _ = explorer.compute(loaded, image, weights_key="bench")
-            pass_seconds.append(record.forward_seconds)
+        explorers = {"onnx": ActivationExplorer(max_entries=4, backend="onnx"),
+                     "tf": ActivationExplorer(max_entries=4, backend="tf")}
+        passes: dict[str, list[float]] = {k: [] for k in explorers}
 
-        def view() -> None:
-            explorer.compute(loaded, image, weights_key="bench")
+        def miss(kind: str) -> Callable[[], None]:
+            def run() -> None:
+                explorers[kind].clear()
+                record, _ = explorers[kind].compute(loaded, image, weights_key="bench")
+                passes[kind].append(record.forward_seconds)
+            return run
 
-        fns = {"all_blocks_compute": miss, "plain_tf": lambda: ours_tf.forward(x), "app_forward": lambda: app.forward(x)}
-        try:  # the same all-blocks pass on ONNX Runtime: what the explorer would cost on the app's backend
-            from xception.arch.names import block_output_layer
-            from xception.arch.spec import XCEPTION_SPEC
-            from xception.runtime.onnx import OnnxForward
+        def first_view() -> None:  # what a page's first look at a block costs: pass + its stats + tiles
+            explorers["onnx"].clear()
+            record, _ = explorers["onnx"].compute(loaded, image, weights_key="bench")
+            record.stats["block4"]
+            record.top_channels("block4", 16)
 
-            info = loaded.info
-            block_layers = [block_output_layer(b, info.variant) for b in XCEPTION_SPEC.blocks]
-            all_onnx = OnnxForward(model, block_layers[-1], extra_outputs=block_layers[:-1])
-            fns["all_blocks_onnx"] = lambda: all_onnx.run(x)
-        except Exception as exc:  # noqa: BLE001 - no onnxruntime
-            section["all_blocks_onnx_error"] = str(exc)
-        _say(f"activations: {args.repeats} interleaved runs")
+        fns = {"explorer_onnx": miss("onnx"), "explorer_tf": miss("tf"), "explorer_first_view": first_view,
+               "plain_tf": lambda: ours_tf.forward(x), "app_forward": lambda: app.forward(x)}
+        backends = {k: e.backend_for(loaded) for k, e in explorers.items()}
+        _say(f"activations: {args.repeats} interleaved runs (explorer backends {backends})")
         times = interleaved(fns, args.repeats)
-        pass_seconds = pass_seconds[-args.repeats:]
-        miss()
-        hits = interleaved({"cached_view": view}, max(args.repeats, 10))["cached_view"]
+        explorers["onnx"].compute(loaded, image, weights_key="bench")
+        hits = interleaved({"cached_view": lambda: explorers["onnx"].compute(loaded, image, weights_key="bench")},
+                           max(args.repeats, 10))["cached_view"]
         stats = {k: summarize(v) for k, v in times.items()}
-        stats["all_blocks_pass"] = summarize(pass_seconds)
+        for kind in explorers:
+            stats[f"pass_{kind}"] = summarize(passes[kind][-args.repeats:])
         stats["cached_view"] = summarize(hits)
-        plain = stats["plain_tf"]["median_ms"]
+        fwd, plain = stats["app_forward"]["median_ms"], stats["plain_tf"]["median_ms"]
         section.update({
+            "backends": backends,
             "paths": stats,
             "ratios": {
-                "all_blocks_pass_vs_plain_tf": ratio(stats["all_blocks_pass"]["median_ms"], plain),
-                "all_blocks_compute_vs_plain_tf": ratio(stats["all_blocks_compute"]["median_ms"], plain),
-                "all_blocks_compute_vs_app_forward": ratio(stats["all_blocks_compute"]["median_ms"],
-                                                           stats["app_forward"]["median_ms"]),
-                "all_blocks_onnx_vs_app_forward": ratio(stats.get("all_blocks_onnx", {}).get("median_ms"),
-                                                        stats["app_forward"]["median_ms"]),
+                "explorer_vs_app_forward": ratio(stats["explorer_onnx"]["median_ms"], fwd),
+                "explorer_pass_vs_app_forward": ratio(stats["pass_onnx"]["median_ms"], fwd),
+                "explorer_first_view_vs_app_forward": ratio(stats["explorer_first_view"]["median_ms"], fwd),
+                "explorer_tf_vs_app_forward": ratio(stats["explorer_tf"]["median_ms"], fwd),
+                "explorer_tf_vs_plain_tf": ratio(stats["explorer_tf"]["median_ms"], plain),
             },
-            "forward_calls": explorer.forward_calls,
+            "first_use_ms": {"unwarmed": round(first_unwarmed_s * 1000, 1), "warm_up": round(warm_up_s * 1000, 1),
+                             "after_warm_up": round(first_warmed_s * 1000, 1)},
+            "forward_calls": explorers["onnx"].forward_calls,
         })
     except Exception as exc:  # noqa: BLE001 - the explorer is optional for this harness
-        section.update({"error": f"{type(exc).__name__}: {exc}", "paths": {}, "ratios": {
-            "all_blocks_pass_vs_plain_tf": None, "all_blocks_compute_vs_plain_tf": None,
-            "all_blocks_compute_vs_app_forward": None, "all_blocks_onnx_vs_app_forward": None}})
+        section.update({"error": f"{type(exc).__name__}: {exc}", "paths": {}, "ratios": {}})
     section["load_after"] = load()
     return section
 
@@ -600,30 +624,30 @@ def bench_server(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            # ---- cold start: process start → first successful classify (weights already cached)
-            t_http = None
-            client = None
-            result = None
-            deadline = t0 + args.start_timeout
+            # ---- cold start: process start → first successful classify (weights already cached),
+            # over the plain HTTP API (no client set-up), then through gradio_client as before
+            data = image.read_bytes()
+            cold_api = wait_first_classify(url, data, t0, t0 + args.start_timeout, proc)
+            cpu_at_first = cpu_seconds(proc.pid)
+            memory_at_first = proc_memory(proc.pid)
+            client, result = None, None
             while result is None:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"app.py exited with {proc.returncode}; see {log_path}")
-                if time.perf_counter() > deadline:
-                    raise TimeoutError(f"no classify within {args.start_timeout} s; see {log_path}")
-                if t_http is None:
-                    if _get(url + "healthz", timeout=1.0) is None:
-                        time.sleep(0.05)
-                        continue
-                    t_http = time.perf_counter() - t0
+                if time.perf_counter() > t0 + args.start_timeout:
+                    raise TimeoutError(f"no gradio_client classify within {args.start_timeout} s; see {log_path}")
                 try:
                     client = client or Client(url, verbose=False)
                     result = client.predict(handle_file(str(image)), api_name="/classify")
                 except Exception:  # noqa: BLE001 - not ready yet
                     time.sleep(0.1)
             cold = time.perf_counter() - t0
-            section["cold_start"] = {"first_classify_s": round(cold, 2), "http_up_s": round(t_http or 0, 2),
-                                     "first_result": result, "memory_after_first_classify": proc_memory(proc.pid)}
-            _say(f"server: cold start {cold:.1f} s; {args.requests} sequential classifies")
+            section["cold_start"] = {**cold_api, "first_classify_gradio_client_s": round(cold, 2),
+                                     "server_cpu_s_at_first_classify": round(cpu_at_first, 2),
+                                     "gradio_client_result": result, "memory_after_first_classify": memory_at_first}
+            _say(f"server: first classify {cold_api['first_classify_s']:.1f} s (HTTP API), {cold:.1f} s "
+                 f"(gradio_client); {args.requests} sequential classifies")
+
+            # ---- the explorer's /activations of a server that has not run it: first vs warm misses
+            section["activations_http"] = activations_first_and_warm(url, activation_photos())
 
             # ---- end-to-end classify through gradio_client, and over the raw HTTP API
             for _ in range(2):
@@ -640,13 +664,23 @@ def bench_server(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
                 meter = CpuMeter(proc.pid)
                 raw = [raw_classify(http, url, image) for _ in range(args.requests)]
                 raw_cpu = meter.per_request(len(raw))
+                for _ in range(2):
+                    api_classify(http, url, data)
+                meter = CpuMeter(proc.pid)
+                plain = [api_classify(http, url, data) for _ in range(args.requests)]
+                plain_cpu = meter.per_request(len(plain))
+            plain_stats = summarize([t for t, _ in plain])
+            plain_server = summarize([answer["server_ms"] / 1000 for _, answer in plain])
             fwd = bare_stats["forward"]["median_ms"]
             e2e_stats = summarize(e2e)
             raw_stats = {k: summarize([r[k] for r in raw]) for k in ("total", "upload", "call")}
             section["classify_http"] = {
+                "plain_http_api": plain_stats,
+                "plain_http_api_server_ms": plain_server,
+                "plain_p50_vs_bare_forward": ratio(plain_stats["median_ms"], fwd),
                 "gradio_client": e2e_stats,
                 "raw_http_api": raw_stats,
-                "cpu": {"gradio_client": e2e_cpu, "raw_http_api": raw_cpu},
+                "cpu": {"gradio_client": e2e_cpu, "raw_http_api": raw_cpu, "plain_http_api": plain_cpu},
                 "p50_vs_bare_forward": ratio(e2e_stats["median_ms"], fwd),
                 "p95_vs_bare_forward": ratio(e2e_stats["p95_ms"], fwd),
                 "raw_p50_vs_bare_forward": ratio(raw_stats["total"]["median_ms"], fwd),
@@ -657,8 +691,13 @@ def bench_server(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
                 },
             }
 
-            # ---- the explorer's /activations: first (forward) and second (cached) view
-            section["activations_http"] = activations_over_http(client, image)
+            # ---- click to result in Chromium
+            if args.browser:
+                _say("server: click to result in Chromium")
+                try:
+                    section["browser"] = click_to_result(url, activation_photos()[:2], repeats=args.browser_repeats)
+                except Exception as exc:  # noqa: BLE001 - no Chromium/Playwright here: recorded
+                    section["browser"] = {"error": f"{type(exc).__name__}: {exc}"}
 
             # ---- throughput with concurrent clients
             levels = {}
@@ -677,24 +716,73 @@ def bench_server(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     return section
 
 
-def activations_over_http(client, image: Path) -> dict[str, Any]:
-    from gradio_client import handle_file
+def activation_photos() -> list[Path]:
+    """Three different photos: the benchmark photo first."""
+    from xception.io.assets import example_images
 
-    out: dict[str, Any] = {}
-    try:
-        views = []
-        for i in range(3):
-            t = time.perf_counter()
-            answer = client.predict(handle_file(str(image)), "block4", api_name="/activations")
-            views.append({"client_ms": round((time.perf_counter() - t) * 1000, 1),
-                          "server_ms": answer.get("server_ms"), "forward_ms": answer.get("forward_ms"),
-                          "cache_hit": answer.get("cache_hit")})
-        hits = [v for v in views if v["cache_hit"]]
-        out = {"first": views[0], "cached": hits, "cached_server_ms": min(
-            (v["server_ms"] for v in hits if v["server_ms"] is not None), default=None)}
-    except Exception as exc:  # noqa: BLE001 - endpoint missing or failing: recorded
-        out = {"error": f"{type(exc).__name__}: {exc}", "first": None, "cached": [], "cached_server_ms": None}
-    return out
+    first = example_path()
+    return [first] + [e.path for e in example_images() if e.path != first][:2]
+
+
+def bench_two_weights(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+    """Section 5: the app serving two weight sets (an official-layout ImageNet file at 299 px and
+    kitchenware at 150 px), as when the ImageNet weights are reachable: peak RSS once both are
+    loaded and used, and the plain HTTP API at 299 px against that model's bare forward."""
+    import httpx
+
+    from xception.io.preprocessing import preprocess
+    from xception.model import load_model
+    from xception.runtime.classifier import Classifier
+
+    weights_file = write_imagenet_layout_file(out_dir / "xception_weights_tf_dim_ordering_tf_kernels.h5")
+    # The bare forward of the served 299 px model, in this process, before the server exists.
+    big_clf = Classifier(load_model(str(weights_file)), backend=args.app_env.get("XCEPTION_BACKEND") or None)
+    xs = preprocess(example_path(), big_clf.input_size)[None]
+    bare = summarize(interleaved({"forward": lambda: big_clf.forward(xs)}, args.repeats)["forward"])
+    del big_clf
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = app_env(port, "", **args.app_env)
+    section: dict[str, Any] = {"weights": [weights_file.name, "kitchenware"], "load_before": load()}
+    log_path = out_dir / "server-two.log"
+    _say(f"two weights: starting the app with {weights_file.name} + kitchenware on port {port}")
+    with open(log_path, "w") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "bench.live", str(port), str(weights_file), "kitchenware"],
+                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            data = example_path().read_bytes()
+            with httpx.Client(timeout=120) as http:
+                deadline = t0 + args.start_timeout
+                while True:
+                    if proc.poll() is not None or time.perf_counter() > deadline:
+                        raise RuntimeError(f"the two-weights app did not load both; see {log_path}")
+                    health = json.loads(_get(url + "healthz") or b"{}")
+                    if len(health.get("weights", [])) == 2:
+                        break
+                    time.sleep(0.2)
+                section["both_ready_s"] = round(time.perf_counter() - t0, 2)
+                keys = health["weights"]
+                for key in keys:
+                    api_classify(http, url, data, weights=key)
+                raw_gradio_call(http, url, "activations", example_path(), "block4")  # the explorer too
+                big = str(weights_file)
+                for _ in range(2):
+                    api_classify(http, url, data, weights=big)
+                times = [api_classify(http, url, data, weights=big)[0] for _ in range(args.requests)]
+            fwd = bare["median_ms"]
+            stats = summarize(times)
+            section.update({
+                "memory": proc_memory(proc.pid),
+                "plain_http_api_299": stats,
+                "bare_forward_299": bare,
+                "bare_forward_299_ms": fwd,
+                "plain_p50_vs_bare_forward_299": ratio(stats["median_ms"], fwd),
+                "load_after": load(),
+            })
+        finally:
+            stop(proc)
+    return section
 
 
 # ------------------------------------------------------------------------------------------ 4. precision
@@ -726,6 +814,23 @@ def _photos(size: int, quick: bool) -> list[tuple[str, Path, str | None, str]]:
 def _agreement(rows: list[dict], key: str) -> dict[str, Any]:
     same = sum(r["fp32_top1"] == r[key] for r in rows)
     return {"agree": same, "photos": len(rows), "rate": round(same / len(rows), 3) if rows else None}
+
+
+def _per_class(rows: list[dict], names: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """Per labelled class: photos, fp32 correct, int8 correct, int8 top-1 = fp32 top-1 (all, and
+    held out from calibration)."""
+    out: dict[str, dict[str, int]] = {}
+    for r in rows:
+        c = out.setdefault(r["label"], {"photos": 0, "held_out": 0, "fp32_correct": 0, "int8_correct": 0,
+                                        "int8_agrees": 0, "int8_agrees_held_out": 0})
+        agrees = r["int8_top1"] == r["fp32_top1"]
+        c["photos"] += 1
+        c["held_out"] += r["role"] == "held_out"
+        c["fp32_correct"] += names[r["fp32_top1"]] == r["label"]
+        c["int8_correct"] += names[r["int8_top1"]] == r["label"]
+        c["int8_agrees"] += agrees
+        c["int8_agrees_held_out"] += agrees and r["role"] == "held_out"
+    return dict(sorted(out.items()))
 
 
 def bench_precision(args: argparse.Namespace) -> dict[str, Any]:
@@ -784,6 +889,10 @@ def bench_precision(args: argparse.Namespace) -> dict[str, Any]:
                      "fp32_top1": int(p32.argmax()), "int8_top1": int(p8.argmax()), "bf16_top1": int(p16.argmax()),
                      "int8_max_prob_diff": round(float(np.abs(p32 - p8).max()), 4),
                      "bf16_max_prob_diff": round(float(np.abs(p32 - p16).max()), 4)})
+    by_eye = json.loads((REPO / "bench" / "photo_labels.json").read_text())["labels"]
+    for r in rows:
+        r["label_by"] = "train.csv" if r["label"] else "eye" if r["photo"] in by_eye else None
+        r["label"] = r["label"] or by_eye.get(r["photo"])
     labelled = [r for r in rows if r["label"]]
     accuracy = None
     if names and labelled:
@@ -792,6 +901,7 @@ def bench_precision(args: argparse.Namespace) -> dict[str, Any]:
     held_out = [r for r in rows if r["role"] == "held_out"]
     return {
         "weights": args.weights, "input_size": size, "paths": stats, "photos": rows, "label_accuracy": accuracy,
+        "int8_per_class": _per_class(labelled, names) if names else None,
         "int8": {
             "method": "XCEPTION_PRECISION=int8: ONNX Runtime static quantization (QDQ), uint8 activations "
                       "with min/max ranges from the app's calibration photos (webapp.store), int8 weights per "
@@ -821,15 +931,24 @@ def _gb(mb: float | None) -> float | None:
 
 def targets(results: dict[str, Any]) -> dict[str, Any]:
     fwd, act, srv = results.get("forward", {}), results.get("activations", {}), results.get("server", {})
+    two = results.get("two_weights", {})
+    browser = srv.get("browser", {})
+    classify_click = browser.get("classify_median_ms")
+    bare = srv.get("bare_forward", {}).get("median_ms")
     values = {
         "forward_vs_keras_predict": fwd.get("ratios", {}).get("app_vs_keras_predict"),
         "forward_vs_onnxruntime": fwd.get("ratios", {}).get("app_vs_onnxruntime"),
-        "activations_vs_plain_forward": act.get("ratios", {}).get("all_blocks_pass_vs_plain_tf"),
-        "http_classify_p50_vs_forward": srv.get("classify_http", {}).get("p50_vs_bare_forward"),
+        "explorer_vs_app_forward": act.get("ratios", {}).get("explorer_vs_app_forward"),
+        "activations_first_vs_warm": srv.get("activations_http", {}).get("first_vs_warm"),
+        "plain_api_p50_vs_forward_150": srv.get("classify_http", {}).get("plain_p50_vs_bare_forward"),
+        "plain_api_p50_vs_forward_299": two.get("plain_p50_vs_bare_forward_299"),
+        "browser_classify_minus_forward_ms": None if classify_click is None or bare is None
+        else round(classify_click - bare, 1),
         "cached_activation_view_server_ms": srv.get("activations_http", {}).get("cached_server_ms"),
         "throughput_8_vs_1": srv.get("throughput", {}).get("ratios_vs_1", {}).get("8"),
         "cold_start_s": srv.get("cold_start", {}).get("first_classify_s"),
         "serving_peak_rss_gb": _gb(srv.get("memory", {}).get("peak_rss_mb")),
+        "two_weights_peak_rss_gb": _gb(two.get("memory", {}).get("peak_rss_mb")),
     }
     out = {}
     for name, (cmp, threshold, what) in TARGETS.items():
@@ -839,38 +958,68 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _ms(s: dict[str, Any] | None) -> tuple[str, str]:
+    return (f"{s['median_ms']:.1f} ms", f"p10–p90 {s['p10_ms']:.0f}–{s['p90_ms']:.0f}") if s and s.get("runs") else ("", "")
+
+
 def table(results: dict[str, Any]) -> str:
     """The one table: every path's median, then every target."""
     lines = []
     meta = results["meta"]
     m = meta["machine"]
-    lines.append(f"Xception Explorer benchmark — {meta['date']} — {m.get('cpu', '?')}, {m.get('cpus')} CPUs — "
-                 f"load {meta['load_before']['loadavg'][0]:.2f} → {meta['load_after']['loadavg'][0]:.2f}"
+    simd = " ".join(k for k, v in m.get("simd", {}).items() if v) or "?"
+    lines.append(f"Xception Explorer benchmark — {meta['date']} — {m.get('cpu', '?')}, {m.get('cpus')} CPUs "
+                 f"({simd}) — load {meta['load_before']['loadavg'][0]:.2f} → {meta['load_after']['loadavg'][0]:.2f}"
                  f"{' — QUICK' if meta['quick'] else ''}")
     fwd = results.get("forward", {})
     rows: list[tuple[str, str, str, str]] = []
     for k, s in fwd.get("paths", {}).items():
         mark = " (app)" if k == fwd.get("app_path") else ""
-        rows.append((f"forward {fwd['input_size']}px b1: {k}{mark}", f"{s['median_ms']:.1f} ms",
-                     f"p10–p90 {s['p10_ms']:.0f}–{s['p90_ms']:.0f}", ""))
+        rows.append((f"forward {fwd['input_size']}px b1: {k}{mark}", *_ms(s), ""))
     act = results.get("activations", {})
-    for k in ("all_blocks_pass", "all_blocks_compute", "plain_tf", "app_forward", "all_blocks_onnx", "cached_view"):
+    for k in ("app_forward", "explorer_onnx", "pass_onnx", "explorer_first_view", "explorer_tf", "pass_tf",
+              "plain_tf", "cached_view"):
         s = act.get("paths", {}).get(k)
         if s:
-            rows.append((f"activations {act['input_size']}px: {k}", f"{s['median_ms']:.1f} ms",
-                         f"p10–p90 {s['p10_ms']:.0f}–{s['p90_ms']:.0f}", ""))
+            rows.append((f"activations {act['input_size']}px: {k}", *_ms(s), ""))
+    if act.get("first_use_ms"):
+        f = act["first_use_ms"]
+        rows.append(("activations: fresh explorer, first compute", f"{f['unwarmed']:.0f} ms",
+                     f"after warm_up ({f['warm_up']:.0f} ms): {f['after_warm_up']:.0f} ms", ""))
     srv = results.get("server", {})
+    if srv.get("cold_start"):
+        c = srv["cold_start"]
+        rows.append(("server: cold start, first classify (HTTP API)", f"{c['first_classify_s']} s",
+                     f"HTTP up {c['http_up_s']} s; gradio_client {c['first_classify_gradio_client_s']} s",
+                     f"server CPU {c['server_cpu_s_at_first_classify']} s"))
     if srv.get("classify_http"):
         h = srv["classify_http"]
         rows.append((f"server {srv['input_size']}px: bare forward ({srv['backend']})",
                      f"{srv['bare_forward']['median_ms']:.1f} ms", f"preprocess {srv['preprocess']['median_ms']:.1f} ms", ""))
-        g = h["gradio_client"]
-        rows.append(("server: classify via gradio_client", f"p50 {g['median_ms']:.0f} ms", f"p95 {g['p95_ms']:.0f} ms", ""))
-        r = h["raw_http_api"]["total"]
-        rows.append(("server: classify via raw HTTP API", f"p50 {r['median_ms']:.0f} ms", f"p95 {r['p95_ms']:.0f} ms", ""))
+        for name, s in (("POST /api/v1/classify", h["plain_http_api"]), ("gradio_client /classify", h["gradio_client"]),
+                        ("Gradio raw API /classify", h["raw_http_api"]["total"])):
+            rows.append((f"server: {name}", f"p50 {s['median_ms']:.0f} ms", f"p95 {s['p95_ms']:.0f} ms", ""))
+    a = srv.get("activations_http", {})
+    if a.get("first_ms") is not None:
+        rows.append(("server: /activations first / warm miss / hit", f"{a['first_ms']:.0f} ms",
+                     f"warm {a['warm_miss_ms']} ms", f"hit server {a['cached_server_ms']} ms"))
+    b = srv.get("browser", {})
+    for k in ("classify", "gradcam_other_class", "activations_other_block", "activations_new_image"):
+        if b.get(f"{k}_median_ms") is not None:
+            rows.append((f"Chromium click → result: {k}", f"{b[f'{k}_median_ms']:.0f} ms",
+                         " ".join(f"{v:.0f}" for v in b[f"{k}_ms"]), ""))
+    if b.get("error"):
+        rows.append(("Chromium click → result", "error", b["error"][:60], ""))
     for k, lv in srv.get("throughput", {}).get("levels", {}).items():
         rows.append((f"server: throughput, {k} client(s)", f"{lv['throughput_rps']} req/s",
                      f"p50 {lv['latency']['median_ms']} ms", f"{lv['requests']} req"))
+    two = results.get("two_weights", {})
+    if two.get("memory"):
+        rows.append(("two weight sets: peak RSS", f"{two['memory']['peak_rss_mb']:.0f} MB",
+                     f"both ready {two['both_ready_s']} s", ""))
+        s = two["plain_http_api_299"]
+        rows.append(("two weight sets: POST /api/v1/classify 299 px", f"p50 {s['median_ms']:.0f} ms",
+                     f"p95 {s['p95_ms']:.0f} ms", f"bare forward {two['bare_forward_299_ms']} ms"))
     rp = results.get("reduced_precision", {})
     if rp.get("paths"):
         for key, path, base, speed in (("int8", "int8_onnx", "fp32_onnx", "speedup_vs_fp32_onnx"),
@@ -879,6 +1028,10 @@ def table(results: dict[str, Any]) -> str:
             rows.append((f"{key} {rp['input_size']}px b1 ({path})", f"{rp['paths'][path]['median_ms']:.1f} ms",
                          f"{base} {rp['paths'][base]['median_ms']:.1f} ms, ×{rp[key][speed]}",
                          f"top-1 = fp32 on {agree['agree']}/{agree['photos']} photos"))
+        for label, c in (rp.get("int8_per_class") or {}).items():
+            rows.append((f"int8 per class: {label}", f"{c['int8_agrees']}/{c['photos']} = fp32",
+                         f"correct fp32 {c['fp32_correct']}, int8 {c['int8_correct']}",
+                         f"held out {c['int8_agrees_held_out']}/{c['held_out']}"))
     rows.append(("", "", "", ""))
     for t in results.get("targets", {}).values():
         met = {True: "met", False: "NOT met", None: "n/a"}[t["met"]]
@@ -913,6 +1066,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="comma-separated sections to run (default %(default)s); the others are marked skipped")
     p.add_argument("--no-precision", dest="precision", action="store_false",
                    help="skip the reduced-precision section (int8, bf16)")
+    p.add_argument("--no-browser", dest="browser", action="store_false",
+                   help="skip the Chromium click-to-result figures of the server section")
+    p.add_argument("--browser-repeats", type=int, default=None, help="timed clicks per interaction (default 7; quick 2)")
     args = p.parse_args(argv)
     args.sections = [x.strip() for x in args.sections.split(",") if x.strip()]
     unknown = set(args.sections) - set(SECTIONS)
@@ -924,6 +1080,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.size = args.size or (96 if q else 299)
     args.repeats = args.repeats or (4 if q else 25)
     args.requests = args.requests or (4 if q else 30)
+    args.browser_repeats = args.browser_repeats or (2 if q else 7)
     args.throughput_seconds = args.throughput_seconds or (2.0 if q else 15.0)
     args.clients = [int(c) for c in str(args.clients).split(",") if c.strip()]
     env = {}
@@ -959,6 +1116,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     results["activations"] = bench_activations(args, keep) if "activations" in args.sections else skipped
     keep = None
     results["server"] = bench_server(args, out.parent) if "server" in args.sections else skipped
+    results["two_weights"] = (bench_two_weights(args, out.parent)
+                              if "two_weights" in args.sections else skipped)
     results["reduced_precision"] = bench_precision(args) if "precision" in args.sections else skipped
     results["meta"]["load_after"] = load()
     results["targets"] = targets(results)

@@ -49,35 +49,52 @@ def check_results(r: dict) -> None:
     assert isinstance(fwd["weights"], str) and fwd["batch"] == 1
     assert "pointwise (1×1) conv" in fwd["onnx_profile"]["share_by_kind"]
 
-    # (3) activations: all blocks vs the plain forward, and the cached second view
+    # explorer: all blocks on the app's backend and on TF vs the app forward, first view, cache hit
     act = r["activations"]
     assert "error" not in act, act.get("error")
-    for k in ("all_blocks_pass", "all_blocks_compute", "plain_tf", "app_forward", "cached_view", "all_blocks_onnx"):
+    for k in ("explorer_onnx", "pass_onnx", "explorer_tf", "pass_tf", "explorer_first_view", "plain_tf",
+              "app_forward", "cached_view"):
         _stats(act["paths"][k])
-    for k in ("all_blocks_pass_vs_plain_tf", "all_blocks_compute_vs_app_forward", "all_blocks_onnx_vs_app_forward"):
+    for k in ("explorer_vs_app_forward", "explorer_pass_vs_app_forward", "explorer_tf_vs_app_forward"):
         assert _number(act["ratios"][k]), k
+    assert act["backends"] == {"onnx": "onnx", "tf": "tf"}
+    assert all(_number(v) for v in act["first_use_ms"].values())
 
     srv = r["server"]
-    # (4) cold start and (5) peak RSS of the serving process
-    assert _number(srv["cold_start"]["first_classify_s"]) and srv["cold_start"]["first_result"]
+    # cold start (plain HTTP API and gradio_client) and peak RSS of the serving process
+    cold = srv["cold_start"]
+    assert cold["http_up_s"] <= cold["first_classify_s"] and cold["first_result"]["top"]
+    assert _number(cold["first_classify_gradio_client_s"]) and _number(cold["server_cpu_s_at_first_classify"])
     assert _number(srv["memory"]["peak_rss_mb"]) and srv["memory"]["peak_rss_mb"] > 100
-    # (2) HTTP classify p50/p95 through gradio_client, as a ratio to the bare forward
+    # classify p50/p95: plain HTTP API, gradio_client, Gradio's raw API, as ratios to the bare forward
     _stats(srv["bare_forward"])
     http = srv["classify_http"]
-    _stats(http["gradio_client"])
+    for k in ("plain_http_api", "plain_http_api_server_ms", "gradio_client"):
+        _stats(http[k])
     _stats(http["raw_http_api"]["total"])
-    assert _number(http["p50_vs_bare_forward"]) and _number(http["p95_vs_bare_forward"])
-    assert _number(http["cpu"]["gradio_client"]["server_cpu_ms_per_request"])
-    # (3) the cached /activations view over HTTP
+    assert _number(http["plain_p50_vs_bare_forward"]) and _number(http["p50_vs_bare_forward"])
+    assert _number(http["cpu"]["plain_http_api"]["server_cpu_ms_per_request"])
+    # /activations: first, warm misses, then a hit
     ah = srv["activations_http"]
-    assert "error" not in ah, ah.get("error")
-    assert ah["first"]["cache_hit"] is False and ah["cached"] and _number(ah["cached_server_ms"])
-    # (6) throughput with 1, 4 and 8 clients
+    assert ah["views"][0]["cache_hit"] is False and ah["views"][-1]["cache_hit"] is True
+    assert _number(ah["first_vs_warm"]) and _number(ah["cached_server_ms"])
+    # click to result in Chromium
+    browser = srv["browser"]
+    assert "error" not in browser, browser.get("error")
+    for k in ("classify", "gradcam_other_class", "activations_other_block", "activations_new_image"):
+        assert _number(browser[f"{k}_median_ms"]), k
+    # throughput with 1, 4 and 8 clients
     levels = srv["throughput"]["levels"]
     assert set(levels) == {"1", "4", "8"}
     for n, level in levels.items():
         assert level["clients"] == int(n) and level["requests"] >= 1 and _number(level["throughput_rps"])
     assert _number(srv["throughput"]["ratios_vs_1"]["8"])
+
+    # two weight sets: memory and the plain HTTP API at 299 px
+    two = r["two_weights"]
+    assert _number(two["memory"]["peak_rss_mb"]) and _number(two["plain_p50_vs_bare_forward_299"])
+    _stats(two["plain_http_api_299"])
+    _stats(two["bare_forward_299"])
 
     # reduced precision: speed-up and top-1 agreement with fp32 on real photos
     rp = r["reduced_precision"]
@@ -88,6 +105,8 @@ def check_results(r: dict) -> None:
     for k in ("fp32_onnx", "int8_onnx", "fp32_tf", "bf16_tf"):
         _stats(rp["paths"][k])
     assert all({"photo", "fp32_top1", "int8_top1", "bf16_top1"} <= set(row) for row in rp["photos"])
+    per_class = rp["int8_per_class"]
+    assert per_class and all(0 <= c["int8_agrees"] <= c["photos"] for c in per_class.values())
 
     # every target, with its value
     assert set(r["targets"]) == set(bench.TARGETS)

@@ -236,7 +236,7 @@ def test_onnx_failure_falls_back_to_tf(models, images, monkeypatch, caplog):
     def refuse(*args, **kwargs):
         raise onnx_backend.UnsupportedLayerError("no translation for this test")
 
-    monkeypatch.setattr(onnx_backend, "to_onnx", refuse)
+    monkeypatch.setattr(onnx_backend, "to_onnx_parts", refuse)
     explorer = ActivationExplorer(backend="onnx")
     record, _ = explorer.compute(models[0], images[0], weights_key="w")
     assert record.backend == "tf" and explorer.backend_for(models[0]) == "tf"

@@ -252,3 +252,25 @@ def test_int8_classifier_calibrates_on_real_photos(kitchenware_samples):
     assert features.shape == (2, 3, 3, 2048) and probs.shape == (2, 7)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert clf.gradcam(features[0], int(probs[0].argmax())).shape == (3, 3)
+
+
+def test_external_weights_give_the_inline_graphs_outputs_and_are_shared_per_model():
+    """`OnnxForward` builds from a weight-free graph plus the arrays: same outputs as the
+    self-contained `to_onnx` graph; a second session of the same model reuses its arrays, and
+    changed weights are not mistaken for the old ones."""
+    model = _model("paper", seed=4, classifier_activation=None)
+    features = block_output_layer(XCEPTION_SPEC.blocks[-1], "paper")
+    x = _x(n=1, seed=5)
+    proto, arrays = onnx_backend.to_onnx_parts(model, features)
+    assert arrays and proto.ByteSize() < 200_000  # the weights are not in the graph
+    assert sum(a.nbytes for a in arrays.values()) > 0.95 * 4 * model.count_params() - 4 * 60_000
+    inline = onnx_backend.OnnxForward(model, features, proto=onnx_backend.to_onnx(model, features))
+    external = onnx_backend.OnnxForward(model, features)
+    for a, b in zip(inline(x), external(x)):
+        np.testing.assert_array_equal(a, b)
+    _, again = onnx_backend.to_onnx_parts(model, features, block_maps={"block4": "block4_add"})
+    assert all(again[name] is arrays[name] for name in arrays)
+    layer = model.get_layer("block4_sepconv1")
+    layer.set_weights([w * 1.5 for w in layer.get_weights()])
+    _, changed = onnx_backend.to_onnx_parts(model, features)
+    assert sum(changed[n] is not arrays[n] for n in arrays) >= 1

@@ -8,7 +8,7 @@ statistics and histogram are computed from its stored map the first time they ar
 (a page shows one block at a time; reducing all 14 up front would cost about as much as the
 forward itself).
 
-The pass runs on the app's backend: ONNX Runtime (`xception.runtime.onnx.to_onnx(block_maps=…)`,
+The pass runs on the app's backend: ONNX Runtime (`xception.runtime.onnx.to_onnx_parts(block_maps=…)`,
 BatchNorm folded, the reductions and the float16 cast inside the graph), or TensorFlow (a
 `tf.function` over `block_outputs_model`) when the backend is 'tf' or a layer has no ONNX
 translation. Both give the same record (within float16 and BatchNorm-folding rounding).
@@ -385,11 +385,9 @@ class ActivationExplorer:
 
     def _onnx_pass(self, loaded: LoadedModel, layers: dict[str, str]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
         """All block maps, their channel means and the output from one ONNX Runtime call."""
-        from xception.runtime.onnx import OUTPUT, OnnxForward, to_onnx
+        from xception.runtime.onnx import OUTPUT, OnnxForward
 
-        proto = to_onnx(loaded.model, loaded.info.features_layer, block_maps=layers)
-        session = OnnxForward(loaded.model, loaded.info.features_layer, proto=proto, threads=self.threads)
-        del proto
+        session = OnnxForward(loaded.model, loaded.info.features_layer, block_maps=layers, threads=self.threads)
         names = [n for name in layers for n in (name, f"{name}/means")] + [OUTPUT]
         return lambda x: session.run(x, names)
 

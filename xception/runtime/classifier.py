@@ -102,9 +102,9 @@ class Classifier:
         self._onnx: Any = None
         if self.backend == "onnx":
             try:
-                proto = onnx_backend.to_onnx(model, info.features_layer)
+                proto = None  # fp32: OnnxForward translates with external weights (less memory)
                 if self.precision == "int8":
-                    proto = self._quantized(proto, calibration)
+                    proto = self._quantized(onnx_backend.to_onnx(model, info.features_layer), calibration)
                 self._onnx = onnx_backend.OnnxForward(model, info.features_layer, proto=proto, threads=threads)
                 del proto
             except Exception as exc:  # noqa: BLE001 - missing package, untranslatable layer, ORT error
