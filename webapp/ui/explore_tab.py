@@ -138,14 +138,15 @@ def build_explore_tab(store: ModelStore, service: ExploreService) -> None:
                 with_image = gr.Checkbox(value=True, label="Overlay on the image")
             cache_md = gr.Markdown(elem_id="explore-cache-status")
         with gr.Column(scale=7):
-            gallery = gr.Gallery(label="Most active channels (click one for full size)", columns=8,
+            # JPEG tiles: a WebP encode per tile cost more than the view itself (bench/README.md).
+            gallery = gr.Gallery(label="Most active channels (click one for full size)", columns=8, format="jpeg",
                                  object_fit="contain", allow_preview=False, elem_id="explore-gallery")
             stats_md = gr.Markdown(elem_id="explore-stats")
             with gr.Row(equal_height=False):
                 hist = gr.Plot(label="Histogram", elem_id="explore-histogram")
                 with gr.Column():
                     channel = gr.Slider(0, 727, value=0, step=1, label="Channel (full size)")
-                    full = gr.Image(label="Channel at full size", type="pil", interactive=False, height=320,
+                    full = gr.Image(label="Channel at full size", type="pil", interactive=False, height=320, format="jpeg",
                                     elem_id="explore-full")
     with gr.Accordion("Activations as JSON (API: /activations)", open=False):
         act_button = gr.Button("Show JSON for this image and block", size="sm")
