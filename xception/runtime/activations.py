@@ -396,7 +396,7 @@ class ActivationExplorer:
         blocks_model = block_outputs_model(loaded.model, loaded.info.variant, self.spec)
         names = [b.name for b in self.spec.blocks]
 
-        # Batch of one, fixed size: one trace, no retracing per call (see design.md §3).
+        # Batch of one, fixed size: one trace, no retracing per call: tracing is the slow part of a first call.
         @tf.function(input_signature=[tf.TensorSpec([1, *shape], tf.float32)])
         def forward(x):
             outs = blocks_model(x, training=False)
