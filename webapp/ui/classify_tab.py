@@ -31,7 +31,7 @@ def build_classify_tab(store: ModelStore, service: ClassifyService):
             labels_out = gr.Label(label="Top 5", num_top_classes=5)
             info_out = gr.Markdown()
             cam_class = gr.Radio(label="Explain class", choices=[], interactive=True)
-            # JPEG: Gradio's default WebP took ~100 ms to encode on 2 busy cores, JPEG ~2 ms (bench/README.md).
+            # JPEG: encoding Gradio's default WebP cost a large share of the click-to-result time (bench/README.md).
             cam_out = gr.Image(label="Grad-CAM", type="pil", interactive=False, height=360, elem_id="gradcam",
                                format="jpeg")
             gr.Markdown(text.GRADCAM_NOTE)

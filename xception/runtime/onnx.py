@@ -217,7 +217,7 @@ def to_onnx_parts(model: keras.Model, features_layer: str, *, fold: bool = True,
     The graph references every large weight as external data; ONNX Runtime then reads the NumPy
     arrays themselves (`SessionOptions.add_external_initializers`) instead of a serialized copy,
     so building a session holds the weights once, not three times (the proto, its bytes, the
-    session's own copy): at 299×299 this saves ~350 MB of peak memory per session.
+    session's own copy); the saving is in bench/README.md.
 
     Returns:
         (proto, {initializer name: float32 array}).
@@ -255,7 +255,7 @@ def _translate(model: keras.Model, features_layer: str, *, fold: bool, check: bo
             keeps them, reduced inside the same pass: `name` = the map as float16 in NCHW
             (N, c, h, w), clipped to ±65504 so nothing becomes inf, and `name/means` = the
             (N, c) float32 mean of each channel. Staying in NCHW (ONNX Runtime's own layout)
-            and halving the bytes costs ~1.05× the plain forward where NHWC float32 costs ~1.06×.
+            and halving the bytes costs less than NHWC float32 (bench/README.md).
 
     Returns:
         The model: input 'input' (N, H, W, C) float32; outputs 'features' (N, h, w, c) and

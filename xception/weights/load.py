@@ -234,7 +234,7 @@ def from_keras_model(path: Path, preset: Preset | None, request: BuildRequest) -
 
     For a preset, the result is also saved as our own `.keras` in the weights cache, and later
     starts load that instead: one model to build rather than the file's model plus ours
-    (−2 s of a cold start, bench/README.md). A copy that fails to load is deleted and rebuilt.
+    (the cold start in bench/README.md). A copy that fails to load is deleted and rebuilt.
     """
     if preset is None:
         return _convert_keras_model(path, preset, request)
