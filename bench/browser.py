@@ -26,7 +26,8 @@ _ARM = """([selector, kinds]) => {
   const before = current();
   window.__t0 = null; window.__t1 = null;
   const stamp = (e) => {
-    if (window.__t0 === null && kinds.includes(e.type) && (e.type !== 'keydown' || e.key === 'Enter')) window.__t0 = performance.now();
+    const wanted = kinds.includes(e.type) && (e.type !== 'keydown' || e.key === 'Enter');
+    if (window.__t0 === null && wanted) window.__t0 = performance.now();
   };
   document.addEventListener('click', stamp, true);
   document.addEventListener('keydown', stamp, true);

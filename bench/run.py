@@ -959,7 +959,9 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ms(s: dict[str, Any] | None) -> tuple[str, str]:
-    return (f"{s['median_ms']:.1f} ms", f"p10–p90 {s['p10_ms']:.0f}–{s['p90_ms']:.0f}") if s and s.get("runs") else ("", "")
+    if not s or not s.get("runs"):
+        return "", ""
+    return f"{s['median_ms']:.1f} ms", f"p10–p90 {s['p10_ms']:.0f}–{s['p90_ms']:.0f}"
 
 
 def table(results: dict[str, Any]) -> str:
@@ -1068,7 +1070,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip the reduced-precision section (int8, bf16)")
     p.add_argument("--no-browser", dest="browser", action="store_false",
                    help="skip the Chromium click-to-result figures of the server section")
-    p.add_argument("--browser-repeats", type=int, default=None, help="timed clicks per interaction (default 7; quick 2)")
+    p.add_argument("--browser-repeats", type=int, default=None,
+                   help="timed clicks per interaction (default 7; quick 2)")
     args = p.parse_args(argv)
     args.sections = [x.strip() for x in args.sections.split(",") if x.strip()]
     unknown = set(args.sections) - set(SECTIONS)

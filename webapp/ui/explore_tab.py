@@ -146,7 +146,8 @@ def build_explore_tab(store: ModelStore, service: ExploreService) -> None:
                 hist = gr.Plot(label="Histogram", elem_id="explore-histogram")
                 with gr.Column():
                     channel = gr.Slider(0, 727, value=0, step=1, label="Channel (full size)")
-                    full = gr.Image(label="Channel at full size", type="pil", interactive=False, height=320, format="jpeg",
+                    full = gr.Image(label="Channel at full size", type="pil", interactive=False, height=320,
+                                    format="jpeg",
                                     elem_id="explore-full")
     with gr.Accordion("Activations as JSON (API: /activations)", open=False):
         act_button = gr.Button("Show JSON for this image and block", size="sm")
