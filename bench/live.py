@@ -97,8 +97,10 @@ def activations_first_and_warm(url: str, images: list[Path], block: str = "block
                           "cache_hit": answer.get("cache_hit")})
     first, warm = views[0], [v for v in views[1:-1] if not v["cache_hit"]]
     warm_ms = sorted(v["client_ms"] for v in warm)[len(warm) // 2] if warm else None
+    warm_server = sorted(v["server_ms"] for v in warm)[len(warm) // 2] if warm else None
     return {"views": views, "first_ms": first["client_ms"], "warm_miss_ms": warm_ms,
             "first_vs_warm": round(first["client_ms"] / warm_ms, 3) if warm_ms else None,
+            "first_vs_warm_server": round(first["server_ms"] / warm_server, 3) if warm_server else None,
             "cached_server_ms": views[-1]["server_ms"] if views[-1]["cache_hit"] else None}
 
 

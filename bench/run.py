@@ -717,11 +717,11 @@ def bench_server(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
 
 
 def activation_photos() -> list[Path]:
-    """Three different photos: the benchmark photo first."""
+    """Up to five different photos: the benchmark photo first."""
     from xception.io.assets import example_images
 
     first = example_path()
-    return [first] + [e.path for e in example_images() if e.path != first][:2]
+    return [first] + [e.path for e in example_images() if e.path != first][:4]
 
 
 def bench_two_weights(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
