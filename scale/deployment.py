@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 from collections import defaultdict
 
 import numpy as np
@@ -56,6 +57,7 @@ class XceptionModel:
     """
 
     def __init__(self, settings: Settings):
+        started = time.perf_counter()
         self.settings = replica_threads(settings)
         self.store = ModelStore(self.settings).start()
         # Serve routes nothing to a replica before its constructor returns: wait for the default
@@ -65,6 +67,7 @@ class XceptionModel:
         self._forward_batch.set_max_batch_size(self.settings.max_batch)
         self._forward_batch.set_batch_wait_timeout_s(self.settings.batch_wait_s)
         self.batches: list[int] = []  # sizes of the batches run (tests, bench)
+        self.init_seconds = time.perf_counter() - started  # weights, warm-up (bench: cold start)
         logger.info("replica ready: %s (%s %s, %d threads)", self.store.default_key,
                     self.settings.backend or "default backend", self.settings.precision, self.settings.onnx_threads)
 
@@ -120,7 +123,8 @@ class XceptionModel:
     def replica(self) -> dict:
         """Which replica answered: Serve's replica id and the process id (tests, bench)."""
         return {"replica": serve.get_replica_context().replica_id.unique_id, "pid": os.getpid(),
-                "batches": list(self.batches[-50:]), "threads": self.settings.onnx_threads}
+                "batches": list(self.batches[-50:]), "threads": self.settings.onnx_threads,
+                "init_seconds": round(self.init_seconds, 2)}
 
     def check_health(self) -> None:
         """Serve's periodic check: a replica whose default weights are gone is replaced."""

@@ -1,5 +1,6 @@
 """A local Ray instance on this machine's 2 CPUs, with the Serve app of `scale/` in it: 2 model
-replicas (half a CPU each, so both fit beside the ingress) and the ingress on a free port."""
+replicas (half a CPU each, so both fit beside the ingress) and the ingress on a free port. Module
+scope: Ray and its replicas stop when the module's tests are done, not at the end of the run."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def serve_settings(settings, tmp_path_factory):
                                export_dir=tmp_path_factory.mktemp("exports"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def serve_app(serve_settings):
     """Base URL (no trailing slash) of the Serve app, once both model replicas run."""
     import ray
@@ -67,7 +68,7 @@ def serve_app(serve_settings):
         ray.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def model_handle(serve_app, serve_settings):
     from ray import serve
 
@@ -76,7 +77,7 @@ def model_handle(serve_app, serve_settings):
     return serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=serve_settings.serve_app)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_store(serve_settings):
     """The single-process app's store, on the same settings."""
     from webapp.store import ModelStore

@@ -130,3 +130,18 @@ def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app,
     assert health["ready"]
     after = wait_for(lambda: all_replicas(model_handle), 60, "both replicas answering again")
     assert victim_id not in after and len(set(after) - set(before)) == 1
+
+
+def test_settings_choose_the_remote_store_for_a_plain_app_process(serve_app, serve_settings, local_store):
+    """`python app.py` with XCEPTION_MODEL_STORE=ray: the app process joins the running cluster and
+    its store calls the replicas; same answer as the local store."""
+    from webapp.server import make_store
+    from webapp.store_remote import RemoteModelStore
+
+    store = make_store(serve_settings)
+    assert isinstance(store, RemoteModelStore)
+    path = photos(serve_settings)[1]
+    remote, local = store.get(None, timeout=60).classify(path), local_store.get(None, timeout=60).classify(path)
+    assert [label for label, _ in remote.top] == [label for label, _ in local.top]
+    np.testing.assert_allclose(remote.probabilities, local.probabilities, atol=1e-6)
+    assert store.replicas() == {"RUNNING": REPLICAS} and store.retries == 0
