@@ -44,10 +44,11 @@ MODEL_DEPLOYMENT = "XceptionModel"  # the deployment's name in the Serve config 
 RETRIES = 4  # a dead replica's requests: each retry goes to a live replica
 RETRY_PAUSE_S = 0.25
 CALL_TIMEOUT_S = 120.0  # one forward, Grad-CAM or activations call, queueing included
-STATUS_TIMEOUT_S = 5.0
+STATUS_TIMEOUT_S = 3.0  # /healthz and the page's status line wait at most this for a replica
 STATUS_TTL_S = 2.0  # the page polls status every few seconds; one remote call serves them all
 # Lost replicas (the process died, or Serve had none to route to): the request can go elsewhere.
-RETRYABLE = (RayActorError, DeploymentUnavailableError, TimeoutError)
+# A timeout is not retried: the replicas are busy, and sending the request again adds to that.
+RETRYABLE = (RayActorError, DeploymentUnavailableError)
 
 
 class ReplicasUnavailableError(RuntimeError):
@@ -143,6 +144,7 @@ class RemoteModelStore:
         self._started = time.monotonic()
         self._lock = threading.Lock()
         self._status: RemoteStatus | None = None
+        self._status_lock = threading.Lock()
         self._status_at = -1e9
         self._served: dict[str, RemoteServedModel] = {}
         self._local: dict[tuple[str, str], LoadedModel] = {}
@@ -160,15 +162,16 @@ class RemoteModelStore:
 
     # ---------------------------------------------------------------- calls
 
-    def call(self, method: str, *args: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
+    def call(self, method: str, *args: Any, timeout: float = CALL_TIMEOUT_S, retries: int = RETRIES) -> Any:
         """`method(*args)` on some replica; retried on another one when a replica is lost.
 
         Raises:
-            ReplicasUnavailableError: No replica answered after `RETRIES` retries.
+            ReplicasUnavailableError: No replica answered after `retries` retries.
+            TimeoutError: No answer within `timeout` seconds (not retried).
             Whatever the replica's code raised (e.g. `WeightsUnavailableError`, `ValueError`).
         """
         last: Exception | None = None
-        for attempt in range(RETRIES + 1):
+        for attempt in range(retries + 1):
             if attempt:
                 with self._lock:
                     self.retries += 1
@@ -178,23 +181,29 @@ class RemoteModelStore:
             except RayTaskError as exc:  # the replica's own code raised: same answer elsewhere
                 cause = exc.cause if isinstance(exc.cause, Exception) else RuntimeError(str(exc.cause))
                 raise cause from None
+            except TimeoutError:
+                raise TimeoutError(f"the model replicas did not answer within {timeout:.0f} s; "
+                                   "they are busy or starting, try again shortly") from None
             except RETRYABLE as exc:
                 last = exc
                 logger.warning("replica call %s failed (%s); retrying", method, type(exc).__name__)
         raise ReplicasUnavailableError(f"no model replica answered {method!r} ({type(last).__name__})")
 
     def _remote_status(self) -> RemoteStatus | None:
-        """The replicas' status, at most `STATUS_TTL_S` old; None while no replica answers."""
-        now = time.monotonic()
-        if now - self._status_at < STATUS_TTL_S:
+        """The replicas' status, at most `STATUS_TTL_S` old (one thread asks; the others take the
+        last answer meanwhile); None while no replica answers."""
+        if time.monotonic() - self._status_at < STATUS_TTL_S or not self._status_lock.acquire(blocking=False):
             return self._status
         try:
-            status = self.call("status", timeout=STATUS_TIMEOUT_S)
-        except (ReplicasUnavailableError, *RETRYABLE) as exc:
-            logger.info("model replicas not answering yet: %s", exc)
-            status = None
-        self._status, self._status_at = status, time.monotonic()
-        return status
+            try:
+                status = self.call("status", timeout=STATUS_TIMEOUT_S, retries=0)
+            except (ReplicasUnavailableError, TimeoutError) as exc:
+                logger.info("model replicas not answering yet: %s", exc)
+                status = None
+            self._status, self._status_at = status, time.monotonic()
+            return status
+        finally:
+            self._status_lock.release()
 
     # ---------------------------------------------------------------- ModelStore's interface
 

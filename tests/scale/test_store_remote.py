@@ -77,12 +77,23 @@ def test_no_replica_left_is_a_clear_error():
     assert len(handle.gradcam.calls) == 5
 
 
+def test_a_timeout_is_not_retried_and_says_so():
+    from ray.exceptions import GetTimeoutError
+
+    handle = FakeHandle(predict=[GetTimeoutError("timed out")])
+    store = RemoteModelStore(handle, Settings())
+    with pytest.raises(TimeoutError, match="did not answer within 120 s"):
+        store.call("predict", "kitchenware", np.zeros((3,)))
+    assert len(handle.predict.calls) == 1 and store.retries == 0
+
+
 def test_status_while_replicas_start_then_ready():
     ready = RemoteStatus("kitchenware", ["kitchenware"], [SlotStatus("kitchenware", "Kitchenware", "ready", 3.0)],
                          {"kitchenware": "Kitchenware"})
-    handle = FakeHandle(status=[ActorDiedError()] * 5 + [ready])
+    handle = FakeHandle(status=[ActorDiedError(), ready])
     store = RemoteModelStore(handle, Settings(weights="kitchenware"))
     assert not store.is_ready() and [s.state for s in store.statuses()] == ["loading"]
+    assert len(handle.status.calls) == 1  # a status question is never retried: /healthz stays quick
     store._status_at = -1e9  # the next question goes to the replicas again
     assert store.is_ready() and store.available() == ["kitchenware"] and store.title("kitchenware") == "Kitchenware"
     assert store.settled()
