@@ -21,7 +21,7 @@ INGRESS_DEPLOYMENT = "XceptionApp"
 
 
 @serve.deployment(name=INGRESS_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0.5},
-                  max_ongoing_requests=64)
+                  max_ongoing_requests=256)
 @serve.ingress()
 class XceptionApp:
     """The web app in one replica. One, not more: Gradio keeps each visitor's queue and session

@@ -3,6 +3,7 @@ HTTP, a replica killed under load costs no request and is replaced, /healthz sho
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -114,7 +115,19 @@ def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app,
         t.start()
     started.wait()
     wait_for(lambda: len(results) >= 3, 60, "the first answers")
+    seen: list[dict] = []  # /healthz's replicas from the kill until the replacement runs
+    watching = threading.Event()
+    watching.set()
+
+    def watch() -> None:
+        while watching.is_set():
+            with contextlib.suppress(OSError):
+                seen.append(get_json(serve_app + "/healthz", timeout=5)["replicas"])
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=watch, daemon=True)
     os.kill(victim_pid, signal.SIGKILL)
+    watcher.start()
     killed_at = len(results)
     for t in threads:
         t.join(timeout=240)
@@ -127,7 +140,10 @@ def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app,
     # Serve starts a new replica in the dead one's place.
     health = wait_for(lambda: (h := get_json(serve_app + "/healthz"))["replicas"] == {"RUNNING": REPLICAS} and h,
                       120, "the replica replaced")
+    watching.clear()
+    watcher.join()
     assert health["ready"]
+    assert any(r.get("RUNNING") == REPLICAS - 1 for r in seen), seen  # /healthz showed the gap
     after = wait_for(lambda: all_replicas(model_handle), 60, "both replicas answering again")
     assert victim_id not in after and len(set(after) - set(before)) == 1
 
