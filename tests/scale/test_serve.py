@@ -34,13 +34,18 @@ def classify(client, path) -> dict[str, float]:
     return client.predict(handle_file(str(path)), api_name="/classify")
 
 
-def replica_ids(handle, calls: int = 24) -> dict[str, int]:
-    """{replica id: pid} of the replicas that answered `calls` calls (Serve spreads them)."""
+def replica_ids_info(handle, calls: int = 24) -> list[dict]:
+    """`replica()` of each replica that answered `calls` calls (Serve spreads them)."""
     seen = {}
     for _ in range(calls):
         info = handle.replica.remote().result(timeout_s=30)
-        seen[info["replica"]] = info["pid"]
-    return seen
+        seen[info["replica"]] = info
+    return list(seen.values())
+
+
+def replica_ids(handle) -> dict[str, int]:
+    """{replica id: pid} of the replicas that answered."""
+    return {info["replica"]: info["pid"] for info in replica_ids_info(handle)}
 
 
 def all_replicas(handle) -> dict[str, int] | None:
@@ -83,6 +88,22 @@ def test_gradcam_and_activations_run_in_replicas_and_match(model_handle, serve_s
     for block in record.block_names:
         np.testing.assert_allclose(record.channel_means[block], local_record.channel_means[block], atol=1e-3)
     assert explorer.compute(remote.variant(None, "paper"), x, weights_key=served_r.key)[1]  # cached here now
+
+
+def test_concurrent_calls_are_batched_in_the_replicas(model_handle, serve_settings, local_store):
+    """16 calls at once: the replicas run some of them as one batch (`@serve.batch`), and every
+    caller gets its own image's answer back."""
+    served = local_store.get(None, timeout=60)
+    images = [served.preprocess(p) for p in photos(serve_settings)]
+    xs = [images[i % len(images)] for i in range(16)]
+    responses = [model_handle.predict.remote(served.key, x) for x in xs]  # all sent before any is read
+    answers = [r.result(timeout_s=120) for r in responses]
+    for x, (features, probs) in zip(xs, answers):
+        expected = served.predict(x)
+        np.testing.assert_allclose(probs, expected.probabilities, atol=1e-5)
+        assert features.shape == expected.features.shape
+    batches = [b for info in replica_ids_info(model_handle) for b in info["batches"]]
+    assert max(batches) > 1 and max(batches) <= serve_settings.max_batch, batches
 
 
 def test_healthz_reflects_replicas(serve_app):
