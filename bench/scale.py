@@ -159,7 +159,7 @@ def bench_single(args: argparse.Namespace, image: Path, out_dir: Path) -> dict[s
         stop(proc)
 
 
-def deploy(settings, replicas: int, cpus_per_replica: float, port: int) -> None:
+def deploy(settings, replicas: int, cpus_per_replica: float) -> None:
     from ray import serve
 
     from scale.deployment import XceptionModel
@@ -190,7 +190,7 @@ def bench_serve(args: argparse.Namespace, image: Path) -> dict[str, Any]:
             _say(f"Serve, {replicas} replica(s) of {2 // replicas} thread(s)")
             with contextlib.suppress(Exception):
                 serve.delete(settings.serve_app)
-            deploy(settings, replicas, 2 / replicas, port)
+            deploy(settings, replicas, 2 / replicas)
             pids = ray_processes()
             result = run_clients(url, image, args.clients, args.seconds, pids)
             result["memory_mb"] = {role: [proc_memory(p) for p in ps] for role, ps in pids.items() if role != "ray"}
