@@ -13,7 +13,8 @@ if __name__ == "__main__":
     from xception.settings import Settings
 
     settings = Settings.from_env()
-    store = ModelStore(settings).start()
+    # Only the in-process store loads weights here; a Ray store connects in create_app.
+    store = ModelStore(settings).start() if settings.model_store == "local" else None
 
     from webapp.server import main
 

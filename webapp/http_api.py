@@ -52,8 +52,10 @@ class Classification(BaseModel):
     title: str = Field(description="Human-readable name of those weights.")
     classes: int = Field(description="How many classes these weights know.")
     input_size: int = Field(description="Side in pixels the image was resized to.")
-    backend: str = Field(description="'onnx' (ONNX Runtime) or 'tf' (TensorFlow).")
-    precision: str = Field(description="'fp32', or 'int8' when the server runs the quantized model.")
+    backend: str | None = Field(description="'onnx' (ONNX Runtime) or 'tf' (TensorFlow); null when the "
+                                            "model runs in Ray Serve replicas.")
+    precision: str | None = Field(description="'fp32', or 'int8' when the server runs the quantized model; "
+                                              "null when the model runs in Ray Serve replicas.")
     server_ms: float = Field(description="Decode, resize and forward on the server, in milliseconds.")
 
 
@@ -131,11 +133,10 @@ def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int
         except ValueError as exc:  # InvalidImageError: what was received and what is allowed
             raise _Refused(400, str(exc)) from None
         prediction = served.classify(image, k)
-        classifier = served.classifier
         return Classification(
             top=[Label(label=label, probability=round(float(p), 6)) for label, p in prediction.top],
             weights=served.key, title=served.title, classes=len(served.labels), input_size=served.input_size,
-            backend=classifier.backend, precision=classifier.precision,
+            backend=served.backend, precision=served.precision,
             server_ms=round((time.perf_counter() - start) * 1000, 2),
         ).model_dump()
 

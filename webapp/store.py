@@ -23,6 +23,7 @@ from xception.io.images import load_image
 from xception.io.labels import load_labels, top_k
 from xception.io.preprocessing import preprocess
 from xception.model import LoadedModel, ModelInfo, WeightsUnavailableError, load_model, rewire
+from xception.runtime.activations import ActivationExplorer
 from xception.runtime.batching import MicroBatcher
 from xception.runtime.classifier import Classifier
 from xception.settings import Settings
@@ -71,6 +72,18 @@ class ServedModel:
         return self.info.title
 
     @property
+    def backend(self) -> str | None:
+        """'onnx' or 'tf': what runs the forward here; None when it runs elsewhere (replicas)."""
+        classifier = getattr(self, "classifier", None)
+        return classifier.backend if classifier is not None else None
+
+    @property
+    def precision(self) -> str | None:
+        """'fp32' or 'int8' (the quantized model); None when the model runs elsewhere."""
+        classifier = getattr(self, "classifier", None)
+        return classifier.precision if classifier is not None else None
+
+    @property
     def input_size(self) -> int:
         return self.classifier.input_size
 
@@ -78,9 +91,14 @@ class ServedModel:
         """Any image `load_image` accepts → (size, size, 3) float32 in [-1, 1]."""
         return preprocess(load_image(image), self.input_size)
 
+    def forward_one(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One preprocessed image (size, size, 3) → ((h, w, 2048) features, (classes,) probabilities),
+        batched with concurrent callers. The one step a remote store runs elsewhere."""
+        return self.batcher.run(x)
+
     def predict(self, x: np.ndarray, k: int = 5) -> Prediction:
         """One preprocessed image (size, size, 3) → `Prediction`, batched with concurrent callers."""
-        features, probs = self.batcher.run(x)
+        features, probs = self.forward_one(x)
         return Prediction(top_k(probs, self.labels, min(k, len(self.labels))), probs, features)
 
     def classify(self, image: Any, k: int = 5) -> Prediction:
@@ -239,6 +257,18 @@ class ModelStore:
 
     def is_ready(self) -> bool:
         return self._default is not None
+
+    def replicas(self) -> dict[str, int] | None:
+        """Model replicas by state where a cluster serves the models; None here (in-process)."""
+        return None
+
+    def activation_explorer(self) -> ActivationExplorer:
+        """A new activation cache for the Explore tab, on the app's backend. Its all-blocks pass is
+        built and run once as soon as the default model is ready, for API callers who never open
+        the page."""
+        explorer = ActivationExplorer(max_entries=8, backend=self.settings.backend, threads=self.settings.onnx_threads)
+        self.when_ready(lambda served: explorer.warm_up(served.loaded))
+        return explorer
 
     def settled(self) -> bool:
         """Nothing is still loading or waiting: the page can stop polling."""

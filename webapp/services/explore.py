@@ -76,15 +76,10 @@ class ExploreService:
     def __init__(self, store: ModelStore, explorer: ActivationExplorer | None = None):
         self.store = store
         self.classify = ClassifyService(store)
-        settings = store.settings
-        self.explorer = explorer or ActivationExplorer(max_entries=8, backend=settings.backend,
-                                                       threads=settings.onnx_threads)
+        self.explorer = explorer or store.activation_explorer()
         self._lock = threading.Lock()
         self._descriptions: dict[Any, ModelDescription] = {}
-        # Warm the all-blocks pass as soon as the model is ready, for API callers who never
-        # open the page (the page's own call below is then a no-op).
-        self._warming = True
-        store.when_ready(self._warm_up)
+        self._warming = False
 
     # ---------------------------------------------------------------- architecture
 
@@ -132,14 +127,11 @@ class ExploreService:
 
         def run() -> None:
             try:
-                self._warm_up(self.model())
+                self.explorer.warm_up(self.model().loaded)
             except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs the first user time
                 logger.warning("activation warm-up failed: %s", exc)
 
         threading.Thread(target=run, name="explore-warm-up", daemon=True).start()
-
-    def _warm_up(self, served: ServedModel) -> None:
-        self.explorer.warm_up(served.loaded)
 
     # ---------------------------------------------------------------- activations
 

@@ -78,7 +78,7 @@ def classify_info(served: ServedModel, seconds: float) -> str:
     info = served.info
     text = (f"**{seconds * 1000:.0f} ms** in the network · weights: **{served.title}** "
             f"({info.variant} wiring, {served.input_size}×{served.input_size} input, {len(served.labels)} classes)")
-    if served.classifier.precision == "int8":
+    if served.precision == "int8":
         text += ("  \n**int8 model** (XCEPTION_PRECISION=int8): quantized for speed; its probabilities can "
                  "differ a little from full precision, and on rare photos its top class.")
     if len(served.labels) <= 20:
