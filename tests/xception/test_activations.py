@@ -250,3 +250,15 @@ def test_statistics_are_computed_when_first_read(models, images):
     first = record.stats["block7"]
     assert list(record.stats._done) == ["block7"] and record.stats["block7"] is first
     assert len(record.stats) == len(BLOCKS) and list(record.stats) == BLOCKS
+
+
+def test_a_record_pickles_with_its_lazy_statistics(shared):
+    """Records cross process boundaries (Ray Serve replicas send them to the app) by pickle."""
+    import pickle
+
+    _, paper, _ = shared
+    paper.stats["block2"]
+    copy = pickle.loads(pickle.dumps(paper))
+    assert copy.key == paper.key and copy.backend == paper.backend
+    np.testing.assert_array_equal(copy.maps["block9"], paper.maps["block9"])
+    assert copy.stats["block9"].mean == paper.stats["block9"].mean
