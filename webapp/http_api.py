@@ -95,6 +95,8 @@ async def _file_from_multipart(request: Request, body: bytes, max_bytes: int) ->
         form = await MultiPartParser(request.headers, stream(), max_files=1, max_fields=8).parse()
     except MultiPartException as exc:
         raise _Refused(400, f"Malformed multipart body: {exc.message}") from None
+    except (KeyError, ValueError):  # no boundary, or one the parser cannot use
+        raise _Refused(400, "Malformed multipart body: no usable boundary in the Content-Type header.") from None
     file = form.get("file")
     if not isinstance(file, UploadFile):
         raise _Refused(400, NO_IMAGE)

@@ -71,6 +71,9 @@ def test_the_decoders_limits_and_messages_apply(served_app):
     assert client.post(ROUTE, content=b"").json() == {"detail": NO_IMAGE}
     assert client.post(ROUTE, files={"other": ("a.jpg", jpeg(), "image/jpeg")}).json() == {"detail": NO_IMAGE}
     assert client.post(f"{ROUTE}?k=0", content=jpeg()).status_code == 422
+    for header in ("multipart/form-data", "multipart/form-data; boundary=xyz"):
+        response = client.post(ROUTE, content=b"--abc\r\nnot a form", headers={"Content-Type": header})
+        assert response.status_code == 400 and response.json()["detail"].startswith("Malformed multipart body"), header
     response = client.post(f"{ROUTE}?weights=resnet", content=jpeg())
     assert response.status_code == 400 and "unknown weights 'resnet'" in response.json()["detail"]
 
