@@ -27,7 +27,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from webapp.store import ModelStore
-from xception.io.images import load_image
+from xception.io.images import InvalidImageError
 from xception.model import WeightsUnavailableError
 
 ROUTE = "/api/v1/classify"
@@ -130,11 +130,11 @@ def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int
             raise _Refused(503, str(exc)) from None
         except ValueError as exc:  # unknown weights
             raise _Refused(400, str(exc)) from None
-        try:
-            image = load_image(data)
-        except ValueError as exc:  # InvalidImageError: what was received and what is allowed
+        try:  # decoded once, by the page's decoder with the page's limits, straight from the bytes
+            x = served.preprocess(data)
+        except InvalidImageError as exc:  # what was received and what is allowed
             raise _Refused(400, str(exc)) from None
-        prediction = served.classify(image, k)
+        prediction = served.predict(x, k)
         return Classification(
             top=[Label(label=label, probability=round(float(p), 6)) for label, p in prediction.top],
             weights=served.key, title=served.title, classes=len(served.labels), input_size=served.input_size,
