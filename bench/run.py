@@ -739,7 +739,6 @@ def bench_two_weights(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]
     big_clf = Classifier(load_model(str(weights_file)), backend=args.app_env.get("XCEPTION_BACKEND") or None)
     xs = preprocess(example_path(), big_clf.input_size)[None]
     bare = summarize(interleaved({"forward": lambda: big_clf.forward(xs)}, args.repeats)["forward"])
-    del big_clf
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     env = app_env(port, "", **args.app_env)
