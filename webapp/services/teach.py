@@ -498,7 +498,7 @@ class TeachService:
         if served.key != trained.weights_key:
             raise UserError("The app's weights changed since training; train again.")
         try:
-            image = payload_to_image(payload, self.store.settings.upload_dir)
+            image = payload.image if isinstance(payload, _Named) else payload_to_image(payload, self.store.settings.upload_dir)
         finally:
             self._delete_upload(payload, True)
         out = self.extractor(served)(preprocess(image, served.input_size)[None])
@@ -508,6 +508,18 @@ class TeachService:
         cam = class_activation_map(out.feature_map[0], trained.head, int(order[0]))
         return TaughtPrediction([(trained.class_names[i], float(probs[i])) for i in order], shown,
                                 overlay(shown, cam, alpha=0.5))
+
+    def unseen_photos(self) -> list[Path]:
+        """Photos to try a starter-set head on: the kitchenware package's unlabelled ones (never
+        trained on), from the local cache of its wheel; [] when it was not fetched."""
+        return [s.path for s in cached_samples("kitchenware", self.store.settings.cache_dir) if not s.label]
+
+    def classify_unseen(self, session_id: str, index: Any, k: int = 5) -> TaughtPrediction:
+        """`classify` of the `index`-th of `unseen_photos()` (validated: a server file, not an upload)."""
+        unseen = self.unseen_photos()
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(unseen):
+            raise UserError("There is no such sample photo here.")
+        return self.classify(session_id, _Named(load_image(unseen[index]), unseen[index].stem), k)
 
     # ------------------------------------------------------------------ downloads
 

@@ -12,6 +12,7 @@ from webapp.ui import text
 from webapp.ui.classify_tab import build_classify_tab
 from webapp.ui.explore_tab import build_explore_tab
 from webapp.ui.netron_tab import build_netron_section
+from webapp.ui.teach_tab import build_teach_tab
 
 CSS = """
 #status-line { font-size: 0.9em; opacity: 0.85; }
@@ -33,6 +34,8 @@ def build_demo(store: ModelStore, exports: Exports | None = None) -> gr.Blocks:
                 build_explore_tab(store, explore)
                 if exports is not None:
                     show_graph, graph_variant, graph_frame = build_netron_section(classify, exports)
+            with gr.Tab("Teach", id="teach"):
+                build_teach_tab(store, blocks)
 
         def show_status():
             return text.status_line(store.statuses(), store.is_ready())

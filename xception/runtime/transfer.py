@@ -4,10 +4,11 @@ cross-validated accuracy, a 2-D map of the features, and class activation maps t
 Numbers only: arrays in, arrays out. No labels, no images, no UI. The features are pooled
 block outputs (N, D), e.g. the 2,048-d global average of the exit flow.
 
-The head is multinomial logistic regression on standardised features, L2-regularised and
-class-balanced, fitted full-batch with L-BFGS (strictly convex, so one optimum: the result does
-not depend on the start or on the optimiser). Standardisation is folded into the returned
-weights, so the head acts on raw pooled features and exports as one Dense layer.
+The head is multinomial logistic regression on centred features scaled to unit mean square,
+L2-regularised and class-balanced, fitted full-batch with L-BFGS (strictly convex, so one
+optimum: the result does not depend on the start or on the optimiser). The centring and scaling
+are folded into the returned weights, so the head acts on raw pooled features and exports as one
+Dense layer.
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def fit_softmax_head(features: np.ndarray, labels: np.ndarray, classes: int, *, 
         features: (N, D) pooled features.
         labels: (N,) class indices in [0, classes).
         classes: K ≥ 2 (a class may have no photo: it then gets a low bias and is never chosen).
-        l2: Penalty on the weights of standardised features (larger = smoother, less confident).
+        l2: Penalty on the weights of the scaled features (larger = smoother, less confident).
         balanced: Weigh each class equally whatever its photo count (sample weight ∝ 1/count).
         max_iter: L-BFGS iteration budget.
         tol: Stop when the largest gradient entry is below this.
@@ -158,14 +159,17 @@ def fit_softmax_head(features: np.ndarray, labels: np.ndarray, classes: int, *, 
     x, y = _check(features, labels, classes)
     n, d = x.shape
     mean = x.mean(axis=0)
-    std = x.std(axis=0)
-    std = np.where(std > 1e-6 * max(float(std.max()), 1e-12), std, 1.0)  # constant dims stay unscaled
+    # One scale for all features, not one per feature: the pretrained features' relative sizes
+    # carry meaning, and scaling each of 2,048 sparse ReLU features to unit variance blows up
+    # the ones that fire on a single photo (what a tiny training set overfits to).
+    rms = float(np.sqrt(np.mean((x - mean) ** 2)))
+    std = np.full(d, rms if rms > 0 else 1.0)
     xs = (x - mean) / std
     counts = np.bincount(y, minlength=classes).astype(np.float64)
     sample_w = (1.0 / counts[y]) if balanced else np.ones(n)
     sample_w = sample_w / sample_w.sum()
     onehot = np.eye(classes)[y]
-    if init is not None:  # unfold the given raw-feature head into the standardised space
+    if init is not None:  # unfold the given raw-feature head into the scaled space
         w0 = np.asarray(init.weights, np.float64) * std[:, None]
         b0 = np.asarray(init.bias, np.float64) + mean @ np.asarray(init.weights, np.float64)
         params0 = np.concatenate([w0.ravel(), b0])
@@ -174,7 +178,7 @@ def fit_softmax_head(features: np.ndarray, labels: np.ndarray, classes: int, *, 
     params, iterations, converged = _lbfgs(lambda p: _objective(p, xs, onehot, sample_w, l2), params0,
                                            max_iter=max_iter, tol=tol)
     w_std, b_std = params[: d * classes].reshape(d, classes), params[d * classes :]
-    w = w_std / std[:, None]  # fold the standardisation in: head(x) = ((x - mean)/std) W + b
+    w = w_std / std[:, None]  # fold the scaling in: head(x) = ((x - mean)/std) W + b
     b = b_std - mean @ w
     return SoftmaxHead(w.astype(np.float32), b.astype(np.float32), iterations, converged)
 
