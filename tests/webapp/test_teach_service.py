@@ -120,6 +120,10 @@ def test_limits_and_messages(store, settings):
     teach.remove_class("s", "a")
     with pytest.raises(UserError, match="at least 2 classes"):
         teach.train("s")
+    for i in range(4):  # add and remove again and again: the feature cache stays bounded
+        teach.add_photos("s", "c", photos((0, 200, 0), 3, seed=10 + i))
+        teach.remove_class("s", "c")
+    assert len(teach._session("s").cache) <= 2 * 3
 
 
 def test_bad_files_are_refused_and_uploads_deleted(store, settings, tmp_path):

@@ -113,3 +113,19 @@ def test_cam_equals_gradcam_of_pool_plus_linear():
     ref = np.maximum((fmap * alpha).sum(-1), 0)
     assert ref.max() > 0
     np.testing.assert_allclose(cam, ref / ref.max(), rtol=1e-4, atol=1e-6)
+
+
+def test_fit_in_the_row_space_is_the_full_space_fit():
+    """More features than photos: the fit runs in the photos' span; plain gradient descent in
+    all D dimensions reaches the same logits."""
+    x, y = blobs(n_per=4, k=3, d=40, sep=1.0, seed=2)
+    head = fit_softmax_head(x, y, 3, l2=0.1, tol=1e-7)
+    xc = x - x.mean(0)
+    xs = xc / np.sqrt(np.mean(xc**2))
+    sw = np.full(12, 1 / 12)
+    p = np.zeros(40 * 3 + 3)
+    for _ in range(20000):
+        p -= 0.5 * _objective(p, xs, np.eye(3)[y], sw, 0.1)[1]
+    np.testing.assert_allclose(head.logits(x), xs @ p[:120].reshape(40, 3) + p[120:], atol=2e-3)
+    cv_full = cross_validate(x, y, 3, l2=0.1)
+    assert cv_full.confusion.sum() == 12

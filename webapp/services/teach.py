@@ -342,6 +342,7 @@ class TeachService:
             if photos:
                 session.classes.setdefault(name, []).extend(photos)
                 session.trained = None
+            self._trim_cache(session)
             return AddReport(len(photos), cached, tuple(refused), time.perf_counter() - start)
 
     def _delete_upload(self, payload: Any, enabled: bool) -> None:
@@ -427,6 +428,7 @@ class TeachService:
                 raise UserError("Choose a class to remove.")
             del session.classes[class_name]
             session.trained = None
+            self._trim_cache(session)
 
     def clear(self, session_id: str) -> None:
         """Removes every class (the feature cache stays, bounded by the photo limits)."""
@@ -437,10 +439,17 @@ class TeachService:
             if session.scratch is not None:
                 shutil.rmtree(session.scratch, ignore_errors=True)
                 session.scratch = None
-            # Keep the cache bounded by what the limits allow to be in use at once.
-            cap = self.limits.max_classes * self.limits.max_photos_per_class
-            while len(session.cache) > cap:
-                session.cache.pop(next(iter(session.cache)))
+            self._trim_cache(session)
+
+    def _trim_cache(self, session: _Session) -> None:
+        """Bounds a session's feature cache by what the limits let it use at once: features of
+        photos no longer in a class go first, oldest first (a re-added photo is then re-extracted)."""
+        cap = self.limits.max_classes * self.limits.max_photos_per_class
+        if len(session.cache) <= cap:
+            return
+        in_use = {p.key for photos in session.classes.values() for p in photos}
+        for key in [k for k in session.cache if k[1] not in in_use][: len(session.cache) - cap]:
+            del session.cache[key]
 
     def classes(self, session_id: str) -> list[tuple[str, list[Photo]]]:
         """(class name, photos) in the order the classes were named."""
