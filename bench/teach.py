@@ -98,19 +98,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "photos": len(photos)}
 
     # 1. extraction vs bare forward -------------------------------------------------------------
+    # Interleaved call by call (bare, extract, bare, ... with the order flipped every round), so
+    # the load other processes put on the shared cores falls on both alike.
     batch = teach.limits.batch
-    runs = {"bare_b1": lambda: [served.classifier.forward(x[i : i + 1]) for i in range(len(x))],
-            "extract_b1": lambda: [extractor(x[i : i + 1]) for i in range(len(x))],
-            f"bare_b{batch}": lambda: [served.classifier.forward(x[i : i + batch]) for i in range(0, len(x), batch)],
-            f"extract_b{batch}": lambda: [extractor(x[i : i + batch]) for i in range(0, len(x), batch)]}
-    for fn in runs.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(args.rounds):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - start) / len(x))
+    paths = {"bare": served.classifier.forward, "extract": extractor}
+    times: dict[str, list[float]] = {}
+    for size_b in (1, batch):
+        chunks = [x[i : i + size_b] for i in range(0, len(x) - size_b + 1, size_b)]
+        for fn in paths.values():
+            fn(chunks[0])  # warm-up
+        for r in range(args.rounds):
+            order = list(paths.items()) if r % 2 == 0 else list(paths.items())[::-1]
+            for chunk in chunks:
+                for name, fn in order:
+                    start = time.perf_counter()
+                    fn(chunk)
+                    times.setdefault(f"{name}_b{size_b}", []).append((time.perf_counter() - start) / size_b)
     per_photo = {k: _median_ms(v) for k, v in times.items()}
     add_times = []
     for r in range(args.rounds):

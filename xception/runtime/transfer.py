@@ -253,11 +253,11 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarra
 
 def cross_validate(features: np.ndarray, labels: np.ndarray, classes: int, *, folds: int | None = None,
                    l2: float = DEFAULT_L2, balanced: bool = True, max_iter: int = DEFAULT_MAX_ITER,
-                   seed: int = 0, init: SoftmaxHead | None = None) -> CrossValidation:
+                   seed: int = 0, init: SoftmaxHead | None = None, tol: float = DEFAULT_TOL) -> CrossValidation:
     """Accuracy of the head on photos it was not fitted on.
 
     Args:
-        features, labels, classes, l2, balanced, max_iter: As for `fit_softmax_head`.
+        features, labels, classes, l2, balanced, max_iter, tol: As for `fit_softmax_head`.
         folds: None for leave-one-out up to `LOO_MAX_PHOTOS` photos and `DEFAULT_FOLDS`
             stratified folds above; N (or more) for leave-one-out; else stratified k-fold.
         seed: Shuffle of the k-fold split.
@@ -280,8 +280,8 @@ def cross_validate(features: np.ndarray, labels: np.ndarray, classes: int, *, fo
         test = fold == f
         if not test.any():
             continue
-        head = fit_softmax_head(x[~test], y[~test], classes, l2=l2, balanced=balanced, max_iter=max_iter, init=init,
-                                basis=basis)
+        head = fit_softmax_head(x[~test], y[~test], classes, l2=l2, balanced=balanced, max_iter=max_iter, tol=tol,
+                                init=init, basis=basis)
         probs[test] = head.probabilities(x[test].astype(np.float32))
     predicted = probs.argmax(axis=1)
     confusion = np.zeros((classes, classes), np.int64)
