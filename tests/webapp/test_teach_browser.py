@@ -3,6 +3,10 @@ widths: starter set, photos of one's own, train, accuracy and map by block, a ne
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
 import pytest
 from PIL import Image
 
@@ -58,6 +62,8 @@ def test_teach_path(chromium, live_server, tmp_path, width, height):
         head_button.click()
     path = tmp_path / download.value.suggested_filename
     download.value.save_as(path)
+    served_file = Path(unquote(urlparse(download.value.url).path.split("file=", 1)[1]))
+    assert served_file.is_file() and served_file.parent.parent.name == "teach"
     from xception.io.heads import load_head
 
     assert load_head(path).class_names == ("plate", "cup", "cutlery", "not kitchenware", "red squares")
@@ -66,3 +72,9 @@ def test_teach_path(chromium, live_server, tmp_path, width, height):
     assert page.get_by_text("Traceback").count() == 0
     assert not errors, errors
     page.close()
+    # Closing the page ends the session: its download files go (Gradio notices the closed
+    # connection at its next heartbeat, every 15 s).
+    deadline = time.monotonic() + 60
+    while served_file.exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not served_file.exists() and not served_file.parent.exists()

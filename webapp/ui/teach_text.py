@@ -103,7 +103,7 @@ def train_summary(t: Trained, block: str) -> str:
 
 
 def map_title(t: Trained, block: str) -> str:
-    return f"Your photos on {BLOCK_LABELS.get(block, block)} ({t.blocks[block].dims} features → 2 principal components)"
+    return f"{BLOCK_LABELS.get(block, block)}: {t.blocks[block].dims} features → 2-D"
 
 
 def prediction_caption(top: list[tuple[str, float]]) -> str:
