@@ -112,7 +112,7 @@ def build_teach_tab(store: ModelStore, blocks: gr.Blocks) -> TeachService:
     @shown
     def on_add(name, paths, snap, request: gr.Request, progress=gr.Progress()):
         session = _session(request)
-        payloads = list(paths or []) + ([snap] if snap else [])
+        payloads = (list(paths) if isinstance(paths, (list, tuple)) else [paths] if paths else []) + ([snap] if snap else [])
         report = service.add_photos(session, name, payloads,
                                     lambda d, t: progress((d, t), desc="Extracting features", unit="photos"))
         view, names, removable = refreshed(session, " ".join(str(name).split()))
