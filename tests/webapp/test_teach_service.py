@@ -168,6 +168,7 @@ def test_starter_set_without_the_kitchenware_cache(store, settings):
     report = teach.add_starter_set("s")
     names = dict((n, len(p)) for n, p in teach.classes("s"))
     assert names == {"not kitchenware": 4, "cup": 1} and report.added == 5
+    assert "only the examples" in report.refused[0]
 
 
 @pytest.mark.slow
@@ -183,7 +184,7 @@ def test_starter_set_trains_and_a_concurrent_classify_still_answers(settings):
     store.get(timeout=600)
     teach = service(store, settings)
     report = teach.add_starter_set("s")
-    assert report.added == 14
+    assert report.added == 14 and not report.refused
     trained = teach.train("s")
     assert set(trained.class_names) == {"cup", "plate", "cutlery", "not kitchenware"}
     assert trained.blocks["block14"].cv.accuracy > trained.chance

@@ -394,18 +394,20 @@ class TeachService:
         the others as 'not kitchenware')."""
         settings = self.store.settings
         groups: OrderedDict[str, list[tuple[str, Path]]] = OrderedDict()
-        for sample in cached_samples("kitchenware", settings.cache_dir):
-            if sample.label:
-                cls = STARTER_MERGE.get(sample.label, sample.label)
-                groups.setdefault(cls, []).append((f"{sample.label} {sample.path.stem}", sample.path))
+        package = [s for s in cached_samples("kitchenware", settings.cache_dir) if s.label]
+        for sample in package:
+            cls = STARTER_MERGE.get(sample.label, sample.label)
+            groups.setdefault(cls, []).append((f"{sample.label} {sample.path.stem}", sample.path))
         for example in example_images(settings.assets_dir):
             cls = STARTER_EXAMPLE_CLASSES.get(example.path.name, STARTER_OTHER)
             groups.setdefault(cls, []).append((example.title, example.path))
         self.clear(session_id)
+        missing = [] if package else [
+            "the kitchenware package's photos (its wheel is not in this server's cache): only the examples were loaded"]
         total = sum(len(v) for v in groups.values())
         done = 0
         added = cached = 0
-        refused: list[str] = []
+        refused: list[str] = list(missing)
         seconds = 0.0
         for cls, items in groups.items():
             images = [_Named(load_image(path), label) for label, path in items]

@@ -13,7 +13,8 @@ Xception's convolutional layers turn any photo into **2,048 numbers** (the poole
 features). The kitchenware model in this app is exactly that base with a small classifier trained
 on top. Here you train such a classifier yourself, on photos you choose, in seconds: name a few
 classes, add photos to each, and press **Train**. You then see how well it works on photos it
-was *not* trained on, where your photos sit in feature space, and why the deepest block matters.
+was *not* trained on, where your photos sit in feature space, and how the block the features come
+from changes what the classifier can tell apart.
 """
 
 
@@ -67,7 +68,10 @@ def add_report(name: str, report: AddReport) -> str:
 
 
 def starter_report(report: AddReport) -> str:
-    return f"Loaded the starter set: **{report.added}** photos in {report.seconds:.1f} s. Now press **Train**."
+    text = f"Loaded the starter set: **{report.added}** photos in {report.seconds:.1f} s. Now press **Train**."
+    if report.refused:
+        text += "  \nNot loaded: " + "; ".join(_md(r) for r in report.refused)
+    return text
 
 
 def overview(classes: list[tuple[str, list[Photo]]], limit: int) -> str:
