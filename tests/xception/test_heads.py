@@ -44,7 +44,8 @@ def test_taught_keras_loads_back_with_equal_outputs(tmp_path, kitchenware_loaded
     from xception.settings import Settings
 
     head = _head(k=4, seed=2)
-    path = save_taught_model(tmp_path / "taught.keras", kitchenware_loaded, head)
+    names = ("mug", "bowl", "spoon", "not kitchen")
+    path = save_taught_model(tmp_path / "taught.keras", kitchenware_loaded, head, names)
     x = np.stack([preprocess(load_image(s.path), 150) for s in kitchenware_samples[:3]])
     expected = np.asarray(transfer_model(kitchenware_loaded, head.weights, head.bias)(x, training=False))
     by_path = build_xception(weights=str(path))
@@ -53,3 +54,21 @@ def test_taught_keras_loads_back_with_equal_outputs(tmp_path, kitchenware_loaded
     assert by_env.info.outputs == "probabilities" and by_env.info.input_size == 150
     np.testing.assert_allclose(np.asarray(by_env.model(x, training=False)), expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(expected, expected[:, ::-1])  # a head that tells the photos apart
+    from xception.io.heads import taught_labels
+
+    assert taught_labels(path, 4) == names and taught_labels(path, 3) is None
+    assert [p.name for p in tmp_path.iterdir()] == ["taught.keras"]
+
+
+@pytest.mark.slow
+def test_the_app_serves_a_taught_model_with_its_class_names(tmp_path, kitchenware_loaded):
+    from webapp.store import ModelStore
+    from xception.io.heads import save_taught_model
+    from xception.settings import Settings
+
+    path = save_taught_model(tmp_path / "taught.keras", kitchenware_loaded, _head(k=2, seed=4), ["left", "right"])
+    real = Settings.from_env()
+    store = ModelStore(Settings(weights=str(path), cache_dir=real.cache_dir, keras_home=real.keras_home)).start()
+    served = store.get(timeout=300)
+    assert served.labels == ("left", "right")
+    assert {label for label, _ in served.classify(np.zeros((40, 40, 3), np.uint8), k=2).top} == {"left", "right"}

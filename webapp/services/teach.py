@@ -559,7 +559,7 @@ class TeachService:
             folder = self._scratch(session)
             for old in folder.glob("*.keras"):  # one model file per session
                 old.unlink(missing_ok=True)
-            return save_taught_model(folder / "xception_taught.keras", served.loaded, trained.head)
+            return save_taught_model(folder / "xception_taught.keras", served.loaded, trained.head, trained.class_names)
 
 
 class _Named:

@@ -47,8 +47,7 @@ CLASSIFY_NOTE = ("### Try it on a new photo\nThe taught classifier (on block 14'
 
 DOWNLOAD_NOTE = ("### Take it with you\nThe **model** is Xception plus your classifier as one Keras file "
                  "(~90 MB): `build_xception(weights=\"xception_taught.keras\")` or "
-                 "`XCEPTION_WEIGHTS=xception_taught.keras python app.py` loads it (its classes then show as "
-                 "class 0, 1, … in the order listed here). The **head** alone is a small NumPy `.npz`: "
+                 "`XCEPTION_WEIGHTS=xception_taught.keras python app.py` loads it, with your class names. The **head** alone is a small NumPy `.npz`: "
                  "weights (2048 × classes), bias and class names, on the pooled block-14 features.")
 
 _THUMB = "width:48px;height:48px;object-fit:cover;border-radius:4px"

@@ -5,6 +5,7 @@ sits on) and the whole taught model (`.keras`: Xception's base and the head, whi
 
 from __future__ import annotations
 
+import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from xception.model import LoadedModel
 from xception.runtime.extractor import transfer_model
 from xception.runtime.transfer import SoftmaxHead
 
-__all__ = ["HeadFile", "load_head", "save_head", "save_taught_model"]
+__all__ = ["HeadFile", "load_head", "save_head", "save_taught_model", "taught_labels"]
 
 HEAD_FORMAT = 1
+LABELS_MEMBER = "xception_labels.json"  # class names inside a taught .keras (Keras ignores the member)
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,37 @@ def load_head(path: str | os.PathLike) -> HeadFile:
                     int(fields["input_size"]), str(fields["base"]))
 
 
-def save_taught_model(path: str | os.PathLike, loaded: LoadedModel, head: SoftmaxHead) -> Path:
+def save_taught_model(path: str | os.PathLike, loaded: LoadedModel, head: SoftmaxHead,
+                      class_names: tuple[str, ...] | list[str] | None = None) -> Path:
     """Writes Xception (the weights of `loaded`) with `head` on its pooled exit-flow features as a
-    `.keras` file (~90 MB: the base's weights are most of it)."""
+    `.keras` file (~90 MB: the base's weights are most of it), with the class names beside the
+    model (`taught_labels` reads them back)."""
+    if class_names is not None and len(class_names) != head.classes:
+        raise ValueError(f"{len(class_names)} class names for a head of {head.classes} classes")
     model = transfer_model(loaded, head.weights, head.bias)
-    return _write_atomically(Path(path), lambda tmp: _save_keras(model, tmp))
+
+    def write(tmp: Path) -> None:
+        _save_keras(model, tmp)
+        if class_names is not None:
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(LABELS_MEMBER, json.dumps(list(class_names), ensure_ascii=False))
+
+    return _write_atomically(Path(path), write)
+
+
+def taught_labels(path: str | os.PathLike, classes: int) -> tuple[str, ...] | None:
+    """The class names `save_taught_model` stored in a `.keras` file, or None when the file has
+    none (any other model) or they do not fit a classifier of `classes` classes."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if LABELS_MEMBER not in archive.namelist() or archive.getinfo(LABELS_MEMBER).file_size > 1_000_000:
+                return None
+            names = json.loads(archive.read(LABELS_MEMBER).decode("utf-8"))
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    if not isinstance(names, list) or len(names) != classes or not all(isinstance(n, str) for n in names):
+        return None
+    return tuple(n[:100] for n in names)
 
 
 def _save_keras(model, tmp: Path) -> None:
