@@ -25,9 +25,13 @@ def test_teach_bench_writes_every_figure(tmp_path):
     assert all(number(v) and v > 0 for v in r["extraction_ms_per_photo"].values())
     assert all(number(v) for v in r["extraction_vs_bare"].values())
     assert number(r["add_photos_ms_per_photo"]) and number(r["train_10x30"]["train_button_ms"])
+    blocks = ["block2", "block4", "block8", "block12", "block13", "block14"]
+    held_out = r["accuracy"].pop("starter head on the 8 by-eye photos (held out)")
+    assert list(held_out) == blocks and all(0 <= a <= 1 for a in held_out.values())
+    assert len(r["accuracy"]) == 2
     for name, result in r["accuracy"].items():
         by_block = result["leave-one-out accuracy by block (by l2)"]
-        assert list(by_block) == ["block2", "block4", "block8", "block12", "block13", "block14"], name
+        assert list(by_block) == blocks, name
         assert all(0 <= a <= 1 for accs in by_block.values() for a in accs.values())
     assert r["accuracy"]["starter (14: package + examples)"]["classes"] == {"cup": 5, "cutlery": 3,
                                                                            "not kitchenware": 4, "plate": 2}
