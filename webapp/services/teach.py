@@ -258,7 +258,8 @@ class TeachService:
             extractor = self._extractors.get(served.key)
             if extractor is None:
                 settings = self.store.settings
-                extractor = FeatureExtractor(served.loaded, TRANSFER_BLOCKS, backend=served.classifier.backend,
+                # Built from the served weights in this process (a remote store hands a local copy).
+                extractor = FeatureExtractor(served.loaded, TRANSFER_BLOCKS, backend=settings.backend,
                                              threads=settings.onnx_threads)
                 self._extractors[served.key] = extractor
             return extractor

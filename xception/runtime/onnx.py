@@ -3,9 +3,9 @@
 `to_onnx(model, features_layer)` walks a functional model layer by layer, folds each BatchNorm
 into the conv before it (`xception.runtime.folding`), and emits the same network with the
 `onnx.helper` API: Conv (group=C for the depthwise half of a separable conv), Relu, MaxPool, Add,
-GlobalAveragePool, Gemm, Softmax. Translation plus session set-up take ~0.65 s at 299×299, where
-a tf2onnx export of the same model takes 16–25 s, and no tf2onnx is needed at run time. ONNX
-Runtime then runs it at ~0.72× the TensorFlow forward's time on 2 CPU cores (bench/README.md). The graph runs in NCHW, ONNX Runtime's native
+GlobalAveragePool, Gemm, Softmax. Translation is far quicker than a tf2onnx export of the same
+model, and no tf2onnx is needed at run time; ONNX Runtime then runs it faster than the TensorFlow
+forward (both figures in bench/README.md). The graph runs in NCHW, ONNX Runtime's native
 layout (it re-blocks convolutions to NCHWc); one Transpose brings the NHWC input in and one takes
 the exit-flow features out, so `OnnxForward` returns exactly what `Classifier`'s TensorFlow
 forward returns: (features (N, h, w, 2048) NHWC, model output (N, classes)).
