@@ -232,7 +232,7 @@ def build_explore_tab(store: ModelStore, service: ExploreService, examples: Exam
         api_top_n = gr.Number(label=text.API_TOP_N, value=8, precision=None)
         api_activations = gr.JSON(label="activations: shape, channel_means, top_channels, map_range and timings")
         api_maps = gr.Gallery(label="maps: the top_n channel maps (true grid, one colour scale), captioned "
-                                    "'#channel · mean'")
+                                    "'#channel · mean' (PNG)", format="png")
         api_arch_trigger = gr.Button(visible=False)
         api_act_trigger = gr.Button(visible=False)
 
@@ -274,9 +274,10 @@ def build_explore_tab(store: ModelStore, service: ExploreService, examples: Exam
         """Xception block by block, for the loaded weights or the 299 px reference."""
         return service.architecture((which or LOADED).strip() if isinstance(which, str) else which)
 
-    arch_button.click(architecture, [which], arch_json, api_visibility="private")
+    # The public event first: it takes the name; the page's own button is private.
     api_arch_trigger.click(architecture, [api_which], api_architecture, api_name="architecture",
                            api_description=text.API_ARCHITECTURE)
+    arch_button.click(architecture, [which], arch_json, api_name="architecture_view", api_visibility="private")
 
     for number in (calc_k, calc_in, calc_out, calc_side):
         number.change(calculator_markdown, [calc_k, calc_in, calc_out, calc_side], calc_out_md,
