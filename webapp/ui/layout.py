@@ -22,6 +22,12 @@ CSS = """
 /* Galleries show every tile: Gradio caps an unsized gallery at 55vh and scrolls the rest out of sight. */
 #explore-gallery .grid-wrap, #classify-examples .grid-wrap, #explore-examples .grid-wrap {
   min-height: 0 !important; max-height: none !important; }
+/* ...and fit their columns to the width: Gradio's 100 px minimum puts a phone's 4th column out of view. */
+#explore-gallery .grid-container, #classify-examples .grid-container, #explore-examples .grid-container {
+  grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
+  grid-auto-rows: auto !important; grid-template-rows: none !important; }
+#explore-gallery .thumbnail-item, #classify-examples .thumbnail-item, #explore-examples .thumbnail-item {
+  aspect-ratio: 1 / 1; height: auto; }
 """
 
 # Read in the browser on load: the figures follow the page's theme and width.

@@ -60,9 +60,9 @@ def build_netron_section(service: ClassifyService, exports: Exports):
                 gr.Button(label, size="sm").click(None, js=find_js(node))
         gr.Markdown(text.netron_difference_list())
     frame = gr.HTML("<p>Open this tab to load the graph.</p>", elem_id="netron-view")
-    gr.Markdown(text.NETRON_NOTE)
+    gr.Markdown(text.NETRON_NOTE, elem_id="netron-note")
     with gr.Row():
-        prepare = gr.Button("Prepare the full .keras (architecture and weights, about 90 MB)", variant="secondary",
+        prepare = gr.Button("Prepare the full .keras download (architecture and weights)", variant="secondary",
                             elem_id="keras-prepare")
         download = gr.DownloadButton("Download", visible=False, elem_id="keras-download")
     names.click(None, js=NAMES_JS)
@@ -80,7 +80,8 @@ def build_netron_section(service: ClassifyService, exports: Exports):
         except OSError as exc:  # disk full, folder not writable: say so without the path
             raise UserError(f"The .keras file could not be written on the server ({type(exc).__name__}).") from None
         size = path.stat().st_size / 2**20
-        return gr.update(value=str(path), visible=True, label=f"Download {path.name} ({size:.0f} MB)")
+        name = path.name.split(".keras")[0] + ".keras"  # the exporter's file name carries content hashes
+        return gr.update(value=str(path), visible=True, label=f"Download {name} ({size:.0f} MB)")
 
     variant.change(show, variant, frame, api_visibility="private")
     variant.change(lambda: gr.update(value=None, visible=False), None, download, api_visibility="private",
