@@ -159,6 +159,8 @@ def test_figures_follow_the_dark_theme_and_fit_a_phone(chromium, live_server, si
     for elem in ("explore-block-view", "explore-ladder", "explore-cost"):
         page.locator(f"#{elem} .js-plotly-plot").wait_for(timeout=60_000)
     page.wait_for_timeout(500)
+    status = page.locator("#explore-arch-status").inner_text()
+    assert "21,066,986" in status and "150×150" in status  # the loaded model's numbers, not the reference's
     look = page.evaluate(
         "() => [...document.querySelectorAll('#explore-block-view .main-svg, #explore-ladder .main-svg')].map(s =>"
         " getComputedStyle(s).backgroundColor)")
@@ -193,6 +195,11 @@ def test_graph_tab_loads_netron_and_downloads_the_keras_file(chromium, live_serv
     page.locator("#netron-names").click()  # Show names: the layer names the note talks about
     netron.locator("#canvas g.node", has_text="block1_conv1").first.wait_for(timeout=30_000)
     assert "Ctrl+U" in page.locator("#netron-note").inner_text()
+    # The four places the article differs: a button finds each node in Netron.
+    page.get_by_text("Where the article's graph differs").click()
+    page.get_by_role("button", name="② entry shortcuts read the previous shortcut").click()
+    netron.locator(".sidebar-find-content li", has_text="block3_residual_conv").first.wait_for(timeout=30_000)
+    assert netron.locator("#search").input_value() == "block3_residual_conv"
     if size == "phone":
         assert page.locator("#keras-prepare").is_visible()
         page.close()

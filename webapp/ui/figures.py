@@ -332,7 +332,7 @@ def resolution_figure(description: ModelDescription, theme: Theme = LIGHT) -> go
         yaxis=dict(title=dict(text="height = width (pixels)"), rangemode="tozero", range=[0, max(sides) * 1.15]),
         yaxis2=dict(title=dict(text="channels"), overlaying="y", side="right", rangemode="tozero",
                     range=[0, max(channels) * 1.15], showgrid=False),
-        legend=_legend(theme), bargap=0.25,
+        legend=_legend(theme), bargap=0.25, xaxis=dict(type="category"),
         margin=dict(l=44, r=44, t=64, b=70) if theme.narrow else dict(l=60, r=60, t=56, b=40),
     )
     return fig
@@ -384,6 +384,7 @@ def cost_figure(description: ModelDescription, kind: str = "bar", theme: Theme =
     _base_layout(fig, 460, title, theme)  # bars take the block view's flow colours; no legend needed
     fig.update_layout(bargap=0.2, margin=dict(l=44, r=8, t=96, b=40) if theme.narrow else dict(l=60, r=20, t=80, b=40))
     fig.update_annotations(font=dict(color=theme.ink))
+    fig.update_xaxes(type="category")  # a phone's short names ('1', '2', …) are names, not numbers
     return fig
 
 
@@ -462,7 +463,8 @@ def difference_figure(rows: Sequence[Mapping[str, Any]], theme: Theme = LIGHT) -
     if theme.narrow:
         title = "Article vs paper, same weights and image:<br>‖article − paper‖ / ‖paper‖ per block"
     _base_layout(fig, 380 if theme.narrow else 340, title, theme)
-    fig.update_layout(legend=_legend(theme), title=dict(font=dict(size=12 if theme.narrow else 13)))
+    fig.update_layout(legend=_legend(theme), title=dict(font=dict(size=12 if theme.narrow else 13)),
+                      xaxis=dict(type="category"))
     fig.update_yaxes(title=dict(text="relative L2 difference"), rangemode="tozero",
                      range=[0, max(values + [0.1]) * 1.2])
     return fig
