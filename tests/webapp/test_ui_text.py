@@ -29,7 +29,7 @@ def test_the_panel_says_which_weights_are_live_what_they_know_and_why_not_imagen
     panel = text.weights_panel(statuses, served("kitchenware", KITCHEN, 150))
     assert "Live weights: kitchenware weights" in panel and "150×150" in panel
     assert "cup, fork, glass, knife, plate, spoon" in panel and "even a cat" in panel
-    assert "not available here" in panel and "no network access" in panel
+    assert "not available**: could not be downloaded here (no network access)" in panel
     assert "python -m xception fetch imagenet" in panel
     line = text.status_line(statuses, True)
     assert "unavailable: could not be downloaded" in line

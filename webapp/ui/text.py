@@ -197,7 +197,7 @@ def weights_panel(statuses: Sequence[SlotStatus], served: ServedModel | None) ->
              f"{served.input_size}×{served.input_size} input). They know {knows(served)}."]
     failed = [s for s in statuses if s.state == "failed"]
     for s in failed:
-        lines.append(f"**{s.title}: not available here**, {failure_reason(s.error)}.")
+        lines.append(f"**{s.title}: not available**: {failure_reason(s.error)}.")
     if served.info.preset != "imagenet":
         if not any(s.key == "imagenet" for s in statuses):
             lines.append("The ImageNet-1k weights were not requested: this server was started with "
