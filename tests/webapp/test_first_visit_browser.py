@@ -199,7 +199,6 @@ def test_graph_tab_loads_netron_and_downloads_the_keras_file(chromium, live_serv
     page.get_by_text("Where the article's graph differs").click()
     page.get_by_role("button", name="② entry shortcuts read the previous shortcut").click()
     netron.locator(".sidebar-find-content li", has_text="block3_residual_conv").first.wait_for(timeout=30_000)
-    assert netron.locator("#search").input_value() == "block3_residual_conv"
     if size == "phone":
         assert page.locator("#keras-prepare").is_visible()
         page.close()
