@@ -204,11 +204,14 @@ def test_graph_tab_loads_netron_and_downloads_the_keras_file(chromium, live_serv
         page.close()
         return
     page.locator("#keras-prepare").click()
-    button = page.locator("#keras-download")
-    button.wait_for(state="visible", timeout=120_000)
-    assert "xception-kitchenware-paper.keras" in button.inner_text() and "MB" in button.inner_text()
+    link = page.locator("#keras-download a")
+    link.wait_for(state="visible", timeout=120_000)
+    assert "Download the full .keras, paper wiring (" in link.inner_text() and "MB)" in link.inner_text()
+    assert "/root" not in link.get_attribute("href") and "cache" not in link.get_attribute("href")
     with page.expect_download(timeout=120_000) as download:
-        button.click()
+        link.click()
+    name = download.value.suggested_filename
+    assert name.startswith("xception-kitchenware-paper.keras") and name.endswith(".keras")
     target = tmp_path / "model.keras"
     download.value.save_as(target)
     assert page.get_by_text("allowed_paths").count() == 0 and page.get_by_text("/root").count() == 0

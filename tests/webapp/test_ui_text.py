@@ -82,3 +82,9 @@ def test_gradcam_note_uses_the_loaded_grid():
 def test_upload_note_states_the_limit_and_the_squash():
     note = text.upload_note("10mb", 150)
     assert "up to 10 MB" in note and "squashed to its 150×150 input (not cropped)" in note
+
+
+def test_download_link_points_at_the_models_route():
+    link = text.download_link("xception-kitchenware-paper.keras-bcb2-9c5a.keras", 84_775_541)
+    assert 'href="models/xception-kitchenware-paper.keras-bcb2-9c5a.keras"' in link
+    assert "paper wiring (81 MB)" in link

@@ -46,9 +46,6 @@ def build_netron_section(service: ClassifyService, exports: Exports):
     Returns:
         (show, variant, frame): the handler that fills the frame, and its input and output.
     """
-    # The exports folder holds only what the exporter wrote (weight-free graphs, full .keras
-    # files): served as it is, a 90 MB download is not copied into Gradio's cache first.
-    gr.set_static_paths([exports.folder])
     gr.Markdown(text.NETRON_INTRO)
     with gr.Row():
         variant = gr.Radio([("paper (what the weights fit)", "paper"), ("article (its code)", "article")],
@@ -64,7 +61,9 @@ def build_netron_section(service: ClassifyService, exports: Exports):
     with gr.Row():
         prepare = gr.Button("Prepare the full .keras download (architecture and weights)", variant="secondary",
                             elem_id="keras-prepare")
-        download = gr.DownloadButton("Download", visible=False, elem_id="keras-download")
+        # A link to the app's own /models/ route (allowlisted export names, no server path in the
+        # URL), not a Gradio file: a 90 MB download is never copied into Gradio's cache.
+        download = gr.HTML(visible=False, elem_id="keras-download")
     names.click(None, js=NAMES_JS)
 
     @shown
@@ -79,12 +78,10 @@ def build_netron_section(service: ClassifyService, exports: Exports):
             path = exports.full_keras(check_choice(v, "Wiring", VARIANTS))
         except OSError as exc:  # disk full, folder not writable: say so without the path
             raise UserError(f"The .keras file could not be written on the server ({type(exc).__name__}).") from None
-        size = path.stat().st_size / 2**20
-        name = path.name.split(".keras")[0] + ".keras"  # the exporter's file name carries content hashes
-        return gr.update(value=str(path), visible=True, label=f"Download {name} ({size:.0f} MB)")
+        return gr.update(value=text.download_link(path.name, path.stat().st_size), visible=True)
 
     variant.change(show, variant, frame, api_visibility="private")
-    variant.change(lambda: gr.update(value=None, visible=False), None, download, api_visibility="private",
+    variant.change(lambda: gr.update(value="", visible=False), None, download, api_visibility="private",
                    queue=False)
     prepare.click(prepare_download, variant, download, api_visibility="private")
     return show, variant, frame

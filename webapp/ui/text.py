@@ -375,3 +375,14 @@ def colour_bar(gradient_css: str, value_range: tuple[float, float] | None, after
             f'<span style="flex:1;height:12px;border-radius:3px;background:{gradient_css}"></span>'
             f'<span>{html.escape(high)}</span></div>'
             f'<div style="font-size:0.8em;opacity:0.8">colour = {kind}</div>')
+
+
+def download_link(export_name: str, size_bytes: int) -> str:
+    """The .keras download: a link to the app's /models/ route (which names the file)."""
+    from urllib.parse import quote
+
+    wiring = "article" if "-article.keras" in export_name else "paper"
+    return (f'<a href="models/{quote(export_name)}" download '
+            'style="display:inline-block;padding:10px 18px;border-radius:8px;font-weight:600;'
+            'background:var(--button-primary-background-fill);color:var(--button-primary-text-color)">'
+            f"Download the full .keras, {wiring} wiring ({size_bytes / 2**20:.0f} MB)</a>")
