@@ -57,6 +57,7 @@ def build_classify_tab(store: ModelStore, service: ClassifyService, examples: Ex
             cam_note = gr.Markdown(text.GRADCAM_NOTE, elem_id="gradcam-note")
             gr.Markdown(text.WIRING_NOTE, elem_id="wiring-note")
     explained = gr.State(None)
+    examples_of = gr.State(None)  # which weights the shown examples are for: resent only on a change
 
     @shown
     def on_classify(payload, key):
@@ -134,18 +135,22 @@ def build_classify_tab(store: ModelStore, service: ClassifyService, examples: Ex
         value = current if current in keys else (keys[0] if keys else None)
         return gr.update(choices=choices, value=value, visible=len(keys) > 1 or not keys)
 
-    def refresh_examples(key):
-        """The examples and the upload note for the selected (else default) weights, once loaded."""
+    def refresh_examples(key, shown_for):
+        """The examples and the upload note for the selected (else default) weights, once loaded
+        (nothing is resent while the status poll ticks and the weights stay the same)."""
+        skip = (gr.skip(),) * 4
         if not store.is_ready():
-            return gr.skip(), gr.skip(), gr.skip()
+            return skip
         try:
             served = service.model(key if key in store.available() else None)
         except Exception:  # noqa: BLE001 - shown by the status line
-            return gr.skip(), gr.skip(), gr.skip()
+            return skip
+        if served.key == shown_for:
+            return skip
         photos = examples.examples(served)
         return (example_items(photos), text.examples_credit(photos),
-                text.upload_note(max_upload, served.input_size))
+                text.upload_note(max_upload, served.input_size), served.key)
 
-    weights.input(refresh_examples, [weights], [gallery, credit, upload_md], api_visibility="private")
-    return ClassifyTab(image_in, weights, gallery, credit, refresh_weights,
-                       (refresh_examples, [weights], [gallery, credit, upload_md]))
+    example_io = ([weights, examples_of], [gallery, credit, upload_md, examples_of])
+    weights.input(refresh_examples, *example_io, api_visibility="private")
+    return ClassifyTab(image_in, weights, gallery, credit, refresh_weights, (refresh_examples, *example_io))
