@@ -24,16 +24,28 @@ MAX_UPLOAD = "10mb"
 QUEUE_SIZE = 64  # requests waiting beyond this are refused at once rather than piling up
 
 
+def make_store(settings: Settings) -> ModelStore:
+    """The store `settings.model_store` names: models in this process, or replicas on Ray Serve."""
+    if settings.model_store == "ray":
+        from webapp.store_remote import RemoteModelStore  # needs requirements-scale.txt
+
+        return RemoteModelStore.connect(settings)
+    return ModelStore(settings)
+
+
 def create_app(settings: Settings | None = None, store: ModelStore | None = None) -> fastapi.FastAPI:
     """Builds the app; model loading starts in the background right away."""
-    store = (store or ModelStore(settings or Settings())).start()
+    store = (store or make_store(settings or Settings())).start()
     app = fastapi.FastAPI(title="Xception Explorer", docs_url=None, redoc_url=None)
     app.state.store = store
 
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"ready": store.is_ready(), "status": text.status_line(store.statuses(), store.is_ready()),
-                "weights": store.available()}
+        health = {"ready": store.is_ready(), "status": text.status_line(store.statuses(), store.is_ready()),
+                  "weights": store.available()}
+        if (replicas := store.replicas()) is not None:
+            health["replicas"] = replicas
+        return health
 
     exports = register_exports(app, store, add_netron_routes)
     blocks = build_demo(store, exports, max_upload=MAX_UPLOAD)

@@ -81,7 +81,7 @@ class ExploreService:
     def __init__(self, store: ModelStore, explorer: ActivationExplorer | None = None):
         self.store = store
         self.classify = ClassifyService(store)
-        self.explorer = explorer or ActivationExplorer(max_entries=8)
+        self.explorer = explorer or store.activation_explorer()
         self._lock = threading.Lock()
         self._descriptions: dict[Any, ModelDescription] = {}
         self._warming = False
