@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         return health
 
     exports = register_exports(app, store, add_netron_routes)
-    blocks = build_demo(store, exports)
+    blocks = build_demo(store, exports, max_upload=MAX_UPLOAD)
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
     app = gr.mount_gradio_app(
         app, blocks, path="/", ssr_mode=False, max_file_size=MAX_UPLOAD, show_error=True, css=CSS,
