@@ -91,6 +91,7 @@ def click_to_result(url: str, photos: list[Path], repeats: int = 5) -> dict[str,
 
             # ---- Explore: activations of a new image, then of other blocks
             page.get_by_role("tab", name="Explore").click()
+            page.get_by_role("tab", name="Activations", exact=True).click()
             explore_upload = page.locator("#explore-image input[type=file]")
             explore_upload.wait_for(state="attached", timeout=30_000)
             gallery = "#explore-gallery img"

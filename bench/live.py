@@ -58,7 +58,7 @@ def raw_gradio_call(http, url: str, api: str, image: Path, *extra: Any) -> dict[
     /call, read the SSE result) on a persistent connection: no gradio_client polling.
 
     Returns:
-        {'seconds': total, 'data': the endpoint's answer}.
+        {'seconds': total, 'data': the endpoint's first output}.
     """
     t0 = time.perf_counter()
     with open(image, "rb") as f:
@@ -90,7 +90,7 @@ def activations_first_and_warm(url: str, images: list[Path], block: str = "block
     views = []
     with httpx.Client(timeout=120) as http:
         for image in [*images, images[0]]:
-            r = raw_gradio_call(http, url, "activations", image, block)
+            r = raw_gradio_call(http, url, "activations", image, block, 1)  # image, block, top_n
             answer = r["data"] or {}
             views.append({"image": image.name, "client_ms": round(r["seconds"] * 1000, 1),
                           "server_ms": answer.get("server_ms"), "forward_ms": answer.get("forward_ms"),

@@ -764,7 +764,7 @@ def bench_two_weights(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]
                 keys = health["weights"]
                 for key in keys:
                     api_classify(http, url, data, weights=key)
-                raw_gradio_call(http, url, "activations", example_path(), "block4")  # the explorer too
+                raw_gradio_call(http, url, "activations", example_path(), "block4", 1)  # the explorer too
                 big = str(weights_file)
                 for _ in range(2):
                     api_classify(http, url, data, weights=big)

@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     exports = register_exports(app, store, add_netron_routes)
     # Gradio's own parser, so the plain HTTP API's cap is exactly the page's.
     register_http_api(app, store, max_bytes=gr.utils._parse_file_size(MAX_UPLOAD), max_waiting=QUEUE_SIZE)
-    blocks = build_demo(store, exports)
+    blocks = build_demo(store, exports, max_upload=MAX_UPLOAD)
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
     app = gr.mount_gradio_app(
         app, blocks, path="/", ssr_mode=False, max_file_size=MAX_UPLOAD, show_error=True, css=CSS,

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from xception.io.assets import example_images
+from xception.io.heads import taught_labels
 from xception.io.images import load_image
 from xception.io.labels import load_labels, top_k
 from xception.io.preprocessing import preprocess
@@ -211,7 +212,8 @@ class ModelStore:
         classifier.warm_up()
         info = loaded.info
         labels = (load_labels(info.labels, settings.assets_dir) if info.labels
-                  else tuple(f"class {i}" for i in range(classifier.classes)))
+                  else taught_labels(info.source, classifier.classes)  # a model taught in the Teach tab
+                  or tuple(f"class {i}" for i in range(classifier.classes)))
         return ServedModel(key, classifier, labels, settings)
 
     def _calibration(self, loaded: LoadedModel) -> list[np.ndarray]:

