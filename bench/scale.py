@@ -38,7 +38,9 @@ from typing import Any
 import numpy as np
 
 from bench.appserver import app_env, free_port, stop
-from bench.run import _get, calibration, cpu_seconds, load, machine, photo, proc_memory, summarize
+from bench.common import calibration, load, machine, photo, summarize
+from bench.procstats import cpu_seconds, proc_memory
+from bench.server import _get
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

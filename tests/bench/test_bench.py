@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import common, report
 from bench import run as bench
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,7 +110,7 @@ def check_results(r: dict) -> None:
     assert per_class and all(0 <= c["int8_agrees"] <= c["photos"] for c in per_class.values())
 
     # every target, with its value
-    assert set(r["targets"]) == set(bench.TARGETS)
+    assert set(r["targets"]) == set(report.TARGETS)
     for name, t in r["targets"].items():
         assert _number(t["value"]) and isinstance(t["met"], bool), name
 
@@ -128,12 +129,12 @@ def test_harness_end_to_end_tiny(tmp_path):
 
 
 def test_summaries_and_ratios():
-    s = bench.summarize([0.010, 0.020, 0.030])
+    s = common.summarize([0.010, 0.020, 0.030])
     assert s["median_ms"] == 20.0 and s["min_ms"] == 10.0 and s["runs"] == 3
-    assert bench.summarize([])["median_ms"] is None
-    assert bench.ratio(10.0, 20.0) == 0.5 and bench.ratio(None, 1.0) is None and bench.ratio(1.0, 0) is None
+    assert common.summarize([])["median_ms"] is None
+    assert common.ratio(10.0, 20.0) == 0.5 and common.ratio(None, 1.0) is None and common.ratio(1.0, 0) is None
     calls: list[str] = []
-    times = bench.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    times = common.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
     assert calls[2:] == ["a", "b", "b", "a", "a", "b"]  # the order rotates round by round
 
@@ -145,13 +146,13 @@ def test_targets_and_table_from_partial_results():
         "forward": {"ratios": {"app_vs_keras_predict": 0.5, "app_vs_onnxruntime": 1.2}, "paths": {}},
         "server": {"throughput": {"ratios_vs_1": {"8": 1.5}}, "memory": {"peak_rss_mb": 2048.0}},
     }
-    t = bench.targets(results)
+    t = report.targets(results)
     assert t["forward_vs_keras_predict"]["met"] is True and t["forward_vs_onnxruntime"]["met"] is False
     assert t["throughput_8_vs_1"]["met"] is True and t["serving_peak_rss_gb"] == {
-        "value": 2.0, "target": "<= 1.5", "met": False, "what": bench.TARGETS["serving_peak_rss_gb"][2]}
+        "value": 2.0, "target": "<= 1.5", "met": False, "what": report.TARGETS["serving_peak_rss_gb"][2]}
     assert t["cold_start_s"]["met"] is None
     results["targets"] = t
-    text = bench.table(results)
+    text = report.table(results)
     assert "NOT met" in text and "n/a" in text
 
 
