@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from webapp.errors import echo, failure_reason
 from xception.io.assets import example_images
 from xception.io.images import load_image
 from xception.io.labels import load_labels, top_k
@@ -141,11 +142,20 @@ class ModelStore:
         return self
 
     def _load_all(self) -> None:
-        for key in self.candidates:
-            if self._load(key) and self._default is None:
-                self._default = key
-                self._default_ready.set()
-        self._default_ready.set()  # also when nothing loaded: waiters get the error
+        try:
+            for key in self.candidates:
+                if self._load(key) and self._default is None:
+                    self._default = key
+                    self._default_ready.set()
+        finally:
+            # Whatever happened, nobody waits forever: candidates never reached are failed too.
+            for key in self.candidates:
+                with self._lock:
+                    slot = self._slots.setdefault(key, _Slot())
+                if not slot.ready.is_set():
+                    slot.state, slot.error = "failed", slot.error or "loading stopped"
+                    slot.ready.set()
+            self._default_ready.set()  # also when nothing loaded: waiters get the error
 
     def _load(self, key: str) -> bool:
         with self._lock:
@@ -155,9 +165,10 @@ class ModelStore:
             slot.state = "ready"
             logger.info("weights %r ready in %.1f s", key, time.monotonic() - slot.started)
             return True
-        except (WeightsUnavailableError, ValueError, OSError) as exc:
-            slot.state, slot.error = "failed", str(exc)
-            logger.warning("weights %r unavailable: %s", key, exc)
+        except Exception as exc:  # noqa: BLE001 - any failure (a BadZipFile, a damaged HDF5, an
+            # unregistered layer...) must end as "unavailable: <reason>", never as a dead loader
+            slot.state, slot.error = "failed", failure_reason(exc)
+            logger.warning("weights %r unavailable: %s: %s", key, type(exc).__name__, exc)
             return False
         finally:
             slot.ready.set()
@@ -241,7 +252,7 @@ class ModelStore:
         slot = self._slots.get(key)
         if slot is None:
             if key not in self.candidates:
-                raise ValueError(f"unknown weights {key!r}; available: {self.available()}")
+                raise ValueError(f"unknown weights {echo(key)}; available: {self.available()}")
             deadline = None if timeout is None else time.monotonic() + timeout
             while (slot := self._slots.get(key)) is None:
                 if deadline is not None and time.monotonic() > deadline:

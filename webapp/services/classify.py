@@ -8,6 +8,7 @@ from typing import Any
 
 from PIL import Image
 
+from webapp.errors import echo, public_text
 from webapp.services import UserError
 from webapp.services.payloads import payload_to_image
 from webapp.store import ModelStore, Prediction, ServedModel
@@ -17,6 +18,7 @@ from xception.model import WeightsUnavailableError
 
 MODEL_WAIT_S = 600.0  # a first start may download ~90 MB of weights
 CAM_ALPHA = 0.5
+RESULT_TTL_S = 15 * 60  # a classification kept for "explain another class" (features + display copy)
 
 
 @dataclass(frozen=True)
@@ -48,12 +50,16 @@ class ClassifyService:
 
     def model(self, key: str | None = None) -> ServedModel:
         """The store's model for `key` (default weights when None), failures as `UserError`."""
+        if key is not None and not isinstance(key, str):
+            raise UserError(f"Weights must be named by a string, got {type(key).__name__}.")
+        if key and key not in self.store.candidates:
+            raise UserError(f"Unknown weights {echo(key)}; available: {', '.join(self.store.available()) or 'none yet'}.")
         try:
             return self.store.get(key or None, timeout=self.wait_s)
         except TimeoutError as exc:
             raise UserError(f"{exc}.") from None
         except (WeightsUnavailableError, ValueError) as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(public_text(exc)) from None
 
     def classify(self, payload: Any, key: str | None = None, k: int = 5) -> Classified:
         """Decode, preprocess and classify one image payload."""
@@ -74,6 +80,6 @@ class ClassifyService:
         served = classified.served
         label = label or classified.top_labels[0]
         if label not in served.labels:
-            raise UserError(f"{str(label)[:80]!r} is not a class of {served.title}.")
+            raise UserError(f"{echo(label)} is not a class of {served.title}.")
         cam = served.gradcam(classified.prediction.features, served.labels.index(label))
         return overlay(classified.image, cam, alpha=CAM_ALPHA)

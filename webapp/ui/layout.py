@@ -33,6 +33,8 @@ def build_demo(store: ModelStore, exports: Exports | None = None) -> gr.Blocks:
                 build_explore_tab(store, explore)
                 if exports is not None:
                     show_graph, graph_variant, graph_frame = build_netron_section(classify, exports)
+                else:
+                    gr.Markdown(text.EXPORTS_OFF)
 
         def show_status():
             return text.status_line(store.statuses(), store.is_ready())

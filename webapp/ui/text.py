@@ -68,7 +68,7 @@ def status_line(statuses: Sequence[SlotStatus], ready: bool) -> str:
     words = {"waiting": lambda s: "waiting",
              "loading": lambda s: f"loading ({s.seconds:.0f} s; first start downloads the weights)",
              "ready": lambda s: "ready",
-             "failed": lambda s: "unavailable"}
+             "failed": lambda s: f"unavailable: {s.error}" if s.error else "unavailable"}
     parts = [f"{s.title}: {words[s.state](s)}" for s in statuses]
     return f"**Model status ({'ready' if ready else 'loading'}):** " + " · ".join(parts)
 
@@ -155,3 +155,7 @@ def comparison(paper_top: list[tuple[str, float]], article_top: list[tuple[str, 
         text += (f"  \nSpatial sizes differ in {', '.join(resized)} (the article's 'same'-padded stem): the "
                  "article's maps were resized to the paper's grid before comparing.")
     return text
+
+
+EXPORTS_OFF = ("The graph view and the model download are off on this server: it has no folder it can "
+               "write model files to.")
