@@ -17,6 +17,8 @@ from PIL import Image
 from webapp.services import UserError
 from xception.io.images import load_image
 
+MAX_UPLOAD_BYTES = 10 * 2**20  # one image, uploaded or sent as a data URL
+
 
 def payload_to_image(payload: Any, upload_dir: Path) -> Image.Image:
     """A Gradio image payload (FileData dict, data: URL, or a path Gradio cached) → RGB image.
@@ -37,9 +39,13 @@ def payload_to_image(payload: Any, upload_dir: Path) -> Image.Image:
         else:
             url, path = getattr(payload, "url", None), getattr(payload, "path", payload)
         if isinstance(url, str) and url.startswith("data:"):
+            encoded = url.partition(",")[2]
+            if len(encoded) * 3 // 4 > MAX_UPLOAD_BYTES:  # checked before decoding a byte
+                raise UserError(f"The image data is about {len(encoded) * 3 // 4 / 2**20:.1f} MB; "
+                                f"at most {MAX_UPLOAD_BYTES / 2**20:.0f} MB is accepted.")
             try:
-                source = base64.b64decode(url.split(",", 1)[1], validate=False)
-            except (IndexError, ValueError):
+                source = base64.b64decode(encoded, validate=False)
+            except ValueError:
                 raise UserError("The pasted image data is not valid base64.") from None
         elif isinstance(path, (str, os.PathLike)):
             resolved = Path(path).resolve()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from webapp.services.classify import Classified, ClassifyService
+from webapp.services.classify import RESULT_TTL_S, Classified, ClassifyService
 from webapp.store import ModelStore
 from webapp.ui import text
 from webapp.ui.events import shown
@@ -33,7 +33,7 @@ def build_classify_tab(store: ModelStore, service: ClassifyService):
             cam_class = gr.Radio(label="Explain class", choices=[], interactive=True)
             cam_out = gr.Image(label="Grad-CAM", type="pil", interactive=False, height=360, elem_id="gradcam")
             gr.Markdown(text.GRADCAM_NOTE)
-    explained = gr.State(None)
+    explained = gr.State(None, time_to_live=RESULT_TTL_S)
 
     @shown
     def on_classify(payload, key):

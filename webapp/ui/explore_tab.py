@@ -17,7 +17,7 @@ import gradio as gr
 import pandas as pd
 
 from webapp.services import UserError
-from webapp.services.explore import LOADED, N_MAX, REFERENCE, ExploreService, check_block, check_int
+from webapp.services.explore import LOADED, N_MAX, REFERENCE, ExploreService, check_block, check_choice, check_int
 from webapp.store import ModelStore
 from webapp.ui import figures, text
 from webapp.ui.events import shown
@@ -32,6 +32,7 @@ CALC_MAX = 100_000
 BLOCK_CHOICES = [(f"{b.name} · {b.flow} flow · {b.kind}, {b.spec.out_channels} channels", b.name)
                  for b in XCEPTION_SPEC.blocks]
 DEFAULT_BLOCK = "block4"
+COST_KINDS = ("bar", "treemap")
 
 
 def _n(value: int) -> str:
@@ -166,7 +167,9 @@ def build_explore_tab(store: ModelStore, service: ExploreService) -> None:
     # after this function returns, inside the same Explore tab.
 
     # -------------------------------------------------------------- handlers
+    @shown
     def fill_architecture(which_value: str, kind: str, layers: bool):
+        kind, layers = check_choice(kind, "Cost chart", COST_KINDS), bool(layers)
         try:
             d = service.description(which_value)
         except UserError as exc:
@@ -178,6 +181,7 @@ def build_explore_tab(store: ModelStore, service: ExploreService) -> None:
 
     arch_outputs = [arch_status, block_view, ladder, cost, table, sep_table, sep_summary, diff_view]
 
+    @shown
     def first_fill(which_value: str, kind: str, layers: bool):
         """Timer tick until the model is ready: then fill everything once and stop."""
         if not store.is_ready():

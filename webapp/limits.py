@@ -1,0 +1,255 @@
+"""Budgets every request, session and file is held to, beyond what Gradio enforces itself.
+
+- `BodyLimitMiddleware`: one request-body limit on every route. Gradio caps multipart uploads
+  (`max_file_size`) but reads any JSON body whole (`queue/join`, `call/<api>`, `run/predict`),
+  so a `{"url": "data:..."}` payload could be of any size.
+- `Janitor`: a periodic sweep that (a) drops whole sessions idle for longer than `session_ttl_s`
+  (Gradio keeps a session, ~220 KB of page config plus its state, until 10,000 newer ones
+  push it out), (b) drops large values Gradio copies from each event's inputs into the
+  session's page config (`SessionState.config_values`; a data URL stays there otherwise), and
+  (c) keeps the files Gradio wrote (uploads, generated images) under a byte budget, oldest first,
+  on top of Gradio's age-based `delete_cache`.
+
+Gradio internals used (gradio 6.31): `StateHolder.session_data`, `.time_last_used`, `.lock`,
+`.delete_state`; `SessionState.config_values`; `Blocks.temp_file_sets`, component
+`keep_in_cache` (examples, which must survive). The tests in tests/webapp/test_limits.py fail
+if these move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------- request bodies
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware: any HTTP request whose body exceeds `max_bytes` gets 413.
+
+    A declared Content-Length over the limit is refused before a byte is read. A body without
+    one (chunked) is counted as it arrives; once past the limit the app sees the body end and
+    whatever it answers is replaced by the 413.
+    """
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, int(max_bytes)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await _plain(send, 400, "Invalid Content-Length header.")
+                    return
+                if declared > self.max_bytes:
+                    await _plain(send, 413, self.message)
+                    return
+        received = 0
+        exceeded = False
+
+        async def counted_receive():
+            nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if not exceeded:
+                await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded:
+            await _plain(send, 413, self.message)
+
+    @property
+    def message(self) -> str:
+        return f"Request body too large: at most {self.max_bytes / 2**20:.1f} MB is accepted."
+
+
+async def _plain(send, status: int, text: str) -> None:
+    body = text.encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+# ----------------------------------------------------------------------------------- sessions and files
+
+
+@dataclass
+class SweepResult:
+    """What one sweep removed."""
+
+    sessions_expired: int = 0
+    values_dropped: int = 0
+    files_deleted: int = 0
+    bytes_freed: int = 0
+
+
+def _is_large(value: Any, limit: int, depth: int = 0) -> bool:
+    """Whether a JSON-like value holds a string longer than `limit` or is long itself (bounded walk)."""
+    if isinstance(value, (str, bytes)):
+        return len(value) > limit
+    if depth > 4:
+        return False
+    if isinstance(value, dict):
+        return len(value) > limit or any(_is_large(v, limit, depth + 1) for v in list(value.values())[:64])
+    if isinstance(value, (list, tuple)):
+        return len(value) > limit or any(_is_large(v, limit, depth + 1) for v in value[:64])
+    return False
+
+
+class Janitor:
+    """Keeps Gradio's per-session memory and its files bounded; see the module docstring.
+
+    Args:
+        blocks: The mounted `gr.Blocks` (its `state_holder` exists once mounted).
+        session_ttl_s: Sessions not used for this long are dropped.
+        large_value_chars: Page-config values holding a string longer than this are dropped.
+        files_budget_bytes: Most bytes of Gradio-written files kept; oldest go first.
+        file_min_age_s: Files younger than this are never deleted (an upload about to be used).
+    """
+
+    def __init__(self, blocks: Any, *, session_ttl_s: float, large_value_chars: int,
+                 files_budget_bytes: int, file_min_age_s: float, upload_dir: Path):
+        self.blocks = blocks
+        self.session_ttl_s = session_ttl_s
+        self.large_value_chars = large_value_chars
+        self.files_budget_bytes = files_budget_bytes
+        self.file_min_age_s = file_min_age_s
+        self.upload_dir = Path(upload_dir)
+
+    # ------------------------------------------------------------------ sessions
+
+    def sweep_sessions(self, now: datetime.datetime | None = None) -> SweepResult:
+        """Expire idle sessions and drop large values from the others' page config."""
+        holder = getattr(self.blocks, "state_holder", None)
+        result = SweepResult()
+        if holder is None:
+            return result
+        now = now or datetime.datetime.now()
+        ttl = datetime.timedelta(seconds=self.session_ttl_s)
+        for session_id in list(holder.session_data):
+            last = holder.time_last_used.get(session_id)
+            if last is not None and now - last > ttl:
+                holder.delete_state(session_id)  # runs gr.State delete callbacks
+                with holder.lock:
+                    holder.session_data.pop(session_id, None)
+                    holder.time_last_used.pop(session_id, None)
+                result.sessions_expired += 1
+                continue
+            session = holder.session_data.get(session_id)
+            if session is None:
+                continue
+            for config in list(session.config_values.values()):
+                props = config.get("props") if isinstance(config, dict) else None
+                if isinstance(props, dict) and _is_large(props.get("value"), self.large_value_chars):
+                    props["value"] = None
+                    result.values_dropped += 1
+        return result
+
+    # ------------------------------------------------------------------ files
+
+    def trim_files(self, now: float | None = None) -> SweepResult:
+        """Delete the oldest Gradio-written files until they fit `files_budget_bytes`
+        (examples, which Gradio marks keep-in-cache, are never deleted), then empty folders."""
+        import time
+
+        result = SweepResult()
+        now = time.time() if now is None else now
+        keep: set[str] = set()
+        for component in list(self.blocks.blocks.values()):
+            keep.update(getattr(component, "keep_in_cache", ()))
+        entries: list[tuple[float, str, int, set]] = []
+        total = 0
+        for file_set in list(self.blocks.temp_file_sets):
+            for name in list(file_set):
+                try:
+                    stat = os.lstat(name)
+                except OSError:
+                    file_set.discard(name)
+                    continue
+                total += stat.st_size
+                if name not in keep:
+                    entries.append((stat.st_mtime, name, stat.st_size, file_set))
+        entries.sort()
+        folders: set[Path] = set()
+        for mtime, name, size, file_set in entries:
+            if total <= self.files_budget_bytes or now - mtime < self.file_min_age_s:
+                break
+            try:
+                os.remove(name)
+            except OSError:
+                continue
+            file_set.discard(name)
+            total -= size
+            result.files_deleted += 1
+            result.bytes_freed += size
+            folders.add(Path(name).parent)
+        self._remove_empty_folders(folders)
+        return result
+
+    def _remove_empty_folders(self, folders: set[Path], min_age_s: float = 0.0) -> None:
+        """Gradio stores each file in a folder named by its hash and never removes the folder."""
+        import time
+
+        root = self.upload_dir.resolve()
+        for folder in folders:
+            try:
+                resolved = folder.resolve()
+                if (resolved != root and resolved.is_relative_to(root) and time.time() - folder.stat().st_mtime >= min_age_s
+                        and not any(folder.iterdir())):
+                    folder.rmdir()
+            except OSError:
+                pass
+
+    def sweep_empty_folders(self) -> None:
+        """Remove empty per-file folders left by Gradio's own age-based deletion."""
+        try:
+            folders = {p for p in self.upload_dir.iterdir() if p.is_dir()}
+        except OSError:
+            return
+        # Only folders left alone for a while: one just made is about to receive its file.
+        self._remove_empty_folders(folders, self.file_min_age_s)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self, interval_s: float) -> None:
+        """Sweeps every `interval_s` seconds until cancelled (sessions in the event loop, where
+        Gradio touches them; files in a worker thread)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                sessions = self.sweep_sessions()
+                files = await asyncio.to_thread(self.trim_files)
+                await asyncio.to_thread(self.sweep_empty_folders)
+                if sessions.sessions_expired or files.files_deleted:
+                    logger.info("janitor: %d idle sessions expired, %d large values dropped, %d files (%.1f MB) deleted",
+                                sessions.sessions_expired, sessions.values_dropped, files.files_deleted,
+                                files.bytes_freed / 2**20)
+            except Exception:  # noqa: BLE001 - the sweep must outlive any one failure
+                logger.exception("janitor sweep failed")
