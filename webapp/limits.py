@@ -8,7 +8,7 @@
   push it out), (b) drops large values Gradio copies from each event's inputs into the
   session's page config (`SessionState.config_values`; a data URL stays there otherwise), and
   (c) keeps the files Gradio wrote (uploads, generated images) under a byte budget, oldest first,
-  on top of Gradio's age-based `delete_cache`.
+  on top of Gradio's age-based `delete_cache`, and (d) returns freed heap memory to the system.
 
 Gradio internals used (gradio 6.31): `StateHolder.session_data`, `.time_last_used`, `.lock`,
 `.delete_state`; `SessionState.config_values`; `Blocks.temp_file_sets`, component
@@ -19,6 +19,7 @@ if these move.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import datetime
 import logging
 import os
@@ -236,6 +237,18 @@ class Janitor:
         # Only folders left alone for a while: one just made is about to receive its file.
         self._remove_empty_folders(folders, self.file_min_age_s)
 
+    # ------------------------------------------------------------------ memory
+
+    @staticmethod
+    def release_free_memory() -> bool:
+        """Hands freed heap pages back to the system (glibc `malloc_trim`). Decoding a burst of
+        big photos in worker threads leaves megabytes free but held in per-thread arenas, which
+        RSS (and a Space's memory limit) counts until trimmed."""
+        try:
+            return bool(ctypes.CDLL(None).malloc_trim(0))
+        except (OSError, AttributeError):  # not glibc
+            return False
+
     # ------------------------------------------------------------------ the loop
 
     async def run(self, interval_s: float) -> None:
@@ -247,6 +260,7 @@ class Janitor:
                 sessions = self.sweep_sessions()
                 files = await asyncio.to_thread(self.trim_files)
                 await asyncio.to_thread(self.sweep_empty_folders)
+                await asyncio.to_thread(self.release_free_memory)
                 if sessions.sessions_expired or files.files_deleted:
                     logger.info("janitor: %d idle sessions expired, %d large values dropped, %d files (%.1f MB) deleted",
                                 sessions.sessions_expired, sessions.values_dropped, files.files_deleted,

@@ -61,7 +61,7 @@ class Budgets:
     large_value_chars: int = 64 * 1024
     files_age_s: int = 30 * 60
     files_budget_bytes: int = 200 * 2**20
-    file_min_age_s: float = 120.0
+    file_min_age_s: float = 30.0
     sweep_s: float = 10.0
 
 
