@@ -78,6 +78,8 @@ def test_the_grad_cam_overlay_is_drawn_on_the_display_copy(tmp_path):
     finally:
         store_module.load_model = original
     assert max(classified.image.size) <= DISPLAY_SIDE
+    # What the session keeps for "explain another class": an encoded copy, not megabytes of pixels.
+    assert len(classified.display_jpeg) < 400_000 and classified.prediction.features.nbytes < 1_000_000
     overlay = service.explain(classified)
     assert overlay.size == classified.image.size
 

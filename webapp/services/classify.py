@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,19 +24,32 @@ RESULT_TTL_S = 15 * 60  # a classification kept for "explain another class" (fea
 
 @dataclass(frozen=True)
 class Classified:
-    """One classification, and what a later Grad-CAM of another class needs.
+    """One classification, and what a later Grad-CAM of another class needs. It is kept in the
+    visitor's session, so the display copy is kept JPEG-encoded (~0.1 MB, not ~2.4 MB of pixels).
 
     Attributes:
         served: The model that ran.
-        image: A display-size copy of the visitor's image.
+        display_jpeg: The display-size copy of the visitor's image, JPEG-encoded.
         prediction: Top-k, probabilities and the exit-flow features.
         seconds: Time spent in the network.
     """
 
     served: ServedModel
-    image: Image.Image
+    display_jpeg: bytes
     prediction: Prediction
     seconds: float
+
+    @classmethod
+    def of(cls, served: ServedModel, image: Image.Image, prediction: Prediction, seconds: float) -> "Classified":
+        buffer = io.BytesIO()
+        display_copy(image).save(buffer, "JPEG", quality=90)
+        return cls(served, buffer.getvalue(), prediction, seconds)
+
+    @property
+    def image(self) -> Image.Image:
+        """The display copy (RGB, at most `DISPLAY_SIDE` a side)."""
+        with Image.open(io.BytesIO(self.display_jpeg)) as image:
+            return image.convert("RGB")
 
     @property
     def top_labels(self) -> list[str]:
@@ -69,7 +83,7 @@ class ClassifyService:
         start = time.perf_counter()
         prediction = served.predict(x, k)
         seconds = time.perf_counter() - start
-        return Classified(served, display_copy(image), prediction, seconds)
+        return Classified.of(served, image, prediction, seconds)
 
     def top(self, payload: Any, key: str | None = None, k: int = 5) -> dict[str, float]:
         """`{label: probability}` of the top `k` classes (the `/classify` answer)."""
