@@ -5,8 +5,10 @@
   so a `{"url": "data:..."}` payload could be of any size.
 - `Janitor`: a periodic sweep that (a) drops whole sessions idle for longer than `session_ttl_s`
   (Gradio keeps a session, ~220 KB of page config plus its state, until 10,000 newer ones
-  push it out), (b) drops large values Gradio copies from each event's inputs into the
-  session's page config (`SessionState.config_values`; a data URL stays there otherwise), and
+  push it out), (b) drops each session's page-config snapshot (`SessionState.config_values`:
+  a copy of every component's config, ~220 KB, plus each event's raw inputs, so a data URL
+  stays there otherwise). Gradio reads that snapshot only to serve deep links, which this app
+  does not offer; what an event needs (State values, updated components) is kept. And
   (c) keeps the files Gradio wrote (uploads, generated images) under a byte budget, oldest first,
   on top of Gradio's age-based `delete_cache`, and (d) returns freed heap memory to the system.
 
@@ -106,22 +108,9 @@ class SweepResult:
     """What one sweep removed."""
 
     sessions_expired: int = 0
-    values_dropped: int = 0
+    configs_dropped: int = 0
     files_deleted: int = 0
     bytes_freed: int = 0
-
-
-def _is_large(value: Any, limit: int, depth: int = 0) -> bool:
-    """Whether a JSON-like value holds a string longer than `limit` or is long itself (bounded walk)."""
-    if isinstance(value, (str, bytes)):
-        return len(value) > limit
-    if depth > 4:
-        return False
-    if isinstance(value, dict):
-        return len(value) > limit or any(_is_large(v, limit, depth + 1) for v in list(value.values())[:64])
-    if isinstance(value, (list, tuple)):
-        return len(value) > limit or any(_is_large(v, limit, depth + 1) for v in value[:64])
-    return False
 
 
 class Janitor:
@@ -130,16 +119,17 @@ class Janitor:
     Args:
         blocks: The mounted `gr.Blocks` (its `state_holder` exists once mounted).
         session_ttl_s: Sessions not used for this long are dropped.
-        large_value_chars: Page-config values holding a string longer than this are dropped.
+        settle_s: A session's page-config snapshot is dropped once it has not been used for this
+            long (its event is over).
         files_budget_bytes: Most bytes of Gradio-written files kept; oldest go first.
         file_min_age_s: Files younger than this are never deleted (an upload about to be used).
     """
 
-    def __init__(self, blocks: Any, *, session_ttl_s: float, large_value_chars: int,
-                 files_budget_bytes: int, file_min_age_s: float, upload_dir: Path):
+    def __init__(self, blocks: Any, *, session_ttl_s: float, files_budget_bytes: int, file_min_age_s: float,
+                 upload_dir: Path, settle_s: float = 2.0):
         self.blocks = blocks
         self.session_ttl_s = session_ttl_s
-        self.large_value_chars = large_value_chars
+        self.settle_s = settle_s
         self.files_budget_bytes = files_budget_bytes
         self.file_min_age_s = file_min_age_s
         self.upload_dir = Path(upload_dir)
@@ -147,13 +137,14 @@ class Janitor:
     # ------------------------------------------------------------------ sessions
 
     def sweep_sessions(self, now: datetime.datetime | None = None) -> SweepResult:
-        """Expire idle sessions and drop large values from the others' page config."""
+        """Expire idle sessions and drop the others' page-config snapshots once their events are over."""
         holder = getattr(self.blocks, "state_holder", None)
         result = SweepResult()
         if holder is None:
             return result
         now = now or datetime.datetime.now()
         ttl = datetime.timedelta(seconds=self.session_ttl_s)
+        settle = datetime.timedelta(seconds=self.settle_s)
         for session_id in list(holder.session_data):
             last = holder.time_last_used.get(session_id)
             if last is not None and now - last > ttl:
@@ -164,13 +155,10 @@ class Janitor:
                 result.sessions_expired += 1
                 continue
             session = holder.session_data.get(session_id)
-            if session is None:
+            if session is None or not session.config_values or (last is not None and now - last < settle):
                 continue
-            for config in list(session.config_values.values()):
-                props = config.get("props") if isinstance(config, dict) else None
-                if isinstance(props, dict) and _is_large(props.get("value"), self.large_value_chars):
-                    props["value"] = None
-                    result.values_dropped += 1
+            session.config_values.clear()  # Gradio re-adds the entries a later event touches
+            result.configs_dropped += 1
         return result
 
     # ------------------------------------------------------------------ files
@@ -262,8 +250,8 @@ class Janitor:
                 await asyncio.to_thread(self.sweep_empty_folders)
                 await asyncio.to_thread(self.release_free_memory)
                 if sessions.sessions_expired or files.files_deleted:
-                    logger.info("janitor: %d idle sessions expired, %d large values dropped, %d files (%.1f MB) deleted",
-                                sessions.sessions_expired, sessions.values_dropped, files.files_deleted,
+                    logger.info("janitor: %d idle sessions expired, %d page configs dropped, %d files (%.1f MB) deleted",
+                                sessions.sessions_expired, sessions.configs_dropped, files.files_deleted,
                                 files.bytes_freed / 2**20)
             except Exception:  # noqa: BLE001 - the sweep must outlive any one failure
                 logger.exception("janitor sweep failed")

@@ -47,7 +47,6 @@ class Budgets:
             the least recently used go first.
         session_ttl_s: A session unused this long is dropped with its state (per-session
             results expire sooner: `webapp.services.classify.RESULT_TTL_S`).
-        large_value_chars: Event inputs longer than this are not kept in a session's page config.
         files_age_s: Uploads and generated images older than this are deleted (Gradio's delete_cache).
         files_budget_bytes: Uploads and generated images kept at most, oldest deleted first.
         file_min_age_s: Never delete a file younger than this (an upload about to be used).
@@ -58,7 +57,6 @@ class Budgets:
     body_bytes: int = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024
     max_sessions: int = 200
     session_ttl_s: float = 20 * 60
-    large_value_chars: int = 64 * 1024
     files_age_s: int = 30 * 60
     files_budget_bytes: int = 200 * 2**20
     file_min_age_s: float = 30.0
@@ -109,8 +107,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     # name any file on the server ({"path": "/etc/passwd"}) and have it copied into the cache.
     blocks.has_launched = True
     janitor_box["janitor"] = Janitor(
-        blocks, session_ttl_s=budgets.session_ttl_s, large_value_chars=budgets.large_value_chars,
-        files_budget_bytes=budgets.files_budget_bytes, file_min_age_s=budgets.file_min_age_s,
+        blocks, session_ttl_s=budgets.session_ttl_s, files_budget_bytes=budgets.files_budget_bytes, file_min_age_s=budgets.file_min_age_s,
         upload_dir=store.settings.upload_dir)
     app.state.janitor = janitor_box["janitor"]
     app.state.blocks = blocks

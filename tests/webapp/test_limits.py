@@ -127,8 +127,8 @@ def small_app(tmp_path, monkeypatch):
     blocks.state_session_capacity = 5
     app = gr.mount_gradio_app(FastAPI(), blocks, path="/")
     blocks.has_launched = True
-    janitor = Janitor(blocks, session_ttl_s=60, large_value_chars=10_000, files_budget_bytes=3000,
-                      file_min_age_s=60, upload_dir=upload_dir)
+    janitor = Janitor(blocks, session_ttl_s=60, files_budget_bytes=3000, file_min_age_s=60, upload_dir=upload_dir,
+                      settle_s=0)
     with TestClient(app) as client:
         yield client, blocks, janitor, upload_dir
 
@@ -149,7 +149,12 @@ def test_sessions_keep_no_large_payloads_after_their_event(small_app):
     assert "s1" in holder.session_data
     assert "data:image" in str(holder.session_data["s1"].config_values), "Gradio keeps the input (what we undo)"
     result = janitor.sweep_sessions()
-    assert result.values_dropped >= 1
+    assert result.configs_dropped >= 1
+    assert "data:image" not in str(holder.session_data["s1"].config_values)
+    # The session still works: its State survives and a later event runs.
+    assert "result" in str(holder.session_data["s1"].state_data)
+    _call(client, {"url": _png_data_url(4)}, "s1")
+    janitor.sweep_sessions()
     assert "data:image" not in str(holder.session_data["s1"].config_values)
 
 
