@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     def healthz() -> dict:
         return {"ready": store.is_ready(),
                 "status": public_text(text.status_line(store.statuses(), store.is_ready()), 2000),
-                "weights": store.available()}
+                "weights": [public_text(key, 200) for key in store.available()]}
 
     exports = register_exports(app, store, add_netron_routes)
     blocks = build_demo(store, exports)

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -213,7 +214,8 @@ class ModelStore:
         slot = self._slots.get(key)
         if slot and slot.served:
             return slot.served.title
-        return PRESETS[key].title if key in PRESETS else key
+        # A weights file is named by its file name: its folder is the server's business.
+        return PRESETS[key].title if key in PRESETS else Path(key).name
 
     def statuses(self) -> list[SlotStatus]:
         """Each candidate's state, in loading order."""

@@ -163,6 +163,12 @@ def test_handlers_give_clear_messages_one_log_line_for_user_errors_and_no_raw_py
     assert "strip" not in internal.value.message and "'int' object" not in internal.value.message
 
 
+def test_a_weights_file_is_named_without_its_folder():
+    store = ModelStore(Settings(weights="/srv/secret-home/models/mine.keras"))
+    assert store.title("/srv/secret-home/models/mine.keras") == "mine.keras"
+    assert "/srv" not in text.status_line(store.statuses(), False)
+
+
 def test_unknown_weights_names_are_refused_with_a_short_echo(monkeypatch, tmp_path):
     store = ModelStore(Settings(), ["kitchenware"])
     service = ClassifyService(store, wait_s=1)
