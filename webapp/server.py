@@ -43,8 +43,9 @@ class Budgets:
     Attributes:
         upload_bytes: Largest image upload (multipart) and largest decoded data URL.
         body_bytes: Largest request body on any route: a data URL of `upload_bytes` in JSON.
-        max_sessions: Sessions kept in memory (Gradio's default is 10,000 at ~220 KB each);
-            the least recently used go first.
+        max_sessions: Sessions kept in memory (Gradio's default is 10,000); the least recently
+            used go first. With the janitor dropping page-config snapshots a session costs
+            ~20 KB, and results it may need again are bounded by the services themselves.
         session_ttl_s: A session unused this long is dropped with its state (per-session
             results expire sooner: `webapp.services.classify.RESULT_TTL_S`).
         files_age_s: Uploads and generated images older than this are deleted (Gradio's delete_cache).
@@ -55,7 +56,7 @@ class Budgets:
 
     upload_bytes: int = MAX_UPLOAD_BYTES
     body_bytes: int = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024
-    max_sessions: int = 200
+    max_sessions: int = 1000
     session_ttl_s: float = 20 * 60
     files_age_s: int = 30 * 60
     files_budget_bytes: int = 200 * 2**20

@@ -114,3 +114,16 @@ def _write(folder: Path, name: str, data: bytes) -> str:
     path = folder / name
     path.write_bytes(data)
     return str(path)
+
+
+def test_results_kept_for_explaining_are_bounded_whatever_the_number_of_sessions():
+    from webapp.services import UserError
+    from webapp.services.classify import ClassifyService
+
+    service = ClassifyService(store=None, results_kept=3)  # type: ignore[arg-type]
+    keys = [service.remember(object()) for _ in range(5)]  # type: ignore[arg-type]
+    assert len(service._results) == 3
+    assert service.recall(keys[-1]) is not None
+    for stale in (keys[0], "no-such-key", 12345, None):
+        with pytest.raises(UserError, match="expired"):
+            service.recall(stale)

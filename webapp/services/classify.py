@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
+import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +22,8 @@ from xception.model import WeightsUnavailableError
 
 MODEL_WAIT_S = 600.0  # a first start may download ~90 MB of weights
 CAM_ALPHA = 0.5
-RESULT_TTL_S = 15 * 60  # a classification kept for "explain another class" (features + display copy)
+RESULT_TTL_S = 15 * 60  # how long a session holds the key of its last classification
+RESULTS_KEPT = 64  # classifications kept for "explain another class" (~0.3 MB each), newest first
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,13 @@ class Classified:
 class ClassifyService:
     """The Classify tab's and `/classify`'s work, on a shared `ModelStore`."""
 
-    def __init__(self, store: ModelStore, wait_s: float = MODEL_WAIT_S):
+    def __init__(self, store: ModelStore, wait_s: float = MODEL_WAIT_S, results_kept: int = RESULTS_KEPT):
         self.store, self.wait_s = store, wait_s
+        # Results for a later Grad-CAM of another class live here, bounded in number whatever the
+        # number of sessions; a session holds only a key (`remember` / `recall`).
+        self._results: OrderedDict[str, Classified] = OrderedDict()
+        self._results_kept = results_kept
+        self._lock = threading.Lock()
 
     def model(self, key: str | None = None) -> ServedModel:
         """The store's model for `key` (default weights when None), failures as `UserError`."""
@@ -75,19 +84,44 @@ class ClassifyService:
         except (WeightsUnavailableError, ValueError) as exc:
             raise UserError(public_text(exc)) from None
 
-    def classify(self, payload: Any, key: str | None = None, k: int = 5) -> Classified:
-        """Decode, preprocess and classify one image payload."""
+    def _run(self, payload: Any, key: str | None, k: int) -> tuple[ServedModel, Image.Image, Prediction, float]:
         served = self.model(key)
         image = payload_to_image(payload, self.store.settings.upload_dir)
         x = served.preprocess(image)
         start = time.perf_counter()
         prediction = served.predict(x, k)
-        seconds = time.perf_counter() - start
-        return Classified.of(served, image, prediction, seconds)
+        return served, image, prediction, time.perf_counter() - start
+
+    def classify(self, payload: Any, key: str | None = None, k: int = 5) -> Classified:
+        """Decode, preprocess and classify one image payload."""
+        return Classified.of(*self._run(payload, key, k))
 
     def top(self, payload: Any, key: str | None = None, k: int = 5) -> dict[str, float]:
         """`{label: probability}` of the top `k` classes (the `/classify` answer)."""
-        return {label: round(float(p), 6) for label, p in self.classify(payload, key, k).prediction.top}
+        return {label: round(float(p), 6) for label, p in self._run(payload, key, k)[2].top}
+
+    def remember(self, classified: Classified) -> str:
+        """Keeps `classified` for a later `recall`; returns its key (the oldest beyond the bound go)."""
+        key = uuid.uuid4().hex
+        with self._lock:
+            self._results[key] = classified
+            while len(self._results) > self._results_kept:
+                self._results.popitem(last=False)
+        return key
+
+    def recall(self, key: Any) -> Classified:
+        """The classification kept under `key`.
+
+        Raises:
+            UserError: Unknown or expired key (too many newer classifications since).
+        """
+        with self._lock:
+            classified = self._results.get(key) if isinstance(key, str) else None
+            if classified is not None:
+                self._results.move_to_end(key)
+        if classified is None:
+            raise UserError("That result has expired: classify the image again to explain another class.")
+        return classified
 
     def explain(self, classified: Classified, label: str | None = None) -> Image.Image:
         """Grad-CAM of `label` (default: the top class) over the display copy of the image."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from webapp.services.classify import RESULT_TTL_S, Classified, ClassifyService
+from webapp.services.classify import RESULT_TTL_S, ClassifyService
 from webapp.store import ModelStore
 from webapp.ui import text
 from webapp.ui.events import shown
@@ -41,13 +41,14 @@ def build_classify_tab(store: ModelStore, service: ClassifyService):
         top_labels = classified.top_labels
         return ({label: float(p) for label, p in classified.prediction.top},
                 text.classify_info(classified.served, classified.seconds),
-                gr.update(choices=top_labels, value=top_labels[0]), service.explain(classified), classified)
+                gr.update(choices=top_labels, value=top_labels[0]), service.explain(classified),
+                service.remember(classified))
 
     @shown
-    def on_explain(label, classified: Classified | None):
-        if classified is None or not label:
+    def on_explain(label, result_key: str | None):
+        if result_key is None or not label:
             return gr.update()
-        return service.explain(classified, label)
+        return service.explain(service.recall(result_key), label)
 
     run.click(on_classify, [image_in, weights], [labels_out, info_out, cam_class, cam_out, explained],
               preprocess=False, api_visibility="private", concurrency_limit=8, concurrency_id="classify")
