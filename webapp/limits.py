@@ -10,7 +10,11 @@
   stays there otherwise). Gradio reads that snapshot only to serve deep links, which this app
   does not offer; what an event needs (State values, updated components) is kept. And
   (c) keeps the files Gradio wrote (uploads, generated images) under a byte budget, oldest first,
-  on top of Gradio's age-based `delete_cache`, and (d) returns freed heap memory to the system.
+  on top of Gradio's age-based `delete_cache`, (d) returns freed heap memory to the system, and
+  (e) stops Gradio's per-stream heartbeat tasks whose client hung up before the stream's end:
+  Gradio cancels a stream's heartbeat only after sending `close_stream`, so a client that
+  disconnects right after its result leaves a task that wakes every 15 s for the life of the
+  process and keeps queueing heartbeats for nobody (one task and a growing queue per such call).
 
 Gradio internals used (gradio 6.31): `StateHolder.session_data`, `.time_last_used`, `.lock`,
 `.delete_state`; `SessionState.config_values`; `Blocks.temp_file_sets`, component
@@ -133,6 +137,7 @@ class Janitor:
         self.files_budget_bytes = files_budget_bytes
         self.file_min_age_s = file_min_age_s
         self.upload_dir = Path(upload_dir)
+        self._orphans_seen: set[str] = set()
 
     # ------------------------------------------------------------------ sessions
 
@@ -225,6 +230,35 @@ class Janitor:
         # Only folders left alone for a while: one just made is about to receive its file.
         self._remove_empty_folders(folders, self.file_min_age_s)
 
+    # ------------------------------------------------------------------ orphaned heartbeats
+
+    def stop_orphan_heartbeats(self) -> int:
+        """Cancels heartbeat tasks of sessions with no pending event on two sweeps in a row (a
+        live stream always has one; the second look rules out a stream that just closed).
+        Must run in the server's event loop. Returns how many were cancelled."""
+        queue = getattr(self.blocks, "_queue", None)
+        pending = getattr(queue, "pending_event_ids_session", {})
+        messages = getattr(queue, "pending_messages_per_session", None)
+        seen_now: set[str] = set()
+        cancelled = 0
+        for task in asyncio.all_tasks():
+            coro = task.get_coro()
+            if not getattr(coro, "__qualname__", "").endswith("queue_data_helper.<locals>.heartbeat"):
+                continue
+            frame = getattr(coro, "cr_frame", None)
+            session = frame.f_locals.get("session_hash") if frame is not None else None
+            if not isinstance(session, str) or pending.get(session):
+                continue
+            if session in self._orphans_seen:
+                task.cancel()
+                cancelled += 1
+                if messages is not None and session in messages and messages[session].qsize():
+                    messages.pop(session, None)  # only heartbeats for nobody are left in it
+            else:
+                seen_now.add(session)
+        self._orphans_seen = seen_now
+        return cancelled
+
     # ------------------------------------------------------------------ memory
 
     @staticmethod
@@ -246,12 +280,13 @@ class Janitor:
             await asyncio.sleep(interval_s)
             try:
                 sessions = self.sweep_sessions()
+                orphans = self.stop_orphan_heartbeats()
                 files = await asyncio.to_thread(self.trim_files)
                 await asyncio.to_thread(self.sweep_empty_folders)
                 await asyncio.to_thread(self.release_free_memory)
-                if sessions.sessions_expired or files.files_deleted:
-                    logger.info("janitor: %d idle sessions expired, %d page configs dropped, %d files (%.1f MB) deleted",
-                                sessions.sessions_expired, sessions.configs_dropped, files.files_deleted,
-                                files.bytes_freed / 2**20)
+                if sessions.sessions_expired or files.files_deleted or orphans:
+                    logger.info("janitor: %d idle sessions expired, %d page configs dropped, %d files (%.1f MB) "
+                                "deleted, %d orphaned heartbeats stopped", sessions.sessions_expired,
+                                sessions.configs_dropped, files.files_deleted, files.bytes_freed / 2**20, orphans)
             except Exception:  # noqa: BLE001 - the sweep must outlive any one failure
                 logger.exception("janitor sweep failed")

@@ -194,3 +194,34 @@ def test_files_are_trimmed_oldest_first_to_the_budget_sparing_examples_and_new_u
     assert not Path(files["older"]).exists() and not Path(files["old"]).exists()
     assert Path(files["example"]).exists() and Path(files["middle"]).exists() and Path(files["new"]).exists()
     assert not Path(files["old"]).parent.exists(), "the emptied hash folder goes too"
+
+
+def test_heartbeats_of_streams_whose_client_hung_up_are_stopped(tmp_path):
+    """Gradio cancels a stream's heartbeat only after `close_stream`; the janitor stops the ones
+    left behind (no pending event on two sweeps in a row) and leaves live streams alone."""
+    import asyncio
+    from types import SimpleNamespace
+
+    def queue_data_helper(session_hash):  # named and nested as in gradio.routes
+        async def heartbeat():
+            while True:
+                await asyncio.sleep(3600)
+                print(session_hash)
+
+        return heartbeat()
+
+    async def scenario():
+        blocks = SimpleNamespace(_queue=SimpleNamespace(pending_event_ids_session={"live": {"event-1"}},
+                                                        pending_messages_per_session={}))
+        janitor = Janitor(blocks, session_ttl_s=60, files_budget_bytes=1, file_min_age_s=1, upload_dir=tmp_path)
+        live = asyncio.create_task(queue_data_helper("live"))
+        gone = asyncio.create_task(queue_data_helper("gone"))
+        await asyncio.sleep(0)
+        first = janitor.stop_orphan_heartbeats()
+        second = janitor.stop_orphan_heartbeats()
+        await asyncio.sleep(0)
+        result = (first, second, gone.cancelled(), live.done())
+        live.cancel()
+        return result
+
+    assert asyncio.run(scenario()) == (0, 1, True, False)
