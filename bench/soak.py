@@ -539,6 +539,7 @@ def sessions(args: argparse.Namespace) -> None:
             file = g.upload("p.jpg", photos[i % len(photos)])
             g.run(fn, [file, None], uuid.uuid4().hex[:11])
             if i in (1, 100, 500, 1000, args.n) or i % 500 == 0:
+                time.sleep(args.settle)  # let one janitor sweep run, as it does between bursts
                 marks[i] = app.rss_mb()
                 print(f"after {i:5d} new-session classifies: RSS {marks[i]:.0f} MB "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)
@@ -582,6 +583,7 @@ def main(argv: list[str] | None = None) -> None:
     big.add_argument("--repeats", type=int, default=2)
     sess = sub.add_parser("sessions", help="RSS after 100 vs N new-session classifies")
     sess.add_argument("--n", type=int, default=2000)
+    sess.add_argument("--settle", type=float, default=12.0, help="seconds idle before each RSS reading")
     up = sub.add_parser("uploads", help="disk after N uploads")
     up.add_argument("--n", type=int, default=1000)
     up.add_argument("--settle", type=float, default=45.0)
