@@ -555,7 +555,7 @@ def uploads(args: argparse.Namespace) -> None:
     app = start_app(work)
     try:
         g = RawGradio(app.url)
-        photos = [photo_jpeg(1600, 1200, seed) for seed in range(4)]
+        photos = [photo_jpeg(args.width, args.width * 3 // 4, seed) for seed in range(4)]
         size = sum(len(p) for p in photos) / len(photos) / 2**20
         start = time.perf_counter()
         for i in range(args.n):
@@ -587,6 +587,7 @@ def main(argv: list[str] | None = None) -> None:
     up = sub.add_parser("uploads", help="disk after N uploads")
     up.add_argument("--n", type=int, default=1000)
     up.add_argument("--settle", type=float, default=45.0)
+    up.add_argument("--width", type=int, default=1600, help="photo width (4:3); 4000 gives ~2 MB JPEGs")
     args = parser.parse_args(argv)
     {"run": soak, "bigphoto": bigphoto, "sessions": sessions, "uploads": uploads}[args.mode](args)
 
