@@ -265,7 +265,7 @@ class Traffic:
         self.fn_explain = self.g.fn("gradcam", "input")
         self.fn_image = self.g.fn("explore-gallery", "change")
         self.fn_view = self.g.fn("explore-gallery", "input", {"label": "Most active channels shown"})
-        self.fn_channel = self.g.fn("explore-full", "input")
+        self.fn_channel = self.g.fn("explore-full", "input", {"label": "Channel (full size)"})
         self.fn_compare = self.g.fn("explore-diff", "click")
         self.session = uuid.uuid4().hex[:11]
         self.weights = [
