@@ -5,6 +5,10 @@ import os
 
 # TensorFlow's C++ start-up chatter is noise in the server log; set before TensorFlow is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# NumPy's BLAS on one thread: the networks run on ONNX Runtime's and TensorFlow's own pools, and
+# the NumPy math left (the Teach tab's classifier fits) is small enough that a second BLAS thread
+# only adds waits; on a loaded 2-core machine those waits made a fit ~50× slower (bench/README.md).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from webapp.server import main  # noqa: E402
 

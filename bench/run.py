@@ -685,7 +685,7 @@ def activations_over_http(client, image: Path) -> dict[str, Any]:
         views = []
         for i in range(3):
             t = time.perf_counter()
-            answer = client.predict(handle_file(str(image)), "block4", api_name="/activations")
+            answer, _maps = client.predict(handle_file(str(image)), "block4", 1, api_name="/activations")
             views.append({"client_ms": round((time.perf_counter() - t) * 1000, 1),
                           "server_ms": answer.get("server_ms"), "forward_ms": answer.get("forward_ms"),
                           "cache_hit": answer.get("cache_hit")})

@@ -2,6 +2,7 @@
 
     xception.settings → xception.arch → xception.weights → xception.model → xception.runtime
     → xception.io → webapp.store → webapp.services / webapp.netron → webapp.ui → webapp.server
+    → scale (Ray Serve: the model deployment and the ingress around webapp.server)
 
 Each module imports only its own layer or lower ones (function-level imports included, so a lazy
 import cannot hide a cycle); there are no import cycles; the core imports no UI or web library,
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("xception", "webapp", "bench")
+PACKAGES = ("xception", "webapp", "bench", "scale")
 
 # Lower rank = lower layer. A module may import modules of its own rank or lower.
 RANKS = [
@@ -36,6 +37,7 @@ RANKS = [
     ("webapp.server", 9),
     ("webapp", 9),
     ("bench", 10),
+    ("scale", 10),
 ]
 UI_LIBRARIES = {"gradio", "gradio_client", "plotly", "fastapi", "starlette", "uvicorn", "pandas"}
 MODEL_MATH = {"tensorflow", "keras"}

@@ -36,6 +36,15 @@ logger = logging.getLogger(__name__)
 QUEUE_SIZE = 64  # requests waiting beyond this are refused at once rather than piling up
 
 
+def make_store(settings: Settings) -> ModelStore:
+    """The store `settings.model_store` names: models in this process, or replicas on Ray Serve."""
+    if settings.model_store == "ray":
+        from webapp.store_remote import RemoteModelStore  # needs requirements-scale.txt
+
+        return RemoteModelStore.connect(settings)
+    return ModelStore(settings)
+
+
 @dataclass(frozen=True)
 class Budgets:
     """Per-request, per-session and disk budgets of the server.
@@ -68,7 +77,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
                budgets: Budgets | None = None) -> fastapi.FastAPI:
     """Builds the app; model loading starts in the background right away."""
     budgets = budgets or Budgets()
-    store = (store or ModelStore(settings or Settings())).start()
+    store = (store or make_store(settings or Settings())).start()
     janitor_box: dict[str, Janitor] = {}
 
     @contextlib.asynccontextmanager
@@ -86,12 +95,15 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
 
     @app.get("/healthz")
     def healthz() -> dict:
-        return {"ready": store.is_ready(),
-                "status": public_text(text.status_line(store.statuses(), store.is_ready()), 2000),
-                "weights": [public_text(key, 200) for key in store.available()]}
+        health = {"ready": store.is_ready(),
+                  "status": public_text(text.status_line(store.statuses(), store.is_ready()), 2000),
+                  "weights": [public_text(key, 200) for key in store.available()]}
+        if (replicas := store.replicas()) is not None:
+            health["replicas"] = replicas
+        return health
 
     exports = register_exports(app, store, add_netron_routes)
-    blocks = build_demo(store, exports)
+    blocks = build_demo(store, exports, max_upload=f"{budgets.upload_bytes // 2**20}mb")
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
     # Age-based deletion of uploads and generated images by Gradio itself (every 5 minutes).
     blocks.delete_cache = (300, budgets.files_age_s)
@@ -108,8 +120,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     # name any file on the server ({"path": "/etc/passwd"}) and have it copied into the cache.
     blocks.has_launched = True
     janitor_box["janitor"] = Janitor(
-        blocks, session_ttl_s=budgets.session_ttl_s, files_budget_bytes=budgets.files_budget_bytes, file_min_age_s=budgets.file_min_age_s,
-        upload_dir=store.settings.upload_dir)
+        blocks, session_ttl_s=budgets.session_ttl_s, files_budget_bytes=budgets.files_budget_bytes,
+        file_min_age_s=budgets.file_min_age_s, upload_dir=store.settings.upload_dir)
     app.state.janitor = janitor_box["janitor"]
     app.state.blocks = blocks
     return app

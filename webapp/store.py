@@ -20,10 +20,12 @@ import numpy as np
 
 from webapp.errors import echo, failure_reason
 from xception.io.assets import example_images
+from xception.io.heads import taught_labels
 from xception.io.images import load_image
 from xception.io.labels import load_labels, top_k
 from xception.io.preprocessing import preprocess
 from xception.model import LoadedModel, ModelInfo, WeightsUnavailableError, load_model, rewire
+from xception.runtime.activations import ActivationExplorer
 from xception.runtime.batching import MicroBatcher
 from xception.runtime.classifier import Classifier
 from xception.settings import Settings
@@ -79,9 +81,14 @@ class ServedModel:
         """Any image `load_image` accepts → (size, size, 3) float32 in [-1, 1]."""
         return preprocess(load_image(image), self.input_size)
 
+    def forward_one(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One preprocessed image (size, size, 3) → ((h, w, 2048) features, (classes,) probabilities),
+        batched with concurrent callers. The one step a remote store runs elsewhere."""
+        return self.batcher.run(x)
+
     def predict(self, x: np.ndarray, k: int = 5) -> Prediction:
         """One preprocessed image (size, size, 3) → `Prediction`, batched with concurrent callers."""
-        features, probs = self.batcher.run(x)
+        features, probs = self.forward_one(x)
         return Prediction(top_k(probs, self.labels, min(k, len(self.labels))), probs, features)
 
     def classify(self, image: Any, k: int = 5) -> Prediction:
@@ -183,7 +190,8 @@ class ModelStore:
         classifier.warm_up()
         info = loaded.info
         labels = (load_labels(info.labels, settings.assets_dir) if info.labels
-                  else tuple(f"class {i}" for i in range(classifier.classes)))
+                  else taught_labels(info.source, classifier.classes)  # a model taught in the Teach tab
+                  or tuple(f"class {i}" for i in range(classifier.classes)))
         return ServedModel(key, classifier, labels, settings)
 
     def _calibration(self, loaded: LoadedModel) -> list[np.ndarray]:
@@ -230,6 +238,14 @@ class ModelStore:
 
     def is_ready(self) -> bool:
         return self._default is not None
+
+    def replicas(self) -> dict[str, int] | None:
+        """Model replicas by state where a cluster serves the models; None here (in-process)."""
+        return None
+
+    def activation_explorer(self) -> ActivationExplorer:
+        """A new activation cache for the Explore tab; its forwards run where the models are."""
+        return ActivationExplorer(max_entries=8)
 
     def settled(self) -> bool:
         """Nothing is still loading or waiting: the page can stop polling."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 BACKENDS = ("onnx", "tf")
 PRECISIONS = ("fp32", "int8")
+MODEL_STORES = ("local", "ray")
 
 DEFAULT_MAX_BATCH = 8
 # Batch what is already waiting, never wait for more: on 2 CPU cores a batch of 8 runs no more
@@ -54,6 +55,11 @@ class Settings:
         upload_dir: Gradio's upload folder; only files there are read [GRADIO_TEMP_DIR].
         host: Address the server listens on [GRADIO_SERVER_NAME].
         port: Port the server listens on [GRADIO_SERVER_PORT].
+        model_store: Where the app's models run [XCEPTION_MODEL_STORE]: 'local' (in the server
+            process) or 'ray' (replicas of a Ray Serve deployment; see `scale/`). Ray itself finds
+            its cluster from RAY_ADDRESS.
+        serve_app: Name of the Ray Serve application whose model deployment a 'ray' store calls
+            [XCEPTION_SERVE_APP].
     """
 
     weights: str | None = None
@@ -69,6 +75,8 @@ class Settings:
     upload_dir: Path = Path(tempfile.gettempdir()) / "gradio"
     host: str = "127.0.0.1"
     port: int = 7860
+    model_store: str = "local"
+    serve_app: str = "xception"
 
     def __post_init__(self) -> None:
         if self.backend is not None and self.backend not in BACKENDS:
@@ -77,6 +85,8 @@ class Settings:
             raise ValueError(f"XCEPTION_PRECISION must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.max_batch < 1:
             raise ValueError(f"XCEPTION_MAX_BATCH must be ≥ 1, got {self.max_batch}")
+        if self.model_store not in MODEL_STORES:
+            raise ValueError(f"XCEPTION_MODEL_STORE must be one of {list(MODEL_STORES)}, got {self.model_store!r}")
         if self.onnx_threads < 1:
             raise ValueError(f"XCEPTION_ONNX_THREADS must be ≥ 1, got {self.onnx_threads}")
 
@@ -120,4 +130,6 @@ class Settings:
             upload_dir=path("GRADIO_TEMP_DIR", defaults.upload_dir),
             host=get("GRADIO_SERVER_NAME") or defaults.host,
             port=number("GRADIO_SERVER_PORT", int, defaults.port),
+            model_store=(get("XCEPTION_MODEL_STORE") or defaults.model_store).lower(),
+            serve_app=get("XCEPTION_SERVE_APP") or defaults.serve_app,
         )

@@ -43,7 +43,10 @@ def live_server(tmp_path_factory):
     """Base URL (no trailing slash) of a running `python app.py`."""
     port = free_port()
     log = tmp_path_factory.mktemp("app") / "app.log"
-    env = app_env(port, "kitchenware", XCEPTION_EXPORT_DIR=str(tmp_path_factory.mktemp("exports")))
+    # The default export folder (<cache>/exports, outside the working directory and the temp
+    # folder), as a user and a Space have it: the .keras download is tested where it once failed.
+    env = app_env(port, "kitchenware")
+    env.pop("XCEPTION_EXPORT_DIR", None)
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -82,9 +85,10 @@ def chromium():
             browser.close()
 
 
-def open_app(chromium, url: str, width: int = 1280, height: int = 1100):
-    """A new page on the app, once the model is ready; returns (page, uncaught page errors)."""
-    page = chromium.new_page(viewport={"width": width, "height": height})
+def open_app(chromium, url: str, width: int = 1280, height: int = 1100, **options):
+    """A new page on the app, once the model is ready; returns (page, uncaught page errors).
+    `options` go to Playwright's `new_page` (color_scheme="dark", accept_downloads=True, …)."""
+    page = chromium.new_page(viewport={"width": width, "height": height}, **options)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url + "/")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.webapp.conftest import SCREENSHOTS, open_app
+from tests.webapp.test_first_visit_browser import open_subtab
 
 pytestmark = pytest.mark.browser
 
@@ -15,19 +16,22 @@ def test_explore_tab_renders_figures_and_an_activation_grid(chromium, live_serve
     page, errors = open_app(chromium, live_server, width=1400, height=1000)
     page.get_by_role("tab", name="Explore").click()
 
-    # Architecture at a glance: block view, resolution ladder, cost, and the article-vs-paper block view.
-    for elem_id in ("explore-block-view", "explore-ladder", "explore-cost", "explore-diff-view"):
+    # Architecture at a glance: block view, resolution ladder, cost.
+    open_subtab(page, "At a glance")
+    for elem_id in ("explore-block-view", "explore-ladder", "explore-cost"):
         page.locator(f"#{elem_id} .js-plotly-plot").wait_for(timeout=60_000)
-    assert page.locator(".js-plotly-plot").count() >= 4
+    assert page.locator(".js-plotly-plot").count() >= 3
     assert page.locator("#explore-block-view .scatterlayer path.point").count() >= 16  # input, 14 blocks, head
     page.locator("#explore-arch-status", has_text="parameters").wait_for()
     page.locator("#explore-table", has_text="block14").wait_for()
+    open_subtab(page, "Separable convolutions")
     page.locator("#explore-calculator", has_text="1,728").wait_for()
     assert "219" in page.locator("#explore-calculator").inner_text()
 
-    # Live activations on an example (the Classify tab has the same example buttons: stay in this tab).
+    # Live activations on an example (the Classify tab has its own examples: stay in this tab).
+    open_subtab(page, "Activations")
     section = page.locator("#explore-activations")
-    section.get_by_role("button", name="Espresso cup").click()
+    section.locator("#explore-examples .thumbnail-item").first.click()
     status = page.locator("#explore-cache-status")
     status.filter(has_text="ms").wait_for(timeout=60_000)
     tiles = page.locator("#explore-gallery img")
@@ -45,7 +49,9 @@ def test_explore_tab_renders_figures_and_an_activation_grid(chromium, live_serve
     section.get_by_text("Overlay on the image").click()
     status.filter(has_text="Cache hit").wait_for(timeout=30_000)
 
-    # Article vs paper on the same image: per-block differences and both top-5s.
+    # Article vs paper on the same image: where the wiring differs, per-block differences and both top-5s.
+    open_subtab(page, "Article vs paper")
+    page.locator("#explore-diff-view .js-plotly-plot").wait_for(timeout=60_000)
     page.get_by_role("button", name="Compare both wirings on this image").click()
     page.locator("#explore-diff .js-plotly-plot").wait_for(timeout=60_000)
     assert page.locator("#explore-diff .bars path").count() >= 14

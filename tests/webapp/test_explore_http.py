@@ -19,7 +19,8 @@ SHAPES_150 = {"block1": [72, 72, 64], "block2": [36, 36, 128], "block3": [18, 18
 def activations(client, path, block: str) -> dict:
     from gradio_client import handle_file
 
-    return client.predict(handle_file(str(path)), block, api_name="/activations")
+    answer, _maps = client.predict(handle_file(str(path)), block, api_name="/activations")
+    return answer
 
 
 def test_architecture_json(client):

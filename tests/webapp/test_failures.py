@@ -46,7 +46,7 @@ def test_any_loader_failure_ends_as_unavailable_with_a_reason_and_releases_waite
     (status,) = store.statuses()
     assert status.state == "failed" and store.settled() is False and not store.is_ready()
     line = text.status_line(store.statuses(), store.is_ready())
-    assert f"unavailable: {type(failure).__name__}" in line, line
+    assert "unavailable: failed to load" in line and type(failure).__name__ in line, line
     for shown_text in (line, str(excinfo.value)):
         assert "/srv" not in shown_text and "secret-home" not in shown_text, shown_text
 
@@ -76,8 +76,8 @@ def test_healthz_says_unavailable_with_the_reason_and_no_path(monkeypatch, tmp_p
         deadline = time.monotonic() + 10
         while "unavailable" not in (health := client.get("/healthz").json())["status"] and time.monotonic() < deadline:
             time.sleep(0.05)
-    assert health["ready"] is False and "unavailable: RuntimeError" in health["status"]
-    assert "/srv" not in str(health) and "signature not found" in health["status"]
+    assert health["ready"] is False and "unavailable: failed to load (RuntimeError" in health["status"]
+    assert "/srv" not in str(health)
 
 
 def test_a_read_only_cache_folder_does_not_stop_the_app(monkeypatch, tmp_path):

@@ -126,3 +126,36 @@ def test_number_formats():
     assert figures.fmt_count(22910480) == "22,910,480"
     assert figures.fmt_macs(8.36e9) == "8.36 G" and figures.fmt_macs(2.5e6) == "2.50 M" and figures.fmt_macs(12) == "12"
     assert figures.shape_text((147, 147, 64)) == "147×147×64" and figures.shape_text((None, 3)) == "?×3"
+
+
+def test_theme_comes_from_the_browsers_report_and_nothing_else():
+    assert figures.theme_of({"dark": True, "width": 390}) == figures.Theme(dark=True, narrow=True)
+    assert figures.theme_of({"dark": False, "width": 1366}) == figures.LIGHT
+    for odd in (None, "dark", {"dark": "yes", "width": "390"}, {"width": True}, {"width": -5}):
+        assert figures.theme_of(odd) == figures.LIGHT
+
+
+@pytest.mark.parametrize("dark", [False, True])
+def test_figures_sit_on_the_page_background_in_both_themes(description, dark):
+    theme = figures.Theme(dark=dark)
+    made = [figures.block_view_figure(description, theme=theme), figures.resolution_figure(description, theme=theme),
+            figures.cost_figure(description, theme=theme),
+            figures.histogram_figure([1, 2], [0.0, 1.0, 2.0], theme=theme)]
+    for fig in made:
+        layout = fig.layout
+        assert layout.template.layout.paper_bgcolor == "rgba(0,0,0,0)"
+        assert layout.template.layout.plot_bgcolor == "rgba(0,0,0,0)"
+        assert layout.font.color == theme.ink
+    assert figures.Theme(dark=True).ink != figures.LIGHT.ink
+
+
+def test_phone_figures_put_legends_below_and_drop_the_crowded_labels(description):
+    narrow = figures.Theme(narrow=True)
+    view = figures.block_view_figure(description, differences=True, theme=narrow)
+    assert view.layout.legend.y < 0 and view.layout.legend.yanchor == "top"
+    assert not any(t.mode == "text" and t.y and t.y[0] == -0.42 for t in view.data)  # no shape labels
+    assert figures.block_view_figure(description).layout.legend.y > 1
+    ladder = figures.resolution_figure(description, theme=narrow)
+    bars = next(t for t in ladder.data if t.type == "bar")
+    assert bars.text is None  # channel counts live in the hover and on the right axis, not on the line's labels
+    assert ladder.layout.legend.y < 0

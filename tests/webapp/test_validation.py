@@ -47,7 +47,7 @@ def test_tile_counts_outside_the_slider_are_refused_before_any_tile_is_drawn(exp
 def test_the_largest_allowed_view_is_bounded(explore):
     service, record = explore
     tiles = service.tiles(record, "block14", N_MAX, True)
-    assert len(tiles) == N_MAX and all(tile.size == (128, 128) for tile, _, _ in tiles)
+    assert len(tiles) == N_MAX and all(max(tile.size) <= 256 for tile, _, _ in tiles)
     assert len(service.tiles(record, "block14", "3", False)) == 3  # a number sent as text is fine
 
 
@@ -79,6 +79,5 @@ def test_choices_are_checked(explore):
 
 @pytest.mark.parametrize("args", [(10**9, 3, 64, 1), (3, -1, 64, 1), (3, 3, "x" * 10_000, 1), (3, 3, 64, None)])
 def test_the_calculator_refuses_numbers_it_should_not_compute(args):
-    with pytest.raises(gr.Error) as excinfo:
-        calculator_markdown(*args)
-    assert len(excinfo.value.message) < 200
+    said = calculator_markdown(*args)
+    assert "Nothing computed" in said and len(said) < 400 and "x" * 100 not in said

@@ -44,6 +44,11 @@ class Comparison:
     article_top: list[tuple[str, float]]
 
 
+def cell_side(grid: int, at_least: int) -> int:
+    """The smallest side of at least `at_least` pixels that is a whole number of `grid` cells."""
+    return -(-at_least // grid) * grid
+
+
 def check_block(block: Any) -> str:
     """A block name from a client, checked against the spec."""
     name = block.strip() if isinstance(block, str) else ""
@@ -76,7 +81,7 @@ class ExploreService:
     def __init__(self, store: ModelStore, explorer: ActivationExplorer | None = None):
         self.store = store
         self.classify = ClassifyService(store)
-        self.explorer = explorer or ActivationExplorer(max_entries=8)
+        self.explorer = explorer or store.activation_explorer()
         self._lock = threading.Lock()
         self._descriptions: dict[Any, ModelDescription] = {}
         self._warming = False
@@ -168,6 +173,17 @@ class ExploreService:
             "server_ms": round((time.perf_counter() - start) * 1000, 1),
         }
 
+    def activation_maps(self, payload: Any, block: Any, top_n: Any) -> tuple[dict[str, Any], list[tuple[Image.Image, str]]]:
+        """The `/activations` answer with pictures: `activations_json`, plus the `top_n` most active
+        channels as maps on their true grid and one shared colour scale (its range in the JSON)."""
+        answer = self.activations_json(payload, block)
+        record, _ = self.activations(payload)  # a cache hit: the line above computed it
+        value_range = self.shared_range(record, answer["block"], top_n)
+        tiles = self.tiles(record, answer["block"], top_n, False, value_range)
+        answer["top_channels"] = [{"channel": c, "mean": round(float(m), 6)} for _, c, m in tiles]
+        answer["map_range"] = [round(value_range[0], 6), round(value_range[1], 6)]
+        return answer, [(tile, f"#{c} · mean {m:.3g}") for tile, c, m in tiles]
+
     # ---------------------------------------------------------------- pictures
 
     @staticmethod
@@ -175,21 +191,39 @@ class ExploreService:
         """The input as the model saw it, at `side` pixels."""
         return Image.fromarray(record.image).resize((side, side), Image.Resampling.BILINEAR)
 
-    def tiles(self, record: ImageActivations, block: Any, n: Any, with_image: bool) -> list[tuple[Image.Image, int, float]]:
-        """The `n` most active channels of a block as (tile, channel, mean), `n` clamped to N_MAX."""
+    def shared_range(self, record: ImageActivations, block: Any, n: Any) -> tuple[float, float]:
+        """(low, high) over the block's `n` most active channels: one colour scale for all their tiles
+        (low is 0 after a ReLU; a sum or BatchNorm output keeps its negative values)."""
         block = check_block(block)
         n = check_int(n, "Number of channels", 1, N_MAX)
-        base = self._base(record, THUMB) if with_image else None
-        return [(map_tile(record.channel_map(block, c), THUMB, base, OVERLAY_ALPHA), c, m)
+        maps = [record.channel_map(block, c) for c, _ in record.top_channels(block, n)]
+        low = min(float(m.min()) for m in maps)
+        high = max(float(m.max()) for m in maps)
+        return (0.0 if record.stats[block].after_relu else low), high
+
+    def tiles(self, record: ImageActivations, block: Any, n: Any, with_image: bool,
+              value_range: tuple[float, float] | None = None) -> list[tuple[Image.Image, int, float]]:
+        """The `n` most active channels of a block as (tile, channel, mean), `n` clamped to N_MAX.
+
+        Tiles show the map's true grid (each cell a flat square, a whole number of pixels wide, so
+        at least THUMB pixels a side); `value_range` puts every tile on one colour scale."""
+        block = check_block(block)
+        n = check_int(n, "Number of channels", 1, N_MAX)
+        side = cell_side(record.shape(block)[0], THUMB)
+        base = self._base(record, side) if with_image else None
+        return [(map_tile(record.channel_map(block, c), side, base, OVERLAY_ALPHA, nearest=True,
+                          value_range=value_range, grid=True), c, m)
                 for c, m in record.top_channels(block, n)]
 
-    def full(self, record: ImageActivations, block: Any, channel: Any, with_image: bool) -> Image.Image:
-        """One channel at full size (at least FULL_MIN pixels a side)."""
+    def full(self, record: ImageActivations, block: Any, channel: Any, with_image: bool,
+             value_range: tuple[float, float] | None = None) -> Image.Image:
+        """One channel at full size (at least FULL_MIN pixels a side), on its true grid."""
         block = check_block(block)
         channel = check_int(channel, "Channel", 0, record.shape(block)[-1] - 1)
-        side = max(FULL_MIN, record.image.shape[0])
+        side = cell_side(record.shape(block)[0], max(FULL_MIN, record.image.shape[0]))
         return map_tile(record.channel_map(block, channel), side,
-                        self._base(record, side) if with_image else None, OVERLAY_ALPHA)
+                        self._base(record, side) if with_image else None, OVERLAY_ALPHA, nearest=True,
+                        value_range=value_range, grid=True)
 
     # ---------------------------------------------------------------- paper vs article
 

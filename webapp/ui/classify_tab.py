@@ -1,48 +1,73 @@
-"""The Classify tab: top-5 labels, timing, weights in use, and Grad-CAM ("where did it look?")."""
+"""The Classify tab: top-5 labels, timing, weights in use, and Grad-CAM ("where did it look?"),
+with example photos that fit the live label set; and the public `/classify` and `/gradcam`."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
 from webapp.services.classify import RESULT_TTL_S, ClassifyService
+from webapp.services.examples import ExampleService
 from webapp.store import ModelStore
 from webapp.ui import text
 from webapp.ui.events import shown
-from xception.io.assets import example_images
 
-def build_classify_tab(store: ModelStore, service: ClassifyService):
-    """Builds the tab inside the caller's `gr.Tab` context.
+EXAMPLE_COLUMNS = 5
 
-    Returns:
-        (refresh_weights, weights): the handler that refreshes the weights selector, and it.
-    """
-    examples = example_images(store.settings.assets_dir)
+
+@dataclass
+class ClassifyTab:
+    """What the layout wires to other tabs and the status timer."""
+
+    image: gr.Image
+    weights: gr.Dropdown
+    examples: gr.Gallery
+    examples_credit: gr.Markdown
+    refresh_weights: Any
+    refresh_examples: Any
+
+
+def example_items(photos) -> list[tuple[str, str]]:
+    """Gallery items (path, caption) of `ExamplePhoto`s."""
+    return [(str(p.path), p.caption) for p in photos]
+
+
+def build_classify_tab(store: ModelStore, service: ClassifyService, examples: ExampleService,
+                       max_upload: str) -> ClassifyTab:
+    """Builds the tab inside the caller's `gr.Tab` context."""
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
-            image_in = gr.Image(
-                label="Image", type="filepath", sources=["upload", "webcam", "clipboard"], height=360,
-            )
+            image_in = gr.Image(label="Image", type="filepath", sources=["upload", "webcam", "clipboard"],
+                                height=360, elem_id="classify-image")
+            upload_md = gr.Markdown(text.upload_note(max_upload), elem_id="upload-note")
             weights = gr.Dropdown(label="Weights", choices=[], value=None, interactive=True,
                                   info="Which pretrained weights and label set to use.")
             run = gr.Button("Classify", variant="primary")
-            gr.Examples(examples=[[str(e.path)] for e in examples], inputs=[image_in],
-                        example_labels=[e.title for e in examples], label="Examples (sources and licenses in assets/examples/SOURCES.md)")
+            gallery = gr.Gallery(label="Examples: click one to classify it", columns=EXAMPLE_COLUMNS, height="auto",
+                                 allow_preview=False, object_fit="cover", interactive=False,
+                                 elem_id="classify-examples")
+            credit = gr.Markdown(elem_id="examples-credit")
         with gr.Column(scale=6):
-            labels_out = gr.Label(label="Top 5", num_top_classes=5)
-            info_out = gr.Markdown()
+            labels_out = gr.Label(label="Top 5", num_top_classes=5, elem_id="top5")
+            info_out = gr.Markdown(elem_id="classify-info")
             cam_class = gr.Radio(label="Explain class", choices=[], interactive=True)
             cam_out = gr.Image(label="Grad-CAM", type="pil", interactive=False, height=360, elem_id="gradcam")
-            gr.Markdown(text.GRADCAM_NOTE)
-    explained = gr.State(None, time_to_live=RESULT_TTL_S)
+            cam_note = gr.Markdown(text.GRADCAM_NOTE, elem_id="gradcam-note")
+            gr.Markdown(text.WIRING_NOTE, elem_id="wiring-note")
+    explained = gr.State(None, time_to_live=RESULT_TTL_S)  # a key of service.remember, not the result
+    examples_of = gr.State(None)  # which weights the shown examples are for: resent only on a change
 
     @shown
     def on_classify(payload, key):
         classified = service.classify(payload, key)
         top_labels = classified.top_labels
+        grid = classified.prediction.features.shape[0]
         return ({label: float(p) for label, p in classified.prediction.top},
                 text.classify_info(classified.served, classified.seconds),
                 gr.update(choices=top_labels, value=top_labels[0]), service.explain(classified),
-                service.remember(classified))
+                service.remember(classified), text.gradcam_note(grid, classified.served.input_size))
 
     @shown
     def on_explain(label, result_key: str | None):
@@ -50,20 +75,59 @@ def build_classify_tab(store: ModelStore, service: ClassifyService):
             return gr.update()
         return service.explain(service.recall(result_key), label)
 
-    run.click(on_classify, [image_in, weights], [labels_out, info_out, cam_class, cam_out, explained],
+    classify_outputs = [labels_out, info_out, cam_class, cam_out, explained, cam_note]
+    run.click(on_classify, [image_in, weights], classify_outputs,
               preprocess=False, api_visibility="private", concurrency_limit=8, concurrency_id="classify")
     cam_class.input(on_explain, [cam_class, explained], [cam_out], api_visibility="private")
 
-    # API-only endpoint: a hidden trigger whose event is the public `/classify`.
-    api_out = gr.JSON(visible=False)
-    api_trigger = gr.Button(visible=False)
     @shown
-    def classify(image, weights: str | None = None) -> dict[str, float]:
-        return service.top(image, weights)
+    def on_example(key, evt: gr.SelectData):
+        photos = examples.examples(service.model(key))
+        index = evt.index if isinstance(evt.index, int) else -1
+        if not 0 <= index < len(photos):
+            return gr.skip()
+        return str(photos[index].path)
 
-    api_trigger.click(classify, [image_in, weights], [api_out], api_name="classify", preprocess=False,
-                      concurrency_limit=8, concurrency_id="classify",
-                      api_description="Classify an image: returns {label: probability} for the top 5 classes.")
+    # A click on an example shows it and classifies it: one click to an answer.
+    gallery.select(on_example, [weights], [image_in], api_visibility="private", queue=False).success(
+        on_classify, [image_in, weights], classify_outputs, preprocess=False, api_visibility="private",
+        concurrency_limit=8, concurrency_id="classify")
+
+    # -------------------------------------------------------------- the public API
+    # Its own hidden components: their labels are what the API page and the clients call each
+    # parameter and output; the handlers' parameter names are the parameters' names.
+    with gr.Column(visible=False):
+        api_image = gr.Image(label=text.API_IMAGE, type="filepath")
+        api_weights = gr.Textbox(label=text.API_WEIGHTS, value="")
+        api_class = gr.Textbox(label=text.API_CLASS, value="")
+        api_top5 = gr.JSON(label="top5: {class: probability} of the 5 most probable classes")
+        api_heatmap = gr.Image(label="heatmap: Grad-CAM of the class over the photo (PNG)", type="pil",
+                               format="png")
+        api_score = gr.JSON(label="score: {class_name, probability, rank} of the explained class")
+        api_classify = gr.Button(visible=False)
+        api_gradcam = gr.Button(visible=False)
+
+    @shown
+    def classify(image, weights: str = "") -> dict[str, float]:
+        """Classify a photo: the 5 most probable classes of the weights, with probabilities."""
+        return service.top(image, weights or None)
+
+    @shown
+    def gradcam(image, class_name: str = "", weights: str = ""):
+        """Where the model looked for one class: a Grad-CAM heat map over the photo, and the class's score."""
+        classified = service.classify(image, weights or None, k=len(service.model(weights or None).labels))
+        label = class_name.strip() if isinstance(class_name, str) and class_name.strip() else classified.top_labels[0]
+        heatmap = service.explain(classified, label)
+        ranked = classified.top_labels
+        probability = dict(classified.prediction.top)[label]
+        return heatmap, {"class_name": label, "probability": round(float(probability), 6),
+                         "rank": ranked.index(label) + 1}
+
+    api_classify.click(classify, [api_image, api_weights], [api_top5], api_name="classify", preprocess=False,
+                       concurrency_limit=8, concurrency_id="classify", api_description=text.API_CLASSIFY)
+    api_gradcam.click(gradcam, [api_image, api_class, api_weights], [api_heatmap, api_score], api_name="gradcam",
+                      preprocess=False, concurrency_limit=8, concurrency_id="classify",
+                      api_description=text.API_GRADCAM)
 
     def refresh_weights(current):
         keys = store.available()
@@ -71,4 +135,22 @@ def build_classify_tab(store: ModelStore, service: ClassifyService):
         value = current if current in keys else (keys[0] if keys else None)
         return gr.update(choices=choices, value=value, visible=len(keys) > 1 or not keys)
 
-    return refresh_weights, weights
+    def refresh_examples(key, shown_for):
+        """The examples and the upload note for the selected (else default) weights, once loaded
+        (nothing is resent while the status poll ticks and the weights stay the same)."""
+        skip = (gr.skip(),) * 4
+        if not store.is_ready():
+            return skip
+        try:
+            served = service.model(key if key in store.available() else None)
+        except Exception:  # noqa: BLE001 - shown by the status line
+            return skip
+        if served.key == shown_for:
+            return skip
+        photos = examples.examples(served)
+        return (example_items(photos), text.examples_credit(photos),
+                text.upload_note(max_upload, served.input_size), served.key)
+
+    example_io = ([weights, examples_of], [gallery, credit, upload_md, examples_of])
+    weights.input(refresh_examples, *example_io, api_visibility="private")
+    return ClassifyTab(image_in, weights, gallery, credit, refresh_weights, (refresh_examples, *example_io))

@@ -9,16 +9,23 @@ front end draws them with its bundled plotly.js 3.
 from __future__ import annotations
 
 import html
+import functools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from xception.arch.spec import WIRING_DIFFERENCES, wiring_difference
+from xception.io.visualize import colorize
 from xception.runtime.introspection import BlockInfo, ModelDescription
 
 __all__ = [
+    "LIGHT",
+    "Theme",
+    "theme_of",
     "FLOW_COLORS",
     "block_hover",
     "block_view_figure",
@@ -33,7 +40,7 @@ __all__ = [
 
 FLOW_COLORS: dict[str, str] = {"input": "#9E9E9E", "entry": "#4C78A8", "middle": "#F58518", "exit": "#54A24B",
                                "head": "#B279A2"}
-_SHORTCUT_COLORS = {"conv": "#444444", "identity": "#8C8C8C"}
+_SHORTCUT_COLORS = {"identity": "#8C8C8C"}  # conv shortcuts take the theme's ink
 _ARTICLE_COLOR = "#D62728"
 
 _FONT = dict(family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size=12)
@@ -61,23 +68,82 @@ def shape_text(shape: Sequence[int | None]) -> str:
     return "×".join("?" if d is None else str(d) for d in shape)
 
 
-def _title(text: str) -> dict[str, Any]:
-    return dict(text=text, x=0.01, xanchor="left", font=dict(size=15))
+def _title(text: str, theme: Theme | None = None) -> dict[str, Any]:
+    narrow = theme is not None and theme.narrow
+    return dict(text=text, x=0.01, xanchor="left", font=dict(size=12 if narrow else 15))
+
+
+@dataclass(frozen=True)
+class Theme:
+    """How the page is drawn: its colour scheme and whether the screen is narrow (a phone).
+
+    Figures have transparent backgrounds and take their ink from here, so they sit on the page's
+    own background in light and dark mode alike.
+    """
+
+    dark: bool = False
+    narrow: bool = False
+
+    @property
+    def ink(self) -> str:
+        return "#E5E7EB" if self.dark else "#333333"
+
+    @property
+    def muted(self) -> str:
+        return "#A1A1AA" if self.dark else "#555555"
+
+    @property
+    def grid(self) -> str:
+        return "#3F3F46" if self.dark else "#EBEBEB"
+
+
+LIGHT = Theme()
+NARROW_PX = 700  # screens narrower than this get the phone layout of each figure
+
+
+def theme_of(client: Any) -> Theme:
+    """The `Theme` from what the browser reported ({'dark': bool, 'width': px}); anything else,
+    or nothing, is the light desktop theme (the report is a client's word: only read, never trusted)."""
+    if not isinstance(client, Mapping):
+        return LIGHT
+    width = client.get("width")
+    narrow = isinstance(width, (int, float)) and not isinstance(width, bool) and 0 < width < NARROW_PX
+    return Theme(dark=client.get("dark") is True, narrow=bool(narrow))
 
 
 # A small template instead of 'plotly_white': applying that one costs ~25 ms per figure (it is
 # deep-copied) and adds ~7 KB to every figure's JSON; handlers that draw per request cannot pay that.
-_TEMPLATE = go.layout.Template(layout=dict(
-    paper_bgcolor="white", plot_bgcolor="white", colorway=["#4C78A8", "#F58518", "#54A24B", "#E45756", "#B279A2"],
-    xaxis=dict(gridcolor="#EBEBEB", linecolor="#BBBBBB", zerolinecolor="#DDDDDD", automargin=True),
-    yaxis=dict(gridcolor="#EBEBEB", linecolor="#BBBBBB", zerolinecolor="#DDDDDD", automargin=True),
-))
+@functools.lru_cache(maxsize=4)
+def _template(theme: Theme) -> go.layout.Template:
+    axis = dict(gridcolor=theme.grid, linecolor=theme.muted, zerolinecolor=theme.grid, automargin=True)
+    return go.layout.Template(layout=dict(
+        paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
+        colorway=["#4C78A8", "#F58518", "#54A24B", "#E45756", "#B279A2"], xaxis=axis, yaxis=axis,
+    ))
 
 
-def _base_layout(fig: go.Figure, height: int, title: str) -> go.Figure:
-    fig.update_layout(height=height, title=_title(title), font=_FONT, template=_TEMPLATE,
-                      margin=dict(l=60, r=30, t=56, b=40), hoverlabel=dict(align="left"))
+def ramp_css() -> str:
+    """The feature maps' colour ramp as a CSS `linear-gradient` (left = low), for the colour bar."""
+    colours = colorize(np.linspace(0.0, 1.0, 9, dtype=np.float32)[None, :])[0]
+    return "linear-gradient(to right, " + ", ".join(f"rgb({r},{g},{b})" for r, g, b in colours) + ")"
+
+
+def _font(theme: Theme, size: int | None = None) -> dict[str, Any]:
+    return dict(_FONT, color=theme.ink, size=size or (11 if theme.narrow else _FONT["size"]))
+
+
+def _base_layout(fig: go.Figure, height: int, title: str, theme: Theme = LIGHT) -> go.Figure:
+    margin = dict(l=40, r=12, t=56, b=40) if theme.narrow else dict(l=60, r=30, t=56, b=40)
+    fig.update_layout(height=height, title=_title(title, theme), font=_font(theme), template=_template(theme),
+                      margin=margin, hoverlabel=dict(align="left"))
     return fig
+
+
+def _legend(theme: Theme, y_top: float = 1.02) -> dict[str, Any]:
+    """A horizontal legend: above the plot on a desktop, below it on a phone (no clash with the title)."""
+    if theme.narrow:
+        return dict(orientation="h", x=0, xanchor="left", y=-0.08, yanchor="top")
+    return dict(orientation="h", x=1, xanchor="right", y=y_top, yanchor="bottom")
 
 
 # ------------------------------------------------------------------------------------------ block view
@@ -109,6 +175,7 @@ def block_view_figure(
     *,
     differences: bool = False,
     selected: str | None = None,
+    theme: Theme = LIGHT,
 ) -> go.Figure:
     """The paper's block diagram as a path: input, stem, entry blocks 2–4, middle 5–12, exit 13–14, head.
 
@@ -120,7 +187,10 @@ def block_view_figure(
         differences: Mark the article's four wiring differences (`WIRING_DIFFERENCES`) with
             numbered badges, red outlines and, for the entry shortcuts, the article's arcs.
         selected: A block name to outline (the one whose activations are shown).
+        theme: Colours and layout for the page (a phone gets smaller nodes, no shape labels, and
+            the legend below).
     """
+    narrow = theme.narrow
     shown = WIRING_DIFFERENCES if differences else ()
     blocks = list(description.blocks)
     names = ["input"] + [b.name for b in blocks]
@@ -134,13 +204,15 @@ def block_view_figure(
         if not xs:
             continue
         label = {"middle": f"Middle flow (×{len(xs)})", "head": "Head"}.get(flow, f"{flow.capitalize()} flow")
+        if narrow:
+            label = {"middle": f"Middle ×{len(xs)}", "head": "Head"}.get(flow, flow.capitalize())
         fig.add_shape(type="rect", x0=min(xs) - 0.45, x1=max(xs) + 0.45, y0=-0.62, y1=0.42, line_width=0,
                       fillcolor=FLOW_COLORS[flow], opacity=0.10, layer="below")
         fig.add_annotation(x=(min(xs) + max(xs)) / 2, y=1.33, text=f"<b>{label}</b>", showarrow=False,
-                           font=dict(color=FLOW_COLORS[flow], size=13))
+                           font=dict(color=FLOW_COLORS[flow], size=10 if narrow else 13))
     # The main path.
     fig.add_trace(go.Scatter(x=list(range(len(names))), y=[0] * len(names), mode="lines",
-                             line=dict(color="#555", width=2), hoverinfo="skip", showlegend=False))
+                             line=dict(color=theme.muted, width=2), hoverinfo="skip", showlegend=False))
     # Shortcut arcs: around each block, from its input (the previous node) to its sum.
     seen = set()
     for b in blocks:
@@ -148,7 +220,8 @@ def block_view_figure(
         if kind == "none":
             continue
         x1 = x_of[b.name]
-        line = dict(color=_SHORTCUT_COLORS[kind], width=2, dash="solid" if kind == "conv" else "dot")
+        color = theme.ink if kind == "conv" else _SHORTCUT_COLORS[kind]
+        line = dict(color=color, width=2, dash="solid" if kind == "conv" else "dot")
         fig.add_shape(type="path", path=_arc(x1 - 1, x1, 0.18, 0.38 if kind == "conv" else 0.3), line=line)
         if kind not in seen:  # one legend entry per kind
             seen.add(kind)
@@ -170,19 +243,20 @@ def block_view_figure(
     # Nodes with hover text.
     hover = [f"<b>input</b><br>{shape_text(description.input_shape)}"]
     hover += [block_hover(b, [wiring_difference(k).label for k in per_block.get(b.name, ())]) for b in blocks]
-    labels = ["in"] + [b.name.removeprefix("block") if b.name != "head" else "head" for b in blocks]
+    labels = ["in"] + [b.name.removeprefix("block") if b.name != "head" else ("H" if narrow else "head")
+                       for b in blocks]
     colors = [FLOW_COLORS["input"]] + [FLOW_COLORS.get(b.flow, "#999") for b in blocks]
-    outline = ["#333"] * len(names)
+    outline = [theme.muted] * len(names)
     widths = [1] * len(names)
     for i, name in enumerate(names):
         if name in per_block:
             outline[i], widths[i] = _ARTICLE_COLOR, 3
         if name == selected:
-            outline[i], widths[i] = "#111", 4
+            outline[i], widths[i] = theme.ink, 4
     fig.add_trace(go.Scatter(
         x=list(range(len(names))), y=[0] * len(names), mode="markers+text", text=labels,
-        textfont=dict(color="white", size=12), textposition="middle center",
-        marker=dict(symbol="square", size=34, color=colors, line=dict(color=outline, width=widths)),
+        textfont=dict(color="white", size=9 if narrow else 12), textposition="middle center",
+        marker=dict(symbol="square", size=18 if narrow else 34, color=colors, line=dict(color=outline, width=widths)),
         hovertext=hover, hoverinfo="text", showlegend=False, name="blocks",
     ))
     # Shapes under the nodes: the resolution and channels the block outputs.
@@ -190,8 +264,10 @@ def block_view_figure(
     for b in blocks:
         s = b.output_shape
         shapes_text.append(f"{s[0]}²<br>×{s[-1]}" if len(s) == 3 and s[0] == s[1] else shape_text(s))
-    fig.add_trace(go.Scatter(x=list(range(len(names))), y=[-0.42] * len(names), mode="text", text=shapes_text,
-                             textfont=dict(size=10, color="#444"), hoverinfo="skip", showlegend=False))
+    if not narrow:  # a phone has no room for them: the hover text carries every shape
+        fig.add_trace(go.Scatter(x=list(range(len(names))), y=[-0.42] * len(names), mode="text",
+                                 text=shapes_text, textfont=dict(size=10, color=theme.muted), hoverinfo="skip",
+                                 showlegend=False))
     # Numbered badges for the article's differences.
     if shown:
         bx, by, btext, bhover = [], [], [], []
@@ -204,14 +280,16 @@ def block_view_figure(
             btext.append(d.label[0])
             bhover.append(f"<b>{html.escape(d.label)}</b><br>"
                           + "<br>".join(_wrap(d.note, 70)) + f"<br>blocks: {', '.join(d.blocks)}")
-        fig.add_trace(go.Scatter(x=bx, y=by, mode="text", text=btext, textfont=dict(size=20, color=_ARTICLE_COLOR),
+        fig.add_trace(go.Scatter(x=bx, y=by, mode="text", text=btext, textfont=dict(size=15 if narrow else 20, color=_ARTICLE_COLOR),
                                  hovertext=bhover, hoverinfo="text", showlegend=False, name="article differences"))
     fig.update_xaxes(visible=False, range=[-0.7, len(names) - 0.3])
     fig.update_yaxes(visible=False, range=[-1.35 if differences else -0.8, 1.5])
     title = f"Xception block by block · {description.variant} wiring · input {shape_text(description.input_shape)}"
-    _base_layout(fig, 330 if differences else 290, title)
-    fig.update_layout(legend=dict(orientation="h", x=1, xanchor="right", y=1.13, yanchor="bottom"),
-                      margin=dict(l=10, r=10, t=64, b=10), hovermode="closest")
+    if narrow:
+        title = f"Block by block · {description.variant} wiring<br>input {shape_text(description.input_shape)}"
+    _base_layout(fig, (330 if differences else 290) + (50 if narrow else 0), title, theme)
+    fig.update_layout(legend=_legend(theme, 1.13), hovermode="closest",
+                      margin=dict(l=4, r=4, t=64, b=60 if narrow else 10))
     return fig
 
 
@@ -229,8 +307,9 @@ def _wrap(text: str, width: int) -> list[str]:
 # ------------------------------------------------------------------------------------------ ladder
 
 
-def resolution_figure(description: ModelDescription) -> go.Figure:
-    """Spatial size (line, left axis) and channel width (bars, right axis) after each block."""
+def resolution_figure(description: ModelDescription, theme: Theme = LIGHT) -> go.Figure:
+    """Spatial size (line, left axis, labelled where it changes) and channel width (bars, right
+    axis; values in the hover, so no label sits on the line's)."""
     blocks = [b for b in description.blocks if len(b.output_shape) == 3]
     names = ["input"] + [b.name for b in blocks]
     sides = [description.input_shape[0]] + [b.output_shape[0] for b in blocks]
@@ -238,22 +317,23 @@ def resolution_figure(description: ModelDescription) -> go.Figure:
     ladder = [s for i, s in enumerate(sides) if i == 0 or s != sides[i - 1]]
     colors = [FLOW_COLORS["input"]] + [FLOW_COLORS[b.flow] for b in blocks]
     fig = go.Figure()
-    channel_text = [str(c) if i == 0 or c != channels[i - 1] else "" for i, c in enumerate(channels)]
+    if theme.narrow:
+        names = ["in"] + [b.name.removeprefix("block") if b.name.startswith("block") else b.name for b in blocks]
     fig.add_trace(go.Bar(x=names, y=channels, name="channels", marker=dict(color=colors, opacity=0.45),
-                         yaxis="y2", text=channel_text, textposition="outside", textfont=dict(size=10),
-                         hovertemplate="%{x}: %{y} channels<extra></extra>"))
+                         yaxis="y2", hovertemplate="%{x}: %{y} channels<extra></extra>"))
     fig.add_trace(go.Scatter(x=names, y=sides, name="height = width", mode="lines+markers+text", yaxis="y",
-                             line=dict(color="#222", width=3, shape="hv"), marker=dict(size=7),
+                             line=dict(color=theme.ink, width=3, shape="hv"), marker=dict(size=7),
                              text=[str(s) if i == 0 or s != sides[i - 1] else "" for i, s in enumerate(sides)],
-                             textposition="top right", textfont=dict(size=12, color="#222"),
+                             textposition="top right", textfont=dict(size=12, color=theme.ink),
                              hovertemplate="%{x}: %{y}×%{y}<extra></extra>"))
-    _base_layout(fig, 360, "Resolution ladder " + " → ".join(str(s) for s in ladder) + " and channel widths")
+    title = "Resolution ladder " + " → ".join(str(s) for s in ladder) + ("<br>" if theme.narrow else " ") + "and channel widths"
+    _base_layout(fig, 380 if theme.narrow else 360, title, theme)
     fig.update_layout(
         yaxis=dict(title=dict(text="height = width (pixels)"), rangemode="tozero", range=[0, max(sides) * 1.15]),
         yaxis2=dict(title=dict(text="channels"), overlaying="y", side="right", rangemode="tozero",
                     range=[0, max(channels) * 1.15], showgrid=False),
-        legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"), bargap=0.25,
-        margin=dict(l=60, r=60, t=56, b=40),
+        legend=_legend(theme), bargap=0.25, xaxis=dict(type="category"),
+        margin=dict(l=44, r=44, t=64, b=70) if theme.narrow else dict(l=60, r=60, t=56, b=40),
     )
     return fig
 
@@ -261,7 +341,7 @@ def resolution_figure(description: ModelDescription) -> go.Figure:
 # ------------------------------------------------------------------------------------------ cost
 
 
-def cost_figure(description: ModelDescription, kind: str = "bar") -> go.Figure:
+def cost_figure(description: ModelDescription, kind: str = "bar", theme: Theme = LIGHT) -> go.Figure:
     """Parameters and multiply-accumulates per block; the title carries the model's totals.
 
     Args:
@@ -272,6 +352,8 @@ def cost_figure(description: ModelDescription, kind: str = "bar") -> go.Figure:
     title = (f"Parameters and cost per block<br><sup>total {fmt_count(description.total_params)} parameters "
              f"({fmt_count(description.trainable_params)} trainable) · {fmt_macs(description.total_macs)} "
              f"multiply-accumulates per {shape_text(description.input_shape[:2])} image</sup>")
+    if theme.narrow:
+        title = title.replace(" · ", "<br>")
     hover = [block_hover(b) for b in blocks]
     if kind == "treemap":
         flows = list(dict.fromkeys(b.flow for b in blocks))
@@ -287,11 +369,11 @@ def cost_figure(description: ModelDescription, kind: str = "bar") -> go.Figure:
             marker=dict(colors=[FLOW_COLORS.get(f, "#999") for f in flows + [b.flow for b in blocks]]),
             hovertext=hovers, hoverinfo="text", texttemplate="%{label}<br>%{value:,}",
         ))
-        _base_layout(fig, 420, title.replace("Parameters and cost per block", "Parameters per block (area)"))
+        _base_layout(fig, 420, title.replace("Parameters and cost per block", "Parameters per block (area)"), theme)
         return fig
     if kind != "bar":
         raise ValueError(f"kind must be 'bar' or 'treemap', got {kind!r}")
-    names = [b.name for b in blocks]
+    names = [b.name.removeprefix("block") if theme.narrow else b.name for b in blocks]
     colors = [FLOW_COLORS.get(b.flow, "#999") for b in blocks]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=("parameters", "multiply-accumulates per image"))
@@ -299,8 +381,10 @@ def cost_figure(description: ModelDescription, kind: str = "bar") -> go.Figure:
                          hovertext=hover, hoverinfo="text", showlegend=False), row=1, col=1)
     fig.add_trace(go.Bar(x=names, y=[b.macs for b in blocks], marker_color=colors, name="multiply-accumulates",
                          hovertext=hover, hoverinfo="text", showlegend=False), row=2, col=1)
-    _base_layout(fig, 460, title)  # bars take the block view's flow colours; no legend needed
-    fig.update_layout(bargap=0.2, margin=dict(l=60, r=20, t=80, b=40))
+    _base_layout(fig, 460, title, theme)  # bars take the block view's flow colours; no legend needed
+    fig.update_layout(bargap=0.2, margin=dict(l=44, r=8, t=96, b=40) if theme.narrow else dict(l=60, r=20, t=80, b=40))
+    fig.update_annotations(font=dict(color=theme.ink))
+    fig.update_xaxes(type="category")  # a phone's short names ('1', '2', …) are names, not numbers
     return fig
 
 
@@ -315,6 +399,7 @@ def histogram_figure(
     zero_fraction: float | None = None,
     after_relu: bool = True,
     log_y: bool = True,
+    theme: Theme = LIGHT,
 ) -> go.Figure:
     """A block's activation histogram (counts per bin, log scale by default: ReLU outputs pile up at 0).
 
@@ -337,7 +422,8 @@ def histogram_figure(
         data=[go.Bar(x=centers, y=counts, width=widths, marker=dict(color="#4C78A8", line=dict(width=0)),
                      customdata=list(zip(edges[:-1], edges[1:])),
                      hovertemplate="[%{customdata[0]:.3g}, %{customdata[1]:.3g}): %{y:,} values<extra></extra>")],
-        layout=dict(template=_TEMPLATE, height=320, title=_title(title) | dict(font=dict(size=13)), font=_FONT,
+        layout=dict(template=_template(theme), height=320, title=_title(title) | dict(font=dict(size=13)),
+                    font=_font(theme),
                     bargap=0, margin=dict(l=60, r=20, t=70, b=40), hoverlabel=dict(align="left"),
                     xaxis=dict(title=dict(text="activation")),
                     yaxis=dict(title=dict(text="count" + (" (log)" if log_y else "")),
@@ -345,7 +431,7 @@ def histogram_figure(
     )
 
 
-def difference_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
+def difference_figure(rows: Sequence[Mapping[str, Any]], theme: Theme = LIGHT) -> go.Figure:
     """Per-block relative L2 difference between the article's and the paper's outputs.
 
     Args:
@@ -353,7 +439,7 @@ def difference_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
             'paper_shape', 'article_shape' and 'wiring' (Variant fields that differ inside the
             block), e.g. `dataclasses.asdict(BlockDifference)`.
     """
-    names = [r["block"] for r in rows]
+    names = [r["block"].removeprefix("block") if theme.narrow else r["block"] for r in rows]
     values = [float(r["relative_l2"]) for r in rows]
     colors = [_ARTICLE_COLOR if r["wiring"] else "#9E9E9E" for r in rows]
     hover = []
@@ -373,9 +459,12 @@ def difference_figure(rows: Sequence[Mapping[str, Any]]) -> go.Figure:
                            showlegend=False))
     fig.add_trace(go.Bar(x=[None], y=[None], marker_color=_ARTICLE_COLOR, name="block wired differently"))
     fig.add_trace(go.Bar(x=[None], y=[None], marker_color="#9E9E9E", name="same wiring (inherits the difference)"))
-    _base_layout(fig, 340, "Article vs paper, same weights and image: ‖article − paper‖ / ‖paper‖ per block")
-    fig.update_layout(legend=dict(orientation="h", x=1, xanchor="right", y=1.02, yanchor="bottom"),
-                      title=dict(font=dict(size=13)))
+    title = "Article vs paper, same weights and image: ‖article − paper‖ / ‖paper‖ per block"
+    if theme.narrow:
+        title = "Article vs paper, same weights and image:<br>‖article − paper‖ / ‖paper‖ per block"
+    _base_layout(fig, 380 if theme.narrow else 340, title, theme)
+    fig.update_layout(legend=_legend(theme), title=dict(font=dict(size=12 if theme.narrow else 13)),
+                      xaxis=dict(type="category"))
     fig.update_yaxes(title=dict(text="relative L2 difference"), rangemode="tozero",
                      range=[0, max(values + [0.1]) * 1.2])
     return fig

@@ -99,7 +99,8 @@ class Block:
 @dataclass(frozen=True)
 class Variant:
     """How a variant wires the same blocks. 'paper' is the Keras reference; 'article' is the
-    code of the article in `shared/reference/`, which differs in exactly these four fields.
+    code of the article ("Xception: Implementing from scratch using Tensorflow", Towards Data
+    Science, 2021), which differs in exactly these four fields.
 
     Attributes:
         name: 'paper' or 'article'.

@@ -4,12 +4,10 @@ Graph file (``export_graph``): a TensorFlow.js "layers-model" JSON document -- t
 config (``model.to_json()``) plus a weights *manifest* that lists every weight's name, shape and dtype
 but points at no weight data (``paths: []``). Netron 9.3.3 opens it with its Keras reader and shows
 every layer (class, name, full config), the weight shapes in each node (``kernel <3x3x3x32>``) and the
-input shape, in Keras colours; it is ~145 kB for Xception (~5 kB gzipped) against 92 MB with weights.
-Measured in headless Chromium (2 cores, loopback, median of 5) against the alternatives, all ~0.95 s
-to a drawn graph against ~1.2 s for this one and 1.7 s for the full 92 MB ``.keras``: a config-only
-``.keras`` zip and a bare ``model.to_json()`` file show no shapes at all (and the latter makes Netron
-request three sibling files that 404); ONNX (tf2onnx, 20 s to convert) folds BatchNorm and loses the
-Keras layer names. Netron's Keras reader draws no per-edge tensor shapes for any Keras input.
+input shape, in Keras colours, from a file a fraction of the size of the weights. The alternatives do
+worse: a config-only ``.keras`` zip and a bare ``model.to_json()`` file show no shapes at all (and the
+latter makes Netron request three sibling files that 404); ONNX (tf2onnx) folds BatchNorm and loses
+the Keras layer names. Netron's Keras reader draws no per-edge tensor shapes for any Keras input.
 
 Full file (``export_keras``): ``model.save()`` -- loadable with ``keras.models.load_model``.
 

@@ -95,9 +95,38 @@ def overlay(image: Image.Image, values: np.ndarray, alpha: float = 0.5) -> Image
 _LUT = colorize(np.linspace(0.0, 1.0, 256, dtype=np.float32)[None, :])[0]
 
 
-def map_tile(values: np.ndarray, side: int, base: Image.Image | None = None, alpha: float = 0.5) -> Image.Image:
-    """One feature map as a `side`×`side` picture: normalised, stretched (bicubic), coloured through
-    a lookup table and, with `base` (same size), blended over it; `overlay` for many small tiles."""
-    scaled = upsample(normalize(values), (side, side))
-    heat = Image.fromarray(_LUT[np.clip(scaled * 255.0 + 0.5, 0, 255).astype(np.uint8)], "RGB")
+def map_tile(values: np.ndarray, side: int, base: Image.Image | None = None, alpha: float = 0.5, *,
+             nearest: bool = False, value_range: tuple[float, float] | None = None,
+             grid: bool = False) -> Image.Image:
+    """One feature map as a `side`×`side` picture, coloured through a lookup table and, with `base`
+    (same size), blended over it; `overlay` for many small tiles.
+
+    Args:
+        values: (h, w) map.
+        side: Output side in pixels.
+        nearest: Show the map's true grid (each cell a flat square) instead of a bicubic stretch.
+        value_range: (low, high) mapped to the ends of the colour ramp, shared by every tile drawn
+            with it; None scales the map by its own min and max.
+        grid: Thin lines between cells, drawn when a cell is at least 6 pixels wide.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if value_range is None:
+        scaled = normalize(values)
+    else:
+        low, high = float(value_range[0]), float(value_range[1])
+        scaled = np.clip((values - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(values)
+    if nearest:
+        index = np.clip(scaled * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        index = np.asarray(Image.fromarray(index, "L").resize((side, side), Image.Resampling.NEAREST))
+    else:
+        index = np.clip(upsample(scaled, (side, side)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    rgb = _LUT[index]
+    if grid and nearest and side / max(values.shape) >= 6:
+        rows = np.unique((np.arange(1, values.shape[0]) * side / values.shape[0]).astype(int))
+        cols = np.unique((np.arange(1, values.shape[1]) * side / values.shape[1]).astype(int))
+        rgb = rgb.copy()
+        rgb[rows, :] = (rgb[rows, :] * 0.55).astype(np.uint8)
+        rgb[:, cols] = (rgb[:, cols] * 0.55).astype(np.uint8)
+    heat = Image.fromarray(rgb, "RGB")
     return Image.blend(base, heat, alpha) if base is not None else heat
+

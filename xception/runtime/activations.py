@@ -303,7 +303,7 @@ class ActivationExplorer:
             shape = tuple(model.inputs[0].shape[1:])
             bins = self.bins
 
-            # Batch of one, fixed size: one trace, no retracing per call (see design.md §3).
+            # Batch of one, fixed size: one trace, no retracing per call: tracing is the slow part of a first call.
             @tf.function(input_signature=[tf.TensorSpec([1, *shape], tf.float32)])
             def forward(x):
                 outs = blocks_model(x, training=False)

@@ -5,9 +5,8 @@ s = γ / √(σ² + ε). After a convolution with kernel W (and bias b) it folds
 W' = W·s along the output channels, b' = s·(b − μ) + β. `fold_batchnorm` returns a BN-free
 functional clone of a model with exactly that done to every Conv2D / SeparableConv2D (pointwise
 kernel) / DepthwiseConv2D / Dense whose only consumer is a BatchNormalization. The clone computes
-the same function up to float32 rounding (≲1e-5 relative, see tests/xception/test_optimize.py)
-and saves the 40 BatchNorm passes over the activations (≈5% of Xception's time on 2 CPU cores,
-see bench/README.md).
+the same function up to float32 rounding (tests/xception/test_folding_and_onnx.py) and saves the 40
+BatchNorm passes over the activations (bench/README.md).
 
 Layer names are kept (a folded conv keeps its conv's name); the removed BatchNorms are recorded in
 the returned `Folded.removed` as {BatchNorm name: conv name}, so callers that look up a block

@@ -3,9 +3,9 @@
 `to_onnx(model, features_layer)` walks a functional model layer by layer, folds each BatchNorm
 into the conv before it (`xception.runtime.folding`), and emits the same network with the
 `onnx.helper` API: Conv (group=C for the depthwise half of a separable conv), Relu, MaxPool, Add,
-GlobalAveragePool, Gemm, Softmax. Translation plus session set-up take ~0.65 s at 299×299, where
-a tf2onnx export of the same model takes 16–25 s, and no tf2onnx is needed at run time. ONNX
-Runtime then runs it at ~0.72× the TensorFlow forward's time on 2 CPU cores (bench/README.md). The graph runs in NCHW, ONNX Runtime's native
+GlobalAveragePool, Gemm, Softmax. Translation is far quicker than a tf2onnx export of the same
+model, and no tf2onnx is needed at run time; ONNX Runtime then runs it faster than the TensorFlow
+forward (both figures in bench/README.md). The graph runs in NCHW, ONNX Runtime's native
 layout (it re-blocks convolutions to NCHWc); one Transpose brings the NHWC input in and one takes
 the exit-flow features out, so `OnnxForward` returns exactly what `Classifier`'s TensorFlow
 forward returns: (features (N, h, w, 2048) NHWC, model output (N, classes)).
@@ -28,7 +28,7 @@ import numpy as np
 from xception.settings import Settings
 from xception.runtime.folding import bn_affine, foldable_pairs, folded_weights, layer_inputs
 
-__all__ = ["OnnxForward", "UnsupportedLayerError", "available", "quantize_int8", "to_onnx"]
+__all__ = ["OnnxForward", "UnsupportedLayerError", "available", "pooled_name", "quantize_int8", "to_onnx"]
 
 OPSET = 17
 INPUT, FEATURES, OUTPUT = "input", "features", "output"
@@ -178,7 +178,7 @@ def _convert(g: _Graph, layer: keras.layers.Layer, xs: list[str], in_shapes: lis
 
 
 def to_onnx(model: keras.Model, features_layer: str, *, fold: bool = True, check: bool = False,
-            extra_outputs: tuple[str, ...] | list[str] = ()) -> Any:
+            extra_outputs: tuple[str, ...] | list[str] = (), pooled_outputs: tuple[str, ...] | list[str] = ()) -> Any:
     """The model as an `onnx.ModelProto` with outputs (features, output).
 
     Args:
@@ -191,6 +191,9 @@ def to_onnx(model: keras.Model, features_layer: str, *, fold: bool = True, check
         check: Run `onnx.checker` on the result (0.2 s: it serialises the whole model).
         extra_outputs: Names of further layers whose outputs (NHWC) to expose, each as an output
             of the same name: e.g. every block's output for the explorer, in one pass.
+        pooled_outputs: Names of layers whose outputs to expose averaged over space, (N, C), each
+            as an output named `pooled_name(layer)`: features for transfer learning from several
+            blocks in one pass, without moving whole feature maps out of the graph.
 
     Returns:
         The model: input 'input' (N, H, W, C) float32; outputs 'features' (N, h, w, c) and
@@ -229,6 +232,12 @@ def to_onnx(model: keras.Model, features_layer: str, *, fold: bool = True, check
     extra = [(name, model.get_layer(name).output) for name in extra_outputs]
     for name, tensor in extra:
         g.op("Transpose", [names[id(tensor)]], name, output=name, perm=[0, 2, 3, 1] if len(tensor.shape) == 4 else [0, 1])
+    pooled = [(name, model.get_layer(name).output) for name in pooled_outputs]
+    for name, tensor in pooled:
+        if len(tensor.shape) != 4:
+            raise UnsupportedLayerError(f"{name}: only 4-d (N, H, W, C) outputs can be pooled")
+        mean = g.op("GlobalAveragePool", [names[id(tensor)]], f"{name}/pool")
+        g.op("Flatten", [mean], f"{name}/pool", output=pooled_name(name), axis=1)
 
     def info(name: str, shape: tuple) -> Any:
         dims = ["N" if i == 0 else d for i, d in enumerate(shape)]
@@ -237,7 +246,8 @@ def to_onnx(model: keras.Model, features_layer: str, *, fold: bool = True, check
     graph = helper.make_graph(
         g.nodes, model.name, [info(INPUT, tuple(model_input.shape))],
         [info(FEATURES, tuple(features_tensor.shape)), info(OUTPUT, tuple(model.outputs[0].shape))]
-        + [info(name, tuple(tensor.shape)) for name, tensor in extra],
+        + [info(name, tuple(tensor.shape)) for name, tensor in extra]
+        + [info(pooled_name(name), (None, tensor.shape[-1])) for name, tensor in pooled],
         initializer=g.initializers,
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -293,6 +303,11 @@ def quantize_int8(proto: Any, calibration: list[np.ndarray], *, reduce_range: bo
         return onnx.load(int8)
 
 
+def pooled_name(layer: str) -> str:
+    """Name of the graph output holding `layer`'s output averaged over space (`pooled_outputs`)."""
+    return f"{layer}:mean"
+
+
 class OnnxForward:
     """An ONNX Runtime session running `to_onnx(model, features_layer)`.
 
@@ -305,14 +320,16 @@ class OnnxForward:
         spin: Let idle worker threads spin-wait. Off by default: on a shared 2-core machine
             spinning steals the cycles the HTTP server and the other threads need.
         proto: A ready `to_onnx` result to run instead of translating `model`.
-        extra_outputs: Passed to `to_onnx` (see `run`).
+        extra_outputs, pooled_outputs: Passed to `to_onnx` (see `run`).
     """
 
     def __init__(self, model: keras.Model, features_layer: str, *, threads: int | None = None, spin: bool = False,
-                 proto: Any = None, extra_outputs: tuple[str, ...] | list[str] = ()):
+                 proto: Any = None, extra_outputs: tuple[str, ...] | list[str] = (),
+                 pooled_outputs: tuple[str, ...] | list[str] = ()):
         import onnxruntime as ort
 
-        proto = proto if proto is not None else to_onnx(model, features_layer, extra_outputs=extra_outputs)
+        proto = proto if proto is not None else to_onnx(model, features_layer, extra_outputs=extra_outputs,
+                                                               pooled_outputs=pooled_outputs)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or Settings().onnx_threads

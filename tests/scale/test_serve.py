@@ -1,0 +1,184 @@
+"""The app on Ray Serve with 2 model replicas: the same answers as the single-process app over
+HTTP, a replica killed under load costs no request and is replaced, /healthz shows replicas."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tests.scale.conftest import REPLICAS, get_json, wait_for
+
+pytest.importorskip("ray", reason="needs requirements-scale.txt")
+pytestmark = pytest.mark.scale
+
+CLIENTS, PER_CLIENT = 8, 6
+
+
+def photos(settings) -> list:
+    from xception.io.assets import example_images
+    from xception.weights.fetch import preset_samples
+
+    labelled = [s.path for s in preset_samples("kitchenware", settings.cache_dir) if s.label]
+    return labelled[:2] + [example_images(settings.assets_dir)[0].path]
+
+
+def classify(client, path) -> dict[str, float]:
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(path)), api_name="/classify")
+
+
+def replica_ids_info(handle, calls: int = 24) -> list[dict]:
+    """`replica()` of each replica that answered `calls` calls (Serve spreads them)."""
+    seen = {}
+    for _ in range(calls):
+        info = handle.replica.remote().result(timeout_s=30)
+        seen[info["replica"]] = info
+    return list(seen.values())
+
+
+def replica_ids(handle) -> dict[str, int]:
+    """{replica id: pid} of the replicas that answered."""
+    return {info["replica"]: info["pid"] for info in replica_ids_info(handle)}
+
+
+def all_replicas(handle) -> dict[str, int] | None:
+    """`replica_ids` once every replica has answered, else None."""
+    ids = replica_ids(handle)
+    return ids if len(ids) == REPLICAS else None
+
+
+def test_classify_over_http_equals_the_single_process_answer(serve_app, serve_settings, local_store):
+    from gradio_client import Client
+
+    client = Client(serve_app + "/", verbose=False)
+    served = local_store.get(None, timeout=120)
+    for path in photos(serve_settings):
+        remote_top = classify(client, path)
+        local_top = {label: round(float(p), 6) for label, p in served.classify(path).top}  # as ClassifyService.top
+        assert list(remote_top) == list(local_top), path
+        np.testing.assert_allclose(list(remote_top.values()), list(local_top.values()), atol=2e-6)
+
+
+def test_gradcam_and_activations_run_in_replicas_and_match(model_handle, serve_settings, local_store):
+    from webapp.store_remote import RemoteModelStore
+
+    remote = RemoteModelStore(model_handle, serve_settings)
+    path = photos(serve_settings)[0]
+    served_r, served_l = remote.get(None, timeout=60), local_store.get(None, timeout=60)
+    assert served_r.labels == served_l.labels and served_r.input_size == served_l.input_size
+    x = served_l.preprocess(path)
+    pred_r, pred_l = served_r.predict(x), served_l.predict(x)
+    assert [label for label, _ in pred_r.top] == [label for label, _ in pred_l.top]
+    np.testing.assert_allclose(pred_r.features, pred_l.features, atol=1e-4)
+    index = served_l.labels.index(pred_l.top[1][0])  # not the top class: the index must travel
+    np.testing.assert_allclose(served_r.gradcam(pred_r.features, index),
+                               served_l.gradcam(pred_l.features, index), atol=1e-4)
+    explorer = remote.activation_explorer()
+    record, hit = explorer.compute(remote.variant(None, "paper"), x, weights_key=served_r.key)
+    assert not hit and explorer.forward_calls == 1
+    local_record, _ = local_store.activation_explorer().compute(served_l.loaded, x, weights_key=served_l.key)
+    assert record.key == local_record.key and record.block_names == local_record.block_names
+    for block in record.block_names:
+        np.testing.assert_allclose(record.channel_means[block], local_record.channel_means[block], atol=1e-3)
+    assert explorer.compute(remote.variant(None, "paper"), x, weights_key=served_r.key)[1]  # cached here now
+
+
+def test_concurrent_calls_are_batched_in_the_replicas(model_handle, serve_settings, local_store):
+    """16 calls at once: the replicas run some of them as one batch (`@serve.batch`), and every
+    caller gets its own image's answer back."""
+    served = local_store.get(None, timeout=60)
+    images = [served.preprocess(p) for p in photos(serve_settings)]
+    xs = [images[i % len(images)] for i in range(16)]
+    responses = [model_handle.predict.remote(served.key, x) for x in xs]  # all sent before any is read
+    answers = [r.result(timeout_s=120) for r in responses]
+    for x, (features, probs) in zip(xs, answers):
+        expected = served.predict(x)
+        np.testing.assert_allclose(probs, expected.probabilities, atol=1e-5)
+        assert features.shape == expected.features.shape
+    batches = [b for info in replica_ids_info(model_handle) for b in info["batches"]]
+    assert max(batches) > 1 and max(batches) <= serve_settings.max_batch, batches
+
+
+def test_healthz_reflects_replicas(serve_app):
+    health = get_json(serve_app + "/healthz")
+    assert health["ready"] and health["weights"] == ["kitchenware"]
+    assert health["replicas"] == {"RUNNING": REPLICAS}
+
+
+def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app, serve_settings, model_handle):
+    from gradio_client import Client
+
+    before = wait_for(lambda: all_replicas(model_handle), 60, "both replicas answering")
+    victim_id, victim_pid = sorted(before.items())[0]
+    path = photos(serve_settings)[0]
+    results: list[dict] = []
+    errors: list[str] = []
+    started = threading.Barrier(CLIENTS + 1)
+
+    def client() -> None:
+        c = Client(serve_app + "/", verbose=False)
+        started.wait()
+        for _ in range(PER_CLIENT):
+            try:
+                results.append(classify(c, path))
+            except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
+                errors.append(repr(exc)[:300])
+
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    started.wait()
+    wait_for(lambda: len(results) >= 3, 60, "the first answers")
+    seen: list[dict] = []  # /healthz's replicas from the kill until the replacement runs
+    watching = threading.Event()
+    watching.set()
+
+    def watch() -> None:
+        while watching.is_set():
+            with contextlib.suppress(OSError):
+                seen.append(get_json(serve_app + "/healthz", timeout=5)["replicas"])
+            time.sleep(0.3)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    os.kill(victim_pid, signal.SIGKILL)
+    watcher.start()
+    killed_at = len(results)
+    for t in threads:
+        t.join(timeout=240)
+    assert not errors, errors
+    assert len(results) == CLIENTS * PER_CLIENT and killed_at < len(results)
+    for r in results:  # one photo: one answer, whichever replica and batch it ran in
+        assert list(r) == list(results[0])
+        np.testing.assert_allclose(list(r.values()), list(results[0].values()), atol=2e-6)
+
+    # Serve starts a new replica in the dead one's place.
+    health = wait_for(lambda: (h := get_json(serve_app + "/healthz"))["replicas"] == {"RUNNING": REPLICAS} and h,
+                      120, "the replica replaced")
+    watching.clear()
+    watcher.join()
+    assert health["ready"]
+    assert any(r.get("RUNNING") == REPLICAS - 1 for r in seen), seen  # /healthz showed the gap
+    after = wait_for(lambda: all_replicas(model_handle), 60, "both replicas answering again")
+    assert victim_id not in after and len(set(after) - set(before)) == 1
+
+
+def test_settings_choose_the_remote_store_for_a_plain_app_process(serve_app, serve_settings, local_store):
+    """`python app.py` with XCEPTION_MODEL_STORE=ray: the app process joins the running cluster and
+    its store calls the replicas; same answer as the local store."""
+    from webapp.server import make_store
+    from webapp.store_remote import RemoteModelStore
+
+    store = make_store(serve_settings)
+    assert isinstance(store, RemoteModelStore)
+    path = photos(serve_settings)[1]
+    remote, local = store.get(None, timeout=60).classify(path), local_store.get(None, timeout=60).classify(path)
+    assert [label for label, _ in remote.top] == [label for label, _ in local.top]
+    np.testing.assert_allclose(remote.probabilities, local.probabilities, atol=1e-6)
+    assert store.replicas() == {"RUNNING": REPLICAS} and store.retries == 0
