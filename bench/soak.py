@@ -82,6 +82,7 @@ def du(folder: Path) -> int:
 
 
 def start_app(work: Path, **env: str) -> App:
+    """`python app.py` with its own folders under `work`, once /healthz says ready."""
     port = free_port()
     temp_dir, export_dir, log = work / "gradio", work / "exports", work / "app.log"
     temp_dir.mkdir(parents=True)
@@ -331,34 +332,34 @@ class Traffic:
     def explore(self) -> None:
         def go():
             file = self.g.upload("photo.jpg", self.small())
-            self.g.run(self.fn_image, [file, "block4", 16, True], self.new_session())
+            self.g.run(self.fn_image, [file, "block4", 16, True, True, None], self.new_session())
         self.timed("explore activations", go)
 
     def explore_view(self) -> None:
         def go():
             session = uuid.uuid4().hex[:11]
             file = self.g.upload("photo.jpg", self.small())
-            self.g.run(self.fn_image, [file, "block2", 8, False], session)
-            self.g.run(self.fn_view, [None, file, "block14", 64, True], session)
-            self.g.run(self.fn_channel, [None, file, "block14", 2000, True], session)
+            self.g.run(self.fn_image, [file, "block2", 8, False, True, None], session)
+            self.g.run(self.fn_view, [None, file, "block14", 64, True, True, None], session)
+            self.g.run(self.fn_channel, [None, file, "block14", 64, 2000, True, True], session)
         self.timed("explore views (64 tiles, channel)", go)
 
     def bad_tiles(self) -> None:
         def go():
             file = self.g.upload("photo.jpg", self.small())
-            self.g.run(self.fn_view, [None, file, "block14", 10**9, True], self.new_session())
+            self.g.run(self.fn_view, [None, file, "block14", 10**9, True, True, None], self.new_session())
         self.timed("bad: 10**9 tiles", go, expect_refusal=True)
 
     def compare(self) -> None:
         def go():
             file = self.g.upload("photo.jpg", self.small())
-            self.g.run(self.fn_compare, [None, file], self.new_session())
+            self.g.run(self.fn_compare, [None, file, None], self.new_session())
         self.timed("compare wirings", go)
 
     def activations_api(self) -> None:
         def go():
             file = self.g.upload("photo.jpg", self.small())
-            out = self.g.call("activations", [file, self.rng.choice(["block1", "block7", "block14"])])
+            out = self.g.call("activations", [file, self.rng.choice(["block1", "block7", "block14"]), 8])
             assert out[0]["shape"]
         self.timed("activations (API)", go)
 
