@@ -271,6 +271,17 @@ class Janitor:
         except (OSError, AttributeError):  # not glibc
             return False
 
+    @staticmethod
+    def map_big_blocks() -> bool:
+        """Makes glibc serve every allocation of 1 MB or more with its own mapping, returned to the
+        system the moment it is freed. By default the threshold rises to 32 MB after the first big
+        free, so decoded photos (Pillow allocates 16 MB blocks) land in per-thread heaps that
+        keep their peak: 8 threads that each decoded one 50 MP PNG once hold ~1.2 GB between bursts."""
+        try:
+            return bool(ctypes.CDLL(None).mallopt(-3, 1 << 20))  # M_MMAP_THRESHOLD
+        except (OSError, AttributeError):  # not glibc
+            return False
+
     # ------------------------------------------------------------------ the loop
 
     async def run(self, interval_s: float) -> None:

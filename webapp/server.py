@@ -157,6 +157,7 @@ def main() -> None:
         print(f"Xception Explorer cannot start: {problem}. Set GRADIO_SERVER_PORT to a free port.",
               file=sys.stderr, flush=True)
         raise SystemExit(2)
+    Janitor.map_big_blocks()
     app = create_app(settings)
     print(f"Xception Explorer on http://{settings.host}:{settings.port}", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=2)
