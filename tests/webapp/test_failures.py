@@ -172,7 +172,7 @@ def test_a_weights_file_is_named_without_its_folder():
 def test_unknown_weights_names_are_refused_with_a_short_echo(monkeypatch, tmp_path):
     store = ModelStore(Settings(), ["kitchenware"])
     service = ClassifyService(store, wait_s=1)
-    with pytest.raises(UserError, match="Unknown weights") as excinfo:
+    with pytest.raises(UserError, match="unknown weights") as excinfo:
         service.model("z" * 100_000)
     assert len(str(excinfo.value)) < 200
     with pytest.raises(UserError, match="string"):

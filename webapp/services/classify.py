@@ -76,7 +76,7 @@ class ClassifyService:
         if key is not None and not isinstance(key, str):
             raise UserError(f"Weights must be named by a string, got {type(key).__name__}.")
         if key and key not in self.store.candidates:
-            raise UserError(f"Unknown weights {echo(key)}; available: {', '.join(map(self.store.title, self.store.available())) or 'none yet'}.")
+            raise UserError(f"unknown weights {echo(key)}; available: {', '.join(map(self.store.title, self.store.available())) or 'none yet'}.")
         try:
             return self.store.get(key or None, timeout=self.wait_s)
         except TimeoutError as exc:
