@@ -29,6 +29,7 @@ RANKS = [
     ("xception.runtime", 4),
     ("xception.io", 5),
     ("xception.__main__", 5),
+    ("webapp.errors", 6),  # what a client may be told: used by the store and everything above
     ("webapp.store", 6),
     ("webapp.services", 7),
     ("webapp.netron", 7),

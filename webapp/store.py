@@ -14,10 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from webapp.errors import echo, failure_reason
 from xception.io.assets import example_images
 from xception.io.heads import taught_labels
 from xception.io.images import load_image
@@ -162,15 +164,24 @@ class ModelStore:
         return self
 
     def _load_all(self) -> None:
-        for key in self.candidates:
-            if self._load(key) and self._default is None:
+        try:
+            for key in self.candidates:
+                if self._load(key) and self._default is None:
+                    with self._lock:
+                        self._default = key
+                        callbacks, self._on_ready = self._on_ready, []
+                    self._default_ready.set()
+                    for callback in callbacks:  # after the default is served: never on the first classify's path
+                        self._call(callback)
+        finally:
+            # Whatever happened, nobody waits forever: candidates never reached are failed too.
+            for key in self.candidates:
                 with self._lock:
-                    self._default = key
-                    callbacks, self._on_ready = self._on_ready, []
-                self._default_ready.set()
-                for callback in callbacks:  # after the default is served: never on the first classify's path
-                    self._call(callback)
-        self._default_ready.set()  # also when nothing loaded: waiters get the error
+                    slot = self._slots.setdefault(key, _Slot())
+                if not slot.ready.is_set():
+                    slot.state, slot.error = "failed", slot.error or "loading stopped"
+                    slot.ready.set()
+            self._default_ready.set()  # also when nothing loaded: waiters get the error
 
     def when_ready(self, callback: Callable[[ServedModel], None]) -> None:
         """Runs `callback(default model)` once the default weights are ready: in the loader
@@ -196,9 +207,10 @@ class ModelStore:
             slot.state = "ready"
             logger.info("weights %r ready in %.1f s", key, time.monotonic() - slot.started)
             return True
-        except (WeightsUnavailableError, ValueError, OSError) as exc:
-            slot.state, slot.error = "failed", str(exc)
-            logger.warning("weights %r unavailable: %s", key, exc)
+        except Exception as exc:  # noqa: BLE001 - any failure (a BadZipFile, a damaged HDF5, an
+            # unregistered layer...) must end as "unavailable: <reason>", never as a dead loader
+            slot.state, slot.error = "failed", failure_reason(exc)
+            logger.warning("weights %r unavailable: %s: %s", key, type(exc).__name__, exc)
             return False
         finally:
             slot.ready.set()
@@ -244,7 +256,8 @@ class ModelStore:
         slot = self._slots.get(key)
         if slot and slot.served:
             return slot.served.title
-        return PRESETS[key].title if key in PRESETS else key
+        # A weights file is named by its file name: its folder is the server's business.
+        return PRESETS[key].title if key in PRESETS else Path(key).name
 
     def statuses(self) -> list[SlotStatus]:
         """Each candidate's state, in loading order."""
@@ -295,7 +308,7 @@ class ModelStore:
         slot = self._slots.get(key)
         if slot is None:
             if key not in self.candidates:
-                raise ValueError(f"unknown weights {key!r}; available: {self.available()}")
+                raise ValueError(f"unknown weights {echo(key)}; available: {self.available()}")
             deadline = None if timeout is None else time.monotonic() + timeout
             while (slot := self._slots.get(key)) is None:
                 if deadline is not None and time.monotonic() > deadline:

@@ -3,6 +3,8 @@ download, exported once per architecture into one folder and served by allowlist
 
 from __future__ import annotations
 
+import logging
+import tempfile
 import threading
 from pathlib import Path
 from typing import Callable
@@ -11,6 +13,29 @@ import fastapi
 
 from webapp.store import ModelStore
 from xception.io.export import export_graph, export_keras, list_exports
+
+logger = logging.getLogger(__name__)
+
+
+def writable_folder(preferred: Path) -> Path | None:
+    """`preferred` if a file can be written there, else a fresh temporary folder, else None.
+
+    A read-only cache (everything fetched, the folder mounted read-only) must not stop the app:
+    only the exports move.
+    """
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=preferred, prefix=".probe-"):
+            pass
+        return preferred
+    except OSError as exc:
+        logger.warning("export folder %s is not writable (%s); using a temporary folder", preferred, exc)
+    try:
+        return Path(tempfile.mkdtemp(prefix="xception-exports-"))
+    except OSError as exc:
+        logger.warning("no writable temporary folder either (%s): graph view and downloads are off", exc)
+        return None
+
 
 class Exports:
     """Exports of the store's models, made on first request and cached on disk by the exporter."""
@@ -41,10 +66,14 @@ class Exports:
             return export_keras(self._model(variant, key), self.folder, self._stem(variant, key))
 
 
-def register_exports(app: fastapi.FastAPI, store: ModelStore, add_netron_routes: Callable) -> Exports:
+def register_exports(app: fastapi.FastAPI, store: ModelStore, add_netron_routes: Callable) -> Exports | None:
     """Adds `/netron/` and `/models/` to `app` (before Gradio is mounted) and keeps the
-    `Exports` on `app.state.exports` for the UI."""
-    exports = Exports(store, store.settings.exports)
+    `Exports` on `app.state.exports` for the UI; None (and no routes) when nothing can be written."""
+    folder = writable_folder(store.settings.exports)
+    app.state.exports = None
+    if folder is None:
+        return None
+    exports = Exports(store, folder)
     add_netron_routes(app, exports.folder, exports.names)
     app.state.exports = exports
     return exports

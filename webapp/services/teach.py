@@ -43,8 +43,15 @@ from xception.io.preprocessing import preprocess
 from xception.io.visualize import overlay
 from xception.model import WeightsUnavailableError
 from xception.runtime.extractor import FINAL_BLOCK, TRANSFER_BLOCKS, FeatureExtractor
-from xception.runtime.transfer import (CrossValidation, FeatureMap, SoftmaxHead, class_activation_map, cross_validate,
-                                       fit_softmax_head, pca_2d)
+from xception.runtime.transfer import (
+    CrossValidation,
+    FeatureMap,
+    SoftmaxHead,
+    class_activation_map,
+    cross_validate,
+    fit_softmax_head,
+    pca_2d,
+)
 from xception.weights.fetch import cached_samples
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from webapp.services.classify import Classified, ClassifyService
+from webapp.services.classify import RESULT_TTL_S, ClassifyService
 from webapp.services.examples import ExampleService
 from webapp.store import ModelStore
 from webapp.ui import text
@@ -58,7 +58,7 @@ def build_classify_tab(store: ModelStore, service: ClassifyService, examples: Ex
                                format="jpeg")
             cam_note = gr.Markdown(text.GRADCAM_NOTE, elem_id="gradcam-note")
             gr.Markdown(text.WIRING_NOTE, elem_id="wiring-note")
-    explained = gr.State(None)
+    explained = gr.State(None, time_to_live=RESULT_TTL_S)  # a key of service.remember, not the result
     examples_of = gr.State(None)  # which weights the shown examples are for: resent only on a change
 
     @shown
@@ -68,14 +68,14 @@ def build_classify_tab(store: ModelStore, service: ClassifyService, examples: Ex
         grid = classified.prediction.features.shape[0]
         return ({label: float(p) for label, p in classified.prediction.top},
                 text.classify_info(classified.served, classified.seconds),
-                gr.update(choices=top_labels, value=top_labels[0]), service.explain(classified), classified,
-                text.gradcam_note(grid, classified.served.input_size))
+                gr.update(choices=top_labels, value=top_labels[0]), service.explain(classified),
+                service.remember(classified), text.gradcam_note(grid, classified.served.input_size))
 
     @shown
-    def on_explain(label, classified: Classified | None):
-        if classified is None or not label:
+    def on_explain(label, result_key: str | None):
+        if result_key is None or not label:
             return gr.update()
-        return service.explain(classified, label)
+        return service.explain(service.recall(result_key), label)
 
     classify_outputs = [labels_out, info_out, cam_class, cam_out, explained, cam_note]
     run.click(on_classify, [image_in, weights], classify_outputs,

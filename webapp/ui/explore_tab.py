@@ -22,7 +22,7 @@ import pandas as pd
 
 from webapp.services import UserError
 from webapp.services.examples import ExampleService
-from webapp.services.explore import LOADED, N_MAX, REFERENCE, ExploreService, check_block, check_int
+from webapp.services.explore import LOADED, N_MAX, REFERENCE, ExploreService, check_block, check_choice, check_int
 from webapp.store import ModelStore
 from webapp.ui import figures, text
 from webapp.ui.classify_tab import EXAMPLE_COLUMNS, example_items
@@ -38,6 +38,7 @@ CALC_MAX = 100_000
 BLOCK_CHOICES = [(f"{b.name} · {b.flow} flow · {b.kind}, {b.spec.out_channels} channels", b.name)
                  for b in XCEPTION_SPEC.blocks]
 DEFAULT_BLOCK = "block4"
+COST_KINDS = ("bar", "treemap")
 SUBTABS = ("start", "glance", "separable", "activations", "article", "graph")
 
 
@@ -223,6 +224,9 @@ def build_explore_tab(store: ModelStore, service: ExploreService, examples: Exam
             with gr.Tab("Graph (Netron)", id="graph", elem_id="explore-graph-tab") as graph_tab:
                 show_graph, graph_variant, graph_frame = graph()
             graph_tab.select(show_graph, graph_variant, graph_frame, api_visibility="private")
+        else:  # no folder the server can write exports to
+            with gr.Tab("Graph (Netron)", id="graph", elem_id="explore-graph-tab"):
+                gr.Markdown(text.EXPORTS_OFF, elem_id="exports-off")
 
     # -------------------------------------------------------------- the public API's own components
     with gr.Column(visible=False):
@@ -238,7 +242,9 @@ def build_explore_tab(store: ModelStore, service: ExploreService, examples: Exam
         api_act_trigger = gr.Button(visible=False)
 
     # -------------------------------------------------------------- handlers
+    @shown
     def fill_architecture(which_value: str, kind: str, layers: bool, client_value: Any):
+        kind, layers = check_choice(kind, "Cost chart", COST_KINDS), bool(layers)
         theme = figures.theme_of(client_value)
         try:
             d = service.description(which_value)
@@ -255,6 +261,7 @@ def build_explore_tab(store: ModelStore, service: ExploreService, examples: Exam
     arch_inputs = [which, cost_kind, show_layers, client]
     arch_outputs = [arch_status, block_view, ladder, cost, table, sep_table, sep_summary, diff_view, article_intro]
 
+    @shown
     def first_fill(which_value: str, kind: str, layers: bool, client_value: Any):
         """Timer tick until the model is ready: then fill everything once and stop."""
         if not store.is_ready():

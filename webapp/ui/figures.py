@@ -8,8 +8,8 @@ front end draws them with its bundled plotly.js 3.
 
 from __future__ import annotations
 
-import html
 import functools
+import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any

@@ -4,6 +4,7 @@ from the loaded model into words. The core returns numbers and states; words are
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 
 from webapp.store import ServedModel, SlotStatus
@@ -168,6 +169,9 @@ def failure_reason(error: str) -> str:
         return "the downloaded file failed its checksum"
     if "could not fetch" in e or "pip download" in e or "url" in e or "network" in e or "resolve" in e:
         return "could not be downloaded here (no network access) and is not in the local cache"
+    kind = re.match(r"([A-Z][A-Za-z0-9]+): ", error)
+    if kind:  # the store prefixes errors that are not its own with their kind (a BadZipFile says much)
+        return f"failed to load ({kind.group(1)}; the server log says why)"
     return "failed to load (the server log says why)"
 
 
@@ -389,3 +393,7 @@ def download_link(export_name: str, size_bytes: int) -> str:
             'style="display:inline-block;padding:10px 18px;border-radius:8px;font-weight:600;'
             'background:var(--button-primary-background-fill);color:var(--button-primary-text-color)">'
             f"Download the full .keras, {wiring} wiring ({size_bytes / 2**20:.0f} MB)</a>")
+
+
+EXPORTS_OFF = ("The graph view and the model download are off on this server: it has no folder it can "
+               "write model files to.")

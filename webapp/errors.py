@@ -1,0 +1,51 @@
+"""What a client may be told about a failure: no server paths, no raw Python text, bounded length.
+
+Every message that leaves the server (an event's error, the status line, `/healthz`) goes through
+`public_text`. Messages from the core name files by their full path, which is right for a
+developer at a console and wrong for a stranger on a public page.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_MESSAGE = 600  # characters of one message shown to a client
+MAX_ECHO = 40  # characters of a client's own string echoed back in a message
+
+# An absolute or home-relative path: a '/' not preceded by a word character, a colon or another
+# '/' (so URLs such as https://host/x and fractions such as 3/4 are left alone), then path
+# characters. It is replaced by its last component, which is what a visitor may recognise.
+_PATH = re.compile(r"(?<![\w:/.~])(?:~)?(?:/[^\s'\"`()\[\]{}<>,;|]+)+")
+
+
+def _last_part(match: re.Match) -> str:
+    parts = [p for p in match.group(0).split("/") if p and p != "~"]
+    return parts[-1] if parts else "…"
+
+
+def scrub_paths(text: str) -> str:
+    """`text` with every absolute path replaced by its last component ('/root/.cache/x/m.keras' → 'm.keras')."""
+    return _PATH.sub(_last_part, text)
+
+
+def public_text(text: object, limit: int = MAX_MESSAGE) -> str:
+    """A message fit for a client: paths scrubbed, cut to `limit` characters."""
+    out = scrub_paths(str(text))
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def echo(value: object, limit: int = MAX_ECHO) -> str:
+    """A client's value quoted for a message, cut to `limit` characters."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return repr(text)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why loading failed, in words a visitor can read: the message, scrubbed, and the
+    exception's kind when it is not one of ours (a `BadZipFile` says more than its text)."""
+    message = public_text(exc, 300)
+    kind = type(exc).__name__
+    if kind in ("WeightsUnavailableError", "ValueError", "UserError") or not message:
+        return message or kind
+    return f"{kind}: {message}"
