@@ -58,13 +58,15 @@ def raw_gradio_call(http, url: str, api: str, image: Path, *extra: Any) -> dict[
     /call, read the SSE result) on a persistent connection: no gradio_client polling.
 
     Returns:
-        {'seconds': total, 'data': the endpoint's first output}.
+        {'seconds': total, 'upload': upload seconds, 'call': call seconds, 'data': the endpoint's
+        first output}.
     """
     t0 = time.perf_counter()
     with open(image, "rb") as f:
         r = http.post(url + "gradio_api/upload", files={"files": (image.name, f, "image/jpeg")})
     r.raise_for_status()
     path = r.json()[0]
+    t1 = time.perf_counter()
     r = http.post(url + f"gradio_api/call/{api}",
                   json={"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, *extra]})
     r.raise_for_status()
@@ -79,7 +81,9 @@ def raw_gradio_call(http, url: str, api: str, image: Path, *extra: Any) -> dict[
             elif done and line.startswith("data:"):
                 data = json.loads(line[5:])
                 break
-    return {"seconds": time.perf_counter() - t0, "data": data[0] if isinstance(data, list) and data else data}
+    t2 = time.perf_counter()
+    return {"seconds": t2 - t0, "upload": t1 - t0, "call": t2 - t1,
+            "data": data[0] if isinstance(data, list) and data else data}
 
 
 def activations_first_and_warm(url: str, images: list[Path], block: str = "block4") -> dict[str, Any]:

@@ -38,29 +38,10 @@ def _get(url: str, timeout: float = 2.0) -> bytes | None:
 
 
 def raw_classify(http, url: str, image: Path) -> dict[str, float]:
-    """One classify over Gradio's plain HTTP API (upload, POST /call, read the SSE result) with a
-    persistent connection: what the protocol costs without gradio_client's 50 ms polling."""
-    t0 = time.perf_counter()
-    with open(image, "rb") as f:
-        r = http.post(url + "gradio_api/upload", files={"files": (image.name, f, "image/jpeg")})
-    r.raise_for_status()
-    path = r.json()[0]
-    t1 = time.perf_counter()
-    r = http.post(url + "gradio_api/call/classify",
-                  json={"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, None]})
-    r.raise_for_status()
-    event_id = r.json()["event_id"]
-    done = False
-    with http.stream("GET", url + f"gradio_api/call/classify/{event_id}") as stream:
-        for line in stream.iter_lines():
-            if line.startswith("event: complete"):
-                done = True
-            elif line.startswith("event: error"):
-                raise RuntimeError(f"classify failed: {line}")
-            elif done and line.startswith("data:"):
-                break
-    t2 = time.perf_counter()
-    return {"total": t2 - t0, "upload": t1 - t0, "call": t2 - t1}
+    """One classify over Gradio's plain HTTP API with a persistent connection: what the protocol
+    costs without gradio_client's 50 ms polling."""
+    r = raw_gradio_call(http, url, "classify", image, None)
+    return {"total": r["seconds"], "upload": r["upload"], "call": r["call"]}
 
 
 def throughput(url: str, image: Path, clients: int, seconds: float, pid: int) -> dict[str, Any]:
