@@ -7,6 +7,7 @@ server path and no raw Python text.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import zipfile
 
@@ -104,6 +105,7 @@ def test_a_read_only_cache_folder_does_not_stop_the_app(monkeypatch, tmp_path):
             assert client.get("/healthz").status_code == 200
             page = client.get("/config").json()
         assert "netron-view" in str(page) and text.EXPORTS_OFF not in str(page)
+        shutil.rmtree(exports.folder, ignore_errors=True)
     finally:
         cache.chmod(0o755)
 
