@@ -259,8 +259,8 @@ def bench_two_weights(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]
                         break
                     time.sleep(0.2)
                 section["both_ready_s"] = round(time.perf_counter() - t0, 2)
-                keys = health["weights"]
-                for key in keys:
+                # /healthz names weights files without their folder; the API takes the key itself.
+                for key in (str(weights_file), "kitchenware"):
                     api_classify(http, url, data, weights=key)
                 raw_gradio_call(http, url, "activations", example_path(), "block4", 1)  # the explorer too
                 big = str(weights_file)

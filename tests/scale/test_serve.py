@@ -136,9 +136,15 @@ def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app,
         t.start()
     started.wait()
     wait_for(lambda: len(results) >= 3, 60, "the first answers")
-    seen: list[dict] = []  # /healthz's replicas from the kill until the replacement runs
+    # What /healthz reports from the kill until the replacement runs, read two ways: through the
+    # ingress (which 8 clients keep busy, so a reply can outlast the few seconds of the gap) and
+    # from the same `replicas()` the ingress answers /healthz with, called here directly.
+    seen: list[dict] = []
     watching = threading.Event()
     watching.set()
+    from webapp.store_remote import RemoteModelStore
+
+    direct = RemoteModelStore(model_handle, serve_settings)
 
     def watch() -> None:
         while watching.is_set():
@@ -146,9 +152,15 @@ def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app,
                 seen.append(get_json(serve_app + "/healthz", timeout=5)["replicas"])
             time.sleep(0.3)
 
-    watcher = threading.Thread(target=watch, daemon=True)
+    def watch_directly() -> None:
+        while watching.is_set():
+            seen.append(direct.replicas())
+            time.sleep(0.3)
+
+    watchers = [threading.Thread(target=w, daemon=True) for w in (watch, watch_directly)]
     os.kill(victim_pid, signal.SIGKILL)
-    watcher.start()
+    for watcher in watchers:
+        watcher.start()
     killed_at = len(results)
     for t in threads:
         t.join(timeout=240)
@@ -162,9 +174,13 @@ def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app,
     health = wait_for(lambda: (h := get_json(serve_app + "/healthz"))["replicas"] == {"RUNNING": REPLICAS} and h,
                       120, "the replica replaced")
     watching.clear()
-    watcher.join()
+    for watcher in watchers:
+        watcher.join()
     assert health["ready"]
-    assert any(r.get("RUNNING") == REPLICAS - 1 for r in seen), seen  # /healthz showed the gap
+    # The health report answered throughout. Whether a poll catches the moment with one replica
+    # fewer depends on how fast the controller replaces it (under a second on an idle machine), so
+    # the replacement is checked by the replicas' identities below, not by catching the gap.
+    assert seen and all(sum(r.values()) >= REPLICAS - 1 for r in seen), seen
     after = wait_for(lambda: all_replicas(model_handle), 60, "both replicas answering again")
     assert victim_id not in after and len(set(after) - set(before)) == 1
 
@@ -181,4 +197,6 @@ def test_settings_choose_the_remote_store_for_a_plain_app_process(serve_app, ser
     remote, local = store.get(None, timeout=60).classify(path), local_store.get(None, timeout=60).classify(path)
     assert [label for label, _ in remote.top] == [label for label, _ in local.top]
     np.testing.assert_allclose(remote.probabilities, local.probabilities, atol=1e-6)
-    assert store.replicas() == {"RUNNING": REPLICAS} and store.retries == 0
+    # A replica replaced by the test before may still be starting: wait for both, as /healthz would show.
+    wait_for(lambda: store.replicas() == {"RUNNING": REPLICAS}, 120, "both replicas running")
+    assert store.retries == 0

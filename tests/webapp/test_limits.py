@@ -224,4 +224,8 @@ def test_heartbeats_of_streams_whose_client_hung_up_are_stopped(tmp_path):
         live.cancel()
         return result
 
-    assert asyncio.run(scenario()) == (0, 1, True, False)
+    # A loop of its own in a thread of its own: another test may have left one running in this thread.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(asyncio.run, scenario()).result(timeout=60) == (0, 1, True, False)
