@@ -14,6 +14,9 @@ from typing import Any
 
 import numpy as np
 
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = "coffee.jpg"  # the photo every latency figure runs on (assets/examples, CC0)
+
 
 def summarize(seconds: list[float]) -> dict[str, Any]:
     """Latency statistics in milliseconds."""
@@ -107,28 +110,21 @@ def photo(size: int) -> np.ndarray:
 
 def calibration(size: int) -> list[np.ndarray]:
     """The photos the app calibrates int8 on (the kitchenware wheel's unlabelled photos, else the
-    examples), preprocessed at `size`; with their paths."""
+    examples), preprocessed at `size`."""
     return [a for _, a in calibration_photos(size)]
 
 
 def calibration_photos(size: int) -> list[tuple[Path, np.ndarray]]:
-    from xception.io.assets import example_images
+    """The app's own choice of calibration photos (`webapp.store.calibration_paths`) for the
+    kitchenware preset, preprocessed at `size`."""
+    from webapp.store import calibration_paths
     from xception.io.preprocessing import preprocess
     from xception.settings import Settings
-    from xception.weights.fetch import preset_samples
 
-    try:
-        paths = [s.path for s in preset_samples("kitchenware", Settings.from_env().cache_dir) if not s.label]
-    except Exception:  # noqa: BLE001 - no kitchenware package: the examples
-        paths = [e.path for e in example_images()]
-    return [(p, preprocess(p, size)) for p in paths]
+    return [(p, preprocess(p, size)) for p in calibration_paths("kitchenware", Settings.from_env())]
 
 
 def _say(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-EXAMPLE = "coffee.jpg"  # the photo every latency figure runs on (assets/examples, CC0)

