@@ -30,6 +30,31 @@ def randomize(model, seed: int = 0) -> None:
             w.assign(value.astype("float32"))
 
 
+def random_loaded(size: int, classes: int, seed: int | None = None):
+    """A `LoadedModel` of Xception at `size`×`size` with `classes` outputs and random weights,
+    made non-trivial by `randomize` when a `seed` is given."""
+    from xception.model import load_model
+
+    loaded = load_model(None, input_shape=(size, size, 3), classes=classes)
+    if seed is not None:
+        randomize(loaded.model, seed)
+    return loaded
+
+
+def store_serving(loaded, settings, key: str = "tiny"):
+    """A started `ModelStore` whose one weights key serves `loaded`, ready when returned."""
+    from webapp.store import ModelStore
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr("webapp.store.load_model", lambda key, settings: loaded)
+    try:
+        store = ModelStore(settings, [key]).start()
+        store.get(timeout=120)
+    finally:
+        patch.undo()
+    return store
+
+
 @pytest.fixture(scope="session")
 def paper_model():
     from xception import build_xception

@@ -62,21 +62,13 @@ def test_display_copies_are_bounded_and_never_upscaled():
 
 
 def test_the_grad_cam_overlay_is_drawn_on_the_display_copy(tmp_path):
+    from tests.conftest import random_loaded, store_serving
     from webapp.services.classify import ClassifyService
-    from webapp.store import ModelStore
-    from xception.model import load_model
     from xception.settings import Settings
 
-    tiny = load_model(None, input_shape=(96, 96, 3), classes=3)
-    import webapp.store as store_module
-
-    original, store_module.load_model = store_module.load_model, lambda key, settings: tiny
-    try:
-        store = ModelStore(Settings(upload_dir=tmp_path), ["tiny"]).start()
-        service = ClassifyService(store, wait_s=120)
-        classified = service.classify({"path": _write(tmp_path, "big.jpg", _jpeg(8000, 6000))})
-    finally:
-        store_module.load_model = original
+    store = store_serving(random_loaded(96, 3), Settings(upload_dir=tmp_path))
+    service = ClassifyService(store, wait_s=120)
+    classified = service.classify({"path": _write(tmp_path, "big.jpg", _jpeg(8000, 6000))})
     assert max(classified.image.size) <= DISPLAY_SIDE
     # What the session keeps for "explain another class": an encoded copy, not megabytes of pixels.
     assert len(classified.display_jpeg) < 400_000 and classified.prediction.features.nbytes < 1_000_000

@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from tests.conftest import random_loaded, store_serving
 from webapp.http_api import NO_IMAGE, ROUTE, register_http_api
 from webapp.store import ModelStore
 from xception.io.images import load_image
-from xception.model import load_model
 from xception.settings import Settings
 
 CAP = 200_000
@@ -23,19 +23,15 @@ CAP = 200_000
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    return load_model(None, input_shape=(71, 71, 3), classes=7)
+    return random_loaded(71, 7)
 
 
 @pytest.fixture(scope="module")
 def served_app(tiny_model):
-    mp = pytest.MonkeyPatch()
-    mp.setattr("webapp.store.load_model", lambda key, settings: tiny_model)
-    store = ModelStore(Settings(), ["tiny"]).start()
-    store.get(timeout=60)
+    store = store_serving(tiny_model, Settings())
     app = fastapi.FastAPI()
     register_http_api(app, store, max_bytes=CAP)
-    yield TestClient(app), store
-    mp.undo()
+    return TestClient(app), store
 
 
 def jpeg(size=(120, 90), color=(200, 30, 40)) -> bytes:

@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from webapp.limits import BodyLimitMiddleware, Janitor
+from webapp.server import Budgets
 from webapp.services import UserError
 from webapp.services.payloads import MAX_UPLOAD_BYTES, payload_to_image
-from webapp.server import Budgets
 
 LIMIT = 50_000
 

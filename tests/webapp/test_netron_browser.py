@@ -21,8 +21,8 @@ import pytest
 import uvicorn
 from fastapi.responses import HTMLResponse
 
-from webapp.netron.routes import NetronFiles, add_netron_routes, netron_iframe_src
 from tests.webapp.conftest import SCREENSHOTS
+from webapp.netron.routes import NetronFiles, add_netron_routes, netron_iframe_src
 
 pytestmark = pytest.mark.browser
 

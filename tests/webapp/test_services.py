@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import randomize
+from tests.conftest import random_loaded, store_serving
 from webapp.services import UserError
 from webapp.services.classify import ClassifyService
 from webapp.services.explore import N_MAX, ExploreService
 from webapp.store import ModelStore
-from xception.model import WeightsUnavailableError, load_model
+from xception.model import WeightsUnavailableError
 from xception.settings import Settings
 
 SIZE = 96
@@ -21,9 +21,7 @@ SIZE = 96
 
 @pytest.fixture(scope="module")
 def tiny():
-    loaded = load_model(None, input_shape=(SIZE, SIZE, 3), classes=6)
-    randomize(loaded.model, seed=2)
-    return loaded
+    return random_loaded(SIZE, 6, seed=2)
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +31,7 @@ def upload_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def store(tiny, upload_dir):
-    mp = pytest.MonkeyPatch()
-    mp.setattr("webapp.store.load_model", lambda key, settings: tiny)
-    store = ModelStore(Settings(upload_dir=upload_dir), ["tiny"]).start()
-    store.get(timeout=60)
-    mp.undo()
-    return store
+    return store_serving(tiny, Settings(upload_dir=upload_dir))
 
 
 @pytest.fixture(scope="module")

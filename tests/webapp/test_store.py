@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-
 from PIL import Image
 
 from webapp.store import ModelStore

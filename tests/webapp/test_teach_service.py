@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import randomize
+from tests.conftest import random_loaded, store_serving
 from webapp.services import UserError
 from webapp.services.teach import TeachLimits, TeachService
 from webapp.store import ModelStore
-from xception.model import load_model
 from xception.settings import Settings
 
 SIZE = 71
@@ -23,9 +22,7 @@ SIZE = 71
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    loaded = load_model(None, input_shape=(SIZE, SIZE, 3), classes=3)
-    randomize(loaded.model, seed=5)
-    return loaded
+    return random_loaded(SIZE, 3, seed=5)
 
 
 @pytest.fixture()
@@ -35,11 +32,8 @@ def settings(tmp_path):
 
 
 @pytest.fixture()
-def store(monkeypatch, tiny_model, settings):
-    monkeypatch.setattr("webapp.store.load_model", lambda key, settings: tiny_model)
-    store = ModelStore(settings, ["tiny"]).start()
-    store.get(timeout=120)
-    return store
+def store(tiny_model, settings):
+    return store_serving(tiny_model, settings)
 
 
 def service(store, settings, **limits) -> TeachService:

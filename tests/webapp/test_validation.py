@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-import gradio as gr
 import pytest
 from PIL import Image
 

@@ -6,18 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import randomize
+from tests.conftest import random_loaded
 
 SIZE = 71  # the smallest input Xception takes: a fast test
 
 
 @pytest.fixture(scope="module")
 def small_loaded():
-    from xception.model import load_model
-
-    loaded = load_model(None, input_shape=(SIZE, SIZE, 3), classes=3)
-    randomize(loaded.model, seed=3)
-    return loaded
+    return random_loaded(SIZE, 3, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from xception import build_xception
-from xception.runtime.introspection import block_outputs_model, describe, layer_macs, separable_cost, separable_layers
 from xception.arch.spec import XCEPTION_SPEC
+from xception.runtime.introspection import block_outputs_model, describe, layer_macs, separable_cost, separable_layers
 
 
 def _trainable(model) -> int:

@@ -14,7 +14,6 @@ from xception.io.assets import assets_dir
 from xception.io.labels import LABEL_SETS, load_labels, load_synsets, top_k
 from xception.runtime.classifier import softmax
 
-
 # ---------------------------------------------------------------------------------------------
 # ImageNet-1k
 # ---------------------------------------------------------------------------------------------

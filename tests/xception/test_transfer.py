@@ -4,8 +4,14 @@ checked against independent references on synthetic features."""
 import numpy as np
 import pytest
 
-from xception.runtime.transfer import (_objective, class_activation_map, cross_validate, fit_softmax_head, pca_2d,
-                      stratified_folds)
+from xception.runtime.transfer import (
+    _objective,
+    class_activation_map,
+    cross_validate,
+    fit_softmax_head,
+    pca_2d,
+    stratified_folds,
+)
 
 
 def blobs(n_per=10, k=3, d=64, sep=3.0, seed=0):
