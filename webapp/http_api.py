@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from webapp.errors import public_text
 from webapp.store import ModelStore
 from xception.io.images import InvalidImageError
 from xception.model import WeightsUnavailableError
@@ -185,4 +186,5 @@ def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int
                     raise _Refused(400, NO_IMAGE)
                 return await anyio.to_thread.run_sync(classify, body, weights, k)
             except _Refused as refused:
-                return JSONResponse({"detail": refused.detail}, refused.status, headers=refused.headers)
+                # Through the same filter as the page's messages: no server paths (a weights file's).
+                return JSONResponse({"detail": public_text(refused.detail)}, refused.status, headers=refused.headers)

@@ -135,3 +135,13 @@ def test_int8_is_said_on_the_page_and_in_the_api(tiny_model, served_app, monkeyp
     app = fastapi.FastAPI()
     register_http_api(app, store, max_bytes=CAP)
     assert TestClient(app).post(ROUTE, content=jpeg()).json()["precision"] == "int8"
+
+
+def test_messages_carry_no_server_paths(tiny_model, tmp_path):
+    """A store whose weights key is a file path: an unknown-weights answer names the file, not its folder."""
+    key = str(tmp_path / "secret-folder" / "weights.keras")
+    app = fastapi.FastAPI()
+    register_http_api(app, store_serving(tiny_model, Settings(), key=key), max_bytes=CAP)
+    r = TestClient(app).post("/api/v1/classify?weights=resnet", content=jpeg())
+    assert r.status_code == 400 and "unknown weights" in r.json()["detail"]
+    assert "weights.keras" in r.json()["detail"] and "secret-folder" not in r.json()["detail"]
