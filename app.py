@@ -13,15 +13,15 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 if __name__ == "__main__":
     # The weights start loading before the UI (Gradio) is imported, so the two overlap on the
     # cores instead of running one after the other (cold start: bench/README.md).
-    from webapp.ports import exit_if_port_taken
-    from webapp.store import ModelStore
-    from xception.settings import Settings
+    from demo.ports import exit_if_port_taken
+    from demo.store import ModelStore
+    from xception_core.settings import Settings
 
     settings = Settings.from_env()
     exit_if_port_taken(settings)  # before any weights load: a taken port costs nothing
     # Only the in-process store loads weights here; a Ray store connects in create_app.
     store = ModelStore(settings).start() if settings.model_store == "local" else None
 
-    from webapp.server import main
+    from demo.server import main
 
     main(settings, store)

@@ -17,7 +17,7 @@ def bench_activations(args: argparse.Namespace, keep: dict[str, Any]) -> dict[st
     loaded, x, ours_tf, app = keep["loaded"], keep["x"], keep["ours_tf"], keep["app"]
     section: dict[str, Any] = {"input_size": int(x.shape[1]), "load_before": load()}
     try:
-        from xception.runtime.activations import ActivationExplorer
+        from xception_core.runtime.activations import ActivationExplorer
 
         image = x[0]
         # First use of a fresh explorer: building the ORT session (or tracing) + the pass.

@@ -92,7 +92,7 @@ def machine() -> dict[str, Any]:
 
 
 def example_path() -> Path:
-    from xception.io.assets import example_images
+    from xception_core.io.assets import example_images
 
     for e in example_images():
         if e.path.name == EXAMPLE:
@@ -102,8 +102,8 @@ def example_path() -> Path:
 
 def photo(size: int) -> np.ndarray:
     """The benchmark photo, preprocessed: (1, size, size, 3) float32."""
-    from xception.io.images import load_image
-    from xception.io.preprocessing import preprocess
+    from xception_core.io.images import load_image
+    from xception_core.io.preprocessing import preprocess
 
     return preprocess(load_image(example_path()), size)[None]
 
@@ -115,11 +115,11 @@ def calibration(size: int) -> list[np.ndarray]:
 
 
 def calibration_photos(size: int) -> list[tuple[Path, np.ndarray]]:
-    """The app's own choice of calibration photos (`webapp.store.calibration_paths`) for the
+    """The app's own choice of calibration photos (`demo.store.calibration_paths`) for the
     kitchenware preset, preprocessed at `size`."""
-    from webapp.store import calibration_paths
-    from xception.io.preprocessing import preprocess
-    from xception.settings import Settings
+    from demo.store import calibration_paths
+    from xception_core.io.preprocessing import preprocess
+    from xception_core.settings import Settings
 
     return [(p, preprocess(p, size)) for p in calibration_paths("kitchenware", Settings.from_env())]
 

@@ -17,7 +17,7 @@ from bench.common import _say, calibration, interleaved, load, photo, ratio, sum
 
 def _fill_forward_weights(model, choice: str) -> str:
     """Weights of the 299×299 forward model; latency does not depend on their values."""
-    from xception.model import build_xception
+    from xception_core.model import build_xception
 
     if choice == "random":
         return "random initialisation"
@@ -42,12 +42,12 @@ def bench_forward(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
     import keras
     import tensorflow as tf
 
-    from xception.arch.names import reference_layer_name
-    from xception.model import load_model
-    from xception.runtime import onnx as onnx_backend
-    from xception.runtime.classifier import Classifier
-    from xception.runtime.folding import fold_batchnorm, max_abs_difference
-    from xception.settings import Settings
+    from xception_core.arch.names import reference_layer_name
+    from xception_core.model import load_model
+    from xception_core.runtime import onnx as onnx_backend
+    from xception_core.runtime.classifier import Classifier
+    from xception_core.runtime.folding import fold_batchnorm, max_abs_difference
+    from xception_core.settings import Settings
 
     size = args.size
     before = load()
@@ -164,7 +164,7 @@ def bench_forward(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
 
 
 def _macs(model) -> int:
-    from xception.runtime.introspection import describe
+    from xception_core.runtime.introspection import describe
 
     return int(describe(model).total_macs)
 
@@ -175,8 +175,8 @@ def onnx_profile(classifier, x: np.ndarray, runs: int = 5) -> dict[str, Any] | N
     try:
         import onnxruntime as ort
 
-        from xception.runtime.onnx import to_onnx
-        from xception.settings import Settings
+        from xception_core.runtime.onnx import to_onnx
+        from xception_core.settings import Settings
 
         proto = to_onnx(classifier.model, classifier.info.features_layer)
         options = ort.SessionOptions()

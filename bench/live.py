@@ -117,7 +117,7 @@ def write_imagenet_layout_file(path: Path) -> Path:
     import keras
     import numpy as np
 
-    from xception.model import load_model
+    from xception_core.model import load_model
 
     if path.is_file():
         return path
@@ -146,9 +146,9 @@ def serve_two(port: int, first: str, second: str) -> None:
     that loads two weight sets, as it does when the ImageNet weights are reachable."""
     import uvicorn
 
-    from webapp.server import create_app
-    from webapp.store import ModelStore
-    from xception.settings import Settings
+    from demo.server import create_app
+    from demo.store import ModelStore
+    from xception_core.settings import Settings
 
     settings = Settings.from_env()
     store = ModelStore(settings, [first, second]).start()

@@ -17,13 +17,13 @@ def _photos(size: int, quick: bool) -> list[tuple[str, Path, str | None, str]]:
     """Real photos: (set, path, label or None, 'calibration' | 'held_out'): the kitchenware wheel's
     photos and the app's examples; those `calibration_photos` picks calibrate int8, the rest are
     held out."""
-    from xception.io.assets import example_images
-    from xception.settings import Settings
+    from xception_core.io.assets import example_images
+    from xception_core.settings import Settings
 
     calibrating = {Path(p).resolve() for p, _ in calibration_photos(size)}
     candidates: list[tuple[str, Path, str | None]] = []
     try:
-        from xception.weights.fetch import preset_samples
+        from xception_core.weights.fetch import preset_samples
 
         candidates += [("kitchenware", s.path, s.label)
                        for s in preset_samples("kitchenware", Settings.from_env().cache_dir)]
@@ -64,10 +64,10 @@ def bench_precision(args: argparse.Namespace) -> dict[str, Any]:
     import keras
     import tensorflow as tf
 
-    from xception.io.labels import load_labels
-    from xception.io.preprocessing import preprocess
-    from xception.model import build_xception, load_model
-    from xception.runtime.classifier import Classifier, softmax
+    from xception_core.io.labels import load_labels
+    from xception_core.io.preprocessing import preprocess
+    from xception_core.model import build_xception, load_model
+    from xception_core.runtime.classifier import Classifier, softmax
 
     loaded = load_model(args.weights)
     model, info = loaded.model, loaded.info
@@ -129,7 +129,7 @@ def bench_precision(args: argparse.Namespace) -> dict[str, Any]:
         "int8_per_class": _per_class(labelled, names) if names else None,
         "int8": {
             "method": "XCEPTION_PRECISION=int8: ONNX Runtime static quantization (QDQ), uint8 activations "
-                      "with min/max ranges from the app's calibration photos (webapp.store), int8 weights per "
+                      "with min/max ranges from the app's calibration photos (demo.store), int8 weights per "
                       "output channel",
             "build_s": round(quantize_s, 2),
             "speedup_vs_fp32_onnx": ratio(stats["fp32_onnx"]["median_ms"], stats["int8_onnx"]["median_ms"]),

@@ -57,8 +57,8 @@ def _say(msg: str) -> None:
 
 
 def _photo_path() -> Path:
-    from xception.settings import Settings
-    from xception.weights.fetch import preset_samples
+    from xception_core.settings import Settings
+    from xception_core.weights.fetch import preset_samples
 
     return next(s.path for s in preset_samples("kitchenware", Settings.from_env().cache_dir) if s.label)
 
@@ -176,7 +176,7 @@ def bench_serve(args: argparse.Namespace, image: Path) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from xception.settings import Settings
+    from xception_core.settings import Settings
 
     settings = dataclasses.replace(Settings.from_env(), weights="kitchenware", model_store="ray")
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
@@ -213,7 +213,7 @@ def replacement(settings) -> dict[str, Any]:
 
     from ray import serve
 
-    from webapp.store_remote import MODEL_DEPLOYMENT
+    from demo.store_remote import MODEL_DEPLOYMENT
 
     victim = ray_processes()["replica"][0]
     t = time.perf_counter()
@@ -238,9 +238,9 @@ def replacement(settings) -> dict[str, Any]:
 
 def bench_forward(args: argparse.Namespace) -> dict[str, Any]:
     """CPU seconds per image of `Classifier.forward` with 1 ONNX Runtime thread (a replica's)."""
-    from xception.model import load_model
-    from xception.runtime.classifier import Classifier
-    from xception.settings import Settings
+    from xception_core.model import load_model
+    from xception_core.runtime.classifier import Classifier
+    from xception_core.settings import Settings
 
     settings = Settings.from_env()
     out: dict[str, Any] = {}

@@ -93,10 +93,10 @@ def bench_server(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     import httpx
     from gradio_client import Client, handle_file
 
-    from xception.io.images import load_image
-    from xception.io.preprocessing import preprocess
-    from xception.model import load_model
-    from xception.runtime.classifier import Classifier
+    from xception_core.io.images import load_image
+    from xception_core.io.preprocessing import preprocess
+    from xception_core.model import load_model
+    from xception_core.runtime.classifier import Classifier
 
     image = example_path()
     # The bare forward of the served model, in this process, before the server exists.
@@ -216,7 +216,7 @@ def bench_server(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
 
 def activation_photos() -> list[Path]:
     """Up to five different photos: the benchmark photo first."""
-    from xception.io.assets import example_images
+    from xception_core.io.assets import example_images
 
     first = example_path()
     return [first] + [e.path for e in example_images() if e.path != first][:4]
@@ -228,9 +228,9 @@ def bench_two_weights(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]
     loaded and used, and the plain HTTP API at 299 px against that model's bare forward."""
     import httpx
 
-    from xception.io.preprocessing import preprocess
-    from xception.model import load_model
-    from xception.runtime.classifier import Classifier
+    from xception_core.io.preprocessing import preprocess
+    from xception_core.model import load_model
+    from xception_core.runtime.classifier import Classifier
 
     weights_file = write_imagenet_layout_file(out_dir / "xception_weights_tf_dim_ordering_tf_kernels.h5")
     # The bare forward of the served 299 px model, in this process, before the server exists.

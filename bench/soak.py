@@ -220,7 +220,7 @@ class Inputs:
 
     @classmethod
     def make(cls, big: bool = True) -> "Inputs":
-        from xception.io.assets import example_images
+        from xception_core.io.assets import example_images
 
         small = [Path(e.path).read_bytes() for e in example_images()]
         small += [photo_jpeg(1200, 900, seed) for seed in range(4)]

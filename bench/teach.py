@@ -71,15 +71,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import tempfile
 
-    from webapp.services.teach import STARTER_EXAMPLE_CLASSES, STARTER_MERGE, STARTER_OTHER, TeachService
-    from webapp.store import ModelStore
-    from xception.io.assets import example_images
-    from xception.io.images import load_image
-    from xception.io.preprocessing import preprocess
-    from xception.runtime.extractor import TRANSFER_BLOCKS
-    from xception.runtime.transfer import cross_validate, fit_softmax_head
-    from xception.settings import Settings
-    from xception.weights.fetch import preset_samples
+    from demo.services.teach import STARTER_EXAMPLE_CLASSES, STARTER_MERGE, STARTER_OTHER, TeachService
+    from demo.store import ModelStore
+    from xception_core.io.assets import example_images
+    from xception_core.io.images import load_image
+    from xception_core.io.preprocessing import preprocess
+    from xception_core.runtime.extractor import TRANSFER_BLOCKS
+    from xception_core.runtime.transfer import cross_validate, fit_softmax_head
+    from xception_core.settings import Settings
+    from xception_core.weights.fetch import preset_samples
 
     env = Settings.from_env()
     tmp = Path(tempfile.mkdtemp(prefix="bench-teach-"))

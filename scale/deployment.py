@@ -1,6 +1,6 @@
 """The model deployment: each replica loads the weights once, through the app's own `ModelStore`
 (the same factory, labels, calibration and warm-up as `python app.py`), and answers what a
-`webapp.store_remote.RemoteModelStore` asks: forward passes batched across concurrent callers
+`demo.store_remote.RemoteModelStore` asks: forward passes batched across concurrent callers
 with `@serve.batch`, Grad-CAM, all-blocks activations and the loading status.
 
 Replica resources, counts and autoscaling live in the Serve config (`scale/serve_config.yaml`);
@@ -20,10 +20,10 @@ import numpy as np
 import ray
 from ray import serve
 
-from webapp.store import ModelStore
-from webapp.store_remote import MODEL_DEPLOYMENT, RemoteStatus
-from xception.runtime.activations import ActivationExplorer, ImageActivations
-from xception.settings import Settings
+from demo.store import ModelStore
+from demo.store_remote import MODEL_DEPLOYMENT, RemoteStatus
+from xception_core.runtime.activations import ActivationExplorer, ImageActivations
+from xception_core.settings import Settings
 
 logger = logging.getLogger(__name__)
 

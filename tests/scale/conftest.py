@@ -72,7 +72,7 @@ def serve_app(serve_settings):
 def model_handle(serve_app, serve_settings):
     from ray import serve
 
-    from webapp.store_remote import MODEL_DEPLOYMENT
+    from demo.store_remote import MODEL_DEPLOYMENT
 
     return serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=serve_settings.serve_app)
 
@@ -80,6 +80,6 @@ def model_handle(serve_app, serve_settings):
 @pytest.fixture(scope="module")
 def local_store(serve_settings):
     """The single-process app's store, on the same settings."""
-    from webapp.store import ModelStore
+    from demo.store import ModelStore
 
     return ModelStore(dataclasses.replace(serve_settings, model_store="local")).start()

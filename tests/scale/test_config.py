@@ -35,8 +35,8 @@ def test_the_config_names_what_the_code_has():
     import importlib
 
     from scale.ingress import INGRESS_DEPLOYMENT
-    from webapp.store_remote import MODEL_DEPLOYMENT
-    from xception.settings import Settings
+    from demo.store_remote import MODEL_DEPLOYMENT
+    from xception_core.settings import Settings
 
     app = ServeDeploySchema.model_validate(serve_config()).applications[0]
     module, attr = app.import_path.split(":")

@@ -21,8 +21,8 @@ CLIENTS, PER_CLIENT = 8, 6
 
 
 def photos(settings) -> list:
-    from xception.io.assets import example_images
-    from xception.weights.fetch import preset_samples
+    from xception_core.io.assets import example_images
+    from xception_core.weights.fetch import preset_samples
 
     labelled = [s.path for s in preset_samples("kitchenware", settings.cache_dir) if s.label]
     return labelled[:2] + [example_images(settings.assets_dir)[0].path]
@@ -67,7 +67,7 @@ def test_classify_over_http_equals_the_single_process_answer(serve_app, serve_se
 
 
 def test_gradcam_and_activations_run_in_replicas_and_match(model_handle, serve_settings, local_store):
-    from webapp.store_remote import RemoteModelStore
+    from demo.store_remote import RemoteModelStore
 
     remote = RemoteModelStore(model_handle, serve_settings)
     path = photos(serve_settings)[0]
@@ -142,7 +142,7 @@ def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app,
     seen: list[dict] = []
     watching = threading.Event()
     watching.set()
-    from webapp.store_remote import RemoteModelStore
+    from demo.store_remote import RemoteModelStore
 
     direct = RemoteModelStore(model_handle, serve_settings)
 
@@ -188,8 +188,8 @@ def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app,
 def test_settings_choose_the_remote_store_for_a_plain_app_process(serve_app, serve_settings, local_store):
     """`python app.py` with XCEPTION_MODEL_STORE=ray: the app process joins the running cluster and
     its store calls the replicas; same answer as the local store."""
-    from webapp.server import make_store
-    from webapp.store_remote import RemoteModelStore
+    from demo.server import make_store
+    from demo.store_remote import RemoteModelStore
 
     store = make_store(serve_settings)
     assert isinstance(store, RemoteModelStore)

@@ -11,9 +11,9 @@ pytest.importorskip("ray", reason="needs requirements-scale.txt")
 
 from ray.exceptions import ActorDiedError, RayTaskError  # noqa: E402
 
-from webapp.store import SlotStatus  # noqa: E402
-from webapp.store_remote import RemoteModelStore, RemoteStatus, ReplicasUnavailableError  # noqa: E402
-from xception.settings import Settings  # noqa: E402
+from demo.store import SlotStatus  # noqa: E402
+from demo.store_remote import RemoteModelStore, RemoteStatus, ReplicasUnavailableError  # noqa: E402
+from xception_core.settings import Settings  # noqa: E402
 
 pytestmark = pytest.mark.scale
 
@@ -47,7 +47,7 @@ class FakeHandle:
 
 @pytest.fixture(autouse=True)
 def no_pause(monkeypatch):
-    monkeypatch.setattr("webapp.store_remote.RETRY_PAUSE_S", 0.0)
+    monkeypatch.setattr("demo.store_remote.RETRY_PAUSE_S", 0.0)
 
 
 def test_a_lost_replica_is_retried_and_the_answer_comes_back():

@@ -1,0 +1,79 @@
+"""Model files the page links to: the weight-free graph Netron shows and the full `.keras`
+download, exported once per architecture into one folder and served by allowlisted name."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from pathlib import Path
+from typing import Callable
+
+import fastapi
+
+from demo.store import ModelStore
+from xception_core.io.export import export_graph, export_keras, list_exports
+
+logger = logging.getLogger(__name__)
+
+
+def writable_folder(preferred: Path) -> Path | None:
+    """`preferred` if a file can be written there, else a fresh temporary folder, else None.
+
+    A read-only cache (everything fetched, the folder mounted read-only) must not stop the app:
+    only the exports move.
+    """
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=preferred, prefix=".probe-"):
+            pass
+        return preferred
+    except OSError as exc:
+        logger.warning("export folder %s is not writable (%s); using a temporary folder", preferred, exc)
+    try:
+        return Path(tempfile.mkdtemp(prefix="xception-exports-"))
+    except OSError as exc:
+        logger.warning("no writable temporary folder either (%s): graph view and downloads are off", exc)
+        return None
+
+
+class Exports:
+    """Exports of the store's models, made on first request and cached on disk by the exporter."""
+
+    def __init__(self, store: ModelStore, folder: Path):
+        self.store, self.folder = store, folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def names(self) -> set[str]:
+        """Names that may be served: only files the exporter created in the folder."""
+        return {f.name for f in list_exports(self.folder)}
+
+    def _model(self, variant: str, key: str | None):
+        return self.store.variant(key, variant).model
+
+    def _stem(self, variant: str, key: str | None) -> str:
+        return f"xception-{key or self.store.default_key}-{variant}"
+
+    def graph(self, variant: str, key: str | None = None) -> str:
+        """File name of the weight-free graph of the `variant` wiring of the store's model."""
+        with self._lock:
+            return export_graph(self._model(variant, key), self.folder, self._stem(variant, key)).name
+
+    def full_keras(self, variant: str, key: str | None = None) -> Path:
+        """Path of the full `.keras` (architecture and weights) for download (~90 MB, ~1 s)."""
+        with self._lock:
+            return export_keras(self._model(variant, key), self.folder, self._stem(variant, key))
+
+
+def register_exports(app: fastapi.FastAPI, store: ModelStore, add_netron_routes: Callable) -> Exports | None:
+    """Adds `/netron/` and `/models/` to `app` (before Gradio is mounted) and keeps the
+    `Exports` on `app.state.exports` for the UI; None (and no routes) when nothing can be written."""
+    folder = writable_folder(store.settings.exports)
+    app.state.exports = None
+    if folder is None:
+        return None
+    exports = Exports(store, folder)
+    add_netron_routes(app, exports.folder, exports.names)
+    app.state.exports = exports
+    return exports

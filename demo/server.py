@@ -1,0 +1,144 @@
+"""One FastAPI app on one port: the Gradio UI at `/`, Netron and model exports beside it.
+
+Spaces expose a single port, so nothing here starts a second server. Routes are registered
+before Gradio is mounted at `/`, which would otherwise shadow them.
+
+Budgets for a public URL (figures measured with them are in bench/README.md, "Soak"):
+one request-body limit on every route, uploads and data URLs capped alike, sessions that expire
+and are capped in number, generated files deleted by age and kept under a byte budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import fastapi
+import gradio as gr
+
+from demo.errors import public_text
+from demo.http_api import register_http_api
+from demo.limits import BodyLimitMiddleware, Janitor
+from demo.netron.exports import register_exports
+from demo.netron.routes import add_netron_routes
+from demo.ports import exit_if_port_taken, port_problem  # noqa: F401 - port_problem is public here too
+from demo.services.payloads import MAX_UPLOAD_BYTES
+from demo.store import ModelStore
+from demo.ui import text
+from demo.ui.layout import CSS, build_demo
+from xception_core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+QUEUE_SIZE = 64  # requests waiting beyond this are refused at once rather than piling up
+
+
+def make_store(settings: Settings) -> ModelStore:
+    """The store `settings.model_store` names: models in this process, or replicas on Ray Serve."""
+    if settings.model_store == "ray":
+        from demo.store_remote import RemoteModelStore  # needs requirements-scale.txt
+
+        return RemoteModelStore.connect(settings)
+    return ModelStore(settings)
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Per-request, per-session and disk budgets of the server.
+
+    Attributes:
+        upload_bytes: Largest image upload (multipart) and largest decoded data URL.
+        body_bytes: Largest request body on any route: a data URL of `upload_bytes` in JSON.
+        max_sessions: Sessions kept in memory (Gradio's default is 10,000); the least recently
+            used go first. With the janitor dropping page-config snapshots a session costs
+            ~20 KB, and results it may need again are bounded by the services themselves.
+        session_ttl_s: A session unused this long is dropped with its state (per-session
+            results expire sooner: `demo.services.classify.RESULT_TTL_S`).
+        files_age_s: Uploads and generated images older than this are deleted (Gradio's delete_cache).
+        files_budget_bytes: Uploads and generated images kept at most, oldest deleted first.
+        file_min_age_s: Never delete a file younger than this (an upload about to be used).
+        sweep_s: How often the janitor runs.
+    """
+
+    upload_bytes: int = MAX_UPLOAD_BYTES
+    body_bytes: int = MAX_UPLOAD_BYTES * 4 // 3 + 64 * 1024
+    max_sessions: int = 1000
+    session_ttl_s: float = 20 * 60
+    files_age_s: int = 30 * 60
+    files_budget_bytes: int = 200 * 2**20
+    file_min_age_s: float = 30.0
+    sweep_s: float = 10.0
+
+
+def create_app(settings: Settings | None = None, store: ModelStore | None = None,
+               budgets: Budgets | None = None) -> fastapi.FastAPI:
+    """Builds the app; model loading starts in the background right away."""
+    budgets = budgets or Budgets()
+    store = (store or make_store(settings or Settings())).start()
+    janitor_box: dict[str, Janitor] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        task = asyncio.create_task(janitor_box["janitor"].run(budgets.sweep_s))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = fastapi.FastAPI(title="Xception Explorer", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.store = store
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        health = {"ready": store.is_ready(),
+                  "status": public_text(text.status_line(store.statuses(), store.is_ready()), 2000),
+                  "weights": [public_text(key, 200) for key in store.available()]}
+        if (replicas := store.replicas()) is not None:
+            health["replicas"] = replicas
+        return health
+
+    exports = register_exports(app, store, add_netron_routes)
+    # The plain HTTP API takes the page's upload cap, so both refuse the same files.
+    register_http_api(app, store, max_bytes=budgets.upload_bytes, max_waiting=QUEUE_SIZE)
+    blocks = build_demo(store, exports, max_upload=f"{budgets.upload_bytes // 2**20}mb")
+    blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
+    # Age-based deletion of uploads and generated images by Gradio itself (every 5 minutes).
+    blocks.delete_cache = (300, budgets.files_age_s)
+    blocks.state_session_capacity = budgets.max_sessions
+    app = gr.mount_gradio_app(
+        # show_error=False: an exception that is not a gr.Error (Gradio's own, or a bug) reaches
+        # the client as a bare "Error", never as raw Python text with server paths in it.
+        app, blocks, path="/", ssr_mode=False, max_file_size=budgets.upload_bytes, show_error=False, css=CSS,
+        footer_links=["api"],
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=budgets.body_bytes)
+    # Gradio checks that a request's file paths were uploaded by a user only once the Blocks
+    # "have launched", which mount_gradio_app never marks: without this, an API caller could
+    # name any file on the server ({"path": "/etc/passwd"}) and have it copied into the cache.
+    blocks.has_launched = True
+    janitor_box["janitor"] = Janitor(
+        blocks, session_ttl_s=budgets.session_ttl_s, files_budget_bytes=budgets.files_budget_bytes,
+        file_min_age_s=budgets.file_min_age_s, upload_dir=store.settings.upload_dir)
+    app.state.janitor = janitor_box["janitor"]
+    app.state.blocks = blocks
+    return app
+
+
+def main(settings: Settings | None = None, store: ModelStore | None = None) -> None:
+    """`python app.py`: settings from the environment, read once here, then the server.
+
+    `app.py` passes a store it already started, so the weights load while Gradio is imported.
+    """
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings or Settings.from_env()
+    exit_if_port_taken(settings)
+    Janitor.map_big_blocks()
+    app = create_app(settings, store)
+    print(f"Xception Explorer on http://{settings.host}:{settings.port}", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=2)

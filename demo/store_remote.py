@@ -1,0 +1,302 @@
+"""The app's model store on a Ray Serve cluster: `ModelStore`'s interface, the models in replicas.
+
+`RemoteModelStore` answers what the app asks of `demo.store.ModelStore` (`get`, `statuses`,
+`available`, `variant`, ...), but each image's forward pass, Grad-CAM and all-blocks activations
+run in a replica of the `scale.deployment` deployment, reached through a Serve handle. The
+rest of the app does not know which store it has: `demo.server.make_store` picks one from
+`Settings.model_store`, and the Serve ingress (`scale.ingress`) passes this one in.
+
+What stays in the app process: decoding and preprocessing (the same `ServedModel.preprocess`),
+labels (`top_k` here, as in the local store), and, only once someone asks for an architecture
+description or an export, a local copy of the weights loaded through the same factory (those
+need a Keras model; no visitor's image ever runs on it).
+
+Calls are retried when a replica dies under them (Serve routes the retry to a live replica and
+starts a new one); an error raised by the replica's own code is not retried but re-raised as it
+was, without the remote traceback.
+
+Needs `requirements-scale.txt` (Ray Serve); nothing else in the app imports this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import ray
+from ray import serve
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import DeploymentUnavailableError
+
+from demo.store import ServedModel, SlotStatus
+from xception_core.model import LoadedModel, ModelInfo, WeightsUnavailableError, load_model, rewire
+from xception_core.runtime.activations import ActivationExplorer, ImageActivations
+from xception_core.settings import Settings
+from xception_core.weights.presets import AUTO_ORDER, PRESETS
+
+logger = logging.getLogger(__name__)
+
+MODEL_DEPLOYMENT = "XceptionModel"  # the deployment's name in the Serve config (scale/serve_config.yaml)
+RETRIES = 4  # a dead replica's requests: each retry goes to a live replica
+RETRY_PAUSE_S = 0.25
+CALL_TIMEOUT_S = 120.0  # one forward, Grad-CAM or activations call, queueing included
+STATUS_TIMEOUT_S = 3.0  # /healthz and the page's status line wait at most this for a replica
+STATUS_TTL_S = 2.0  # the page polls status every few seconds; one remote call serves them all
+# Lost replicas (the process died, or Serve had none to route to): the request can go elsewhere.
+# A timeout is not retried: the replicas are busy, and sending the request again adds to that.
+RETRYABLE = (RayActorError, DeploymentUnavailableError)
+
+
+class ReplicasUnavailableError(RuntimeError):
+    """No replica answered after the retries."""
+
+
+@dataclass(frozen=True)
+class RemoteStatus:
+    """What one replica says about its models (every replica loads the same ones)."""
+
+    default: str | None
+    available: list[str]
+    statuses: list[SlotStatus]
+    titles: dict[str, str] = field(default_factory=dict)
+
+
+class RemoteServedModel(ServedModel):
+    """`ServedModel` whose forward pass and Grad-CAM run in a replica.
+
+    Labels, preprocessing and top-k are the local ones (inherited), so a prediction is built
+    exactly as in the local store.
+    """
+
+    def __init__(self, store: "RemoteModelStore", key: str, labels: tuple[str, ...], info: ModelInfo,
+                 input_size: int):
+        self.store, self.key, self.labels = store, key, labels
+        self._info, self._input_size = info, input_size
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """A local copy of the weights, for descriptions and exports only (loaded on first use)."""
+        return self.store.variant(self.key, self._info.variant)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def input_size(self) -> int:
+        return self._input_size
+
+    def forward_one(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(size, size, 3) → ((h, w, 2048) features, (classes,) probabilities), batched in the replica."""
+        return self.store.call("predict", self.key, np.asarray(x, np.float32))
+
+    def gradcam(self, features: np.ndarray, class_index: int) -> np.ndarray:
+        """(h, w) Grad-CAM map in [0, 1] of one class, computed in a replica."""
+        return self.store.call("gradcam", self.key, np.asarray(features, np.float32), int(class_index))
+
+
+class RemoteExplorer(ActivationExplorer):
+    """The Explore tab's activation cache; each miss is one all-blocks forward in a replica."""
+
+    def __init__(self, store: "RemoteModelStore", max_entries: int = 8, **kwargs: Any):
+        super().__init__(max_entries, **kwargs)
+        self.store = store
+
+    def warm_up(self, loaded: LoadedModel) -> None:
+        """Nothing to do here: each replica warms its own explorer before it takes requests."""
+
+    def compute(self, loaded: LoadedModel, x: np.ndarray, *, weights_key: str | None = None
+                ) -> tuple[ImageActivations, bool]:
+        """As `ActivationExplorer.compute`; `loaded` only names the wiring, the replica has the weights."""
+        x = np.asarray(x, dtype=np.float32)
+        variant = loaded.info.variant
+        weights_key = weights_key or self.store.default_key or ""
+        key = self.key_for(x, weights_key, variant)
+        if (record := self.lookup(key)) is not None:
+            return record, True
+        record = self.store.call("activations", weights_key, variant, x)
+        with self._lock:
+            self.forward_calls += 1
+            self.misses += 1
+            self._cache[record.key] = record
+            self._evict()
+        return record, False
+
+
+class RemoteModelStore:
+    """`ModelStore`'s interface over a Serve handle to the model deployment.
+
+    Args:
+        handle: A `DeploymentHandle` of `scale.deployment.XceptionModel` (or anything whose
+            methods answer `.remote(...)` with a response that has `.result(timeout_s=...)`).
+        settings: The app's settings (upload folder, exports, candidates for the status line).
+    """
+
+    def __init__(self, handle: Any, settings: Settings | None = None):
+        self.handle = handle
+        self.settings = settings or Settings()
+        self.candidates: list[str] = [self.settings.weights] if self.settings.weights else list(AUTO_ORDER)
+        self.retries = 0  # calls sent again after a replica was lost (tests, bench)
+        self._started = time.monotonic()
+        self._lock = threading.Lock()
+        self._status: RemoteStatus | None = None
+        self._status_lock = threading.Lock()
+        self._status_at = -1e9
+        self._served: dict[str, RemoteServedModel] = {}
+        self._local: dict[tuple[str, str], LoadedModel] = {}
+        self._local_lock = threading.Lock()  # a load takes seconds: never under `_lock`
+        self._replicas: tuple[float, dict[str, int]] = (-1e9, {})
+
+    @classmethod
+    def connect(cls, settings: Settings) -> "RemoteModelStore":
+        """The store of a process outside Serve (`python app.py` with XCEPTION_MODEL_STORE=ray):
+        joins the running cluster (RAY_ADDRESS, else the local one) and the deployment of
+        `settings.serve_app`."""
+        if not ray.is_initialized():
+            ray.init(address="auto", logging_level=logging.WARNING)
+        return cls(serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=settings.serve_app), settings)
+
+    # ---------------------------------------------------------------- calls
+
+    def call(self, method: str, *args: Any, timeout: float = CALL_TIMEOUT_S, retries: int = RETRIES) -> Any:
+        """`method(*args)` on some replica; retried on another one when a replica is lost.
+
+        Raises:
+            ReplicasUnavailableError: No replica answered after `retries` retries.
+            TimeoutError: No answer within `timeout` seconds (not retried).
+            Whatever the replica's code raised (e.g. `WeightsUnavailableError`, `ValueError`).
+        """
+        last: Exception | None = None
+        for attempt in range(retries + 1):
+            if attempt:
+                with self._lock:
+                    self.retries += 1
+                time.sleep(RETRY_PAUSE_S * attempt)
+            try:
+                return getattr(self.handle, method).remote(*args).result(timeout_s=timeout)
+            except RayTaskError as exc:  # the replica's own code raised: same answer elsewhere
+                cause = exc.cause if isinstance(exc.cause, Exception) else RuntimeError(str(exc.cause))
+                raise cause from None
+            except TimeoutError:
+                raise TimeoutError(f"the model replicas did not answer within {timeout:.0f} s; "
+                                   "they are busy or starting, try again shortly") from None
+            except RETRYABLE as exc:
+                last = exc
+                logger.warning("replica call %s failed (%s); retrying", method, type(exc).__name__)
+        raise ReplicasUnavailableError(f"no model replica answered {method!r} ({type(last).__name__})")
+
+    def _remote_status(self) -> RemoteStatus | None:
+        """The replicas' status, at most `STATUS_TTL_S` old (one thread asks; the others take the
+        last answer meanwhile); None while no replica answers."""
+        if time.monotonic() - self._status_at < STATUS_TTL_S or not self._status_lock.acquire(blocking=False):
+            return self._status
+        try:
+            try:
+                status = self.call("status", timeout=STATUS_TIMEOUT_S, retries=0)
+            except (ReplicasUnavailableError, TimeoutError) as exc:
+                logger.info("model replicas not answering yet: %s", exc)
+                status = None
+            self._status, self._status_at = status, time.monotonic()
+            return status
+        finally:
+            self._status_lock.release()
+
+    # ---------------------------------------------------------------- ModelStore's interface
+
+    def start(self) -> "RemoteModelStore":
+        """The replicas load their models themselves; nothing to start here."""
+        return self
+
+    @property
+    def default_key(self) -> str | None:
+        status = self._remote_status()
+        return status.default if status else None
+
+    def available(self) -> list[str]:
+        status = self._remote_status()
+        return list(status.available) if status else []
+
+    def title(self, key: str) -> str:
+        status = self._remote_status()
+        if status and key in status.titles:
+            return status.titles[key]
+        return PRESETS[key].title if key in PRESETS else key
+
+    def statuses(self) -> list[SlotStatus]:
+        status = self._remote_status()
+        if status is not None:
+            return list(status.statuses)
+        waited = time.monotonic() - self._started
+        return [SlotStatus(key, self.title(key), "loading", waited) for key in self.candidates]
+
+    def is_ready(self) -> bool:
+        return self.default_key is not None
+
+    def settled(self) -> bool:
+        return self.is_ready() and all(s.state in ("ready", "failed") for s in self.statuses())
+
+    def replicas(self) -> dict[str, int]:
+        """The model deployment's replicas by state ('RUNNING', 'STARTING', ...), from Serve's
+        controller, at most `STATUS_TTL_S` old."""
+        at, counts = self._replicas
+        if time.monotonic() - at < STATUS_TTL_S:
+            return counts
+        try:
+            app = serve.status().applications.get(self.settings.serve_app)
+            deployment = app.deployments.get(MODEL_DEPLOYMENT) if app else None
+            counts = {str(getattr(k, "value", k)): int(v) for k, v in deployment.replica_states.items() if v} \
+                if deployment else {}
+        except Exception as exc:  # noqa: BLE001 - health reports what it can
+            logger.warning("Serve status unavailable: %s", exc)
+            counts = {}
+        self._replicas = (time.monotonic(), counts)
+        return counts
+
+    def get(self, key: str | None = None, timeout: float | None = None) -> RemoteServedModel:
+        """The served model for `key` (default weights when None), waiting for a replica.
+
+        Raises:
+            WeightsUnavailableError: The replicas could not load it.
+            TimeoutError: No replica ready after `timeout` seconds.
+            ValueError: Unknown key.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self._remote_status()
+            if status is not None and status.default is not None:
+                break
+            if status is not None and all(s.state == "failed" for s in status.statuses):
+                errors = "; ".join(f"{s.key}: {s.error}" for s in status.statuses)
+                raise WeightsUnavailableError(f"no pretrained weights could be loaded ({errors})")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("the model is still loading; try again in a few seconds")
+            time.sleep(0.5)
+        key = key or status.default
+        with self._lock:
+            if key in self._served:
+                return self._served[key]
+        labels, info, input_size = self.call("served", key)  # raises as the replica's store does
+        served = RemoteServedModel(self, key, tuple(labels), info, int(input_size))
+        with self._lock:
+            return self._served.setdefault(key, served)
+
+    def variant(self, key: str | None, variant: str) -> LoadedModel:
+        """A local copy of the weights in a wiring, for descriptions and exports (loaded once)."""
+        served = self.get(key)
+        cache_key = (served.key, variant)
+        with self._local_lock:
+            if cache_key not in self._local:
+                base = self._local.get((served.key, served.info.variant))
+                if base is None:
+                    base = load_model(served.key, settings=self.settings)
+                    self._local[(served.key, base.info.variant)] = base
+                self._local[cache_key] = rewire(base, variant)
+            return self._local[cache_key]
+
+    def activation_explorer(self) -> RemoteExplorer:
+        """A new activation cache for the Explore tab whose forwards run in the replicas."""
+        return RemoteExplorer(self, max_entries=8)

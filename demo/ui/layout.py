@@ -1,0 +1,75 @@
+"""The Gradio Blocks: header, model status, and the Classify and Explore tabs."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from demo.netron.exports import Exports
+from demo.services.classify import ClassifyService
+from demo.services.examples import ExampleService
+from demo.services.explore import ExploreService
+from demo.store import ModelStore
+from demo.ui import text
+from demo.ui.classify_tab import build_classify_tab
+from demo.ui.explore_tab import build_explore_tab
+from demo.ui.netron_tab import build_netron_section
+from demo.ui.teach_tab import build_teach_tab
+
+CSS = """
+#status-line { font-size: 0.9em; opacity: 0.85; }
+#weights-panel { font-size: 0.95em; }
+#netron-frame { height: min(720px, 78vh); }
+#weights-panel code { word-break: break-all; }
+/* Galleries show every tile: Gradio caps an unsized gallery at 55vh and scrolls the rest out of sight. */
+#explore-gallery .grid-wrap, #classify-examples .grid-wrap, #explore-examples .grid-wrap {
+  min-height: 0 !important; max-height: none !important; }
+/* ...and fit their columns to the width: Gradio's 100 px minimum puts a phone's 4th column out of view. */
+#explore-gallery .grid-container, #classify-examples .grid-container, #explore-examples .grid-container {
+  grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
+  grid-auto-rows: auto !important; grid-template-rows: none !important; }
+#explore-gallery .thumbnail-item, #classify-examples .thumbnail-item, #explore-examples .thumbnail-item {
+  aspect-ratio: 1 / 1; height: auto; }
+"""
+
+# Read in the browser on load: the figures follow the page's theme and width.
+CLIENT_JS = "() => ({dark: document.body.classList.contains('dark'), width: window.innerWidth})"
+
+
+def build_demo(store: ModelStore, exports: Exports | None = None, max_upload: str = "10mb") -> gr.Blocks:
+    """Builds the app's Blocks around a shared `ModelStore` (loading starts on first page view)."""
+    classify = ClassifyService(store)
+    explore = ExploreService(store)
+    examples = ExampleService(store)
+    with gr.Blocks(title=text.TITLE) as blocks:
+        gr.Markdown(text.INTRO)
+        status = gr.Markdown(elem_id="status-line")
+        weights_md = gr.Markdown(text.weights_panel([], None), elem_id="weights-panel")
+        client = gr.JSON(visible=False)
+        with gr.Tabs():
+            with gr.Tab("Classify", id="classify"):
+                c = build_classify_tab(store, classify, examples, max_upload)
+            with gr.Tab("Explore", id="explore") as explore_tab:
+                graph = (lambda: build_netron_section(classify, exports)) if exports is not None else None
+                e = build_explore_tab(store, explore, examples, client, graph)
+            with gr.Tab("Teach", id="teach"):
+                build_teach_tab(store, blocks)
+
+        def show_status():
+            statuses = store.statuses()
+            served = classify.model(None) if store.is_ready() else None
+            return text.status_line(statuses, store.is_ready()), text.weights_panel(statuses, served)
+
+        refresh_examples, ex_in, ex_out = c.refresh_examples
+        timer = gr.Timer(2.0)
+        timer.tick(show_status, None, [status, weights_md], api_visibility="private", queue=False)
+        timer.tick(lambda: gr.Timer(active=not store.settled()), None, timer, api_visibility="private", queue=False)
+        timer.tick(c.refresh_weights, c.weights, c.weights, api_visibility="private", queue=False)
+        timer.tick(refresh_examples, ex_in, ex_out, api_visibility="private", queue=False)
+        blocks.load(show_status, None, [status, weights_md], api_visibility="private", queue=False)
+        blocks.load(c.refresh_weights, c.weights, c.weights, api_visibility="private", queue=False)
+        blocks.load(refresh_examples, ex_in, ex_out, api_visibility="private", queue=False)
+        blocks.load(None, None, client, js=CLIENT_JS, api_visibility="private", queue=False)
+        # Explore starts from the photo chosen in Classify (when it has none of its own, or a newer one).
+        explore_tab.select(e.take_image, [c.image, e.image, e.shared], [e.image, e.shared], preprocess=False,
+                           api_visibility="private", queue=False)
+    return blocks

@@ -1,0 +1,399 @@
+"""Every sentence the page shows, in one place: fixed texts, and the functions that put numbers
+from the loaded model into words. The core returns numbers and states; words are made here."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+
+from demo.store import ServedModel, SlotStatus
+from demo.ui.figures import fmt_macs, shape_text
+from xception_core.arch.spec import WIRING_DIFFERENCES, XCEPTION_SPEC
+from xception_core.runtime.activations import ActivationExplorer, BlockStats, ImageActivations
+from xception_core.runtime.introspection import ModelDescription, SeparableCost, SeparableTotals
+
+TITLE = "Xception Explorer"
+
+INTRO = """
+# Xception Explorer
+A pretrained **Xception** (Chollet, *Xception: Deep Learning with Depthwise Separable Convolutions*,
+CVPR 2017, <a href="https://arxiv.org/abs/1610.02357" target="_blank" rel="noopener">arXiv:1610.02357</a>)
+running on this server: classify a photo and see where the network looked (**Classify**), then
+follow the same photo through its entry, middle and exit flows (**Explore**).
+"""
+
+ARTICLE_TITLE = "Xception: Implementing from scratch using Tensorflow"
+ARTICLE_CITATION = (
+    f"“{ARTICLE_TITLE}” (*Towards Data Science*, 2021); this project was built from its Chinese "
+    "translation, which keeps the English code"
+)
+
+# What each preset's classifier knows, in a visitor's words (keyed by preset name).
+_KNOWS = {
+    "imagenet": "the 1,000 everyday object classes of ImageNet-1k (animals, vehicles, food, tools…)",
+    "kitchenware": ("only six kitchen utensils: cup, fork, glass, knife, plate, spoon. It is the same "
+                    "ImageNet-trained Xception body with a small six-class head on top, so every photo, "
+                    "even a cat, gets one of these six answers"),
+}
+
+HOW_TO_GET_IMAGENET = (
+    "To use the full ImageNet classifier, run the app where "
+    "`storage.googleapis.com` is reachable (a Hugging Face Space is), or fetch the weights once with "
+    "`python -m xception_core fetch imagenet` and restart; `XCEPTION_WEIGHTS=/path/to/"
+    "xception_weights_tf_dim_ordering_tf_kernels.h5` uses a copy you already have."
+)
+
+GRADCAM_HEAD = "**Where did it look?** Grad-CAM (Selvaraju et al., 2017)"
+
+
+def gradcam_note(grid: int | None = None, input_size: int | None = None) -> str:
+    """What the Grad-CAM picture is; the grid and input size are the loaded model's when known."""
+    if grid and input_size:
+        where = (f"the exit flow's last feature maps ({grid}×{grid} for this model's "
+                 f"{input_size}×{input_size} input, one cell per {input_size / grid:.0f} pixels)")
+    else:
+        where = "the exit flow's last feature maps (10×10 at the 299 px reference)"
+    return (f"{GRADCAM_HEAD}: {where}, each weighted by how much it raises the chosen class's score, "
+            "summed and stretched over the photo. Bright = regions that pushed the model *towards* that "
+            "class. It is coarse by design.")
+
+
+GRADCAM_NOTE = gradcam_note()
+
+
+def upload_note(max_upload: str, input_size: int | None = None) -> str:
+    """Under the image input: what may be uploaded, and what the model does to its shape."""
+    size = f"{input_size}×{input_size}" if input_size else "square"
+    return (f"JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF, up to {max_upload.upper().replace('MB', ' MB')}. "
+            f"The model sees every photo squashed to its {size} input (not cropped): a wide photo "
+            "looks narrower to it.")
+
+
+WIRING_NOTE = (
+    "Wiring: as in the paper (Keras's reference, which the pretrained weights fit). The article this "
+    "project started from wires four details differently; **Explore › Article vs paper** compares them."
+)
+
+SEPARABLE_INTRO = """
+**Why is Xception cheap for its size?**
+A standard k×k convolution mixes space and channels at once: **k·k·C_in·C_out** weights.
+Xception's separable convolution splits that into a **depthwise** k×k filter per input channel
+(**k·k·C_in** weights) and a **pointwise** 1×1 convolution that mixes channels
+(**C_in·C_out** weights). The article's example, 3×3 from 3 to 64 channels: 3·3·3·64 = **1,728**
+weights for the standard conv against 3·3·3 + 3·64 = 27 + 192 = **219**, about 8× fewer.
+Below: every separable conv of the loaded model, and a calculator for any other.
+"""
+
+ACTIVATIONS_INTRO = """
+**What does each block see in your photo?** Pick an example or upload a photo (the one chosen in
+Classify comes along): **one forward pass** computes the output of all 14 blocks at once and caches
+it, so switching block, number of tiles, overlay or channel only reads the cache (the status line
+says when it was a cache hit).
+
+Each tile is one **channel** of the block's output, drawn on its **true grid**: one square per
+value, so a 5×5 map is 25 squares, not a smooth blob. Tiles are the block's most active channels;
+under each tile, **#channel · mean** is the channel's index and its mean activation over the image
+(how strongly it responded, what the ranking uses). With *one colour scale* every tile shares the
+colour bar above them, so a dim tile really is weaker; without it each tile is stretched to its own
+range. Click a tile to see it full size.
+"""
+
+def article_intro(loaded: ModelDescription | None) -> str:
+    """The Article-vs-paper sub-tab's text: the article named and cited, then its four departures.
+
+    Numbers in the spec's notes are the 299 px reference's; the loaded model's own stem sizes
+    follow when it is described."""
+    head = (f"**Which article?** {ARTICLE_CITATION}. It builds Xception from the same layers with the "
+            "same parameter count, but wires four things differently from the paper and Keras, so the "
+            "official weights, which fit the paper's wiring, do not give the same outputs in it. Both "
+            "wirings below run the **same weights** on the **same image**.\n\n"
+            "*Sizes in the notes are the 299 px reference's.*")
+    return head + "\n\n" + difference_list(loaded)
+
+NETRON_INTRO = """
+**The graph, layer by layer.** [Netron](https://netron.app) draws the model that runs here (a
+weight-free copy: it loads in seconds). Switch the wiring to see the article's version.
+"""
+
+NETRON_NOTE = """
+**Reading the graph.** Each box is one Keras layer, labelled with its operation (`Conv2D`,
+`SeparableConv2D`, `BatchNormalization`, `ReLU`, `Add`…). To see the layer names instead, press
+**Ctrl+U** (⌘U on a Mac) inside the graph, or the *Show / hide layer names* button. Block *N* of the
+explorer is every layer named `blockN_…`: a downsampling block's shortcut is `blockN_residual_conv` →
+`blockN_residual_bn`, joined to the main path at `blockN_add`; the classifier is `avg_pool` →
+`predictions` (or the transfer head's dense layers). Separable convs show their `depthwise_kernel`
+(3×3×C×1) and `pointwise_kernel` (1×1×C×C′). Click a box for its attributes; Ctrl+F searches by
+name; scroll to zoom, drag to pan.
+"""
+
+
+def _difference_nodes() -> tuple[tuple[str, str, str], ...]:
+    """(button label, layer name to find, what to look at) for each wiring difference."""
+    by_field = {d.field: d for d in WIRING_DIFFERENCES}
+    blocks = {b.name: b for b in XCEPTION_SPEC.blocks}
+
+    def first(field: str):
+        return blocks[by_field[field].blocks[0]]
+
+    stem, entry, middle, exit_ = (first("stem_padding"), first("entry_shortcut_from"),
+                                  first("middle_relu_before_add"), first("exit_final_relu"))
+    return (
+        (by_field["stem_padding"].label, stem.conv_names()[0],
+         f"`{stem.conv_names()[0]}`: its *padding* attribute is `valid` in the paper's graph, `same` in the article's."),
+        (by_field["entry_shortcut_from"].label, entry.residual_conv_name,
+         f"`{entry.residual_conv_name}`: its input is the previous block's sum in the paper's graph, the "
+         "previous shortcut's BatchNorm in the article's."),
+        (by_field["middle_relu_before_add"].label, f"{middle.conv_names()[-1]}_post_act",
+         f"`{middle.conv_names()[-1]}_post_act`: a ReLU just before `{middle.add_name}`, found only in the "
+         "article's graph (and in every middle block)."),
+        (by_field["exit_final_relu"].label, f"{exit_.conv_names()[-1]}_act",
+         f"`{exit_.conv_names()[-1]}_act`: the ReLU before `avg_pool`, found only in the paper's graph."),
+    )
+
+
+NETRON_DIFFERENCE_NODES = _difference_nodes()
+
+
+def netron_difference_list() -> str:
+    return "\n".join(f"- **{label}**: {what}" for label, _, what in NETRON_DIFFERENCE_NODES)
+
+
+NO_IMAGE = "No image yet: pick an example or upload a photo above."
+
+
+def failure_reason(error: str) -> str:
+    """Why weights failed, in a visitor's words (the raw error names server paths: logs only)."""
+    e = error.lower()
+    if "sha256" in e or "md5" in e or "hash" in e:
+        return "the downloaded file failed its checksum"
+    if "could not fetch" in e or "pip download" in e or "url" in e or "network" in e or "resolve" in e:
+        return "could not be downloaded here (no network access) and is not in the local cache"
+    kind = re.match(r"([A-Z][A-Za-z0-9]+): ", error)
+    if kind:  # the store prefixes errors that are not its own with their kind (a BadZipFile says much)
+        return f"failed to load ({kind.group(1)}; the server log says why)"
+    return "failed to load (the server log says why)"
+
+
+def status_line(statuses: Sequence[SlotStatus], ready: bool) -> str:
+    """The header's model status: what is loading, ready or failed, and why it failed."""
+    words = {"waiting": lambda s: "waiting",
+             "loading": lambda s: f"loading ({s.seconds:.0f} s; first start downloads the weights)",
+             "ready": lambda s: "ready",
+             "failed": lambda s: f"unavailable: {failure_reason(s.error)}"}
+    parts = [f"{s.title}: {words[s.state](s)}" for s in statuses]
+    return f"**Model status ({'ready' if ready else 'loading'}):** " + " · ".join(parts)
+
+
+def knows(served: ServedModel) -> str:
+    """What the served classifier can answer."""
+    if served.info.preset in _KNOWS:
+        return _KNOWS[served.info.preset]
+    n = len(served.labels)
+    return f"{n:,} classes" + (f": {', '.join(served.labels)}" if n <= 20 else "")
+
+
+def weights_panel(statuses: Sequence[SlotStatus], served: ServedModel | None) -> str:
+    """Before the first click: which weights are live, what they know, and why not ImageNet."""
+    if served is None:
+        return "Loading the pretrained weights; this panel says which ones are live once they are."
+    lines = [f"**Live weights: {served.title}** ({len(served.labels):,} classes, "
+             f"{served.input_size}×{served.input_size} input). They know {knows(served)}."]
+    failed = [s for s in statuses if s.state == "failed"]
+    for s in failed:
+        lines.append(f"**{s.title}: not available**: {failure_reason(s.error)}.")
+    if served.info.preset != "imagenet":
+        if not any(s.key == "imagenet" for s in statuses):
+            lines.append("The ImageNet-1k weights were not requested: this server was started with "
+                         "other weights chosen.")
+        lines.append(HOW_TO_GET_IMAGENET)
+    return "  \n".join(lines)
+
+
+def classify_info(served: ServedModel, seconds: float) -> str:
+    """The line under the top 5: time, weights, wiring, input size, classes, and int8 when on."""
+    info = served.info
+    text = (f"**{seconds * 1000:.0f} ms** in the network · weights: **{served.title}** "
+            f"({served.input_size}×{served.input_size} input, {len(served.labels)} classes, "
+            f"{'wired as in the paper' if info.variant == 'paper' else 'the article’s wiring'})")
+    if served.precision == "int8":
+        text += ("  \n**int8 model** (XCEPTION_PRECISION=int8): quantized for speed; its probabilities can "
+                 "differ a little from full precision, and on rare photos its top class.")
+    if len(served.labels) <= 20:
+        text += f"  \nThese weights only know {len(served.labels)} classes: {', '.join(served.labels)}."
+    return text
+
+
+def difference_list(loaded: ModelDescription | None = None) -> str:
+    """The four wiring differences as a Markdown list, with the blocks they live in; with a loaded
+    model, its own stem sizes in the paper's wiring after the reference's."""
+    lines = []
+    for d in WIRING_DIFFERENCES:
+        line = f"- **{d.label}** ({', '.join(d.blocks)}). {d.note}"
+        if d.field == "stem_padding" and loaded is not None:
+            stem = loaded.block(d.blocks[0])
+            sides = [loaded.input_shape[0]] + [layer.output_shape[0] for layer in stem.layers
+                                                if layer.class_name == "Conv2D"]
+            line += (f" The model loaded here takes {loaded.input_shape[0]} px: its {loaded.variant} stem goes "
+                     + "→".join(str(x) for x in sides) + ".")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def architecture_summary(d: ModelDescription, served: ServedModel | None) -> str:
+    """Totals of a described model, saying which model it is."""
+    if served is not None:
+        note = (f"Weights **{served.title}** ({len(served.labels)} classes), "
+                f"input {served.input_size}×{served.input_size}. ")
+    else:
+        note = "Reference Keras Xception (random weights; only the architecture is shown). "
+    return (f"{note}**{d.total_params:,}** parameters ({d.trainable_params:,} trainable, "
+            f"{d.non_trainable_params:,} non-trainable BatchNorm statistics) · "
+            f"**{fmt_macs(d.total_macs)}** multiply-accumulates per {shape_text(d.input_shape[:2])} image.")
+
+
+def separable_summary(d: ModelDescription, t: SeparableTotals) -> str:
+    return (f"**{t.count} separable convs** hold {t.separable_params:,} weights and cost {fmt_macs(t.separable_macs)} "
+            f"multiply-accumulates at {shape_text(d.input_shape[:2])}. Standard convs with the same "
+            f"channels would need {t.standard_params:,} weights (**{t.params_ratio:.1f}×**) and "
+            f"{fmt_macs(t.standard_macs)} multiply-accumulates (**{t.macs_ratio:.1f}×**).")
+
+
+def calculator(c: SeparableCost) -> str:
+    """The separable-conv calculator's answer."""
+    k, ci, co, s = c.kernel_size, c.in_channels, c.out_channels, c.height
+    where = "per output position" if s == 1 else f"for a {s}×{s} output"
+    return (f"**Standard {k}×{k} conv, {ci} → {co}:** {k}·{k}·{ci}·{co} = **{c.standard_params:,}** weights  \n"
+            f"**Separable:** depthwise {k}·{k}·{ci} = {c.depthwise_params:,} + pointwise {ci}·{co} = "
+            f"{c.pointwise_params:,} → **{c.separable_params:,}** weights  \n"
+            f"**{c.ratio:.1f}× fewer** weights. Multiply-accumulates {where}: {c.standard_macs:,} vs "
+            f"{c.separable_macs:,} (depthwise {c.depthwise_macs:,} + pointwise {c.pointwise_macs:,}).")
+
+
+def _zero_note(s: BlockStats) -> str:
+    if s.after_relu:
+        return (f"{s.zero_fraction:.1%} of the values are exactly 0: the units the ReLU switched off "
+                "for this image.")
+    return (f"{s.zero_fraction:.1%} exact zeros — not meaningful here: this output is a "
+            "sum or a BatchNorm output, not a ReLU, so negative values are kept.")
+
+
+def block_stats(record: ImageActivations, block: str) -> str:
+    s = record.stats[block]
+    kind = "ReLU" if s.after_relu else "sum / BatchNorm (no ReLU)"
+    return (f"**{block}** output {shape_text(s.shape)} ({kind}) · mean **{s.mean:.4g}** · "
+            f"std {s.std:.4g} · min {s.min:.4g} · max {s.max:.4g}  \n"
+            f"Zeros: {_zero_note(s)}")
+
+
+def cache_status(record: ImageActivations, hit: bool, explorer: ActivationExplorer, ms: float) -> str:
+    if hit:
+        head = f"**Cache hit** — no forward pass; this view took {ms:.0f} ms on the server."
+    else:
+        head = (f"**One forward pass** ({record.forward_seconds * 1000:.0f} ms) computed all "
+                f"{len(record.blocks)} blocks; this view took {ms:.0f} ms.")
+    return (f"{head}  \nForward passes so far: {explorer.forward_calls} · cached images: {len(explorer)} "
+            f"({explorer.nbytes / 2**20:.1f} MB, float16) · weights `{record.weights_key}`, "
+            f"{record.variant} wiring, {record.image.shape[0]}×{record.image.shape[1]} input")
+
+
+def comparison(paper_top: list[tuple[str, float]], article_top: list[tuple[str, float]],
+               relative_l2: float, cosine: float, resized: Sequence[str]) -> str:
+    same_top = paper_top[0][0] == article_top[0][0]
+    text = (f"Top class: paper **{paper_top[0][0]}** ({paper_top[0][1]:.1%}), article **{article_top[0][0]}** "
+            f"({article_top[0][1]:.1%}){' — the same class' if same_top else ' — a different class'}. "
+            f"Output difference at block14: {relative_l2:.2f} (relative L2), cosine {cosine:.2f}.")
+    if resized:
+        text += (f"  \nSpatial sizes differ in {', '.join(resized)} (the article's 'same'-padded stem): the "
+                 "article's maps were resized to the paper's grid before comparing.")
+    return text
+
+
+def examples_credit(photos) -> str:
+    """Under the examples: where they come from."""
+    sources = sorted({p.source for p in photos})
+    if not sources:
+        return ""
+    return "Examples from " + "; ".join(sources) + "."
+
+
+# ---------------------------------------------------------------------------------------- the API
+# Labels of the API's own components: the API page and the clients describe each parameter and
+# output with them ("The input value that is provided in the <label> component").
+
+API_IMAGE = "image: a photo (JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF, up to the upload limit), squashed to the model's square input"
+API_WEIGHTS = "weights: '' for the live default, else a name from /healthz's 'weights' (e.g. 'kitchenware', 'imagenet')"
+API_CLASS = "class_name: a class of the weights (see /classify's answer); '' explains the top class"
+API_BLOCK = "block: 'block1' (stem) … 'block14' (last exit-flow block)"
+API_TOP_N = "top_n: how many of the most active channels to return as maps (1-64)"
+API_WHICH = "which: 'loaded' (the weights that run here) or 'reference' (Keras's 299×299 ImageNet Xception, whatever is loaded)"
+
+API_CLASSIFY = "Classify a photo: the 5 most probable classes of the weights, with their probabilities."
+API_GRADCAM = ("Where the model looked for one class: a Grad-CAM heat map over the photo (display size) and the "
+               "class's probability and rank.")
+API_ARCHITECTURE = ("Xception block by block: totals and, per block, name, flow, output shape, parameters and "
+                    "multiply-accumulates; for the loaded weights or the 299 px reference.")
+API_ACTIVATIONS = ("One block's activations for a photo: its output shape, the mean activation of every channel, "
+                   "and the top_n most active channels as pictures (one forward pass per photo, cached).")
+
+
+START_HERE = """
+### A guided path through Xception, in five steps
+
+1. **At a glance**: *how is Xception built?* One path of 14 blocks in three flows (entry, middle
+   ×8, exit). Hover a block for its output shape, parameters and cost; the resolution ladder shows
+   the picture shrinking while the channels grow.
+2. **Separable convolutions**: *why is it so cheap for its size?* Nearly every layer is a
+   depthwise-separable convolution; the table and the calculator show how many weights that saves.
+3. **Activations**: *what does each block see in my photo?* Pick a photo (the one you chose in
+   Classify comes along) and step through the blocks: early blocks respond to edges and colours on a
+   fine grid, late blocks to whole objects on a coarse one.
+4. **Article vs paper**: *does wiring matter?* The article this project started from wires four
+   details differently. The same weights on the same photo show how far that moves every block.
+5. **Graph (Netron)**: *what exactly is in the model?* Every layer, searchable by name, with a
+   finder for the four places the article's graph differs.
+
+Each step starts with the question it answers. Use **Next** at the bottom of a step to move on.
+"""
+
+GLANCE_INTRO = ("**How is Xception built?** Hover a block of the diagram for its output shape, "
+                "parameters and multiply-accumulates; the numbers are those of the model described.")
+
+
+def calculator_problems(problems: Sequence[str]) -> str:
+    """The calculator's answer to bad values: one line per value, nothing computed."""
+    return "**Nothing computed yet:**  \n" + "  \n".join(f"- {p}" for p in problems)
+
+
+def tile_caption(channel: int, mean: float) -> str:
+    """Under a feature-map tile: the channel's index and its mean activation."""
+    return f"#{channel} · mean {mean:.2f}"
+
+
+def colour_bar(gradient_css: str, value_range: tuple[float, float] | None, after_relu: bool) -> str:
+    """The colour bar over the tiles: the shared scale's ends, or a note that each tile has its own."""
+    if value_range is None:
+        low, high = "each tile's own minimum", "its maximum"
+    else:
+        low, high = f"{value_range[0]:.3g}", f"{value_range[1]:.3g}"
+    kind = "activation (after ReLU)" if after_relu else "activation (a sum: can be negative)"
+    return (f'<div class="colour-bar" style="display:flex;align-items:center;gap:8px;font-size:0.85em">'
+            f'<span>{html.escape(low)}</span>'
+            f'<span style="flex:1;height:12px;border-radius:3px;background:{gradient_css}"></span>'
+            f'<span>{html.escape(high)}</span></div>'
+            f'<div style="font-size:0.8em;opacity:0.8">colour = {kind}</div>')
+
+
+def download_link(export_name: str, size_bytes: int) -> str:
+    """The .keras download: a link to the app's /models/ route (which names the file)."""
+    from urllib.parse import quote
+
+    wiring = "article" if "-article.keras" in export_name else "paper"
+    return (f'<a href="models/{quote(export_name)}" download '
+            'style="display:inline-block;padding:10px 18px;border-radius:8px;font-weight:600;'
+            'background:var(--button-primary-background-fill);color:var(--button-primary-text-color)">'
+            f"Download the full .keras, {wiring} wiring ({size_bytes / 2**20:.0f} MB)</a>")
+
+
+EXPORTS_OFF = ("The graph view and the model download are off on this server: it has no folder it can "
+               "write model files to.")

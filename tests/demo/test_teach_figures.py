@@ -1,0 +1,37 @@
+"""The Teach tab's Plotly figures: what the browser receives (`to_json`) for a small case."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from demo.ui import teach_figures
+
+
+def test_feature_map_marks_the_misclassified_and_draws_thumbnails():
+    points = np.array([[0, 0], [1, 0], [0, 1], [5, 5]], np.float32)
+    fig = teach_figures.feature_map_figure(points, [0, 0, 1, 1], [0, 1, 1, 1], ["mug", "<b>spoon</b>"],
+                                           ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], ["data:image/jpeg;base64,AA"] * 4,
+                                           title="map", explained=[0.5, 0.25])
+    data = json.loads(fig.to_json())
+    crosses = [t for t in fig.data if t.marker.symbol == "x"]
+    assert len(crosses) == 1 and list(crosses[0].x) == [1.0] and "cross-validated as" in crosses[0].hovertext[0]
+    assert "&lt;b&gt;spoon" in json.dumps(data["data"])  # class names are escaped in hover text
+    assert len(data["layout"]["images"]) == 4
+    assert "50%" in data["layout"]["xaxis"]["title"]["text"]
+    many = teach_figures.feature_map_figure(np.zeros((61, 2)), [0] * 61, [0] * 61, ["a"], ["p"] * 61,
+                                            ["data:,"] * 61, title="t")
+    assert not many.layout.images  # beyond MAX_THUMBNAILS: markers only
+
+
+def test_confusion_and_accuracy_figures():
+    fig = teach_figures.confusion_figure(np.array([[2, 1], [0, 3]]), ["a", "b"], title="c")
+    fig.to_json()
+    heat = fig.data[0]
+    assert np.asarray(heat.text).tolist() == [[2, 1], [0, 3]] and abs(np.asarray(heat.z)[0][0] - 2 / 3) < 1e-9
+    bars = teach_figures.accuracy_by_block_figure(["block 2", "block 14"], [0.5, 0.9], [128, 2048], chance=0.4,
+                                                  selected="block 14", title="acc")
+    bars.to_json()
+    bar = bars.data[0]
+    assert list(bar.text) == ["50%", "90%"] and bar.marker.color[1] != bar.marker.color[0]

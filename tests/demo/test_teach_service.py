@@ -1,0 +1,199 @@
+"""TeachService: per-session photos, limits, training, classifying through the taught head,
+downloads, and cleanup; on a tiny randomly initialised model (fast), and on the kitchenware
+weights with a classify running meanwhile (slow)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import random_loaded, store_serving
+from demo.services import UserError
+from demo.services.teach import TeachLimits, TeachService
+from demo.store import ModelStore
+from xception_core.settings import Settings
+
+SIZE = 71
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return random_loaded(SIZE, 3, seed=5)
+
+
+@pytest.fixture()
+def settings(tmp_path):
+    (tmp_path / "uploads").mkdir()
+    return Settings(upload_dir=tmp_path / "uploads", cache_dir=tmp_path / "cache")
+
+
+@pytest.fixture()
+def store(tiny_model, settings):
+    return store_serving(tiny_model, settings)
+
+
+def service(store, settings, **limits) -> TeachService:
+    return TeachService(store, settings.upload_dir / "teach", TeachLimits(**limits))
+
+
+def photos(color, n, seed=0):
+    """n photos of one colour with a shape drawn on them at random: same class, different pixels."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        a = np.empty((60, 80, 3), np.uint8)
+        a[:] = color
+        y, x = rng.integers(0, 40), rng.integers(0, 60)
+        a[y : y + 20, x : x + 20] = 255 - np.array(color)
+        out.append(Image.fromarray(np.clip(a + rng.integers(-20, 20, a.shape), 0, 255).astype(np.uint8)))
+    return out
+
+
+def test_add_train_classify_export_end(store, settings):
+    teach = service(store, settings)
+    steps = []
+    report = teach.add_photos("s1", "  red   things ", photos((220, 30, 30), 4), lambda d, t: steps.append((d, t)))
+    assert report.added == 4 and report.cached == 0 and not report.refused
+    assert steps[-1] == (4, 4) and len(steps) >= 2  # progress while extracting, in batches
+    assert teach.add_photos("s1", "blue", photos((30, 30, 220), 4, seed=1)).added == 4
+    again = teach.add_photos("s1", "blue", photos((30, 30, 220), 1, seed=1))
+    assert again.cached == 1  # the same image is never extracted twice
+    assert [(n, len(p)) for n, p in teach.classes("s1")] == [("red things", 4), ("blue", 5)]
+    assert teach.classes("s2") == []  # another visitor sees nothing of it
+
+    with pytest.raises(UserError, match="Train first"):
+        teach.classify("s1", photos((220, 30, 30), 1, seed=9)[0])
+    trained = teach.train("s1")
+    assert trained.class_names == ("red things", "blue") and len(trained.photos) == 9
+    assert list(trained.blocks) == ["block2", "block4", "block8", "block12", "block13", "block14"]
+    assert trained.blocks["block14"].dims == 2048 and trained.blocks["block2"].dims == 128
+    cv = trained.blocks["block14"].cv
+    assert cv.scheme == "leave-one-out" and cv.confusion.sum() == 9
+    assert trained.blocks["block2"].map.points.shape == (9, 2)
+
+    result = teach.classify("s1", photos((225, 35, 25), 1, seed=7)[0])
+    assert [name for name, _ in result.top] == ["red things", "blue"]
+    assert result.top[0][1] > 0.5 and result.cam.size == result.image.size
+
+    head = teach.export_head("s1")
+    assert head.is_file() and head.is_relative_to(settings.upload_dir / "teach") and "s1" not in str(head)
+    from xception_core.io.heads import load_head
+
+    assert load_head(head).class_names == ("red things", "blue")
+    teach.add_photos("s1", "blue", photos((30, 30, 220), 1, seed=3))
+    with pytest.raises(UserError, match="Train first"):  # photos changed: the old head is gone
+        teach.classify("s1", photos((220, 30, 30), 1)[0])
+    teach.end("s1")
+    assert not head.exists() and not head.parent.exists()
+    assert teach.classes("s1") == [] and teach.sessions() == 2  # s2, and s1 afresh (empty)
+
+
+def test_limits_and_messages(store, settings):
+    teach = service(store, settings, max_classes=2, max_photos_per_class=3)
+    report = teach.add_photos("s", "a", photos((200, 0, 0), 5))
+    assert report.added == 3 and len(report.refused) == 2 and "full" in report.refused[0]
+    teach.add_photos("s", "b", photos((0, 0, 200), 1))
+    with pytest.raises(UserError, match="at least 2 photos.*“b”"):
+        teach.train("s")
+    with pytest.raises(UserError, match="At most 2 classes"):
+        teach.add_photos("s", "c", photos((0, 200, 0), 2))
+    with pytest.raises(UserError, match="already has 3 photos"):
+        teach.add_photos("s", "a", photos((200, 0, 0), 1))
+    with pytest.raises(UserError, match="Name the class"):
+        teach.add_photos("s", "   ", photos((0, 200, 0), 1))
+    with pytest.raises(UserError, match="at most 40 characters"):
+        teach.add_photos("s", "x" * 41, photos((0, 200, 0), 1))
+    with pytest.raises(UserError, match="No photos"):
+        teach.add_photos("s", "b", [])
+    with pytest.raises(UserError, match="no session"):
+        teach.add_photos("../etc", "b", photos((0, 200, 0), 1))
+    teach.remove_class("s", "a")
+    with pytest.raises(UserError, match="at least 2 classes"):
+        teach.train("s")
+    for i in range(4):  # add and remove again and again: the feature cache stays bounded
+        teach.add_photos("s", "c", photos((0, 200, 0), 3, seed=10 + i))
+        teach.remove_class("s", "c")
+    assert len(teach._session("s").cache) <= 2 * 3
+
+
+def test_bad_files_are_refused_and_uploads_deleted(store, settings, tmp_path):
+    teach = service(store, settings)
+    upload = settings.upload_dir / "abc" / "red.png"
+    upload.parent.mkdir()
+    photos((200, 0, 0), 1)[0].save(upload)
+    broken = settings.upload_dir / "abc" / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    outside = tmp_path / "secret.png"
+    photos((200, 0, 0), 1)[0].save(outside)
+    report = teach.add_photos("s", "red", [{"path": str(upload), "orig_name": "red.png"},
+                                          {"path": str(broken), "orig_name": "broken.jpg"},
+                                          {"path": str(outside)}])
+    assert report.added == 1 and len(report.refused) == 2
+    assert report.refused[0].startswith("broken.jpg: ") and "not an upload" in report.refused[1]
+    assert not upload.exists() and not broken.exists()  # read, then gone from disk
+    assert outside.exists()  # never touched outside the upload folder
+    assert str(tmp_path) not in " ".join(report.refused)  # no server paths in messages
+
+
+def test_sessions_are_bounded_and_expire(store, settings):
+    teach = service(store, settings, max_sessions=2, idle_s=3600)
+    for sid in ("a", "b"):
+        teach.add_photos(sid, "x", photos((200, 0, 0), 2))
+        teach.add_photos(sid, "y", photos((0, 0, 200), 2))
+        teach.train(sid)
+    head_a = teach.export_head("a")
+    teach.classes("b")  # b used more recently than a
+    teach.classes("c")  # a third session: the least recently used one (a) is dropped
+    assert teach.sessions() == 2 and not head_a.exists()
+    assert teach.classes("a") == []
+    short = service(store, settings, idle_s=0.05)
+    short.add_photos("old", "x", photos((200, 0, 0), 1))
+    time.sleep(0.1)
+    short.classes("new")
+    assert short.sessions() == 1
+
+
+def test_starter_set_without_the_kitchenware_cache(store, settings):
+    teach = service(store, settings)
+    report = teach.add_starter_set("s")
+    names = dict((n, len(p)) for n, p in teach.classes("s"))
+    assert names == {"not kitchenware": 4, "cup": 1} and report.added == 5
+    assert "only the examples" in report.refused[0]
+
+
+@pytest.mark.slow
+def test_starter_set_trains_and_a_concurrent_classify_still_answers(settings):
+    """Kitchenware weights: the starter set's labelled photos (cross-validated), and a Classify
+    request answered while a visitor's photos are being extracted."""
+    from demo.services.classify import ClassifyService
+    from xception_core.io.assets import example_images
+
+    real = Settings.from_env()
+    settings = Settings(upload_dir=settings.upload_dir, cache_dir=real.cache_dir, keras_home=real.keras_home)
+    store = ModelStore(settings, ["kitchenware"]).start()
+    store.get(timeout=600)
+    teach = service(store, settings)
+    report = teach.add_starter_set("s")
+    assert report.added == 14 and not report.refused
+    trained = teach.train("s")
+    assert set(trained.class_names) == {"cup", "plate", "cutlery", "not kitchenware"}
+    assert trained.blocks["block14"].cv.accuracy > trained.chance
+
+    classify = ClassifyService(store)
+    coffee = next(e.path for e in example_images() if e.path.name == "coffee.jpg")
+    alone = classify.classify(Image.open(coffee)).top_labels[0]
+    many = [img.rotate(angle, expand=True) for img in photos((90, 140, 60), 10, seed=4) for angle in (0, 90, 180)]
+    started, finished = threading.Event(), threading.Event()
+    progress = lambda done, total: started.set() if 0 < done < total else None  # noqa: E731
+    worker = threading.Thread(target=lambda: (teach.add_photos("t", "green", many[:30], progress), finished.set()))
+    worker.start()
+    assert started.wait(60)  # the first batch is extracted, 7 more to go
+    answered = classify.classify(Image.open(coffee)).top_labels[0]
+    during = not finished.is_set()
+    worker.join(120)
+    assert answered == alone
+    assert during, "the classify waited for the whole extraction"

@@ -1,0 +1,50 @@
+"""MicroBatcher: batching without mixing rows, and errors that reach their callers."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from xception_core.runtime.batching import MicroBatcher
+
+
+def test_batcher_groups_concurrent_calls_and_keeps_rows_apart():
+    calls = []
+
+    def fn(batch):
+        calls.append(len(batch))
+        time.sleep(0.02)
+        return batch * 2, batch.sum(axis=(1, 2))
+
+    batcher = MicroBatcher(fn, max_batch=8, max_wait_s=0.05)
+    inputs = [np.full((3, 3), i, np.float32) for i in range(16)]
+    results: dict[int, tuple] = {}
+
+    def call(i):
+        results[i] = batcher.run(inputs[i])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sum(calls) == 16 and max(calls) > 1  # batched
+    for i in range(16):
+        doubled, total = results[i]
+        np.testing.assert_array_equal(doubled, inputs[i] * 2)
+        assert total == 9 * i
+
+
+def test_batcher_errors_reach_the_callers_and_the_worker_survives():
+    def fn(batch):
+        if (batch < 0).any():
+            raise RuntimeError("negative input")
+        return (batch,)
+
+    batcher = MicroBatcher(fn, max_batch=1)
+    with pytest.raises(RuntimeError, match="negative input"):
+        batcher.run(np.array([-1.0]))
+    assert batcher.run(np.array([2.0]))[0] == 2.0

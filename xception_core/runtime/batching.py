@@ -1,0 +1,60 @@
+"""Micro-batching: concurrent single-image forwards grouped into one batched call."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import numpy as np
+
+from xception_core.settings import DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH
+
+__all__ = ["MicroBatcher"]
+
+
+class MicroBatcher:
+    """Groups concurrent single-image forwards into one batched call.
+
+    Each request thread calls `run(x)` and blocks; a worker thread takes the first waiting input,
+    collects any others that arrive within `max_wait_s` (up to `max_batch`), runs `fn` once on
+    the stack and hands each caller its row. Inputs are validated by the callers, so one bad
+    image never fails its neighbours.
+    """
+
+    def __init__(self, fn, *, max_batch: int = DEFAULT_MAX_BATCH, max_wait_s: float = DEFAULT_BATCH_WAIT_S):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be ≥ 1, got {max_batch}")
+        self.fn, self.max_batch, self.max_wait_s = fn, max_batch, max_wait_s
+        self._queue: "queue.Queue[tuple]" = queue.Queue()
+        threading.Thread(target=self._work, name="micro-batcher", daemon=True).start()
+
+    def run(self, x):
+        """Runs `fn` on `x[None]` as part of a batch; returns that row of each of `fn`'s outputs."""
+        done = threading.Event()
+        box: dict = {}
+        self._queue.put((x, box, done))
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
+    def _work(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            deadline = time.monotonic() + self.max_wait_s
+            while len(items) < self.max_batch:
+                remaining = deadline - time.monotonic()
+                try:
+                    items.append(self._queue.get(timeout=max(remaining, 0)) if remaining > 0 else self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                outputs = self.fn(np.stack([x for x, _, _ in items]))
+                for i, (_, box, _) in enumerate(items):
+                    box["result"] = tuple(o[i] for o in outputs)
+            except Exception as exc:  # handed to every caller of this batch; the worker lives on
+                for _, box, _ in items:
+                    box["error"] = exc
+            for _, _, done in items:
+                done.set()

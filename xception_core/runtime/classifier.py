@@ -1,0 +1,202 @@
+"""Fast inference: one compiled forward pass that also yields the exit-flow features, and
+Grad-CAM from those features without a second pass through the network. Numbers only: arrays
+in, arrays out (labels and image decoding belong to `xception_core.io`).
+
+`model.predict` is never used on the hot path: it rebuilds a data pipeline per call (slower than
+the compiled call at batch 1, see bench/README.md).
+
+Two backends run the forward: ONNX Runtime on a graph translated from the model with BatchNorm
+folded in (`xception_core.runtime.onnx`, the default when onnxruntime is installed), or a
+`tf.function`. Both return the same (features, probabilities); Grad-CAM always differentiates the
+head in TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from xception_core.model import LoadedModel
+from xception_core.settings import BACKENDS, PRECISIONS
+from xception_core.weights.load import layers_after
+
+logger = logging.getLogger(__name__)
+
+
+def softmax(logits: Any, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax.
+
+    Args:
+        logits: Array-like of shape ``(..., num_classes)``; ``-inf`` entries get probability 0.
+        axis: Axis to normalise over.
+
+    Returns:
+        Probabilities with the same shape, summing to 1 along ``axis``; float32 for float32
+        (or narrower) input, float64 otherwise.
+
+    Raises:
+        ValueError: for NaN or ``+inf`` logits, or a slice that is all ``-inf``.
+    """
+    x = np.asarray(logits)
+    x = x.astype(np.result_type(x.dtype, np.float32), copy=False)
+    if np.isnan(x).any() or np.isposinf(x).any():
+        raise ValueError("logits contain NaN or +inf.")
+    peak = np.max(x, axis=axis, keepdims=True)
+    if np.isneginf(peak).any():
+        raise ValueError("logits along the softmax axis are all -inf.")
+    # Subtracting the max keeps exp() in range: the largest term becomes exp(0) = 1.
+    shifted = np.exp(x - peak)
+    return shifted / np.sum(shifted, axis=axis, keepdims=True)
+
+
+class Classifier:
+    """A built Xception's compiled forward and Grad-CAM.
+
+    Thread-safe: TensorFlow runs concurrent calls of a `tf.function` safely, ONNX Runtime
+    concurrent `run` calls; the lock only guards the lazy tracing of the Grad-CAM function.
+
+    Args:
+        loaded: A model from `load_model` with its classifier.
+        backend: 'onnx', 'tf', or None ('onnx' when onnxruntime is importable). 'onnx' falls back
+            to 'tf' (with a warning) when the model has a layer it cannot translate;
+            `self.backend` says which runs.
+        precision: 'fp32' or 'int8' (ONNX Runtime static quantization calibrated on
+            `calibration`; speed and agreement with fp32 in bench/README.md). int8 needs the onnx
+            backend and calibration images; otherwise, or if quantizing fails, fp32 runs (with a
+            warning). `self.precision` says which runs.
+        calibration: Preprocessed (S, S, 3) images that set int8 activation ranges.
+        threads: ONNX Runtime intra-op threads (default: every CPU this process may use).
+    """
+
+    def __init__(self, loaded: LoadedModel, *, backend: str | None = None, precision: str = "fp32",
+                 calibration: Sequence[np.ndarray] = (), threads: int | None = None):
+        info = loaded.info
+        if info.outputs == "features":
+            raise ValueError("Classifier needs a model with a classifier (include_top=True)")
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)} or None, got {backend!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        from xception_core.runtime import onnx as onnx_backend
+
+        model = loaded.model
+        self.loaded, self.model, self.info = loaded, model, info
+        self.classes = int(model.outputs[0].shape[-1])
+        self.input_size: int = loaded.input_size
+        features = model.get_layer(info.features_layer)
+        both = keras.Model(model.inputs[0], [features.output, model.outputs[0]])
+        self._head_layers = layers_after(model, features)
+        size = self.input_size
+        spec = tf.TensorSpec([None, size, size, 3], tf.float32)
+        self._forward = tf.function(lambda x: both(x, training=False), input_signature=[spec])
+        self._gradcam_fn: Any = None
+        self._lock = threading.Lock()
+        self.backend = backend or ("onnx" if onnx_backend.available() else "tf")
+        self.precision = precision
+        self._onnx: Any = None
+        if self.backend == "onnx":
+            try:
+                proto = None  # fp32: OnnxForward translates with external weights (less memory)
+                if self.precision == "int8":
+                    proto = self._quantized(onnx_backend.to_onnx(model, info.features_layer), calibration)
+                self._onnx = onnx_backend.OnnxForward(model, info.features_layer, proto=proto, threads=threads)
+                del proto
+            except Exception as exc:  # noqa: BLE001 - missing package, untranslatable layer, ORT error
+                logger.warning("ONNX Runtime backend unavailable (%s); using TensorFlow", exc)
+                self.backend = "tf"
+        if self.precision == "int8" and self.backend != "onnx":
+            logger.warning("int8 needs the onnx backend; running fp32 on %s", self.backend)
+            self.precision = "fp32"
+
+    def _quantized(self, proto: Any, calibration: Sequence[np.ndarray]) -> Any:
+        """The int8 version of `proto`, or `proto` itself (precision back to fp32) if that fails."""
+        from xception_core.runtime.onnx import quantize_int8
+
+        try:
+            if not len(calibration):
+                raise ValueError("no calibration images")
+            return quantize_int8(proto, list(calibration))
+        except Exception as exc:  # noqa: BLE001 - quantizer missing or failing: fp32 still works
+            logger.warning("int8 quantization failed (%s); running fp32", exc)
+            self.precision = "fp32"
+            return proto
+
+    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Runs the compiled forward.
+
+        Args:
+            batch: (N, size, size, 3) float32 in [-1, 1].
+
+        Returns:
+            (features (N, h, w, 2048), probabilities (N, classes)).
+        """
+        batch = np.asarray(batch, dtype=np.float32)
+        expected = (self.input_size, self.input_size, 3)
+        if batch.ndim != 4 or batch.shape[1:] != expected:
+            raise ValueError(f"batch must have shape (N, {expected[0]}, {expected[1]}, 3), got {batch.shape}")
+        if self._onnx is not None:
+            features, out = self._onnx(batch)
+        else:
+            features, out = self._forward(tf.constant(batch))
+            features, out = features.numpy(), out.numpy()
+        if self.info.outputs == "logits":
+            out = softmax(out)
+        return features, out
+
+    def warm_up(self) -> None:
+        """Traces the compiled forward and Grad-CAM once, so the first user does not wait for it."""
+        features, probs = self.forward(np.zeros((1, self.input_size, self.input_size, 3), np.float32))
+        self.gradcam(features[0], int(probs[0].argmax()))
+
+    def gradcam(self, features: np.ndarray, class_index: int) -> np.ndarray:
+        """Grad-CAM (Selvaraju et al. 2017) of one class from exit-flow features.
+
+        Only the head (pooling and classifier) is differentiated, so this costs ~1 ms, not a
+        second forward pass.
+
+        Args:
+            features: (h, w, 2048) features from `forward`.
+            class_index: Class to explain.
+
+        Returns:
+            (h, w) float32 heat map in [0, 1] (all zeros when no region raises the class score).
+        """
+        if not 0 <= class_index < self.classes:
+            raise ValueError(f"class_index must be in [0, {self.classes}), got {class_index}")
+        with self._lock:
+            if self._gradcam_fn is None:
+                head_layers = self._head_layers
+
+                @tf.function(input_signature=[tf.TensorSpec([1, None, None, features.shape[-1]], tf.float32),
+                                              tf.TensorSpec([], tf.int32)])
+                def gradcam_fn(f, index):
+                    with tf.GradientTape() as tape:
+                        tape.watch(f)
+                        score = _scores(head_layers, f)[0, index]
+                    grads = tape.gradient(score, f)
+                    weights = tf.reduce_mean(grads, axis=(1, 2))  # (1, C): channel importance
+                    cam = tf.nn.relu(tf.reduce_sum(f * weights[:, None, None, :], axis=-1))[0]
+                    return cam / (tf.reduce_max(cam) + 1e-12)
+
+                self._gradcam_fn = gradcam_fn
+        cam = self._gradcam_fn(tf.constant(features[None], tf.float32), tf.constant(class_index, tf.int32))
+        return cam.numpy().astype(np.float32)
+
+
+def _scores(head_layers: list[keras.layers.Layer], features: tf.Tensor) -> tf.Tensor:
+    """Pre-softmax class scores from features: a final Dense is applied as its linear part,
+    since gradients of a saturated softmax vanish."""
+    x = features
+    for layer in head_layers[:-1]:
+        x = layer(x, training=False)
+    last = head_layers[-1]
+    if isinstance(last, keras.layers.Dense):
+        x = tf.matmul(x, last.kernel)
+        return x + last.bias if last.use_bias else x
+    return last(x, training=False)

@@ -1,0 +1,147 @@
+"""Features for transfer learning: one forward pass giving the spatially pooled outputs of a few
+blocks, shallow to deep, and the exit-flow feature map; and the Keras model of Xception with a
+taught head on top, for export.
+
+The extractor runs on the app's fast backend: an ONNX Runtime graph of the same model with the
+chosen blocks' outputs averaged inside the graph (`to_onnx(..., pooled_outputs=...)`), so a pass
+costs what a bare forward costs (bench/README.md, "Teach"); TensorFlow when ONNX Runtime is
+missing. Numbers only: arrays in, arrays out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from xception_core.arch.names import block_output_layer
+from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.model import LoadedModel
+from xception_core.settings import BACKENDS
+from xception_core.weights.load import BuildRequest, copy_weights
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FINAL_BLOCK", "TRANSFER_BLOCKS", "Extracted", "FeatureExtractor", "transfer_model"]
+
+# Blocks offered for the head, shallow to deep: early and late entry flow, middle of the middle
+# flow, its end, and both exit-flow blocks (block14's pooled output is the 2,048-d feature
+# vector the kitchenware head, and a taught head, sit on).
+TRANSFER_BLOCKS: tuple[str, ...] = ("block2", "block4", "block8", "block12", "block13", "block14")
+FINAL_BLOCK = XCEPTION_SPEC.blocks[-1].name
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """One pass over a batch.
+
+    Attributes:
+        pooled: Block name → (N, C) spatial mean of the block's output.
+        feature_map: (N, h, w, 2048) exit-flow features (what the final head's class activation
+            map is drawn from).
+    """
+
+    pooled: dict[str, np.ndarray]
+    feature_map: np.ndarray
+
+
+class FeatureExtractor:
+    """Pooled block features of a loaded Xception in one forward pass. Thread-safe.
+
+    Args:
+        loaded: Any model from `load_model` (its head, if any, is ignored).
+        blocks: Block names to pool, from `TRANSFER_BLOCKS` or any of `XCEPTION_SPEC.blocks`.
+        backend: 'onnx', 'tf', or None ('onnx' when onnxruntime is importable; falls back to 'tf'
+            with a warning when the graph cannot be built). `self.backend` says which runs.
+        threads: ONNX Runtime intra-op threads (default: every CPU this process may use).
+    """
+
+    def __init__(self, loaded: LoadedModel, blocks: tuple[str, ...] = TRANSFER_BLOCKS, *, backend: str | None = None,
+                 threads: int | None = None):
+        from xception_core.runtime import onnx as onnx_backend
+
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)} or None, got {backend!r}")
+        if not blocks:
+            raise ValueError("blocks must name at least one block")
+        model, variant = loaded.model, loaded.info.variant
+        self.loaded = loaded
+        self.input_size = loaded.input_size
+        self.blocks = tuple(XCEPTION_SPEC.block(b).name for b in blocks)
+        self._layers = {b: block_output_layer(XCEPTION_SPEC.block(b), variant) for b in self.blocks}
+        self.dims = {b: int(model.get_layer(name).output.shape[-1]) for b, name in self._layers.items()}
+        self._features_layer = loaded.info.features_layer
+        self.backend = backend or ("onnx" if onnx_backend.available() else "tf")
+        self._onnx: Any = None
+        self._tf: Any = None
+        self._lock = threading.Lock()
+        if self.backend == "onnx":
+            try:
+                self._onnx = onnx_backend.OnnxForward(model, self._features_layer, threads=threads,
+                                                      pooled_outputs=list(self._layers.values()))
+                self._pooled_names = {b: onnx_backend.pooled_name(n) for b, n in self._layers.items()}
+            except Exception as exc:  # noqa: BLE001 - missing package, untranslatable layer, ORT error
+                logger.warning("ONNX Runtime extractor unavailable (%s); using TensorFlow", exc)
+                self.backend = "tf"
+
+    def _tf_forward(self) -> Any:
+        with self._lock:
+            if self._tf is None:
+                model = self.loaded.model
+                outs = [keras.layers.GlobalAveragePooling2D()(model.get_layer(n).output) for n in self._layers.values()]
+                multi = keras.Model(model.inputs[0], outs + [model.get_layer(self._features_layer).output])
+                size = self.input_size
+                spec = tf.TensorSpec([None, size, size, 3], tf.float32)
+                self._tf = tf.function(lambda x: multi(x, training=False), input_signature=[spec])
+            return self._tf
+
+    def __call__(self, batch: np.ndarray) -> Extracted:
+        """(N, S, S, 3) float32 in [-1, 1] → `Extracted`."""
+        batch = np.asarray(batch, np.float32)
+        expected = (self.input_size, self.input_size, 3)
+        if batch.ndim != 4 or batch.shape[1:] != expected:
+            raise ValueError(f"batch must have shape (N, {expected[0]}, {expected[1]}, 3), got {batch.shape}")
+        if self._onnx is not None:
+            from xception_core.runtime.onnx import FEATURES
+
+            names = [FEATURES] + list(self._pooled_names.values())
+            out = self._onnx.run(batch, names)
+            return Extracted({b: out[n] for b, n in self._pooled_names.items()}, out[FEATURES])
+        values = [v.numpy() for v in self._tf_forward()(tf.constant(batch))]
+        return Extracted(dict(zip(self.blocks, values[:-1])), values[-1])
+
+
+def transfer_model(loaded: LoadedModel, weights: np.ndarray, bias: np.ndarray, *, name: str = "xception_taught") -> keras.Model:
+    """Xception's feature extractor with a taught softmax head: the layout of a Keras
+    transfer-learning model (a nested base named 'xception', then pooling and one Dense), which
+    `load_model`/`build_xception(weights=path)` read back from a saved `.keras`.
+
+    Args:
+        loaded: The model whose Xception weights to carry (its own head is dropped).
+        weights: (2048, K) head weights on the pooled exit-flow features.
+        bias: (K,) head bias.
+        name: Model name.
+
+    Returns:
+        A `keras.Model` (N, S, S, 3) in [-1, 1] → (N, K) probabilities.
+    """
+    weights, bias = np.asarray(weights, np.float32), np.asarray(bias, np.float32)
+    if weights.ndim != 2 or bias.shape != (weights.shape[1],):
+        raise ValueError(f"weights must be (D, K) and bias (K,), got {weights.shape} and {bias.shape}")
+    size = loaded.input_size
+    base = BuildRequest(input_shape=(size, size, 3), include_top=False, variant=loaded.info.variant,
+                        name="xception").architecture()
+    copy_weights(loaded.model, base)
+    if weights.shape[0] != base.output.shape[-1]:
+        raise ValueError(f"head takes {weights.shape[0]} features; the exit flow gives {base.output.shape[-1]}")
+    inputs = keras.Input((size, size, 3), name="image")
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(base(inputs))
+    dense = keras.layers.Dense(weights.shape[1], activation="softmax", name="predictions")
+    outputs = dense(x)
+    dense.set_weights([weights, bias])
+    return keras.Model(inputs, outputs, name=name)

