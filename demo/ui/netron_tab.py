@@ -14,7 +14,7 @@ from demo.services import UserError
 from demo.services.classify import ClassifyService
 from demo.services.explore import VARIANTS, check_choice
 from demo.ui import text
-from demo.ui.events import shown
+from demo.ui.events import errors_as_messages
 
 # Netron runs in a same-origin iframe and keeps its view on `window.__view__`: these call its own
 # menu commands (View › Show Names, Edit › Find) so the page's buttons do what its keys do.
@@ -66,12 +66,12 @@ def build_netron_section(service: ClassifyService, exports: Exports):
         download = gr.HTML(visible=False, elem_id="keras-download")
     names.click(None, js=NAMES_JS)
 
-    @shown
+    @errors_as_messages
     def show(v: str):
         service.model(None)  # waits for the model, with a readable error
         return iframe_html(exports.graph(check_choice(v, "Wiring", VARIANTS)))
 
-    @shown
+    @errors_as_messages
     def prepare_download(v: str):
         service.model(None)
         try:
