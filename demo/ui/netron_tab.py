@@ -67,15 +67,15 @@ def build_netron_section(service: ClassifyService, exports: Exports):
     names.click(None, js=NAMES_JS)
 
     @errors_as_messages
-    def show(v: str):
+    def show(wiring: str):
         service.model(None)  # waits for the model, with a readable error
-        return iframe_html(exports.graph(check_choice(v, "Wiring", VARIANTS)))
+        return iframe_html(exports.graph(check_choice(wiring, "Wiring", VARIANTS)))
 
     @errors_as_messages
-    def prepare_download(v: str):
+    def prepare_download(wiring: str):
         service.model(None)
         try:
-            path = exports.full_keras(check_choice(v, "Wiring", VARIANTS))
+            path = exports.full_keras(check_choice(wiring, "Wiring", VARIANTS))
         except OSError as exc:  # disk full, folder not writable: say so without the path
             raise UserError(f"The .keras file could not be written on the server ({type(exc).__name__}).") from None
         return gr.update(value=text.download_link(path.name, path.stat().st_size), visible=True)
