@@ -3,8 +3,8 @@ with example photos that fit the live label set; and the public `/classify` and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import gradio as gr
 
@@ -12,21 +12,45 @@ from demo.services.classify import RESULT_TTL_S, ClassifyService
 from demo.services.examples import ExampleService
 from demo.store import ModelStore
 from demo.ui import text
-from demo.ui.events import shown
+from demo.ui.events import errors_as_messages
 
 EXAMPLE_COLUMNS = 5
 
 
-@dataclass
+@dataclass(frozen=True)
+class Refresh:
+    """A handler the page runs when it loads and on every tick of the status timer."""
+
+    fn: Callable
+    inputs: list[gr.components.Component]
+    outputs: list[gr.components.Component]
+
+
+@dataclass(frozen=True)
 class ClassifyTab:
-    """What the layout wires to other tabs and the status timer."""
+    """What the layout wires to the Explore tab (the photo) and to the page's load and timer."""
 
     image: gr.Image
+    refreshes: tuple[Refresh, ...]
+
+
+@dataclass(frozen=True)
+class ClassifyView:
+    """The tab's components."""
+
+    image: gr.Image
+    upload_note: gr.Markdown
     weights: gr.Dropdown
+    run: gr.Button
     examples: gr.Gallery
     examples_credit: gr.Markdown
-    refresh_weights: Any
-    refresh_examples: Any
+    top5: gr.Label
+    info: gr.Markdown
+    cam_class: gr.Radio
+    cam: gr.Image
+    cam_note: gr.Markdown
+    explained: gr.State  # a key of service.remember, not the result
+    examples_for: gr.State  # which weights the shown examples are for: resent only on a change
 
 
 def example_items(photos) -> list[tuple[str, str]]:
@@ -34,34 +58,36 @@ def example_items(photos) -> list[tuple[str, str]]:
     return [(str(p.path), p.caption) for p in photos]
 
 
-def build_classify_tab(store: ModelStore, service: ClassifyService, examples: ExampleService,
-                       max_upload: str) -> ClassifyTab:
-    """Builds the tab inside the caller's `gr.Tab` context."""
+def _layout(max_upload: str) -> ClassifyView:
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
-            image_in = gr.Image(label="Image", type="filepath", sources=["upload", "webcam", "clipboard"],
-                                height=360, elem_id="classify-image")
-            upload_md = gr.Markdown(text.upload_note(max_upload), elem_id="upload-note")
+            image = gr.Image(label="Image", type="filepath", sources=["upload", "webcam", "clipboard"], height=360,
+                             elem_id="classify-image")
+            upload_note = gr.Markdown(text.upload_note(max_upload), elem_id="upload-note")
             weights = gr.Dropdown(label="Weights", choices=[], value=None, interactive=True,
                                   info="Which pretrained weights and label set to use.")
             run = gr.Button("Classify", variant="primary")
-            gallery = gr.Gallery(label="Examples: click one to classify it", columns=EXAMPLE_COLUMNS, height="auto",
-                                 allow_preview=False, object_fit="cover", interactive=False,
-                                 elem_id="classify-examples")
+            examples = gr.Gallery(label="Examples: click one to classify it", columns=EXAMPLE_COLUMNS, height="auto",
+                                  allow_preview=False, object_fit="cover", interactive=False,
+                                  elem_id="classify-examples")
             credit = gr.Markdown(elem_id="examples-credit")
         with gr.Column(scale=6):
-            labels_out = gr.Label(label="Top 5", num_top_classes=5, elem_id="top5")
-            info_out = gr.Markdown(elem_id="classify-info")
+            top5 = gr.Label(label="Top 5", num_top_classes=5, elem_id="top5")
+            info = gr.Markdown(elem_id="classify-info")
             cam_class = gr.Radio(label="Explain class", choices=[], interactive=True)
             # JPEG: encoding Gradio's default WebP was a large share of click-to-result (bench/README.md).
-            cam_out = gr.Image(label="Grad-CAM", type="pil", interactive=False, height=360, elem_id="gradcam",
-                               format="jpeg")
+            cam = gr.Image(label="Grad-CAM", type="pil", interactive=False, height=360, elem_id="gradcam",
+                           format="jpeg")
             cam_note = gr.Markdown(text.GRADCAM_NOTE, elem_id="gradcam-note")
             gr.Markdown(text.WIRING_NOTE, elem_id="wiring-note")
-    explained = gr.State(None, time_to_live=RESULT_TTL_S)  # a key of service.remember, not the result
-    examples_of = gr.State(None)  # which weights the shown examples are for: resent only on a change
+    return ClassifyView(image, upload_note, weights, run, examples, credit, top5, info, cam_class, cam, cam_note,
+                        gr.State(None, time_to_live=RESULT_TTL_S), gr.State(None))
 
-    @shown
+
+def _wire_classify(view: ClassifyView, service: ClassifyService, examples: ExampleService) -> None:
+    """The Classify button, a click on an example (shown, then classified), and another class explained."""
+
+    @errors_as_messages
     def on_classify(payload, key):
         classified = service.classify(payload, key)
         top_labels = classified.top_labels
@@ -71,18 +97,13 @@ def build_classify_tab(store: ModelStore, service: ClassifyService, examples: Ex
                 gr.update(choices=top_labels, value=top_labels[0]), service.explain(classified),
                 service.remember(classified), text.gradcam_note(grid, classified.served.input_size))
 
-    @shown
+    @errors_as_messages
     def on_explain(label, result_key: str | None):
         if result_key is None or not label:
-            return gr.update()
+            return gr.skip()
         return service.explain(service.recall(result_key), label)
 
-    classify_outputs = [labels_out, info_out, cam_class, cam_out, explained, cam_note]
-    run.click(on_classify, [image_in, weights], classify_outputs,
-              preprocess=False, api_visibility="private", concurrency_limit=8, concurrency_id="classify")
-    cam_class.input(on_explain, [cam_class, explained], [cam_out], api_visibility="private")
-
-    @shown
+    @errors_as_messages
     def on_example(key, evt: gr.SelectData):
         photos = examples.examples(service.model(key))
         index = evt.index if isinstance(evt.index, int) else -1
@@ -90,14 +111,19 @@ def build_classify_tab(store: ModelStore, service: ClassifyService, examples: Ex
             return gr.skip()
         return str(photos[index].path)
 
+    outputs = [view.top5, view.info, view.cam_class, view.cam, view.explained, view.cam_note]
+    classify = dict(preprocess=False, api_visibility="private", concurrency_limit=8, concurrency_id="classify")
+    view.run.click(on_classify, [view.image, view.weights], outputs, **classify)
+    view.cam_class.input(on_explain, [view.cam_class, view.explained], [view.cam], api_visibility="private")
     # A click on an example shows it and classifies it: one click to an answer.
-    gallery.select(on_example, [weights], [image_in], api_visibility="private", queue=False).success(
-        on_classify, [image_in, weights], classify_outputs, preprocess=False, api_visibility="private",
-        concurrency_limit=8, concurrency_id="classify")
+    view.examples.select(on_example, [view.weights], [view.image], api_visibility="private", queue=False).success(
+        on_classify, [view.image, view.weights], outputs, **classify)
 
-    # -------------------------------------------------------------- the public API
-    # Its own hidden components: their labels are what the API page and the clients call each
-    # parameter and output; the handlers' parameter names are the parameters' names.
+
+def _build_api(service: ClassifyService) -> None:
+    """`/classify` and `/gradcam`, on hidden components of their own: their labels are what the API
+    page and the clients call each parameter and output; the handlers' parameter names are the
+    parameters' names."""
     with gr.Column(visible=False):
         api_image = gr.Image(label=text.API_IMAGE, type="filepath")
         api_weights = gr.Textbox(label=text.API_WEIGHTS, value="")
@@ -109,12 +135,12 @@ def build_classify_tab(store: ModelStore, service: ClassifyService, examples: Ex
         api_classify = gr.Button(visible=False)
         api_gradcam = gr.Button(visible=False)
 
-    @shown
+    @errors_as_messages
     def classify(image, weights: str = "") -> dict[str, float]:
         """Classify a photo: the 5 most probable classes of the weights, with probabilities."""
         return service.top(image, weights or None)
 
-    @shown
+    @errors_as_messages
     def gradcam(image, class_name: str = "", weights: str = ""):
         """Where the model looked for one class: a Grad-CAM heat map over the photo, and the class's score."""
         classified = service.classify(image, weights or None, k=len(service.model(weights or None).labels))
@@ -131,6 +157,11 @@ def build_classify_tab(store: ModelStore, service: ClassifyService, examples: Ex
                       preprocess=False, concurrency_limit=8, concurrency_id="classify",
                       api_description=text.API_GRADCAM)
 
+
+def _refreshes(store: ModelStore, service: ClassifyService, examples: ExampleService, view: ClassifyView,
+               max_upload: str) -> tuple[Refresh, ...]:
+    """The weights list, and the examples and upload note of the chosen weights, as the store loads."""
+
     def refresh_weights(current):
         keys = store.available()
         choices = [(store.title(k), k) for k in keys]
@@ -140,19 +171,29 @@ def build_classify_tab(store: ModelStore, service: ClassifyService, examples: Ex
     def refresh_examples(key, shown_for):
         """The examples and the upload note for the selected (else default) weights, once loaded
         (nothing is resent while the status poll ticks and the weights stay the same)."""
-        skip = (gr.skip(),) * 4
         if not store.is_ready():
-            return skip
+            return gr.skip()
         try:
             served = service.model(key if key in store.available() else None)
         except Exception:  # noqa: BLE001 - shown by the status line
-            return skip
+            return gr.skip()
         if served.key == shown_for:
-            return skip
+            return gr.skip()
         photos = examples.examples(served)
         return (example_items(photos), text.examples_credit(photos),
                 text.upload_note(max_upload, served.input_size), served.key)
 
-    example_io = ([weights, examples_of], [gallery, credit, upload_md, examples_of])
-    weights.input(refresh_examples, *example_io, api_visibility="private")
-    return ClassifyTab(image_in, weights, gallery, credit, refresh_weights, (refresh_examples, *example_io))
+    examples_refresh = Refresh(refresh_examples, [view.weights, view.examples_for],
+                               [view.examples, view.examples_credit, view.upload_note, view.examples_for])
+    view.weights.input(examples_refresh.fn, examples_refresh.inputs, examples_refresh.outputs,
+                       api_visibility="private")
+    return Refresh(refresh_weights, [view.weights], [view.weights]), examples_refresh
+
+
+def build_classify_tab(store: ModelStore, service: ClassifyService, examples: ExampleService,
+                       max_upload: str) -> ClassifyTab:
+    """Builds the tab inside the caller's `gr.Tab` context."""
+    view = _layout(max_upload)
+    _wire_classify(view, service, examples)
+    _build_api(service)
+    return ClassifyTab(view.image, _refreshes(store, service, examples, view, max_upload))

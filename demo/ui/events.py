@@ -17,7 +17,7 @@ logger = logging.getLogger("demo.events")
 INTERNAL_ERROR = "Something went wrong on the server ({kind}); it has been logged. Please try again."
 
 
-def shown(handler: Callable) -> Callable:
+def errors_as_messages(handler: Callable) -> Callable:
     """Runs an event handler: a `UserError` becomes its message on the page (`gr.Error`) and one
     log line; anything else is logged with its traceback (a bug) and the page gets a generic
     message naming only the exception's kind."""

@@ -170,6 +170,103 @@ def _arc(x0: float, x1: float, y: float, height: float) -> str:
     return f"M {x0},{y} Q {(x0 + x1) / 2},{y + 2 * height} {x1},{y}"
 
 
+def _flow_bands(fig: go.Figure, blocks: Sequence[BlockInfo], x_of: Mapping[str, int], narrow: bool) -> None:
+    """A tinted band behind each flow's blocks, named above them."""
+    for flow in ("entry", "middle", "exit", "head"):
+        xs = [x_of[b.name] for b in blocks if b.flow == flow]
+        if not xs:
+            continue
+        if narrow:
+            label = {"middle": f"Middle ×{len(xs)}", "head": "Head"}.get(flow, flow.capitalize())
+        else:
+            label = {"middle": f"Middle flow (×{len(xs)})", "head": "Head"}.get(flow, f"{flow.capitalize()} flow")
+        fig.add_shape(type="rect", x0=min(xs) - 0.45, x1=max(xs) + 0.45, y0=-0.62, y1=0.42, line_width=0,
+                      fillcolor=FLOW_COLORS[flow], opacity=0.10, layer="below")
+        fig.add_annotation(x=(min(xs) + max(xs)) / 2, y=1.33, text=f"<b>{label}</b>", showarrow=False,
+                           font=dict(color=FLOW_COLORS[flow], size=10 if narrow else 13))
+
+
+def _shortcut_arcs(fig: go.Figure, blocks: Sequence[BlockInfo], x_of: Mapping[str, int], theme: Theme) -> None:
+    """Each block's shortcut as an arc above the path, from its input (the previous node) to its
+    sum, with one legend entry per kind."""
+    seen = set()
+    for b in blocks:
+        kind = b.shortcut
+        if kind == "none":
+            continue
+        x1 = x_of[b.name]
+        color = theme.ink if kind == "conv" else _SHORTCUT_COLORS[kind]
+        line = dict(color=color, width=2, dash="solid" if kind == "conv" else "dot")
+        fig.add_shape(type="path", path=_arc(x1 - 1, x1, 0.18, 0.38 if kind == "conv" else 0.3), line=line)
+        if kind not in seen:
+            seen.add(kind)
+            name = "shortcut: " + ("1×1 conv /2" if kind == "conv" else "identity")
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=name, line=line))
+
+
+def _article_shortcuts(fig: go.Figure, x_of: Mapping[str, int]) -> None:
+    """The article's entry shortcuts read the previous shortcut: from the top of the previous
+    block's shortcut arc (its 1×1 conv output) to this block's sum, skipping its separable convs."""
+    line = dict(color=_ARTICLE_COLOR, width=2, dash="dash")
+    names = [name for name in wiring_difference("entry_shortcut_from").blocks if name in x_of]
+    for name in names:
+        x1 = x_of[name]
+        start_y = 0.18 + 0.38  # apex of the previous conv-shortcut arc
+        fig.add_shape(type="path", path=f"M {x1 - 1.5},{start_y} Q {x1 - 0.6},{1.15} {x1},{0.18}", line=line)
+    if names:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="article's entry shortcut", line=line))
+
+
+def _block_nodes(fig: go.Figure, description: ModelDescription, per_block: Mapping[str, Sequence[str]],
+                 selected: str | None, theme: Theme) -> None:
+    """A square per node (input, blocks, head) with its hover text; outlined where the article
+    differs (red) or selected (ink); on a desktop, each node's output shape under it."""
+    narrow, blocks = theme.narrow, description.blocks
+    names = ["input"] + [b.name for b in blocks]
+    xs = list(range(len(names)))
+    hover = [f"<b>input</b><br>{shape_text(description.input_shape)}"]
+    hover += [block_hover(b, [wiring_difference(k).label for k in per_block.get(b.name, ())]) for b in blocks]
+    labels = ["in"] + [b.name.removeprefix("block") if b.name != "head" else ("H" if narrow else "head")
+                       for b in blocks]
+    colors = [FLOW_COLORS["input"]] + [FLOW_COLORS.get(b.flow, "#999") for b in blocks]
+    outline, widths = [theme.muted] * len(names), [1] * len(names)
+    for i, name in enumerate(names):
+        if name in per_block:
+            outline[i], widths[i] = _ARTICLE_COLOR, 3
+        if name == selected:
+            outline[i], widths[i] = theme.ink, 4
+    fig.add_trace(go.Scatter(
+        x=xs, y=[0] * len(names), mode="markers+text", text=labels,
+        textfont=dict(color="white", size=9 if narrow else 12), textposition="middle center",
+        marker=dict(symbol="square", size=18 if narrow else 34, color=colors, line=dict(color=outline, width=widths)),
+        hovertext=hover, hoverinfo="text", showlegend=False, name="blocks",
+    ))
+    if narrow:  # a phone has no room for the shapes: the hover text carries every one
+        return
+    shapes = [shape_text(description.input_shape)]
+    for b in blocks:
+        s = b.output_shape
+        shapes.append(f"{s[0]}²<br>×{s[-1]}" if len(s) == 3 and s[0] == s[1] else shape_text(s))
+    fig.add_trace(go.Scatter(x=xs, y=[-0.42] * len(names), mode="text", text=shapes,
+                             textfont=dict(size=10, color=theme.muted), hoverinfo="skip", showlegend=False))
+
+
+def _difference_badges(fig: go.Figure, x_of: Mapping[str, int], narrow: bool) -> None:
+    """A numbered badge under the blocks of each of the article's wiring differences."""
+    xs, texts, hovers = [], [], []
+    for d in WIRING_DIFFERENCES:
+        at = [x_of[n] for n in d.blocks if n in x_of]
+        if not at:
+            continue
+        xs.append((min(at) + max(at)) / 2)
+        texts.append(d.label[0])
+        hovers.append(f"<b>{html.escape(d.label)}</b><br>" + "<br>".join(_wrap(d.note, 70))
+                      + f"<br>blocks: {', '.join(d.blocks)}")
+    fig.add_trace(go.Scatter(x=xs, y=[-1.05] * len(xs), mode="text", text=texts,
+                             textfont=dict(size=15 if narrow else 20, color=_ARTICLE_COLOR), hovertext=hovers,
+                             hoverinfo="text", showlegend=False, name="article differences"))
+
+
 def block_view_figure(
     description: ModelDescription,
     *,
@@ -190,99 +287,20 @@ def block_view_figure(
         theme: Colours and layout for the page (a phone gets smaller nodes, no shape labels, and
             the legend below).
     """
-    narrow = theme.narrow
-    shown = WIRING_DIFFERENCES if differences else ()
-    blocks = list(description.blocks)
-    names = ["input"] + [b.name for b in blocks]
-    x_of = {name: i for i, name in enumerate(names)}
+    narrow, blocks = theme.narrow, description.blocks
+    x_of = {name: i for i, name in enumerate(["input"] + [b.name for b in blocks])}
     per_block = {b.name: b.wiring_differences for b in blocks if differences and b.wiring_differences}
-
     fig = go.Figure()
-    # Flow bands behind the nodes.
-    for flow in ("entry", "middle", "exit", "head"):
-        xs = [x_of[b.name] for b in blocks if b.flow == flow]
-        if not xs:
-            continue
-        label = {"middle": f"Middle flow (×{len(xs)})", "head": "Head"}.get(flow, f"{flow.capitalize()} flow")
-        if narrow:
-            label = {"middle": f"Middle ×{len(xs)}", "head": "Head"}.get(flow, flow.capitalize())
-        fig.add_shape(type="rect", x0=min(xs) - 0.45, x1=max(xs) + 0.45, y0=-0.62, y1=0.42, line_width=0,
-                      fillcolor=FLOW_COLORS[flow], opacity=0.10, layer="below")
-        fig.add_annotation(x=(min(xs) + max(xs)) / 2, y=1.33, text=f"<b>{label}</b>", showarrow=False,
-                           font=dict(color=FLOW_COLORS[flow], size=10 if narrow else 13))
-    # The main path.
-    fig.add_trace(go.Scatter(x=list(range(len(names))), y=[0] * len(names), mode="lines",
+    _flow_bands(fig, blocks, x_of, narrow)
+    fig.add_trace(go.Scatter(x=list(x_of.values()), y=[0] * len(x_of), mode="lines",  # the main path
                              line=dict(color=theme.muted, width=2), hoverinfo="skip", showlegend=False))
-    # Shortcut arcs: around each block, from its input (the previous node) to its sum.
-    seen = set()
-    for b in blocks:
-        kind = b.shortcut
-        if kind == "none":
-            continue
-        x1 = x_of[b.name]
-        color = theme.ink if kind == "conv" else _SHORTCUT_COLORS[kind]
-        line = dict(color=color, width=2, dash="solid" if kind == "conv" else "dot")
-        fig.add_shape(type="path", path=_arc(x1 - 1, x1, 0.18, 0.38 if kind == "conv" else 0.3), line=line)
-        if kind not in seen:  # one legend entry per kind
-            seen.add(kind)
-            name = "shortcut: " + ("1×1 conv /2" if kind == "conv" else "identity")
-            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=name, line=line))
-    # The article's entry shortcuts read the previous shortcut: from the top of the previous
-    # block's shortcut arc (its 1×1 conv output) to this block's sum, skipping its separable convs.
-    entry_shortcuts = wiring_difference("entry_shortcut_from").blocks if differences else ()
-    for name in entry_shortcuts:
-        if name in x_of:
-            x1 = x_of[name]
-            start_y = 0.18 + 0.38  # apex of the previous conv-shortcut arc
-            fig.add_shape(type="path", path=f"M {x1 - 1.5},{start_y} Q {x1 - 0.6},{1.15} {x1},{0.18}",
-                          line=dict(color=_ARTICLE_COLOR, width=2, dash="dash"))
-    if entry_shortcuts:
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name="article's entry shortcut",
-                                 line=dict(color=_ARTICLE_COLOR, width=2, dash="dash")))
-
-    # Nodes with hover text.
-    hover = [f"<b>input</b><br>{shape_text(description.input_shape)}"]
-    hover += [block_hover(b, [wiring_difference(k).label for k in per_block.get(b.name, ())]) for b in blocks]
-    labels = ["in"] + [b.name.removeprefix("block") if b.name != "head" else ("H" if narrow else "head")
-                       for b in blocks]
-    colors = [FLOW_COLORS["input"]] + [FLOW_COLORS.get(b.flow, "#999") for b in blocks]
-    outline = [theme.muted] * len(names)
-    widths = [1] * len(names)
-    for i, name in enumerate(names):
-        if name in per_block:
-            outline[i], widths[i] = _ARTICLE_COLOR, 3
-        if name == selected:
-            outline[i], widths[i] = theme.ink, 4
-    fig.add_trace(go.Scatter(
-        x=list(range(len(names))), y=[0] * len(names), mode="markers+text", text=labels,
-        textfont=dict(color="white", size=9 if narrow else 12), textposition="middle center",
-        marker=dict(symbol="square", size=18 if narrow else 34, color=colors, line=dict(color=outline, width=widths)),
-        hovertext=hover, hoverinfo="text", showlegend=False, name="blocks",
-    ))
-    # Shapes under the nodes: the resolution and channels the block outputs.
-    shapes_text = [shape_text(description.input_shape)]
-    for b in blocks:
-        s = b.output_shape
-        shapes_text.append(f"{s[0]}²<br>×{s[-1]}" if len(s) == 3 and s[0] == s[1] else shape_text(s))
-    if not narrow:  # a phone has no room for them: the hover text carries every shape
-        fig.add_trace(go.Scatter(x=list(range(len(names))), y=[-0.42] * len(names), mode="text",
-                                 text=shapes_text, textfont=dict(size=10, color=theme.muted), hoverinfo="skip",
-                                 showlegend=False))
-    # Numbered badges for the article's differences.
-    if shown:
-        bx, by, btext, bhover = [], [], [], []
-        for d in shown:
-            xs = [x_of[n] for n in d.blocks if n in x_of]
-            if not xs:
-                continue
-            bx.append((min(xs) + max(xs)) / 2)
-            by.append(-1.05)
-            btext.append(d.label[0])
-            bhover.append(f"<b>{html.escape(d.label)}</b><br>"
-                          + "<br>".join(_wrap(d.note, 70)) + f"<br>blocks: {', '.join(d.blocks)}")
-        fig.add_trace(go.Scatter(x=bx, y=by, mode="text", text=btext, textfont=dict(size=15 if narrow else 20, color=_ARTICLE_COLOR),
-                                 hovertext=bhover, hoverinfo="text", showlegend=False, name="article differences"))
-    fig.update_xaxes(visible=False, range=[-0.7, len(names) - 0.3])
+    _shortcut_arcs(fig, blocks, x_of, theme)
+    if differences:
+        _article_shortcuts(fig, x_of)
+    _block_nodes(fig, description, per_block, selected, theme)
+    if differences:
+        _difference_badges(fig, x_of, narrow)
+    fig.update_xaxes(visible=False, range=[-0.7, len(x_of) - 0.3])
     fig.update_yaxes(visible=False, range=[-1.35 if differences else -0.8, 1.5])
     title = f"Xception block by block · {description.variant} wiring · input {shape_text(description.input_shape)}"
     if narrow:

@@ -1,4 +1,7 @@
-"""The Gradio Blocks: header, model status, and the Classify and Explore tabs."""
+"""The Gradio Blocks: header, model status and weights panel, and the Classify, Explore and Teach
+tabs, with the page's CSS. The Blocks do not load the weights: the store's creator starts that
+(`app.py` before Gradio is even imported, else `demo.server.create_app`), and the page polls the
+store until the model is ready."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from demo.services.explore import ExploreService
 from demo.store import ModelStore
 from demo.ui import text
 from demo.ui.classify_tab import build_classify_tab
-from demo.ui.explore_tab import build_explore_tab
+from demo.ui.explore.tab import build_explore_tab
 from demo.ui.netron_tab import build_netron_section
 from demo.ui.teach_tab import build_teach_tab
 
@@ -36,7 +39,12 @@ CLIENT_JS = "() => ({dark: document.body.classList.contains('dark'), width: wind
 
 
 def build_demo(store: ModelStore, exports: Exports | None = None, max_upload: str = "10mb") -> gr.Blocks:
-    """Builds the app's Blocks around a shared `ModelStore` (loading starts on first page view)."""
+    """Builds the app's Blocks around a shared `ModelStore`, loading or loaded (the Blocks only poll it).
+
+    Args:
+        exports: Where the Netron graph and the .keras download are written; None turns them off.
+        max_upload: The upload limit as the page states it (e.g. "10mb").
+    """
     classify = ClassifyService(store)
     explore = ExploreService(store)
     examples = ExampleService(store)
@@ -47,10 +55,10 @@ def build_demo(store: ModelStore, exports: Exports | None = None, max_upload: st
         client = gr.JSON(visible=False)
         with gr.Tabs():
             with gr.Tab("Classify", id="classify"):
-                c = build_classify_tab(store, classify, examples, max_upload)
+                classify_view = build_classify_tab(store, classify, examples, max_upload)
             with gr.Tab("Explore", id="explore") as explore_tab:
                 graph = (lambda: build_netron_section(classify, exports)) if exports is not None else None
-                e = build_explore_tab(store, explore, examples, client, graph)
+                explore_view = build_explore_tab(store, explore, examples, client, graph)
             with gr.Tab("Teach", id="teach"):
                 build_teach_tab(store, blocks)
 
@@ -59,17 +67,17 @@ def build_demo(store: ModelStore, exports: Exports | None = None, max_upload: st
             served = classify.model(None) if store.is_ready() else None
             return text.status_line(statuses, store.is_ready()), text.weights_panel(statuses, served)
 
-        refresh_examples, ex_in, ex_out = c.refresh_examples
         timer = gr.Timer(2.0)
         timer.tick(show_status, None, [status, weights_md], api_visibility="private", queue=False)
         timer.tick(lambda: gr.Timer(active=not store.settled()), None, timer, api_visibility="private", queue=False)
-        timer.tick(c.refresh_weights, c.weights, c.weights, api_visibility="private", queue=False)
-        timer.tick(refresh_examples, ex_in, ex_out, api_visibility="private", queue=False)
+        for refresh in classify_view.refreshes:
+            timer.tick(refresh.fn, refresh.inputs, refresh.outputs, api_visibility="private", queue=False)
         blocks.load(show_status, None, [status, weights_md], api_visibility="private", queue=False)
-        blocks.load(c.refresh_weights, c.weights, c.weights, api_visibility="private", queue=False)
-        blocks.load(refresh_examples, ex_in, ex_out, api_visibility="private", queue=False)
+        for refresh in classify_view.refreshes:
+            blocks.load(refresh.fn, refresh.inputs, refresh.outputs, api_visibility="private", queue=False)
         blocks.load(None, None, client, js=CLIENT_JS, api_visibility="private", queue=False)
         # Explore starts from the photo chosen in Classify (when it has none of its own, or a newer one).
-        explore_tab.select(e.take_image, [c.image, e.image, e.shared], [e.image, e.shared], preprocess=False,
+        explore_tab.select(explore_view.take_image, [classify_view.image, explore_view.image, explore_view.taken],
+                           [explore_view.image, explore_view.taken], preprocess=False,
                            api_visibility="private", queue=False)
     return blocks

@@ -14,7 +14,7 @@ from demo.services import UserError
 from demo.services.classify import ClassifyService
 from demo.services.explore import VARIANTS, check_choice
 from demo.ui import text
-from demo.ui.events import shown
+from demo.ui.events import errors_as_messages
 
 # Netron runs in a same-origin iframe and keeps its view on `window.__view__`: these call its own
 # menu commands (View › Show Names, Edit › Find) so the page's buttons do what its keys do.
@@ -66,16 +66,16 @@ def build_netron_section(service: ClassifyService, exports: Exports):
         download = gr.HTML(visible=False, elem_id="keras-download")
     names.click(None, js=NAMES_JS)
 
-    @shown
-    def show(v: str):
+    @errors_as_messages
+    def show(wiring: str):
         service.model(None)  # waits for the model, with a readable error
-        return iframe_html(exports.graph(check_choice(v, "Wiring", VARIANTS)))
+        return iframe_html(exports.graph(check_choice(wiring, "Wiring", VARIANTS)))
 
-    @shown
-    def prepare_download(v: str):
+    @errors_as_messages
+    def prepare_download(wiring: str):
         service.model(None)
         try:
-            path = exports.full_keras(check_choice(v, "Wiring", VARIANTS))
+            path = exports.full_keras(check_choice(wiring, "Wiring", VARIANTS))
         except OSError as exc:  # disk full, folder not writable: say so without the path
             raise UserError(f"The .keras file could not be written on the server ({type(exc).__name__}).") from None
         return gr.update(value=text.download_link(path.name, path.stat().st_size), visible=True)

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import base64
 import io
+from dataclasses import dataclass
 
 import gradio as gr
 from PIL import Image
 
 from demo.services import UserError
-from demo.services.teach import TeachService
+from demo.services.teach import TaughtPrediction, TeachLimits, TeachService, Trained
 from demo.store import ModelStore
 from demo.ui import teach_figures, teach_text
-from demo.ui.events import shown
+from demo.ui.events import errors_as_messages
 from xception_core.runtime.extractor import FINAL_BLOCK, TRANSFER_BLOCKS
 
 HEAVY = dict(concurrency_limit=1, concurrency_id="teach-heavy", api_visibility="private")
@@ -45,33 +46,81 @@ def _block(value) -> str:
     return value
 
 
-def build_teach_tab(store: ModelStore, blocks: gr.Blocks) -> TeachService:
-    """Builds the tab inside the caller's `gr.Tab` context; `blocks` gets the session cleanup."""
-    service = TeachService(store, store.settings.upload_dir / "teach")
-    limits = service.limits
+@dataclass(frozen=True)
+class TeachView:
+    """The tab's components, in the order a visitor meets them."""
+
+    class_name: gr.Dropdown
+    files: gr.File
+    snapshot: gr.Image
+    add: gr.Button
+    starter: gr.Button
+    added: gr.Markdown
+    remove_name: gr.Dropdown
+    remove: gr.Button
+    clear: gr.Button
+    overview: gr.HTML
+    train: gr.Button
+    summary: gr.Markdown
+    block: gr.Radio
+    map_plot: gr.Plot
+    accuracy_plot: gr.Plot
+    confusion_plot: gr.Plot
+    new_photo: gr.Image
+    classify: gr.Button
+    unseen: gr.Dropdown
+    top: gr.Label
+    result: gr.HTML
+    prepare: gr.Button
+    model_file: gr.DownloadButton
+    head_file: gr.DownloadButton
+
+    @property
+    def classes(self) -> list[gr.components.Component]:
+        """What changes with the classes (`_classes_now`)."""
+        return [self.overview, self.class_name, self.remove_name]
+
+    @property
+    def downloads(self) -> list[gr.components.Component]:
+        """The download buttons, hidden again whenever the classes change."""
+        return [self.model_file, self.head_file]
+
+    @property
+    def trained(self) -> list[gr.components.Component]:
+        """What a training shows (`_training_figures`)."""
+        return [self.summary, self.map_plot, self.accuracy_plot, self.confusion_plot]
+
+
+def _photos_layout(limits: TeachLimits) -> dict:
+    with gr.Column(scale=5, min_width=300):
+        class_name = gr.Dropdown(label="Class name", choices=[], value=None, allow_custom_value=True, interactive=True,
+                                 elem_id="teach-class",
+                                 info="Type a new name (e.g. “mug”) or pick one to add more photos.")
+        files = gr.File(label="Photos (choose several at once)", file_count="multiple", file_types=["image"],
+                        type="filepath", elem_id="teach-files", height=120)
+        snapshot = gr.Image(label="…or a webcam snapshot or a pasted image", sources=["webcam", "clipboard"],
+                            type="filepath", height=200, elem_id="teach-snapshot")
+        add = gr.Button("Add photos to this class", variant="secondary", elem_id="teach-add")
+        gr.Markdown(teach_text.STARTER_NOTE)
+        starter = gr.Button("Load the starter set", elem_id="teach-starter")
+        added = gr.Markdown(elem_id="teach-added")
+        with gr.Row():
+            remove_name = gr.Dropdown(label="Remove a class", choices=[], value=None, interactive=True, scale=3)
+            remove = gr.Button("Remove", scale=1, size="sm")
+            clear = gr.Button("Clear all", scale=1, size="sm")
+    with gr.Column(scale=6, min_width=300):
+        overview = gr.HTML(teach_text.overview([], limits.max_photos_per_class), elem_id="teach-overview-box")
+        train = gr.Button("Train", variant="primary", elem_id="teach-train")
+        summary = gr.Markdown(elem_id="teach-summary")
+    return dict(class_name=class_name, files=files, snapshot=snapshot, add=add, starter=starter, added=added,
+                remove_name=remove_name, remove=remove, clear=clear, overview=overview, train=train, summary=summary)
+
+
+def _layout(service: TeachService) -> TeachView:
     gr.Markdown(teach_text.INTRO)
-    gr.Markdown(teach_text.limits(limits))
+    gr.Markdown(teach_text.limits(service.limits))
     with gr.Row(equal_height=False):
-        with gr.Column(scale=5, min_width=300):
-            class_name = gr.Dropdown(label="Class name", choices=[], value=None, allow_custom_value=True,
-                                     interactive=True, elem_id="teach-class",
-                                     info="Type a new name (e.g. “mug”) or pick one to add more photos.")
-            files = gr.File(label="Photos (choose several at once)", file_count="multiple", file_types=["image"],
-                            type="filepath", elem_id="teach-files", height=120)
-            snapshot = gr.Image(label="…or a webcam snapshot or a pasted image", sources=["webcam", "clipboard"],
-                                type="filepath", height=200, elem_id="teach-snapshot")
-            add = gr.Button("Add photos to this class", variant="secondary", elem_id="teach-add")
-            gr.Markdown(teach_text.STARTER_NOTE)
-            starter = gr.Button("Load the starter set", elem_id="teach-starter")
-            added = gr.Markdown(elem_id="teach-added")
-            with gr.Row():
-                remove_name = gr.Dropdown(label="Remove a class", choices=[], value=None, interactive=True, scale=3)
-                remove = gr.Button("Remove", scale=1, size="sm")
-                clear = gr.Button("Clear all", scale=1, size="sm")
-        with gr.Column(scale=6, min_width=300):
-            overview = gr.HTML(teach_text.overview([], limits.max_photos_per_class), elem_id="teach-overview-box")
-            train = gr.Button("Train", variant="primary", elem_id="teach-train")
-            summary = gr.Markdown(elem_id="teach-summary")
+        photos = _photos_layout(service.limits)
     gr.Markdown(teach_text.BLOCK_NOTE)
     block = gr.Radio(label="Features from", choices=[(teach_text.BLOCK_LABELS[b], b) for b in TRANSFER_BLOCKS],
                      value=FINAL_BLOCK, interactive=True, elem_id="teach-block")
@@ -87,10 +136,10 @@ def build_teach_tab(store: ModelStore, blocks: gr.Blocks) -> TeachService:
             new_photo = gr.Image(label="A new photo", sources=["upload", "webcam", "clipboard"], type="filepath",
                                  height=240, elem_id="teach-new")
             classify = gr.Button("Classify with my classifier", variant="primary", elem_id="teach-classify")
-            unseen = service.unseen_photos()
-            sample = gr.Dropdown(label="…or a kitchenware photo the starter set has not seen",
-                                 choices=[(p.stem, i) for i, p in enumerate(unseen)], value=None,
-                                 visible=bool(unseen), interactive=True, elem_id="teach-unseen")
+            unseen_photos = service.unseen_photos()
+            unseen = gr.Dropdown(label="…or a kitchenware photo the starter set has not seen",
+                                 choices=[(p.stem, i) for i, p in enumerate(unseen_photos)], value=None,
+                                 visible=bool(unseen_photos), interactive=True, elem_id="teach-unseen")
         with gr.Column(scale=6, min_width=300):
             top = gr.Label(label="Your classes", num_top_classes=5, elem_id="teach-top")
             result = gr.HTML(elem_id="teach-result-box")
@@ -99,89 +148,123 @@ def build_teach_tab(store: ModelStore, blocks: gr.Blocks) -> TeachService:
         prepare = gr.Button("Prepare downloads", elem_id="teach-prepare")
         model_file = gr.DownloadButton("Model (.keras)", visible=False, elem_id="teach-dl-model")
         head_file = gr.DownloadButton("Head only (.npz)", visible=False, elem_id="teach-dl-head")
+    return TeachView(**photos, block=block, map_plot=map_plot, accuracy_plot=accuracy_plot,
+                     confusion_plot=confusion_plot, new_photo=new_photo, classify=classify, unseen=unseen, top=top,
+                     result=result, prepare=prepare, model_file=model_file, head_file=head_file)
 
-    def refreshed(session: str, keep: str | None = None):
-        classes = service.classes(session)
-        names = [n for n, _ in classes]
-        return (teach_text.overview(classes, limits.max_photos_per_class),
-                gr.update(choices=names, value=keep if keep in names else None),
-                gr.update(choices=names, value=None))
 
-    hidden = gr.update(visible=False, value=None)
+def _classes_now(service: TeachService, view: TeachView, session: str, keep: str | None = None) -> dict:
+    """The classes as they are now, with the downloads hidden (they no longer match). Updates are
+    made fresh each time: Gradio consumes an update's value when it sends it."""
+    classes = service.classes(session)
+    names = [n for n, _ in classes]
+    return {view.overview: teach_text.overview(classes, service.limits.max_photos_per_class),
+            view.class_name: gr.update(choices=names, value=keep if keep in names else None),
+            view.remove_name: gr.update(choices=names, value=None),
+            **{button: gr.update(visible=False, value=None) for button in view.downloads}}
 
-    @shown
+
+def _wire_photos(service: TeachService, view: TeachView) -> None:
+    """Adding photos (the visitor's or the starter set), removing a class, clearing all."""
+
+    @errors_as_messages
     def on_add(name, paths, snap, request: gr.Request, progress=gr.Progress()):
         session = _session(request)
         payloads = (list(paths) if isinstance(paths, (list, tuple)) else [paths] if paths else []) + ([snap] if snap else [])
         report = service.add_photos(session, name, payloads,
-                                    lambda d, t: progress((d, t), desc="Extracting features", unit="photos"))
-        view, names, removable = refreshed(session, " ".join(str(name).split()))
-        return (teach_text.add_report(" ".join(str(name).split()), report), view, names, removable, None, None,
-                hidden, hidden)
+                                    lambda done, total: progress((done, total), desc="Extracting features", unit="photos"))
+        name = " ".join(str(name).split())
+        return {view.added: teach_text.add_report(name, report), **_classes_now(service, view, session, name),
+                view.files: None, view.snapshot: None}
 
-    @shown
+    @errors_as_messages
     def on_starter(request: gr.Request, progress=gr.Progress()):
         session = _session(request)
-        report = service.add_starter_set(session, lambda d, t: progress((d, t), desc="Extracting features",
-                                                                        unit="photos"))
-        return (teach_text.starter_report(report), *refreshed(session), hidden, hidden)
+        report = service.add_starter_set(
+            session, lambda done, total: progress((done, total), desc="Extracting features", unit="photos"))
+        return {view.added: teach_text.starter_report(report), **_classes_now(service, view, session)}
 
-    @shown
+    @errors_as_messages
     def on_remove(name, request: gr.Request):
         session = _session(request)
         service.remove_class(session, name)
-        return (*refreshed(session), hidden, hidden)
+        return _classes_now(service, view, session)
 
-    @shown
+    @errors_as_messages
     def on_clear(request: gr.Request):
         session = _session(request)
         service.clear(session)
-        return (*refreshed(session), hidden, hidden)
+        return _classes_now(service, view, session)
 
-    def figures(trained, name: str):
-        r = trained.blocks[name]
-        names = [p.name for p in trained.photos]
-        urls = [p.data_url for p in trained.photos]
-        fmap = teach_figures.feature_map_figure(r.map.points, trained.labels, r.cv.predicted, trained.class_names,
-                                                names, urls, title=teach_text.map_title(trained, name),
-                                                explained=r.map.explained)
-        acc = teach_figures.accuracy_by_block_figure(
-            [teach_text.BLOCK_LABELS[b].split(" · ")[0] for b in trained.blocks],
-            [trained.blocks[b].cv.accuracy for b in trained.blocks], [trained.blocks[b].dims for b in trained.blocks],
-            chance=trained.chance, selected=teach_text.BLOCK_LABELS[name].split(" · ")[0],
-            title="Cross-validated accuracy, block by block")
-        conf = teach_figures.confusion_figure(r.cv.confusion, trained.class_names,
-                                              title=f"Confusion matrix ({teach_text.BLOCK_LABELS[name]})")
-        return teach_text.train_summary(trained, name), fmap, acc, conf
+    classes = [*view.classes, *view.downloads]
+    view.add.click(on_add, [view.class_name, view.files, view.snapshot],
+                   [view.added, *classes, view.files, view.snapshot], preprocess=False, **HEAVY)
+    view.starter.click(on_starter, None, [view.added, *classes], **HEAVY)
+    view.remove.click(on_remove, [view.remove_name], classes, **LIGHT)
+    view.clear.click(on_clear, None, classes, **LIGHT)
 
-    @shown
+
+def _training_figures(trained: Trained, block: str) -> tuple:
+    """The summary, the photos' map, accuracy by block and the confusion matrix, for `block`'s features."""
+    result = trained.blocks[block]
+    short = {b: teach_text.BLOCK_LABELS[b].split(" · ")[0] for b in trained.blocks}
+    photo_map = teach_figures.feature_map_figure(
+        result.map.points, trained.labels, result.cv.predicted, trained.class_names,
+        [p.name for p in trained.photos], [p.data_url for p in trained.photos],
+        title=teach_text.map_title(trained, block), explained=result.map.explained)
+    accuracy = teach_figures.accuracy_by_block_figure(
+        list(short.values()), [trained.blocks[b].cv.accuracy for b in trained.blocks],
+        [trained.blocks[b].dims for b in trained.blocks], chance=trained.chance, selected=short[block],
+        title="Cross-validated accuracy, block by block")
+    confusion = teach_figures.confusion_figure(result.cv.confusion, trained.class_names,
+                                               title=f"Confusion matrix ({teach_text.BLOCK_LABELS[block]})")
+    return teach_text.train_summary(trained, block), photo_map, accuracy, confusion
+
+
+def _wire_training(service: TeachService, view: TeachView) -> None:
+    """Training, and the figures of another block's features."""
+
+    @errors_as_messages
     def on_train(name, request: gr.Request):
         trained = service.train(_session(request))
-        return figures(trained, _block(name))
+        return _training_figures(trained, _block(name))
 
-    @shown
+    @errors_as_messages
     def on_block(name, request: gr.Request):
         try:
             trained = service.trained(_session(request))
-        except UserError:
-            return gr.update(), gr.update(), gr.update(), gr.update()
-        return figures(trained, _block(name))
+        except UserError:  # not trained yet: the choice applies to the next training
+            return gr.skip()
+        return _training_figures(trained, _block(name))
 
-    def answer(prediction):
-        return ({n: p for n, p in prediction.top},
+    view.train.click(on_train, [view.block], view.trained, **LIGHT)
+    view.block.input(on_block, [view.block], view.trained, **LIGHT)
+
+
+def _wire_trying(service: TeachService, view: TeachView) -> None:
+    """The taught classifier on a new photo, or on a starter-set photo it has not seen."""
+
+    def answer(prediction: TaughtPrediction) -> tuple:
+        return ({name: p for name, p in prediction.top},
                 teach_text.result_images(_data_url(prediction.image), _data_url(prediction.cam)))
 
-    @shown
+    @errors_as_messages
     def on_classify(path, request: gr.Request):
         return (*answer(service.classify(_session(request), path)), None)
 
-    @shown
-    def on_sample(index, request: gr.Request):
+    @errors_as_messages
+    def on_unseen(index, request: gr.Request):
         if index is None:
-            return gr.update(), gr.update()
+            return gr.skip()
         return answer(service.classify_unseen(_session(request), index))
 
-    @shown
+    view.classify.click(on_classify, [view.new_photo], [view.top, view.result, view.new_photo], preprocess=False,
+                        **LIGHT)
+    view.unseen.input(on_unseen, [view.unseen], [view.top, view.result], **LIGHT)
+
+
+def _wire_downloads(service: TeachService, view: TeachView) -> None:
+    @errors_as_messages
     def on_prepare(request: gr.Request, progress=gr.Progress()):
         session = _session(request)
         progress(0.1, desc="Writing the head")
@@ -191,18 +274,20 @@ def build_teach_tab(store: ModelStore, blocks: gr.Blocks) -> TeachService:
         return (gr.update(value=str(model), visible=True, label=f"Model (.keras, {model.stat().st_size / 2**20:.0f} MB)"),
                 gr.update(value=str(head), visible=True, label=f"Head only (.npz, {head.stat().st_size / 1024:.0f} KB)"))
 
+    view.prepare.click(on_prepare, None, view.downloads, **HEAVY)
+
+
+def build_teach_tab(store: ModelStore, blocks: gr.Blocks) -> TeachService:
+    """Builds the tab inside the caller's `gr.Tab` context; `blocks` gets the session cleanup."""
+    service = TeachService(store, store.settings.upload_dir / "teach")
+    view = _layout(service)
+    _wire_photos(service, view)
+    _wire_training(service, view)
+    _wire_trying(service, view)
+    _wire_downloads(service, view)
+
     def on_unload(request: gr.Request):
         service.end(getattr(request, "session_hash", "") or "")
 
-    add.click(on_add, [class_name, files, snapshot], [added, overview, class_name, remove_name, files, snapshot,
-                                                      model_file, head_file], preprocess=False, **HEAVY)
-    starter.click(on_starter, None, [added, overview, class_name, remove_name, model_file, head_file], **HEAVY)
-    remove.click(on_remove, [remove_name], [overview, class_name, remove_name, model_file, head_file], **LIGHT)
-    clear.click(on_clear, None, [overview, class_name, remove_name, model_file, head_file], **LIGHT)
-    train.click(on_train, [block], [summary, map_plot, accuracy_plot, confusion_plot], **LIGHT)
-    block.input(on_block, [block], [summary, map_plot, accuracy_plot, confusion_plot], **LIGHT)
-    classify.click(on_classify, [new_photo], [top, result, new_photo], preprocess=False, **LIGHT)
-    sample.input(on_sample, [sample], [top, result], **LIGHT)
-    prepare.click(on_prepare, None, [model_file, head_file], **HEAVY)
     blocks.unload(on_unload)
     return service

@@ -18,9 +18,9 @@ from changes what the classifier can tell apart.
 """
 
 
-def limits(l: TeachLimits) -> str:
-    return (f"Limits: {l.max_classes} classes, {l.max_photos_per_class} photos a class, at least "
-            f"{l.min_photos_per_class} photos in each of at least 2 classes to train. Your photos stay in this "
+def limits(budget: TeachLimits) -> str:
+    return (f"Limits: {budget.max_classes} classes, {budget.max_photos_per_class} photos a class, at least "
+            f"{budget.min_photos_per_class} photos in each of at least 2 classes to train. Your photos stay in this "
             "browser session only: nobody else sees them, and they are forgotten when you close the page.")
 
 
@@ -87,31 +87,26 @@ def overview(classes: list[tuple[str, list[Photo]]], limit: int) -> str:
     return '<div id="teach-overview">' + "".join(rows) + "</div>"
 
 
-def train_summary(t: Trained, block: str) -> str:
-    r = t.blocks[block]
-    final = t.blocks["block14"]
+def train_summary(trained: Trained, block: str) -> str:
+    result, labels = trained.blocks[block], trained.labels
+    final = trained.blocks["block14"]
     scheme = ("leave-one-out: each photo classified by a classifier trained on all the others"
-              if r.cv.scheme == "leave-one-out" else f"{r.cv.folds}-fold cross-validation: each photo classified "
-              "by a classifier trained without its fold")
-    wrong = int((r.cv.predicted != t.labels).sum())
-    text = (f"**Cross-validated accuracy on {BLOCK_LABELS.get(block, block)}: {r.cv.accuracy:.0%}** "
-            f"({len(t.labels) - wrong} of {len(t.labels)} photos right; {scheme}). "
-            f"Always answering the biggest class would score {t.chance:.0%}.")
+              if result.cv.scheme == "leave-one-out" else f"{result.cv.folds}-fold cross-validation: each photo "
+              "classified by a classifier trained without its fold")
+    wrong = int((result.cv.predicted != labels).sum())
+    text = (f"**Cross-validated accuracy on {BLOCK_LABELS.get(block, block)}: {result.cv.accuracy:.0%}** "
+            f"({len(labels) - wrong} of {len(labels)} photos right; {scheme}). "
+            f"Always answering the biggest class would score {trained.chance:.0%}.")
     if block != "block14":
         text += f"  \nOn block 14's final features: {final.cv.accuracy:.0%}."
-    text += (f"  \nTrained on {len(t.labels)} photos of {len(t.class_names)} classes with {t.weights_title}: "
-             f"classifier fitted in {t.fit_seconds * 1000:.0f} ms, cross-validation of all "
-             f"{len(t.blocks)} blocks in {t.cv_seconds * 1000:.0f} ms.")
+    text += (f"  \nTrained on {len(labels)} photos of {len(trained.class_names)} classes with "
+             f"{trained.weights_title}: classifier fitted in {trained.fit_seconds * 1000:.0f} ms, cross-validation "
+             f"of all {len(trained.blocks)} blocks in {trained.cv_seconds * 1000:.0f} ms.")
     return text
 
 
-def map_title(t: Trained, block: str) -> str:
-    return f"{BLOCK_LABELS.get(block, block)}: {t.blocks[block].dims} features → 2-D"
-
-
-def prediction_caption(top: list[tuple[str, float]]) -> str:
-    name, p = top[0]
-    return f"**{_md(name)}** ({p:.0%})"
+def map_title(trained: Trained, block: str) -> str:
+    return f"{BLOCK_LABELS.get(block, block)}: {trained.blocks[block].dims} features → 2-D"
 
 
 def result_images(photo_url: str, cam_url: str) -> str:

@@ -19,7 +19,7 @@ from demo.services import UserError
 from demo.services.classify import ClassifyService
 from demo.store import ModelStore
 from demo.ui import text
-from demo.ui.events import INTERNAL_ERROR, shown
+from demo.ui.events import INTERNAL_ERROR, errors_as_messages
 from xception_core.settings import Settings
 
 SECRET = "/srv/secret-home/.cache/xception-explorer/kitchenware/model.keras"
@@ -145,11 +145,11 @@ def test_paths_are_scrubbed_and_echoes_cut():
 
 
 def test_handlers_give_clear_messages_one_log_line_for_user_errors_and_no_raw_python(caplog):
-    @shown
+    @errors_as_messages
     def user_mistake():
         raise UserError(f"Cannot open image file '{SECRET}': not an image")
 
-    @shown
+    @errors_as_messages
     def bug(value):
         return value.strip()  # AttributeError on an int: raw Python text must not reach the page
 

@@ -9,7 +9,7 @@ import pytest
 
 from demo.store import SlotStatus
 from demo.ui import text
-from demo.ui.explore_tab import calculator_markdown
+from demo.ui.explore.separable import calculator_markdown
 from xception_core.runtime.introspection import describe
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from demo.services import UserError
 from demo.services.explore import N_MAX, ExploreService
 from demo.store import ModelStore
-from demo.ui.explore_tab import calculator_markdown
+from demo.ui.explore.separable import calculator_markdown
 from xception_core.model import load_model
 from xception_core.settings import Settings
 
