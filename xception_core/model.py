@@ -31,27 +31,20 @@ __all__ = ["LoadedModel", "ModelInfo", "WeightsUnavailableError", "build_xceptio
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """What a built model is.
+class ModelInfo(WeightsSource):
+    """What a built model is: where its weights came from (every `WeightsSource` field: `preset`,
+    `title`, `source`, `labels`, `input_size`, `outputs`) and how it is wired.
 
     Attributes:
-        preset: Preset name, 'file' for a user-supplied file, or None for random weights.
-        title: Human-readable description of the weights.
-        source: File the weights were read from, or 'random initialisation' (a server path:
-            for logs, never for clients).
-        labels: Label-set name (`xception_core.io.labels.load_labels`), or None if unknown.
-        input_size: Square input side the weights expect, or None when not fixed.
-        outputs: 'probabilities', 'logits' or 'features' (no classifier).
         variant: 'paper' or 'article' wiring.
     """
 
-    preset: str | None
-    title: str
-    source: str
-    labels: str | None
-    input_size: int | None
-    outputs: str
     variant: str
+
+    @classmethod
+    def wired(cls, source: WeightsSource, variant: str) -> "ModelInfo":
+        """`source` with the wiring its model was built in."""
+        return cls(**{f.name: getattr(source, f.name) for f in dataclasses.fields(WeightsSource)}, variant=variant)
 
     @property
     def features_layer(self) -> str:
@@ -95,7 +88,7 @@ def load_model(
     request = BuildRequest(input_shape, include_top, pooling, classes, classifier_activation, variant, name)
     settings = settings or Settings.from_env()
     model, source = _load(weights, request, settings)
-    return LoadedModel(model, ModelInfo(**dataclasses.asdict(source), variant=variant))
+    return LoadedModel(model, ModelInfo.wired(source, variant))
 
 
 def _load(weights, request: BuildRequest, settings: Settings) -> tuple[keras.Model, WeightsSource]:
