@@ -8,6 +8,9 @@ developer at a console and wrong for a stranger on a public page.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+
+from xception_core.weights.fetch import WeightsFailure, WeightsUnavailableError
 
 MAX_MESSAGE = 600  # characters of one message shown to a client
 MAX_ECHO = 40  # characters of a client's own string echoed back in a message
@@ -41,11 +44,35 @@ def echo(value: object, limit: int = MAX_ECHO) -> str:
     return repr(text)
 
 
+_OUR_KINDS = ("WeightsUnavailableError", "ValueError", "UserError")
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """Why weights failed to load, for code to read (the page picks its words by it).
+
+    Attributes:
+        cause: What the core said went wrong (`WeightsFailure.UNKNOWN` for any other error).
+        kind: The exception's class name when it is not one of ours (a `BadZipFile` says more
+            than its text), else ''.
+    """
+
+    cause: WeightsFailure
+    kind: str = ""
+
+
+def load_failure(exc: BaseException) -> LoadFailure:
+    """The `LoadFailure` of an exception raised while loading weights."""
+    cause = exc.cause if isinstance(exc, WeightsUnavailableError) else WeightsFailure.UNKNOWN
+    kind = type(exc).__name__
+    return LoadFailure(cause, "" if kind in _OUR_KINDS else kind)
+
+
 def failure_reason(exc: BaseException) -> str:
-    """Why loading failed, in words a visitor can read: the message, scrubbed, and the
-    exception's kind when it is not one of ours (a `BadZipFile` says more than its text)."""
+    """Why loading failed, as a message fit for a client and the logs: the message, scrubbed, and
+    the exception's kind when it is not one of ours."""
     message = public_text(exc, 300)
     kind = type(exc).__name__
-    if kind in ("WeightsUnavailableError", "ValueError", "UserError") or not message:
+    if kind in _OUR_KINDS or not message:
         return message or kind
     return f"{kind}: {message}"

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from demo.errors import echo, failure_reason
+from demo.errors import LoadFailure, echo, failure_reason, load_failure
 from xception_core.io.assets import example_images
 from xception_core.io.heads import taught_labels
 from xception_core.io.images import load_image
@@ -128,13 +128,15 @@ def calibration_paths(preset_name: str | None, settings: Settings) -> list[Path]
 
 @dataclass(frozen=True)
 class SlotStatus:
-    """Where one set of weights stands: state, seconds since loading started, and why it failed."""
+    """Where one set of weights stands: state, seconds since loading started, and why it failed
+    (`error` in words for logs and clients, `failure` for code)."""
 
     key: str
     title: str
     state: State
     seconds: float = 0.0
     error: str = ""
+    failure: LoadFailure | None = None
 
 
 @dataclass
@@ -142,6 +144,7 @@ class _Slot:
     state: State = "loading"
     served: ServedModel | None = None
     error: str = ""
+    failure: LoadFailure | None = None
     started: float = field(default_factory=time.monotonic)
     ready: threading.Event = field(default_factory=threading.Event)
 
@@ -222,7 +225,7 @@ class ModelStore:
             return True
         except Exception as exc:  # noqa: BLE001 - any failure (a BadZipFile, a damaged HDF5, an
             # unregistered layer...) must end as "unavailable: <reason>", never as a dead loader
-            slot.state, slot.error = "failed", failure_reason(exc)
+            slot.state, slot.error, slot.failure = "failed", failure_reason(exc), load_failure(exc)
             logger.warning("weights %r unavailable: %s: %s", key, type(exc).__name__, exc)
             return False
         finally:
@@ -271,7 +274,8 @@ class ModelStore:
             if slot is None:
                 out.append(SlotStatus(key, self.title(key), "waiting"))
             else:
-                out.append(SlotStatus(key, self.title(key), slot.state, time.monotonic() - slot.started, slot.error))
+                out.append(SlotStatus(key, self.title(key), slot.state, time.monotonic() - slot.started, slot.error,
+                                      slot.failure))
         return out
 
     def is_ready(self) -> bool:

@@ -23,6 +23,7 @@ PACKAGES = ("xception_core", "demo", "bench", "scale")
 # Lower rank = lower layer. A module may import modules of its own rank or lower.
 RANKS = [
     ("xception_core.settings", 0),
+    ("xception_core.files", 0),  # atomic writes and per-file locks: any layer writes files
     ("xception_core.arch", 1),
     ("xception_core.weights", 2),
     ("xception_core.model", 3),
@@ -42,7 +43,8 @@ RANKS = [
 UI_LIBRARIES = {"gradio", "gradio_client", "plotly", "fastapi", "starlette", "uvicorn", "pandas"}
 MODEL_MATH = {"tensorflow", "keras"}
 LIGHT = ["xception_core/settings.py", "xception_core/arch/spec.py", "xception_core/weights/presets.py", "xception_core/io/images.py",
-         "xception_core/io/preprocessing.py", "xception_core/io/labels.py", "xception_core/io/assets.py", "xception_core/io/visualize.py"]
+         "xception_core/io/preprocessing.py", "xception_core/io/labels.py", "xception_core/io/assets.py", "xception_core/io/visualize.py",
+         "xception_core/files.py"]
 
 
 def module_name(path: Path) -> str:

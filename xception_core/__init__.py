@@ -21,6 +21,7 @@ _EXPORTS = {
     "LoadedModel": "xception_core.model",
     "ModelInfo": "xception_core.model",
     "WeightsUnavailableError": "xception_core.model",
+    "WeightsFailure": "xception_core.model",
     "build_architecture": "xception_core.arch.builder",
     "conv_bn": "xception_core.arch.builder",
     "sep_bn": "xception_core.arch.builder",

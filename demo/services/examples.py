@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from demo.store import ModelStore, ServedModel
+from xception_core.files import write_atomically
 from xception_core.io.assets import example_images
 from xception_core.io.images import display_copy, load_image
 from xception_core.weights.fetch import preset_samples
@@ -82,8 +83,6 @@ class ExampleService:
             target = folder / f"{i:02d}-{Path(path).stem[:40]}.jpg"
             if not target.is_file():
                 copy: Image.Image = display_copy(load_image(path), EXAMPLE_SIDE)
-                tmp = target.with_suffix(".part")
-                copy.save(tmp, "JPEG", quality=88)
-                tmp.replace(target)
+                write_atomically(target, lambda tmp: copy.save(tmp, "JPEG", quality=88))
             out.append(ExamplePhoto(target, caption, source))
         return out

@@ -4,14 +4,15 @@ from the loaded model into words. The core returns numbers and states; words are
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Sequence
 
+from demo.errors import LoadFailure
 from demo.store import ServedModel, SlotStatus
 from demo.ui.figures import fmt_macs, shape_text
 from xception_core.arch.spec import WIRING_DIFFERENCES, XCEPTION_SPEC
 from xception_core.runtime.activations import ActivationExplorer, BlockStats, ImageActivations
 from xception_core.runtime.introspection import ModelDescription, SeparableCost, SeparableTotals
+from xception_core.weights.fetch import WeightsFailure
 
 TITLE = "Xception Explorer"
 
@@ -162,16 +163,22 @@ def netron_difference_list() -> str:
 NO_IMAGE = "No image yet: pick an example or upload a photo above."
 
 
-def failure_reason(error: str) -> str:
-    """Why weights failed, in a visitor's words (the raw error names server paths: logs only)."""
-    e = error.lower()
-    if "sha256" in e or "md5" in e or "hash" in e:
-        return "the downloaded file failed its checksum"
-    if "could not fetch" in e or "pip download" in e or "url" in e or "network" in e or "resolve" in e:
-        return "could not be downloaded here (no network access) and is not in the local cache"
-    kind = re.match(r"([A-Z][A-Za-z0-9]+): ", error)
-    if kind:  # the store prefixes errors that are not its own with their kind (a BadZipFile says much)
-        return f"failed to load ({kind.group(1)}; the server log says why)"
+_FAILURE_WORDS = {
+    WeightsFailure.OFFLINE: "could not be downloaded here (no network access) and is not in the local cache",
+    WeightsFailure.NOT_FOUND: "the download source no longer has the file, and it is not in the local cache",
+    WeightsFailure.DAMAGED: "the downloaded file failed its checksum",
+    WeightsFailure.UNEXPECTED: "the download was not the file these weights come in",
+    WeightsFailure.CACHE_UNWRITABLE: "the server cannot write its weights cache",
+}
+
+
+def unavailable_reason(failure: LoadFailure | None) -> str:
+    """Why weights failed, in a visitor's words, from the recorded cause (never from the error's
+    text, which names server paths: logs only)."""
+    if failure is not None and failure.cause in _FAILURE_WORDS:
+        return _FAILURE_WORDS[failure.cause]
+    if failure is not None and failure.kind:  # an error that is not ours: its kind says much (BadZipFile)
+        return f"failed to load ({failure.kind}; the server log says why)"
     return "failed to load (the server log says why)"
 
 
@@ -180,7 +187,7 @@ def status_line(statuses: Sequence[SlotStatus], ready: bool) -> str:
     words = {"waiting": lambda s: "waiting",
              "loading": lambda s: f"loading ({s.seconds:.0f} s; first start downloads the weights)",
              "ready": lambda s: "ready",
-             "failed": lambda s: f"unavailable: {failure_reason(s.error)}"}
+             "failed": lambda s: f"unavailable: {unavailable_reason(s.failure)}"}
     parts = [f"{s.title}: {words[s.state](s)}" for s in statuses]
     return f"**Model status ({'ready' if ready else 'loading'}):** " + " · ".join(parts)
 
@@ -201,7 +208,7 @@ def weights_panel(statuses: Sequence[SlotStatus], served: ServedModel | None) ->
              f"{served.input_size}×{served.input_size} input). They know {knows(served)}."]
     failed = [s for s in statuses if s.state == "failed"]
     for s in failed:
-        lines.append(f"**{s.title}: not available**: {failure_reason(s.error)}.")
+        lines.append(f"**{s.title}: not available**: {unavailable_reason(s.failure)}.")
     if served.info.preset != "imagenet":
         if not any(s.key == "imagenet" for s in statuses):
             lines.append("The ImageNet-1k weights were not requested: this server was started with "

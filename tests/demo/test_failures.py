@@ -52,6 +52,24 @@ def test_any_loader_failure_ends_as_unavailable_with_a_reason_and_releases_waite
         assert "/srv" not in shown_text and "secret-home" not in shown_text, shown_text
 
 
+def test_the_store_records_the_cause_the_core_gave(monkeypatch):
+    """The status carries the weights error's cause, so the page's words come from it, not from the
+    message; the message is still scrubbed for the API."""
+    from xception_core.weights.fetch import WeightsFailure, WeightsUnavailableError
+
+    def load(key, settings):
+        raise WeightsUnavailableError(f"{SECRET} has sha256 abc, expected def", WeightsFailure.DAMAGED)
+
+    monkeypatch.setattr("demo.store.load_model", load)
+    store = ModelStore(Settings(), ["kitchenware"]).start()
+    with pytest.raises(Exception, match="unavailable"):
+        store.get("kitchenware", timeout=30)
+    (status,) = store.statuses()
+    assert status.failure is not None and status.failure.cause is WeightsFailure.DAMAGED and status.failure.kind == ""
+    assert "secret-home" not in status.error
+    assert "unavailable: the downloaded file failed its checksum" in text.status_line(store.statuses(), False)
+
+
 def test_a_loader_thread_that_dies_still_releases_every_waiter(monkeypatch):
     monkeypatch.setattr(ModelStore, "_load", lambda self, key: (_ for _ in ()).throw(SystemExit("boom")))
     store = ModelStore(Settings(), ["a", "b"]).start()

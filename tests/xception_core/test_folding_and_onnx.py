@@ -4,6 +4,8 @@ randomised BatchNorm statistics, so a mis-folded or mis-wired layer cannot hide.
 
 from __future__ import annotations
 
+import gc
+
 import keras
 import numpy as np
 import pytest
@@ -12,8 +14,10 @@ from tests.conftest import randomize
 from xception_core.arch.names import block_output_layer
 from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.model import LoadedModel, ModelInfo, build_xception
+from xception_core.runtime import onnx as onnx_backend
 from xception_core.runtime.classifier import Classifier
 from xception_core.runtime.folding import fold_batchnorm, foldable_pairs
+from xception_core.runtime.forward import BackendUnavailableError
 from xception_core.settings import Settings
 
 SIZE = 96
@@ -113,11 +117,12 @@ def test_fold_handles_depthwise_and_dense():
 
 # ------------------------------------------------------------------------------------------ ONNX backend
 
-onnx_backend = pytest.importorskip("xception_core.runtime.onnx")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
+# The project's own module is imported above (an ImportError there is a failure, not a skip);
+# only the optional third-party packages may be missing.
+needs_onnx = pytest.mark.skipif(not onnx_backend.available(), reason="needs the onnx and onnxruntime packages")
 
 
+@needs_onnx
 @pytest.mark.parametrize("variant,size", [("paper", SIZE), ("article", SIZE), ("paper", 97)])
 def test_onnx_forward_matches_the_tf_forward(variant, size):
     """97 px exercises TensorFlow's asymmetric 'same' padding at every stride-2 stage."""
@@ -132,10 +137,11 @@ def test_onnx_forward_matches_the_tf_forward(variant, size):
     np.testing.assert_allclose(f_onnx, f_tf, atol=1e-4)
     np.testing.assert_allclose(p_onnx, p_tf, atol=1e-4)
     # The raw logits too (the classifier applies softmax to both alike).
-    _, logits = onnx_clf._onnx(x)
+    _, logits = onnx_clf.runner(x)
     np.testing.assert_allclose(logits, model(x).numpy(), atol=1e-4 * max(1.0, float(np.abs(logits).max())))
 
 
+@needs_onnx
 def test_onnx_graph_is_valid_and_exposes_block_outputs():
     model = _model("paper", classifier_activation=None)
     blocks = [block_output_layer(b, "paper") for b in XCEPTION_SPEC.blocks]
@@ -143,7 +149,7 @@ def test_onnx_graph_is_valid_and_exposes_block_outputs():
     assert [o.name for o in proto.graph.output] == ["features", "output", *blocks[:3]]
     ops = {n.op_type for n in proto.graph.node}
     assert "BatchNormalization" not in ops and {"Conv", "Relu", "MaxPool", "Sum", "Gemm"} <= ops
-    forward = onnx_backend.OnnxForward(model, blocks[-1], proto=proto)
+    forward = onnx_backend.OnnxForward(proto)
     x = _x(n=1)
     out = forward.run(x)
     expected = keras.Model(model.input, [model.get_layer(b).output for b in blocks[:3]])(x)
@@ -151,6 +157,7 @@ def test_onnx_graph_is_valid_and_exposes_block_outputs():
         np.testing.assert_allclose(out[name], np.asarray(e), atol=1e-4)
 
 
+@needs_onnx
 def test_onnx_translates_a_transfer_head():
     base = build_xception(weights=None, include_top=False, input_shape=(SIZE, SIZE, 3))
     x = keras.layers.GlobalAveragePooling2D()(base.output)
@@ -159,13 +166,14 @@ def test_onnx_translates_a_transfer_head():
     x = keras.layers.Dense(4)(x)
     model = keras.Model(base.input, x)
     randomize(model, 4)
-    forward = onnx_backend.OnnxForward(model, "block14_sepconv2_act")
+    forward = onnx_backend.OnnxForward.from_model(model, "block14_sepconv2_act")
     batch = _x(n=2)
     features, out = forward(batch)
     np.testing.assert_allclose(out, model(batch).numpy(), atol=1e-4)
     assert features.shape == (2, 3, 3, 2048)
 
 
+@needs_onnx
 def test_onnx_refuses_what_it_cannot_translate():
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
@@ -175,16 +183,19 @@ def test_onnx_refuses_what_it_cannot_translate():
         onnx_backend.to_onnx(model, "conv")
 
 
-def test_classifier_falls_back_to_tf(monkeypatch, caplog):
+@needs_onnx
+def test_classifier_falls_back_to_tf_only_when_no_backend_was_asked_for(monkeypatch, caplog):
     model = _model("paper", seed=5)
 
     def broken(*args, **kwargs):
         raise onnx_backend.UnsupportedLayerError("no translation for this test")
 
-    monkeypatch.setattr(onnx_backend, "OnnxForward", broken)
-    with caplog.at_level("WARNING"):
-        clf = Classifier(_loaded(model), backend="onnx")
-    assert clf.backend == "tf" and "using TensorFlow" in caplog.text
+    monkeypatch.setattr(onnx_backend, "to_onnx_parts", broken)
+    with pytest.raises(BackendUnavailableError, match="backend 'onnx' was asked for.*no translation for this test"):
+        Classifier(_loaded(model), backend="onnx")
+    with caplog.at_level("WARNING", logger="xception_core.runtime.forward"):
+        clf = Classifier(_loaded(model))
+    assert clf.backend == "tf" and "runs on TensorFlow" in caplog.text and "no translation for this test" in caplog.text
     features, probs = clf.forward(_x(n=1))
     assert features.shape == (1, 3, 3, 2048) and probs.shape == (1, 7)
 
@@ -201,6 +212,7 @@ def test_backend_switch(monkeypatch):
         Classifier(_loaded(_model("paper")), backend="torch")
 
 
+@needs_onnx
 def test_gradcam_works_on_the_onnx_backend():
     model = _model("paper", seed=6)
     clf = Classifier(_loaded(model), backend="onnx")
@@ -213,6 +225,7 @@ def test_gradcam_works_on_the_onnx_backend():
     assert cam.shape == (3, 3) and 0 <= cam.min() and cam.max() <= 1 + 1e-6
 
 
+@needs_onnx
 @pytest.mark.slow
 def test_int8_quantization_runs_and_keeps_the_interface():
     model = _model("paper", size=71, seed=8, classifier_activation=None)
@@ -220,8 +233,8 @@ def test_int8_quantization_runs_and_keeps_the_interface():
     calibration = list(_x(71, 3, seed=9))
     quantized = onnx_backend.quantize_int8(proto, calibration)
     assert any(n.op_type in ("QuantizeLinear", "QLinearConv") for n in quantized.graph.node)
-    fp32 = onnx_backend.OnnxForward(model, "block14_sepconv2_act", proto=proto)
-    int8 = onnx_backend.OnnxForward(model, "block14_sepconv2_act", proto=quantized)
+    fp32 = onnx_backend.OnnxForward(proto)
+    int8 = onnx_backend.OnnxForward(quantized, precision="int8")
     x = _x(71, 1, seed=10)
     (f32, o32), (f8, o8) = fp32(x), int8(x)
     assert f8.shape == f32.shape and o8.shape == o32.shape == (1, 7)
@@ -239,6 +252,7 @@ def test_precision_switch():
     assert (clf.backend, clf.precision) == ("tf", "fp32")
 
 
+@needs_onnx
 @pytest.mark.slow
 def test_int8_classifier_calibrates_on_real_photos(kitchenware_samples):
     from xception_core.io.preprocessing import preprocess
@@ -254,6 +268,7 @@ def test_int8_classifier_calibrates_on_real_photos(kitchenware_samples):
     assert clf.gradcam(features[0], int(probs[0].argmax())).shape == (3, 3)
 
 
+@needs_onnx
 def test_external_weights_give_the_inline_graphs_outputs_and_are_shared_per_model():
     """`OnnxForward` builds from a weight-free graph plus the arrays: same outputs as the
     self-contained `to_onnx` graph; a second session of the same model reuses its arrays, and
@@ -264,8 +279,8 @@ def test_external_weights_give_the_inline_graphs_outputs_and_are_shared_per_mode
     proto, arrays = onnx_backend.to_onnx_parts(model, features)
     assert arrays and proto.ByteSize() < 200_000  # the weights are not in the graph
     assert sum(a.nbytes for a in arrays.values()) > 0.95 * 4 * model.count_params() - 4 * 60_000
-    inline = onnx_backend.OnnxForward(model, features, proto=onnx_backend.to_onnx(model, features))
-    external = onnx_backend.OnnxForward(model, features)
+    inline = onnx_backend.OnnxForward(onnx_backend.to_onnx(model, features))
+    external = onnx_backend.OnnxForward.from_model(model, features)
     for a, b in zip(inline(x), external(x)):
         np.testing.assert_array_equal(a, b)
     _, again = onnx_backend.to_onnx_parts(model, features, block_maps={"block4": "block4_add"})
@@ -274,3 +289,22 @@ def test_external_weights_give_the_inline_graphs_outputs_and_are_shared_per_mode
     layer.set_weights([w * 1.5 for w in layer.get_weights()])
     _, changed = onnx_backend.to_onnx_parts(model, features)
     assert sum(changed[n] is not arrays[n] for n in arrays) >= 1
+
+
+@needs_onnx
+def test_shared_arrays_hold_only_what_a_live_session_uses():
+    """The pool that lets two sessions of one model share arrays keeps nothing alive itself: once
+    no translation's arrays are referenced, it is empty although the model lives on."""
+    model = _model("paper", size=71, seed=13, classifier_activation=None)
+    features = block_output_layer(XCEPTION_SPEC.blocks[-1], "paper")
+    shared = onnx_backend.SharedArrays()
+    _, first = onnx_backend.to_onnx_parts(model, features, shared=shared)
+    _, second = onnx_backend.to_onnx_parts(model, features, shared=shared)
+    assert all(second[name] is first[name] for name in first) and len(shared) == len(first) > 100
+    session = onnx_backend.OnnxForward(*onnx_backend.to_onnx_parts(model, features, shared=shared))
+    del first, second
+    gc.collect()
+    assert len(shared) > 100, "the session's arrays stay shared while it lives"
+    del session
+    gc.collect()
+    assert len(shared) == 0 and model.count_params() > 0

@@ -33,6 +33,19 @@ def test_head_file_round_trip(tmp_path):
         load_head(tmp_path / "junk.npz")
 
 
+def test_a_taught_model_is_written_whole_as_a_keras_file(tmp_path):
+    """Through the one atomic writer: the file appears complete (Keras reads it back with its class
+    names), nothing else is left in the folder, and a name Keras could not read back is refused."""
+    from tests.conftest import random_loaded
+    from xception_core.io.heads import save_taught_model, taught_labels
+
+    loaded = random_loaded(71, 3)
+    with pytest.raises(ValueError, match=r"\.keras file"):
+        save_taught_model(tmp_path / "taught.npz", loaded, _head(k=2), ["a", "b"])
+    path = save_taught_model(tmp_path / "taught.keras", loaded, _head(k=2), ["a", "b"])
+    assert [p.name for p in tmp_path.iterdir()] == ["taught.keras"] and taught_labels(path, 2) == ("a", "b")
+
+
 @pytest.mark.slow
 def test_taught_keras_loads_back_with_equal_outputs(tmp_path, kitchenware_loaded, kitchenware_samples):
     from xception_core import build_xception

@@ -166,3 +166,26 @@ def test_weights_file_with_wrong_suffix(tmp_path):
     path.write_bytes(b"x")
     with pytest.raises(ValueError, match="suffix '.bin'"):
         build_xception(weights=str(path))
+
+
+def test_model_info_is_the_weights_source_plus_its_wiring():
+    """One record: `ModelInfo` extends `WeightsSource` by the wiring alone, and `load_model` and
+    `rewire` carry every field of the source."""
+    import dataclasses
+
+    from xception_core.model import ModelInfo, load_model, rewire
+    from xception_core.weights.load import WeightsSource
+
+    source_fields = [f.name for f in dataclasses.fields(WeightsSource)]
+    assert issubclass(ModelInfo, WeightsSource)
+    assert [f.name for f in dataclasses.fields(ModelInfo)] == [*source_fields, "variant"]
+    assert set(ModelInfo.__annotations__) == {"variant"}  # nothing re-declared
+    loaded = load_model(None, input_shape=(71, 71, 3), classes=3)
+    info = loaded.info
+    assert (info.preset, info.title, info.source, info.labels, info.input_size, info.outputs, info.variant) == (
+        None, "random initialisation (untrained)", "random initialisation", None, 71, "probabilities", "paper")
+    assert info.features_layer == block_output_layer(XCEPTION_SPEC.blocks[-1], "paper")
+    article = rewire(loaded, "article").info
+    assert article.variant == "article" and article.features_layer != info.features_layer
+    assert {n: getattr(article, n) for n in source_fields} == {n: getattr(info, n) for n in source_fields}
+    assert ModelInfo.wired(WeightsSource(*(getattr(info, n) for n in source_fields)), "paper") == info

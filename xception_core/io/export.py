@@ -13,7 +13,7 @@ Full file (``export_keras``): ``model.save()`` -- loadable with ``keras.models.l
 
 Both are cached: the file name carries a hash of the model config (architecture, layer names, input
 shape, variant wiring) and, for ``.keras``, a weights fingerprint, so a file is written only when that
-changes; files are written to a temporary name and renamed (atomic on one file system), and older
+changes; files are written through `xception_core.files.write_atomically` (never seen half-written), and older
 files of the same export name and kind are removed afterwards.
 
 Pure Keras/NumPy: no gradio, no fastapi.
@@ -24,16 +24,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
-import threading
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import keras
 import numpy as np
+
+from xception_core.files import PathLocks, write_atomically, write_bytes_atomically
 
 __all__ = [
     "ExportedFile",
@@ -65,8 +63,9 @@ _NETRON_DTYPES = frozenset(
     {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
 )
 
-_locks: dict[Path, threading.Lock] = {}
-_locks_guard = threading.Lock()
+# Two threads exporting the same file take turns (the second then finds it written); the registry
+# holds only the paths being written now.
+_WRITING = PathLocks()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,24 +183,6 @@ def graph_document(model: keras.Model) -> dict[str, Any]:
     }
 
 
-def _lock_for(path: Path) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault(path, threading.Lock())
-
-
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a hidden temporary file next to ``path``, then rename it to ``path``."""
-    # Same folder (rename stays on one file system); leading dot and random part: never listed, never clashes.
-    # The temporary name keeps the suffix because keras.Model.save() insists on ``.keras``.
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _prune(export_dir: Path, keep: str, pattern: re.Pattern[str], model_name: str) -> None:
     """Remove older files of the same export name and kind (their architecture or weights changed)."""
     for other in export_dir.iterdir():
@@ -229,10 +210,10 @@ def export_graph(model: keras.Model, export_dir: Path, name: str) -> Path:
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
     path = (export_dir / f"{name}.graph-{config_fingerprint(model)}.json").resolve()
-    with _lock_for(path):
+    with _WRITING.hold(path):
         if not path.is_file():
             data = json.dumps(graph_document(model), separators=(",", ":")).encode("utf-8")
-            _write_atomically(path, lambda tmp: tmp.write_bytes(data))
+            write_bytes_atomically(path, data)
             _prune(path.parent, path.name, _GRAPH_FILE, name)
     return path
 
@@ -264,9 +245,9 @@ def export_keras(
     export_dir = Path(export_dir)
     export_dir.mkdir(parents=True, exist_ok=True)
     path = (export_dir / f"{name}.keras-{config_fingerprint(model)}-{weights_hash}.keras").resolve()
-    with _lock_for(path):
+    with _WRITING.hold(path):
         if not path.is_file():
-            _write_atomically(path, lambda tmp: model.save(str(tmp)))
+            write_atomically(path, lambda tmp: model.save(str(tmp)))
             _prune(path.parent, path.name, _KERAS_FILE, name)
     return path
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xception_core.files import write_atomically
 from xception_core.model import LoadedModel
 from xception_core.runtime.extractor import transfer_model
 from xception_core.runtime.transfer import SoftmaxHead
@@ -42,17 +43,6 @@ class HeadFile:
     base: str
 
 
-def _write_atomically(path: Path, write) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def save_head(path: str | os.PathLike, head: SoftmaxHead, class_names: tuple[str, ...] | list[str], *, block: str,
               input_size: int, base: str) -> Path:
     """Writes the head as an uncompressed `.npz` (no pickled objects: `np.load` reads it with
@@ -67,7 +57,7 @@ def save_head(path: str | os.PathLike, head: SoftmaxHead, class_names: tuple[str
                      block=np.array(block), base=np.array(base), input_size=np.array(int(input_size)),
                      format=np.array(HEAD_FORMAT))
 
-    return _write_atomically(Path(path), write)
+    return write_atomically(path, write)
 
 
 def load_head(path: str | os.PathLike) -> HeadFile:
@@ -92,18 +82,21 @@ def save_taught_model(path: str | os.PathLike, loaded: LoadedModel, head: Softma
                       class_names: tuple[str, ...] | list[str] | None = None) -> Path:
     """Writes Xception (the weights of `loaded`) with `head` on its pooled exit-flow features as a
     `.keras` file (~90 MB: the base's weights are most of it), with the class names beside the
-    model (`taught_labels` reads them back)."""
+    model (`taught_labels` reads them back). `path` must end in `.keras` (what Keras and
+    `load_model` read)."""
+    if Path(path).suffix != ".keras":
+        raise ValueError(f"a taught model is a .keras file; got {Path(path).name!r}")
     if class_names is not None and len(class_names) != head.classes:
         raise ValueError(f"{len(class_names)} class names for a head of {head.classes} classes")
     model = transfer_model(loaded, head.weights, head.bias)
 
     def write(tmp: Path) -> None:
-        _save_keras(model, tmp)
+        model.save(str(tmp))  # the temporary name ends in .keras too, as Keras insists
         if class_names is not None:
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(LABELS_MEMBER, json.dumps(list(class_names), ensure_ascii=False))
 
-    return _write_atomically(Path(path), write)
+    return write_atomically(path, write)
 
 
 def taught_labels(path: str | os.PathLike, classes: int) -> tuple[str, ...] | None:
@@ -119,13 +112,3 @@ def taught_labels(path: str | os.PathLike, classes: int) -> tuple[str, ...] | No
     if not isinstance(names, list) or len(names) != classes or not all(isinstance(n, str) for n in names):
         return None
     return tuple(n[:100] for n in names)
-
-
-def _save_keras(model, tmp: Path) -> None:
-    # Keras insists on a .keras suffix: save under one, then move onto the temporary name.
-    target = tmp.with_name(tmp.name + ".keras")
-    try:
-        model.save(str(target))
-        os.replace(target, tmp)
-    finally:
-        target.unlink(missing_ok=True)

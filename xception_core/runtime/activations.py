@@ -8,10 +8,10 @@ statistics and histogram are computed from its stored map the first time they ar
 (a page shows one block at a time; reducing all 14 up front would cost about as much as the
 forward itself).
 
-The pass runs on the app's backend: ONNX Runtime (`xception_core.runtime.onnx.to_onnx_parts(block_maps=…)`,
-BatchNorm folded, the reductions and the float16 cast inside the graph), or TensorFlow (a
-`tf.function` over `block_outputs_model`) when the backend is 'tf' or a layer has no ONNX
-translation. Both give the same record (within float16 and BatchNorm-folding rounding).
+The pass runs on the backend `xception_core.runtime.forward` picks: ONNX Runtime
+(`xception_core.runtime.onnx.to_onnx_parts(block_maps=…)`, BatchNorm folded, the reductions and the
+float16 cast inside the graph), or a `tf.function` computing the same. Both give the same record
+(within float16 and BatchNorm-folding rounding).
 
 Maps are stored channel-first, (c, h, w): ONNX Runtime's own layout, so no transpose is paid
 for blocks nobody looks at, and one channel is a contiguous slice. `ImageActivations.blocks`
@@ -25,11 +25,12 @@ Numbers only: no UI code.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import keras
@@ -40,7 +41,8 @@ from xception_core.arch.names import block_output_layer
 from xception_core.arch.spec import XCEPTION_SPEC, XceptionSpec
 from xception_core.model import LoadedModel
 from xception_core.runtime.classifier import softmax
-from xception_core.runtime.introspection import block_outputs_model
+from xception_core.runtime.forward import Forward, build_forward
+from xception_core.runtime.onnx import OUTPUT, means_name
 
 __all__ = [
     "ActivationExplorer",
@@ -53,7 +55,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 HISTOGRAM_BINS = 40
-_FLOAT16_MAX = 65504.0  # larger magnitudes would become inf in float16
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -279,11 +280,16 @@ def _is_relu(layer: keras.layers.Layer) -> bool:
 
 @dataclass
 class _Compiled:
-    loaded: LoadedModel  # kept alive so id(model) stays unique while cached
-    run: Callable[[np.ndarray], dict[str, np.ndarray]]  # (1, S, S, 3) → {block, block/means, output}
-    backend: str
+    loaded: LoadedModel  # the model it was built for, kept alive while this entry is
+    runner: Forward  # (1, S, S, 3) → {block, means_name(block), output}
+    names: list[str]  # the outputs a record is made from
     after_relu: dict[str, bool]
     input_shape: tuple[int | None, int | None, int]
+    serial: int  # names the model in default cache keys; never reused by this explorer
+
+    @property
+    def backend(self) -> str:
+        return self.runner.backend
 
 
 class ActivationExplorer:
@@ -298,24 +304,34 @@ class ActivationExplorer:
             is always kept).
         bins: Histogram bins per block.
         spec: The architecture (block names) of the models passed in.
-        backend: 'onnx', 'tf', or None ('onnx' when onnxruntime is importable). 'onnx' falls back
-            to 'tf' (with a warning) for a model it cannot translate; each record says which ran.
+        backend: 'onnx', 'tf', or None (ONNX Runtime when it can run a model, else TensorFlow,
+            logged); see `xception_core.runtime.forward.build_forward`. Each record says which ran.
         threads: ONNX Runtime intra-op threads (default: every CPU this process may use).
+        max_models: Most models whose compiled pass is kept (each holds a session or a traced
+            function and its model); the least recently used is dropped and rebuilt if needed.
+
+    Raises:
+        BackendUnavailableError: (from `compute`, `warm_up`, `backend_for`) backend 'onnx' was
+            asked for and cannot run the model.
     """
 
     def __init__(self, max_entries: int = 8, max_bytes: int = 256 * 2**20, *, bins: int = HISTOGRAM_BINS,
-                 spec: XceptionSpec = XCEPTION_SPEC, backend: str | None = None, threads: int | None = None):
+                 spec: XceptionSpec = XCEPTION_SPEC, backend: str | None = None, threads: int | None = None,
+                 max_models: int = 4):
         if max_entries < 1:
             raise ValueError(f"max_entries must be ≥ 1, got {max_entries}")
+        if max_models < 1:
+            raise ValueError(f"max_models must be ≥ 1, got {max_models}")
         if backend not in (None, "onnx", "tf"):
             raise ValueError(f"backend must be 'onnx', 'tf' or None, got {backend!r}")
-        from xception_core.runtime import onnx as onnx_backend
-
         self.max_entries, self.max_bytes, self.bins, self.spec = max_entries, max_bytes, bins, spec
-        self.backend = backend or ("onnx" if onnx_backend.available() else "tf")
+        self.backend = backend  # as asked; each record and `backend_for` say what runs
         self.threads = threads
+        self.max_models = max_models
         self._cache: OrderedDict[str, ImageActivations] = OrderedDict()
-        self._compiled: dict[int, _Compiled] = {}
+        # Keyed by the model object itself (held by the entry, so the key cannot be reused).
+        self._compiled: OrderedDict[keras.Model, _Compiled] = OrderedDict()
+        self._serials = itertools.count()
         self._differences: OrderedDict[tuple[str, str], list[BlockDifference]] = OrderedDict()
         self._lock = threading.RLock()
         self._forward_lock = threading.Lock()
@@ -363,52 +379,22 @@ class ActivationExplorer:
     def _compile(self, loaded: LoadedModel) -> _Compiled:
         model = loaded.model
         with self._lock:
-            compiled = self._compiled.get(id(model))
-            if compiled is not None and compiled.loaded.model is model:
+            compiled = self._compiled.get(model)
+            if compiled is not None:
+                self._compiled.move_to_end(model)
                 return compiled
             variant = loaded.info.variant
             layers = {b.name: block_output_layer(b, variant) for b in self.spec.blocks}
             after_relu = {name: _is_relu(model.get_layer(layer)) for name, layer in layers.items()}
-            shape = tuple(model.inputs[0].shape[1:])
-            run, backend = None, "tf"
-            if self.backend == "onnx":
-                try:
-                    run = self._onnx_pass(loaded, layers)
-                    backend = "onnx"
-                except Exception as exc:  # noqa: BLE001 - missing package, untranslatable layer, ORT error
-                    logger.warning("explorer on ONNX Runtime unavailable (%s); using TensorFlow", exc)
-            if run is None:
-                run = self._tf_pass(loaded, shape)
-            compiled = _Compiled(loaded, run, backend, after_relu, shape)
-            self._compiled[id(model)] = compiled
+            runner = build_forward(model, loaded.info.features_layer, backend=self.backend, threads=self.threads,
+                                   block_maps=layers)
+            names = [n for name in layers for n in (name, means_name(name))] + [OUTPUT]
+            compiled = _Compiled(loaded, runner, names, after_relu, tuple(model.inputs[0].shape[1:]),
+                                 next(self._serials))
+            self._compiled[model] = compiled
+            while len(self._compiled) > self.max_models:
+                self._compiled.popitem(last=False)
             return compiled
-
-    def _onnx_pass(self, loaded: LoadedModel, layers: dict[str, str]) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-        """All block maps, their channel means and the output from one ONNX Runtime call."""
-        from xception_core.runtime.onnx import OUTPUT, OnnxForward
-
-        session = OnnxForward(loaded.model, loaded.info.features_layer, block_maps=layers, threads=self.threads)
-        names = [n for name in layers for n in (name, f"{name}/means")] + [OUTPUT]
-        return lambda x: session.run(x, names)
-
-    def _tf_pass(self, loaded: LoadedModel, shape: tuple) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
-        """The same outputs as `_onnx_pass` from a compiled TensorFlow function."""
-        blocks_model = block_outputs_model(loaded.model, loaded.info.variant, self.spec)
-        names = [b.name for b in self.spec.blocks]
-
-        # Batch of one, fixed size: one trace, no retracing per call: tracing is the slow part of a first call.
-        @tf.function(input_signature=[tf.TensorSpec([1, *shape], tf.float32)])
-        def forward(x):
-            outs = blocks_model(x, training=False)
-            result = {"output": outs["output"]}
-            for name in names:
-                t = outs[name]  # (1, h, w, c)
-                nchw = tf.transpose(tf.clip_by_value(t, -_FLOAT16_MAX, _FLOAT16_MAX), [0, 3, 1, 2])
-                result[name] = tf.cast(nchw, tf.float16)
-                result[f"{name}/means"] = tf.reduce_mean(t, axis=(1, 2))
-            return result
-
-        return lambda x: {k: v.numpy() for k, v in forward(tf.constant(x)).items()}
 
     def warm_up(self, loaded: LoadedModel) -> None:
         """Builds the pass for `loaded` (an ONNX Runtime session or a traced function) and runs
@@ -417,7 +403,7 @@ class ActivationExplorer:
         compiled = self._compile(loaded)
         shape = [d if d is not None else XCEPTION_SPEC.default_input_size for d in compiled.input_shape]
         with self._forward_lock:
-            compiled.run(np.zeros([1, *shape], np.float32))
+            compiled.runner.run(np.zeros([1, *shape], np.float32), compiled.names)
 
     def backend_for(self, loaded: LoadedModel) -> str:
         """'onnx' or 'tf': what runs the pass for this model."""
@@ -432,7 +418,8 @@ class ActivationExplorer:
             loaded: A model from `xception_core.model.load_model` (or `rewire`), either wiring.
             x: (S, S, 3) float32 in [-1, 1], S the model's input size.
             weights_key: Names the weights in the cache key (e.g. the store's key); default: the
-                model object itself, so two different models never share entries.
+                model's name and a number this explorer gave it, so two different models never
+                share entries.
 
         Returns:
             (record, cache_hit).
@@ -443,7 +430,7 @@ class ActivationExplorer:
         expected = compiled.input_shape
         if x.ndim != 3 or any(e is not None and e != d for e, d in zip(expected, x.shape)):
             raise ValueError(f"x must be one preprocessed image of shape {expected}, got {x.shape}")
-        weights_key = weights_key or f"{model.name}@{id(model):x}"
+        weights_key = weights_key or f"{model.name}#{compiled.serial}"
         key = self.key_for(x, weights_key, loaded.info.variant)
         if (record := self.lookup(key)) is not None:
             return record, True
@@ -451,7 +438,7 @@ class ActivationExplorer:
             if (record := self.lookup(key)) is not None:  # computed while we waited
                 return record, True
             start = time.perf_counter()
-            raw = compiled.run(x[None])
+            raw = compiled.runner.run(x[None], compiled.names)
             seconds = time.perf_counter() - start
             record = self._record(key, weights_key, loaded, compiled, x, raw, seconds)
             with self._lock:  # cached before the forward lock is released: a waiter then hits it
@@ -465,8 +452,8 @@ class ActivationExplorer:
                 raw: dict[str, np.ndarray], seconds: float) -> ImageActivations:
         names = [b.name for b in self.spec.blocks]
         maps = {name: raw[name][0] for name in names}
-        means = {name: raw[f"{name}/means"][0].astype(np.float32) for name in names}
-        out = raw["output"][0].astype(np.float32)
+        means = {name: raw[means_name(name)][0].astype(np.float32) for name in names}
+        out = raw[OUTPUT][0].astype(np.float32)
         probabilities = softmax(out) if loaded.info.outputs == "logits" else out
         image = np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
         stats = _LazyStats(maps, compiled.after_relu, self.bins)

@@ -5,10 +5,10 @@ in, arrays out (labels and image decoding belong to `xception_core.io`).
 `model.predict` is never used on the hot path: it rebuilds a data pipeline per call (slower than
 the compiled call at batch 1, see bench/README.md).
 
-Two backends run the forward: ONNX Runtime on a graph translated from the model with BatchNorm
-folded in (`xception_core.runtime.onnx`, the default when onnxruntime is installed), or a
-`tf.function`. Both return the same (features, probabilities); Grad-CAM always differentiates the
-head in TensorFlow.
+Two backends run the forward, chosen in `xception_core.runtime.forward`: ONNX Runtime on a graph
+translated from the model with BatchNorm folded in (`xception_core.runtime.onnx`, the default when
+onnxruntime is installed), or a `tf.function`. Both return the same (features, probabilities);
+Grad-CAM always differentiates the head in TensorFlow.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from xception_core.model import LoadedModel
-from xception_core.settings import BACKENDS, PRECISIONS
+from xception_core.runtime.forward import Forward, build_forward
 from xception_core.weights.load import layers_after
 
 logger = logging.getLogger(__name__)
@@ -63,15 +63,18 @@ class Classifier:
 
     Args:
         loaded: A model from `load_model` with its classifier.
-        backend: 'onnx', 'tf', or None ('onnx' when onnxruntime is importable). 'onnx' falls back
-            to 'tf' (with a warning) when the model has a layer it cannot translate;
-            `self.backend` says which runs.
+        backend: 'onnx', 'tf', or None (ONNX Runtime when it can run the model, else TensorFlow,
+            logged); see `xception_core.runtime.forward.build_forward`. `self.backend` says which
+            runs.
         precision: 'fp32' or 'int8' (ONNX Runtime static quantization calibrated on
             `calibration`; speed and agreement with fp32 in bench/README.md). int8 needs the onnx
             backend and calibration images; otherwise, or if quantizing fails, fp32 runs (with a
             warning). `self.precision` says which runs.
         calibration: Preprocessed (S, S, 3) images that set int8 activation ranges.
         threads: ONNX Runtime intra-op threads (default: every CPU this process may use).
+
+    Raises:
+        BackendUnavailableError: backend 'onnx' was asked for and cannot run this model.
     """
 
     def __init__(self, loaded: LoadedModel, *, backend: str | None = None, precision: str = "fp32",
@@ -79,53 +82,16 @@ class Classifier:
         info = loaded.info
         if info.outputs == "features":
             raise ValueError("Classifier needs a model with a classifier (include_top=True)")
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {list(BACKENDS)} or None, got {backend!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-        from xception_core.runtime import onnx as onnx_backend
-
         model = loaded.model
         self.loaded, self.model, self.info = loaded, model, info
         self.classes = int(model.outputs[0].shape[-1])
         self.input_size: int = loaded.input_size
-        features = model.get_layer(info.features_layer)
-        both = keras.Model(model.inputs[0], [features.output, model.outputs[0]])
-        self._head_layers = layers_after(model, features)
-        size = self.input_size
-        spec = tf.TensorSpec([None, size, size, 3], tf.float32)
-        self._forward = tf.function(lambda x: both(x, training=False), input_signature=[spec])
+        self._head_layers = layers_after(model, model.get_layer(info.features_layer))
         self._gradcam_fn: Any = None
         self._lock = threading.Lock()
-        self.backend = backend or ("onnx" if onnx_backend.available() else "tf")
-        self.precision = precision
-        self._onnx: Any = None
-        if self.backend == "onnx":
-            try:
-                proto = None  # fp32: OnnxForward translates with external weights (less memory)
-                if self.precision == "int8":
-                    proto = self._quantized(onnx_backend.to_onnx(model, info.features_layer), calibration)
-                self._onnx = onnx_backend.OnnxForward(model, info.features_layer, proto=proto, threads=threads)
-                del proto
-            except Exception as exc:  # noqa: BLE001 - missing package, untranslatable layer, ORT error
-                logger.warning("ONNX Runtime backend unavailable (%s); using TensorFlow", exc)
-                self.backend = "tf"
-        if self.precision == "int8" and self.backend != "onnx":
-            logger.warning("int8 needs the onnx backend; running fp32 on %s", self.backend)
-            self.precision = "fp32"
-
-    def _quantized(self, proto: Any, calibration: Sequence[np.ndarray]) -> Any:
-        """The int8 version of `proto`, or `proto` itself (precision back to fp32) if that fails."""
-        from xception_core.runtime.onnx import quantize_int8
-
-        try:
-            if not len(calibration):
-                raise ValueError("no calibration images")
-            return quantize_int8(proto, list(calibration))
-        except Exception as exc:  # noqa: BLE001 - quantizer missing or failing: fp32 still works
-            logger.warning("int8 quantization failed (%s); running fp32", exc)
-            self.precision = "fp32"
-            return proto
+        self.runner: Forward = build_forward(model, info.features_layer, backend=backend, precision=precision,
+                                             calibration=calibration, threads=threads)
+        self.backend, self.precision = self.runner.backend, self.runner.precision
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Runs the compiled forward.
@@ -140,11 +106,7 @@ class Classifier:
         expected = (self.input_size, self.input_size, 3)
         if batch.ndim != 4 or batch.shape[1:] != expected:
             raise ValueError(f"batch must have shape (N, {expected[0]}, {expected[1]}, 3), got {batch.shape}")
-        if self._onnx is not None:
-            features, out = self._onnx(batch)
-        else:
-            features, out = self._forward(tf.constant(batch))
-            features, out = features.numpy(), out.numpy()
+        features, out = self.runner(batch)
         if self.info.outputs == "logits":
             out = softmax(out)
         return features, out

@@ -2,30 +2,25 @@
 blocks, shallow to deep, and the exit-flow feature map; and the Keras model of Xception with a
 taught head on top, for export.
 
-The extractor runs on the app's fast backend: an ONNX Runtime graph of the same model with the
-chosen blocks' outputs averaged inside the graph (`to_onnx(..., pooled_outputs=...)`), so a pass
-costs what a bare forward costs (bench/README.md, "Teach"); TensorFlow when ONNX Runtime is
-missing. Numbers only: arrays in, arrays out.
+The extractor runs on the backend `xception_core.runtime.forward` picks: an ONNX Runtime graph of
+the same model with the chosen blocks' outputs averaged inside the graph
+(`to_onnx(..., pooled_outputs=...)`), so a pass costs what a bare forward costs (bench/README.md,
+"Teach"), or a `tf.function` giving the same outputs. Numbers only: arrays in, arrays out.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from dataclasses import dataclass
-from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from xception_core.arch.names import block_output_layer
 from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.model import LoadedModel
-from xception_core.settings import BACKENDS
+from xception_core.runtime.forward import Forward, build_forward
+from xception_core.runtime.onnx import FEATURES, pooled_name
 from xception_core.weights.load import BuildRequest, copy_weights
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["FINAL_BLOCK", "TRANSFER_BLOCKS", "Extracted", "FeatureExtractor", "transfer_model"]
 
@@ -56,49 +51,29 @@ class FeatureExtractor:
     Args:
         loaded: Any model from `load_model` (its head, if any, is ignored).
         blocks: Block names to pool, from `TRANSFER_BLOCKS` or any of `XCEPTION_SPEC.blocks`.
-        backend: 'onnx', 'tf', or None ('onnx' when onnxruntime is importable; falls back to 'tf'
-            with a warning when the graph cannot be built). `self.backend` says which runs.
+        backend: 'onnx', 'tf', or None (ONNX Runtime when it can run the model, else TensorFlow,
+            logged); see `xception_core.runtime.forward.build_forward`. `self.backend` says which
+            runs.
         threads: ONNX Runtime intra-op threads (default: every CPU this process may use).
+
+    Raises:
+        BackendUnavailableError: backend 'onnx' was asked for and cannot run this model.
     """
 
     def __init__(self, loaded: LoadedModel, blocks: tuple[str, ...] = TRANSFER_BLOCKS, *, backend: str | None = None,
                  threads: int | None = None):
-        from xception_core.runtime import onnx as onnx_backend
-
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {list(BACKENDS)} or None, got {backend!r}")
         if not blocks:
             raise ValueError("blocks must name at least one block")
         model, variant = loaded.model, loaded.info.variant
         self.loaded = loaded
         self.input_size = loaded.input_size
         self.blocks = tuple(XCEPTION_SPEC.block(b).name for b in blocks)
-        self._layers = {b: block_output_layer(XCEPTION_SPEC.block(b), variant) for b in self.blocks}
-        self.dims = {b: int(model.get_layer(name).output.shape[-1]) for b, name in self._layers.items()}
-        self._features_layer = loaded.info.features_layer
-        self.backend = backend or ("onnx" if onnx_backend.available() else "tf")
-        self._onnx: Any = None
-        self._tf: Any = None
-        self._lock = threading.Lock()
-        if self.backend == "onnx":
-            try:
-                self._onnx = onnx_backend.OnnxForward(model, self._features_layer, threads=threads,
-                                                      pooled_outputs=list(self._layers.values()))
-                self._pooled_names = {b: onnx_backend.pooled_name(n) for b, n in self._layers.items()}
-            except Exception as exc:  # noqa: BLE001 - missing package, untranslatable layer, ORT error
-                logger.warning("ONNX Runtime extractor unavailable (%s); using TensorFlow", exc)
-                self.backend = "tf"
-
-    def _tf_forward(self) -> Any:
-        with self._lock:
-            if self._tf is None:
-                model = self.loaded.model
-                outs = [keras.layers.GlobalAveragePooling2D()(model.get_layer(n).output) for n in self._layers.values()]
-                multi = keras.Model(model.inputs[0], outs + [model.get_layer(self._features_layer).output])
-                size = self.input_size
-                spec = tf.TensorSpec([None, size, size, 3], tf.float32)
-                self._tf = tf.function(lambda x: multi(x, training=False), input_signature=[spec])
-            return self._tf
+        layers = {b: block_output_layer(XCEPTION_SPEC.block(b), variant) for b in self.blocks}
+        self.dims = {b: int(model.get_layer(name).output.shape[-1]) for b, name in layers.items()}
+        self._pooled_names = {b: pooled_name(name) for b, name in layers.items()}
+        self.runner: Forward = build_forward(model, loaded.info.features_layer, backend=backend, threads=threads,
+                                             pooled_outputs=list(layers.values()))
+        self.backend = self.runner.backend
 
     def __call__(self, batch: np.ndarray) -> Extracted:
         """(N, S, S, 3) float32 in [-1, 1] → `Extracted`."""
@@ -106,14 +81,8 @@ class FeatureExtractor:
         expected = (self.input_size, self.input_size, 3)
         if batch.ndim != 4 or batch.shape[1:] != expected:
             raise ValueError(f"batch must have shape (N, {expected[0]}, {expected[1]}, 3), got {batch.shape}")
-        if self._onnx is not None:
-            from xception_core.runtime.onnx import FEATURES
-
-            names = [FEATURES] + list(self._pooled_names.values())
-            out = self._onnx.run(batch, names)
-            return Extracted({b: out[n] for b, n in self._pooled_names.items()}, out[FEATURES])
-        values = [v.numpy() for v in self._tf_forward()(tf.constant(batch))]
-        return Extracted(dict(zip(self.blocks, values[:-1])), values[-1])
+        out = self.runner.run(batch, [FEATURES, *self._pooled_names.values()])
+        return Extracted({b: out[n] for b, n in self._pooled_names.items()}, out[FEATURES])
 
 
 def transfer_model(loaded: LoadedModel, weights: np.ndarray, bias: np.ndarray, *, name: str = "xception_taught") -> keras.Model:

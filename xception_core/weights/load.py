@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -26,6 +25,7 @@ import keras
 from xception_core.arch.builder import build_architecture, output_kind, pool
 from xception_core.arch.names import reference_layer_name
 from xception_core.arch.spec import XCEPTION_SPEC, get_variant
+from xception_core.files import write_atomically, write_bytes_atomically
 from xception_core.weights.presets import Preset
 
 Outputs = Literal["probabilities", "logits", "features"]
@@ -63,7 +63,8 @@ class WeightsSource:
     Attributes:
         preset: Preset name, 'file' for a user-supplied file, or None for random weights.
         title: Human-readable description.
-        source: File the weights were read from, or 'random initialisation'.
+        source: File the weights were read from, or 'random initialisation' (a server path: for
+            logs, never for clients).
         labels: Label-set name (`xception_core.io.labels.load_labels`), or None if unknown.
         input_size: Square input side the weights expect, or None when not fixed.
         outputs: 'probabilities', 'logits' or 'features' (no classifier).
@@ -249,13 +250,9 @@ def from_keras_model(path: Path, preset: Preset | None, request: BuildRequest) -
             for stale in (cached, sidecar):
                 stale.unlink(missing_ok=True)
     model, source = _convert_keras_model(path, preset, request)
-    try:  # written under temporary names, then renamed: a crash never leaves half a file
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.keras")
-        model.save(tmp)
-        tmp_json = sidecar.with_name(f".{sidecar.name}.{os.getpid()}.tmp")
-        tmp_json.write_text(json.dumps(dataclasses.asdict(source)))
-        os.replace(tmp, cached)
-        os.replace(tmp_json, sidecar)
+    try:  # the sidecar last: a crash in between leaves a copy without one, which is converted again
+        write_atomically(cached, lambda tmp: model.save(str(tmp)))
+        write_bytes_atomically(sidecar, json.dumps(dataclasses.asdict(source)).encode())
     except OSError as exc:  # a read-only cache only costs the next start time
         logger.warning("could not keep a converted copy of %s: %s", path.name, exc)
     return model, source
