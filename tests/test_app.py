@@ -28,7 +28,7 @@ def test_importing_app_exposes_the_page_factory_and_starts_nothing():
 
 
 @pytest.fixture
-def app(tmp_path):
+def served_app(tmp_path):
     """The real `create_app` around a store whose weights never load (the page needs none)."""
     from fastapi.testclient import TestClient
 
@@ -42,20 +42,22 @@ def app(tmp_path):
         yield app, client
 
 
-def test_serving_without_reload_mode_keeps_the_page_and_starts_no_watcher(app):
+def test_serving_without_reload_mode_keeps_the_page_and_starts_no_watcher(served_app, monkeypatch):
+    for name in ("TF_CPP_MIN_LOG_LEVEL", "OPENBLAS_NUM_THREADS"):  # app.py sets them: restored after
+        monkeypatch.delenv(name, raising=False)
     import app as entry
 
-    app, client = app
+    app, client = served_app
     entry._serving(app)
     assert entry.page is app.state.blocks and entry.served is app
     assert not any(t.name == "gradio-reload" for t in threading.enumerate())
     assert client.get("/config").json()["dev_mode"] is False
 
 
-def test_a_rebuilt_page_is_swapped_in_with_the_apps_settings(app):
+def test_a_rebuilt_page_is_swapped_in_with_the_apps_settings(served_app):
     from demo.reload import PageReloader, gradio_app, rebuild_page
 
-    app, client = app
+    app, client = served_app
     first = app.state.blocks
     module = types.ModuleType("app_under_reload")
     module.page = first
