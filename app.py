@@ -1,5 +1,10 @@
 """Hugging Face Spaces entry point: `python app.py` serves the whole app on one port
-(GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; 127.0.0.1:7860 locally, 0.0.0.0:7860 on Spaces)."""
+(GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; 127.0.0.1:7860 locally, 0.0.0.0:7860 on Spaces).
+
+`gradio app.py` is Gradio's reload mode: the same app, and after each saved edit under `demo/` or
+`xception_core/` Gradio re-runs this file in the running app's namespace, where it builds a new
+page (`page`, made by `build_page`) for Gradio to swap in; the weights stay loaded (`demo.reload`).
+"""
 
 import os
 
@@ -10,7 +15,32 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # only adds waits; on a loaded 2-core machine those waits made a fit ~50× slower (bench/README.md).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-if __name__ == "__main__":
+
+def build_page(served):
+    """A new page (a `gr.Blocks`) from the current source, around the models of the app
+    `served` (the FastAPI app `demo.server.create_app` made)."""
+    from demo.reload import rebuild_page
+
+    return rebuild_page(served)
+
+
+def _serving(app) -> None:
+    """Called with the app just before it serves: keeps it and its page in this namespace, and
+    in reload mode starts Gradio's watcher (which re-runs this file in this namespace)."""
+    global served, page
+    served, page = app, app.state.blocks
+    from demo.reload import requested, watch_edits
+
+    if requested():
+        import sys
+
+        watch_edits(app, sys.modules[__name__])
+
+
+if __name__ == "__main__" and "served" in globals():
+    # Gradio's reload mode re-running this file after an edit: only the page is built again.
+    page = build_page(served)  # noqa: F821 - set by _serving on the first run
+elif __name__ == "__main__":
     # The weights start loading before the UI (Gradio) is imported, so the two overlap on the
     # cores instead of running one after the other (cold start: bench/README.md).
     from demo.ports import exit_if_port_taken
@@ -24,4 +54,4 @@ if __name__ == "__main__":
 
     from demo.server import main
 
-    main(settings, store)
+    main(settings, store, on_app=_serving)

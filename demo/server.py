@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import fastapi
@@ -128,10 +129,12 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     return app
 
 
-def main(settings: Settings | None = None, store: ModelStore | None = None) -> None:
+def main(settings: Settings | None = None, store: ModelStore | None = None,
+         on_app: Callable[[fastapi.FastAPI], None] | None = None) -> None:
     """`python app.py`: settings from the environment, read once here, then the server.
 
-    `app.py` passes a store it already started, so the weights load while Gradio is imported.
+    `app.py` passes a store it already started, so the weights load while Gradio is imported,
+    and `on_app`, called with the app before it serves (Gradio's reload mode starts there).
     """
     import uvicorn
 
@@ -140,5 +143,7 @@ def main(settings: Settings | None = None, store: ModelStore | None = None) -> N
     exit_if_port_taken(settings)
     Janitor.map_big_blocks()
     app = create_app(settings, store)
+    if on_app is not None:
+        on_app(app)
     print(f"Xception Explorer on http://{settings.host}:{settings.port}", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=2)

@@ -28,7 +28,6 @@ from xception_core.settings import Settings
 logger = logging.getLogger(__name__)
 
 LOAD_TIMEOUT_S = 900.0  # a first start on a fresh node may download the weights
-ONGOING_PER_BATCH = 2  # requests a replica accepts per batch slot: one batch runs, one waits
 
 
 def replica_threads(settings: Settings) -> Settings:

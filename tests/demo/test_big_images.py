@@ -113,9 +113,10 @@ def test_results_kept_for_explaining_are_bounded_whatever_the_number_of_sessions
     from demo.services.classify import ClassifyService
 
     service = ClassifyService(store=None, results_kept=3)  # type: ignore[arg-type]
-    keys = [service.remember(object()) for _ in range(5)]  # type: ignore[arg-type]
+    results = [object() for _ in range(5)]
+    keys = [service.remember(result) for result in results]  # type: ignore[arg-type]
     assert len(service._results) == 3
-    assert service.recall(keys[-1]) is not None
-    for stale in (keys[0], "no-such-key", 12345, None):
+    assert [service.recall(key) for key in keys[2:]] == results[2:]  # the newest three, each its own
+    for stale in (keys[0], keys[1], "no-such-key", 12345, None):
         with pytest.raises(UserError, match="expired"):
             service.recall(stale)

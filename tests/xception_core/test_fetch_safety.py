@@ -12,6 +12,7 @@ import hashlib
 import io
 import logging
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -249,7 +250,7 @@ def test_stale_partial_downloads_are_removed_live_ones_kept(tmp_path):
 
 def test_the_download_child_dies_with_its_parent(tmp_path):
     """`kill -9` of the app must not leave its pip running: the child is tied to the parent."""
-    (tmp_path / "sleeper.py").write_text("import time\ntime.sleep(60)\n")
+    (tmp_path / "sleeper.py").write_text("import time\nprint('sleeping', flush=True)\ntime.sleep(60)\n")
     parent_code = textwrap.dedent("""
         import subprocess, sys
         from xception_core.weights.fetch import tied_python
@@ -259,20 +260,16 @@ def test_the_download_child_dies_with_its_parent(tmp_path):
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[2])])}
     parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, env=env, text=True)
-    child_pid = int(parent.stdout.readline())
-    time.sleep(0.5)
-    assert _state(child_pid) not in (None, "Z"), "the child should be running"
-    parent.kill()
-    parent.wait()
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _state(child_pid) not in (None, "Z"):
-        time.sleep(0.05)
-    assert _state(child_pid) in (None, "Z"), "the child outlived its killed parent"
-
-
-def _state(pid: int) -> str | None:
-    """The process state letter from /proc (None when gone)."""
+    # The parent's line (the child's pid) and the child's, in either order; the child speaks
+    # only once it is tied to the parent and running the module.
+    lines = {parent.stdout.readline().strip(), parent.stdout.readline().strip()}
+    assert "sleeping" in lines, f"the child should be running: {lines}"
+    child = os.pidfd_open(int(next(line for line in lines if line != "sleeping")))  # its end, as an event
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
+        parent.kill()
+        parent.wait()
+        ended, _, _ = select.select([child], [], [], 10)
+        assert ended, "the child outlived its killed parent"
+    finally:
+        os.close(child)
+        parent.stdout.close()

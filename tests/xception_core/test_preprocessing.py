@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import warnings
 import zlib
 
@@ -377,11 +376,9 @@ def decoding_forbidden(monkeypatch):
 
 
 @pytest.mark.parametrize("size", [(30_000, 30_000), (8_000, 7_000), (20_000, 20_000)])
-def test_bomb_rejected_from_header_quickly(size, decoding_forbidden):
-    start = time.perf_counter()
+def test_bomb_rejected_from_header_without_decoding(size, decoding_forbidden):
     with pytest.raises(ValueError, match="decompression bomb"):
         load_image(png_claiming_size(*size))
-    assert time.perf_counter() - start < 1.0
 
 
 def test_bomb_rejected_even_without_pillows_own_limit(monkeypatch, decoding_forbidden):

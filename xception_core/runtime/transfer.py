@@ -229,13 +229,6 @@ class CrossValidation:
     def accuracy(self) -> float:
         return float(np.trace(self.confusion) / max(self.confusion.sum(), 1))
 
-    @property
-    def balanced_accuracy(self) -> float:
-        """Mean per-class recall over the classes that have photos."""
-        rows = self.confusion.sum(axis=1)
-        present = rows > 0
-        return float(np.mean(np.diag(self.confusion)[present] / rows[present]))
-
 
 def stratified_folds(labels: np.ndarray, folds: int, seed: int = 0) -> np.ndarray:
     """(N,) fold index of each photo: each class dealt round-robin over the folds, after a seeded
