@@ -76,3 +76,16 @@ def failure_reason(exc: BaseException) -> str:
     if kind in _OUR_KINDS or not message:
         return message or kind
     return f"{kind}: {message}"
+
+
+# A web address (scheme://…), and an OS error's code ("[Errno -2] "): neither helps a client.
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"`<>()\[\]{}]+")
+_ERRNO = re.compile(r"\[(?:Errno|WinError) -?\d+\]\s*")
+
+
+def without_addresses(text: str) -> str:
+    """`text` with web addresses replaced by "a web address" and errno codes dropped: for
+    answers to machines, which should not learn where the server fetches from or how it failed
+    inside ('could not fetch x.h5 from https://host/x.h5: [Errno -2] Name or service not known'
+    → 'could not fetch x.h5 from a web address: Name or service not known')."""
+    return _ERRNO.sub("", _URL.sub("a web address", text))

@@ -1,43 +1,87 @@
-"""`POST /api/v1/classify`: an image in, JSON top-k out, over plain HTTP for machines.
+"""`POST /api/v1/classify`: an image in, JSON top-k out, over plain HTTP for machines; and its
+interactive docs at `/docs`, served from this process (no CDN).
 
 No Gradio queue, no upload step, no event stream: one request, one answer, so a client with a
 persistent connection pays the decode and the forward and little else (bench/README.md has the
 figures). The Gradio `/classify` endpoint stays for gradio_client users.
 
-The same limits and messages as the page: the body is capped at the page's upload cap (the
-server refuses more with 413 and Gradio's own wording, before reading it when Content-Length says
-so), and the image goes through `xception_core.io.images.load_image`, whose checks and messages the
-page uses too. Work runs in a worker thread; classifies from every client share the model's
-micro-batcher, and at most `max_waiting` requests wait at once (503 beyond).
+Budgets, in the order a request meets them:
+
+1. The body is read before the request holds anything: capped at the page's upload cap (413,
+   before reading when Content-Length says so) and due within `body_grace_s` plus one second
+   per `body_min_rate` bytes (408 otherwise), so slow clients only ever cost their own socket.
+2. At most `max_waiting` requests with a body hold a slot, waiting or working (503 beyond).
+3. At most `max_working` of them decode and classify at once, in worker threads of their own
+   (not the thread pool Gradio's events use); a request whose client hung up meanwhile leaves
+   the queue at once, and one that hangs up while working skips what is left (the forward).
+4. The image is decoded by the page's one decode policy (`demo.services.payloads.decode_image`:
+   no larger than 1536 px a side, at most two big non-JPEG decodes at once) and classified by
+   the model's micro-batcher, shared with the page.
+
+Every error under `/api/v1/` is an RFC 9457 problem (`application/problem+json`: `type`, `title`,
+`status`, `detail`) in plain words: no server paths, web addresses or Python reprs; 503s carry
+`Retry-After`; other methods on the route get 405 with `Allow: POST`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import logging
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from http import HTTPStatus
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
 import fastapi
+import fastapi_offline
 from fastapi import Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
-from demo.errors import public_text
-from demo.store import ModelStore
+from demo.errors import MAX_MESSAGE, echo, public_text, without_addresses
+from demo.services.payloads import decode_image
+from demo.store import ModelStore, ServedModel
+from demo.ui.text import failure_reason
 from xception_core.io.images import InvalidImageError
 from xception_core.model import WeightsUnavailableError
 
-ROUTE = "/api/v1/classify"
+logger = logging.getLogger(__name__)
+
+PREFIX = "/api/v1"
+ROUTE = f"{PREFIX}/classify"
+DOCS = "/docs"
+PROBLEM = "application/problem+json"
 MAX_K = 20
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file in a multipart body
 MODEL_WAIT_S = 5.0  # a request during start-up waits this long for the model, then gets 503
+BODY_GRACE_S = 10.0  # a body may take this long, plus one second per BODY_MIN_RATE bytes
+BODY_MIN_RATE = 32 * 1024  # bytes a second: a 10 MB photo over a 256 kbit/s uplink still arrives
+MAX_WORKING = 8  # decodes and classifies at once: the micro-batcher's default batch
+RETRY_LOADING_S, RETRY_BUSY_S, RETRY_FAILED_S = 2, 1, 3600
 NO_IMAGE = "No image: send the image file as the request body, or as the multipart form field 'file'."
+METHOD_HINT = ("To classify an image, POST it to /api/v1/classify: the image file as the request body "
+               "(or the multipart form field 'file'); ?k= sets how many classes come back. Docs: /docs.")
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/tiff", "image/avif",
                "application/octet-stream")
+# Swagger UI's files, shipped by the pinned `fastapi-offline` package, served from here.
+DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript; charset=utf-8", "swagger-ui.css": "text/css; charset=utf-8",
+               "favicon.png": "image/png"}
+DOCS_CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; connect-src 'self'; font-src 'self' data:; base-uri 'none'; form-action 'none'")
+
+
+# ------------------------------------------------------------------------------------------ shapes
 
 
 class Label(BaseModel):
@@ -61,7 +105,12 @@ class Classification(BaseModel):
 
 
 class Problem(BaseModel):
-    detail: str
+    """An error, as RFC 9457 problem details (media type `application/problem+json`)."""
+
+    type: str = Field("about:blank", description="Always 'about:blank': the status says what kind of error.")
+    title: str = Field(description="The HTTP status phrase ('Bad Request', 'Service Unavailable', …).")
+    status: int = Field(description="The HTTP status code, repeated.")
+    detail: str = Field(description="What was wrong and what to do, in plain words.")
 
 
 class _Refused(Exception):
@@ -69,18 +118,126 @@ class _Refused(Exception):
         self.status, self.detail, self.headers = status, detail, headers
 
 
+class _Gone(Exception):
+    """The client hung up: nobody will read the answer."""
+
+
+def problem_body(status: int, detail: str) -> dict[str, Any]:
+    """The problem document of one error. Text that comes from elsewhere (an exception's) is
+    made public (`public_text`: no server paths) where it is caught; here no answer carries a web
+    address or an errno, and none is longer than a message may be."""
+    detail = without_addresses(detail)
+    if len(detail) > MAX_MESSAGE:
+        detail = detail[: MAX_MESSAGE - 1] + "…"
+    return {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": detail}
+
+
+def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(problem_body(status, detail), status, headers=headers, media_type=PROBLEM)
+
+
+def under_api(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def refusal_answer(path: str, status: int, message: str) -> tuple[str, bytes] | None:
+    """For `demo.limits.BodyLimitMiddleware`: its refusals on the API's paths as problems; None
+    (its plain text) elsewhere."""
+    if not under_api(path):
+        return None
+    return PROBLEM, json.dumps(problem_body(status, message)).encode()
+
+
 def _too_large(max_bytes: int) -> _Refused:
     # Gradio's own words for an upload over the cap, so page and API read the same.
-    return _Refused(413, f"File size exceeded maximum allowed size of {max_bytes} bytes.")
+    return _Refused(413, f"File size exceeded maximum allowed size of {max_bytes} bytes.", {"Connection": "close"})
 
 
-async def _read_capped(request: Request, limit: int, max_bytes: int) -> bytes:
-    """The body, refused (413) as soon as it passes `limit` bytes, before reading it all."""
+def _validation_words(errors: list[dict[str, Any]]) -> str:
+    """FastAPI's validation errors as a sentence ('Query parameter 'k': input should be ≥ 1.'),
+    without the echo of the input it keeps in them."""
+    parts = []
+    for error in errors[:3]:
+        where, *name = [str(part) for part in error.get("loc", ())] or ["request"]
+        message = public_text(error.get("msg", "is not valid"), 200)
+        parts.append(f"{where.capitalize()} parameter {echo('.'.join(name))}: {message[:1].lower()}{message[1:]}")
+    return "; ".join(parts) + "."
+
+
+class _ProblemRoute(APIRoute):
+    """A route whose parameter errors (FastAPI's 422) are problems too, as the schema says."""
+
+    def get_route_handler(self) -> Callable:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return problem(422, _validation_words(list(exc.errors())))
+
+        return route
+
+
+# ------------------------------------------------------------------------------------------ load
+
+
+class ApiLoad:
+    """How many API requests are reading their body, waiting for a turn and working now, and how
+    many were refused as too slow or abandoned by their client; `wait_until` waits for a state
+    (a monitor, or a test that must know the server got that far)."""
+
+    def __init__(self) -> None:
+        self.reading = self.waiting = self.working = 0
+        self.too_slow = self.abandoned = 0
+        self._changed = threading.Condition()
+
+    def add(self, field: str, n: int = 1) -> None:
+        with self._changed:
+            setattr(self, field, getattr(self, field) + n)
+            self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def counting(self, field: str) -> Iterator[None]:
+        self.add(field)
+        try:
+            yield
+        finally:
+            self.add(field, -1)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._changed:
+            return {k: getattr(self, k) for k in ("reading", "waiting", "working", "too_slow", "abandoned")}
+
+    def wait_until(self, predicate: Callable[["ApiLoad"], bool], timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self), timeout)
+
+
+# ------------------------------------------------------------------------------------------ bodies
+
+
+async def _read_body(request: Request, limit: int, max_bytes: int, grace_s: float, min_rate: float) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes and with 408 when it has not
+    arrived `grace_s` seconds plus one second per `min_rate` bytes received after it started."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(max_bytes)
     chunks, size = [], 0
-    async for chunk in request.stream():
+    start = anyio.current_time()
+    stream = request.stream().__aiter__()
+    while True:
+        allowed = start + grace_s + size / min_rate - anyio.current_time()
+        try:
+            with anyio.fail_after(max(allowed, 0.0)):
+                chunk = await stream.__anext__()
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise _Refused(408, f"The request body arrived too slowly ({size:,} bytes in "
+                                f"{anyio.current_time() - start:.0f} s). A body may take {grace_s:g} s plus one "
+                                f"second per {min_rate / 1024:g} KB; send the whole image at once.",
+                           {"Connection": "close"}) from None
         size += len(chunk)
         if size > limit:
             raise _too_large(max_bytes)
@@ -95,7 +252,7 @@ async def _file_from_multipart(request: Request, body: bytes, max_bytes: int) ->
     try:
         form = await MultiPartParser(request.headers, stream(), max_files=1, max_fields=8).parse()
     except MultiPartException as exc:
-        raise _Refused(400, f"Malformed multipart body: {exc.message}") from None
+        raise _Refused(400, f"Malformed multipart body: {public_text(exc.message)}") from None
     except (KeyError, ValueError):  # no boundary, or one the parser cannot use
         raise _Refused(400, "Malformed multipart body: no usable boundary in the Content-Type header.") from None
     file = form.get("file")
@@ -110,32 +267,98 @@ async def _file_from_multipart(request: Request, body: bytes, max_bytes: int) ->
     return data
 
 
-def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int, max_waiting: int = 64) -> None:
-    """Adds `POST /api/v1/classify` to `app` (before Gradio is mounted, which would shadow it).
+async def _unless_client_leaves(request: Request, load: ApiLoad, gone: threading.Event, work: Callable[[], Any]) -> Any:
+    """`await work()`, unless the client hangs up first: then it is counted as abandoned, `gone`
+    is set (a worker thread checks it between steps), `work` is cancelled where it waits, and
+    `_Gone` is raised. The body has been read, so the next ASGI message can only be the disconnect."""
+    result: Any = None
+    error: Exception | None = None
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        for _ in range(16):  # a server that kept sending empty body messages is not watched (no spin)
+            if (await request.receive())["type"] == "http.disconnect":
+                break
+        else:
+            await anyio.sleep_forever()
+        load.add("abandoned")
+        gone.set()
+        scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch, group.cancel_scope)
+        try:  # kept out of the task group, which would wrap it in an ExceptionGroup
+            result = await work()
+        except Exception as exc:  # noqa: BLE001 - re-raised below
+            error = exc
+        group.cancel_scope.cancel()
+    if gone.is_set():
+        raise _Gone
+    if error is not None:
+        raise error
+    return result
+
+
+# ------------------------------------------------------------------------------------------ the route
+
+
+def _weights_words(store: ModelStore) -> str:
+    keys = [public_text(key, 200) for key in store.available()]
+    return ", ".join(repr(key) for key in keys) if keys else "none yet (the server is still starting)"
+
+
+def _model(store: ModelStore, key: str | None) -> ServedModel:
+    """The served model for `key`, or a refusal in plain words."""
+    if key is not None and key not in store.candidates:
+        raise _Refused(400, f"Unknown weights {echo(key)}. Weights this server has: {_weights_words(store)}.")
+    try:
+        return store.get(key, timeout=MODEL_WAIT_S)
+    except TimeoutError:
+        which = "The model is" if key is None else f"The weights {echo(key)} are"
+        raise _Refused(503, f"{which} still loading; try again in a few seconds.",
+                       {"Retry-After": str(RETRY_LOADING_S)}) from None
+    except WeightsUnavailableError:
+        failed = [s for s in store.statuses() if s.state == "failed" and (key is None or s.key == key)]
+        reasons = "; ".join(f"{s.title}: {failure_reason(s.error)}" for s in failed) or "it failed to load"
+        which = "No weights could be loaded on this server" if key is None else \
+            f"The weights {echo(key)} are unavailable on this server"
+        others = "" if key is None else f" Weights you can ask for: {_weights_words(store)}."
+        raise _Refused(503, f"{which} ({reasons}).{others}", {"Retry-After": str(RETRY_FAILED_S)}) from None
+    except ValueError as exc:
+        raise _Refused(400, public_text(exc)) from None
+
+
+def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int, max_waiting: int = 64,
+                      max_working: int = MAX_WORKING, body_grace_s: float = BODY_GRACE_S,
+                      body_min_rate: float = BODY_MIN_RATE) -> ApiLoad:
+    """Adds `POST /api/v1/classify`, its 405/404 answers under `/api/v1/`, and `/docs` to `app`
+    (before Gradio is mounted, which would shadow them).
 
     Args:
         app: The FastAPI app.
         store: Where the models come from.
         max_bytes: The page's upload cap, in bytes.
-        max_waiting: Most requests in progress at once; more get 503 at once.
-    """
-    slots = asyncio.Semaphore(max_waiting)
+        max_waiting: Most requests holding a slot (body read, waiting or working); more get 503.
+        max_working: Most requests decoding and classifying at once.
+        body_grace_s: Seconds any body may take, on top of one second per `body_min_rate` bytes.
+        body_min_rate: Bytes a second a body must average after the grace (408 otherwise).
 
-    def classify(data: bytes, weights: str | None, k: int) -> dict[str, Any]:
+    Returns:
+        The route's live counts (`ApiLoad`).
+    """
+    load = ApiLoad()
+    slots, turns = asyncio.Semaphore(max_waiting), asyncio.Semaphore(max_working)
+    threads = anyio.CapacityLimiter(max_working)
+
+    def classify(data: bytes, weights: str | None, k: int, gone: threading.Event) -> dict[str, Any]:
         start = time.perf_counter()
-        try:
-            served = store.get(weights or None, timeout=MODEL_WAIT_S)
-        except TimeoutError as exc:
-            raise _Refused(503, f"{exc}.", {"Retry-After": "2"}) from None
-        except WeightsUnavailableError as exc:
-            raise _Refused(503, str(exc)) from None
-        except ValueError as exc:  # unknown weights
-            raise _Refused(400, str(exc)) from None
-        try:  # decoded once, by the page's decoder with the page's limits, straight from the bytes
-            x = served.preprocess(data)
+        served = _model(store, weights or None)
+        try:  # the page's decode policy and its messages, straight from the bytes
+            image = decode_image(data, name=f"the uploaded file, {len(data):,} bytes")
         except InvalidImageError as exc:  # what was received and what is allowed
-            raise _Refused(400, str(exc)) from None
-        prediction = served.predict(x, k)
+            raise _Refused(400, public_text(exc)) from None
+        if gone.is_set():
+            raise _Gone
+        prediction = served.predict(served.preprocess(image), k)
         return Classification(
             top=[Label(label=label, probability=round(float(p), 6)) for label, p in prediction.top],
             weights=served.key, title=served.title, classes=len(served.labels), input_size=served.input_size,
@@ -143,26 +366,45 @@ def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int
             server_ms=round((time.perf_counter() - start) * 1000, 2),
         ).model_dump()
 
+    async def take_turn_and_classify(body: bytes, weights: str | None, k: int, gone: threading.Event) -> Any:
+        with load.counting("waiting"):
+            await turns.acquire()
+        try:
+            with load.counting("working"):
+                if gone.is_set():
+                    raise _Gone
+                return await anyio.to_thread.run_sync(classify, body, weights, k, gone, limiter=threads)
+        finally:
+            turns.release()
+
     binary = {"schema": {"type": "string", "format": "binary"}}
     request_body = {
         "required": True,
         "description": ("The image file itself as the body (JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF), or a "
                         f"multipart form with the file in the field `file`. At most {max_bytes:,} bytes, as on "
-                        "the page; the same pixel and format limits apply."),
+                        "the page; the same pixel and format limits apply. The whole body must arrive within "
+                        f"{body_grace_s:g} s plus one second per {body_min_rate / 1024:g} KB."),
         "content": {**{t: binary for t in IMAGE_TYPES}, "multipart/form-data": {"schema": {
             "type": "object", "properties": {"file": {"type": "string", "format": "binary"}}, "required": ["file"]}}},
     }
+    retry = {"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}}
     errors = {
-        400: {"model": Problem, "description": "No image, an image the decoder refuses (the message says why), "
-                                               "or unknown weights. (A bad `k` gets FastAPI's 422.)"},
+        400: {"model": Problem, "description": "No image, an image the decoder refuses (the detail says why), "
+                                               "a malformed multipart body, or unknown weights."},
+        408: {"model": Problem, "description": "The body arrived too slowly (see the request body); the "
+                                               "connection is closed."},
         413: {"model": Problem, "description": "The body is larger than the upload cap."},
-        503: {"model": Problem, "description": "The model is still loading (Retry-After), failed to load, or "
-                                               "too many requests are waiting."},
+        422: {"model": Problem, "description": "A query parameter out of range (`k`) or too long (`weights`)."},
+        500: {"model": Problem, "description": "The server failed; the detail says so in plain words."},
+        503: {"model": Problem, "headers": retry,
+              "description": "The model is still loading (Retry-After: 2), the weights asked for failed to load "
+                             f"(Retry-After: {RETRY_FAILED_S}), or too many requests are waiting (Retry-After: 1)."},
     }
+    router = fastapi.APIRouter(route_class=_ProblemRoute)
 
-    @app.post(ROUTE, response_model=Classification, responses=errors, tags=["classify"],
-              summary="Classify one image (raw body or multipart) → top-k JSON",
-              openapi_extra={"requestBody": request_body})
+    @router.post(ROUTE, response_model=Classification, responses=errors, tags=["classify"],
+                 summary="Classify one image (raw body or multipart) → top-k JSON",
+                 openapi_extra={"requestBody": request_body})
     async def classify_route(
         request: Request,
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many classes to return (capped at the "
@@ -172,19 +414,111 @@ def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int
     ) -> Any:
         """Classifies one image without Gradio's queue. Example:
         `curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:7860/api/v1/classify?k=3`
+
+        Every error is a problem document (`application/problem+json`) with a `detail` in plain
+        words; other methods on this path answer 405 with `Allow: POST`.
         """
-        if slots.locked():
-            return JSONResponse({"detail": "Too many requests are waiting; try again shortly."}, 503,
-                                headers={"Retry-After": "1"})
-        async with slots:
-            try:
+        try:
+            with load.counting("reading"):  # before any slot: a slow body holds nothing but its socket
                 multipart = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
-                body = await _read_capped(request, max_bytes + (MULTIPART_SLACK if multipart else 0), max_bytes)
+                limit = max_bytes + (MULTIPART_SLACK if multipart else 0)
+                try:
+                    body = await _read_body(request, limit, max_bytes, body_grace_s, body_min_rate)
+                except _Refused as refused:
+                    if refused.status == 408:
+                        load.add("too_slow")
+                    raise
                 if multipart:
                     body = await _file_from_multipart(request, body, max_bytes)
-                if not body:
-                    raise _Refused(400, NO_IMAGE)
-                return await anyio.to_thread.run_sync(classify, body, weights, k)
-            except _Refused as refused:
-                # Through the same filter as the page's messages: no server paths (a weights file's).
-                return JSONResponse({"detail": public_text(refused.detail)}, refused.status, headers=refused.headers)
+            if not body:
+                raise _Refused(400, NO_IMAGE)
+            if slots.locked():
+                raise _Refused(503, "Too many requests are waiting; try again shortly.",
+                               {"Retry-After": str(RETRY_BUSY_S)})
+            async with slots:
+                gone = threading.Event()
+                return await _unless_client_leaves(
+                    request, load, gone, lambda: take_turn_and_classify(body, weights, k, gone))
+        except _Refused as refused:
+            return problem(refused.status, refused.detail, refused.headers)
+        except (_Gone, ClientDisconnect) as exc:  # nobody reads this answer
+            if isinstance(exc, ClientDisconnect):  # while sending its body (`_Gone` is counted where seen)
+                load.add("abandoned")
+            return problem(400, "The client closed the connection before its answer.")
+        except Exception as exc:  # noqa: BLE001 - a failure still answers in the declared shape
+            if type(exc).__name__ == "ReplicasUnavailableError":  # demo.store_remote (Ray Serve), not imported
+                return problem(503, "No model replica answered; try again shortly.", {"Retry-After": "5"})
+            logger.exception("POST %s failed", ROUTE)
+            return problem(500, "The server failed to classify this image; its log says why.")
+
+    @router.api_route(ROUTE, methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False)
+    async def wrong_method(request: Request) -> Response:
+        return problem(405, f"{request.method} is not allowed here. {METHOD_HINT}", {"Allow": "POST"})
+
+    @router.api_route(PREFIX + "/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                      include_in_schema=False)
+    async def no_such_endpoint(rest: str) -> Response:
+        return problem(404, f"No such endpoint. {METHOD_HINT}")
+
+    app.include_router(router)
+    _declare_problems(app)
+    _drop_cdn_docs(app)
+    _add_docs(app)
+    return load
+
+
+# ------------------------------------------------------------------------------------------ docs
+
+
+def _declare_problems(app: fastapi.FastAPI) -> None:
+    """Errors of the API's operations in the OpenAPI description as `application/problem+json`
+    (FastAPI writes every response model as `application/json`)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for path, item in schema.get("paths", {}).items():
+                if not under_api(path):
+                    continue
+                for operation in item.values():
+                    for status, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if status[:1] in "45" and "application/json" in content:
+                            response["content"] = {PROBLEM: content["application/json"]}
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _drop_cdn_docs(app: fastapi.FastAPI) -> None:
+    """FastAPI's own docs pages (on by default) load Swagger UI and ReDoc from a CDN: gone, so
+    `/docs` is ours."""
+    own = {app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url if app.docs_url else None} - {None}
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in own]
+    app.docs_url = app.redoc_url = None
+
+
+def _add_docs(app: fastapi.FastAPI) -> None:
+    """Swagger UI at `/docs`, its scripts and styles served from this process: the docs work
+    with no internet access, and the page loads nothing from elsewhere (its CSP says so)."""
+    assets = Path(fastapi_offline.__file__).parent / "static"
+
+    @app.get(DOCS, include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        root = request.scope.get("root_path", "")
+        page = get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} · HTTP API",
+            swagger_js_url=f"{root}{DOCS}/assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS}/assets/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS}/assets/favicon.png", oauth2_redirect_url=None,
+            # No online validator badge (it would call out), operations open, models folded.
+            swagger_ui_parameters={"validatorUrl": None, "docExpansion": "list", "defaultModelsExpandDepth": 0,
+                                   "tryItOutEnabled": True})
+        return HTMLResponse(page.body, headers={"Content-Security-Policy": DOCS_CSP})
+
+    @app.get(DOCS + "/assets/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> Response:
+        if name not in DOCS_ASSETS:
+            return Response("Not found.", 404, media_type="text/plain")
+        return FileResponse(assets / name, media_type=DOCS_ASSETS[name], headers={"Cache-Control": "public, max-age=86400"})

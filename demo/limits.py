@@ -29,6 +29,7 @@ import ctypes
 import datetime
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,14 @@ class BodyLimitMiddleware:
     A declared Content-Length over the limit is refused before a byte is read. A body without
     one (chunked) is counted as it arrives; once past the limit the app sees the body end and
     whatever it answers is replaced by the 413.
+
+    Refusals are plain text, except where `answer(path, status, message)` returns
+    `(content_type, body)` for the request's path (an API whose errors have a declared shape).
     """
 
-    def __init__(self, app: Any, max_bytes: int):
-        self.app, self.max_bytes = app, int(max_bytes)
+    def __init__(self, app: Any, max_bytes: int,
+                 answer: Callable[[str, int, str], tuple[str, bytes] | None] | None = None):
+        self.app, self.max_bytes, self.answer = app, int(max_bytes), answer
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -59,10 +64,10 @@ class BodyLimitMiddleware:
                 try:
                     declared = int(value)
                 except ValueError:
-                    await _plain(send, 400, "Invalid Content-Length header.")
+                    await self._refuse(scope, send, 400, "Invalid Content-Length header.")
                     return
                 if declared > self.max_bytes:
-                    await _plain(send, 413, self.message)
+                    await self._refuse(scope, send, 413, self.message)
                     return
         received = 0
         exceeded = False
@@ -89,19 +94,19 @@ class BodyLimitMiddleware:
             if not exceeded:
                 raise
         if exceeded:
-            await _plain(send, 413, self.message)
+            await self._refuse(scope, send, 413, self.message)
+
+    async def _refuse(self, scope, send, status: int, text: str) -> None:
+        shaped = self.answer(scope.get("path", ""), status, text) if self.answer else None
+        content_type, body = shaped or ("text/plain; charset=utf-8", text.encode())
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", content_type.encode()),
+                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
 
     @property
     def message(self) -> str:
         return f"Request body too large: at most {self.max_bytes / 2**20:.1f} MB is accepted."
-
-
-async def _plain(send, status: int, text: str) -> None:
-    body = text.encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                            (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
 
 
 # ----------------------------------------------------------------------------------- sessions and files

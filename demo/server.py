@@ -20,7 +20,7 @@ import fastapi
 import gradio as gr
 
 from demo.errors import public_text
-from demo.http_api import register_http_api
+from demo.http_api import refusal_answer, register_http_api
 from demo.limits import BodyLimitMiddleware, Janitor
 from demo.netron.exports import register_exports
 from demo.netron.routes import add_netron_routes
@@ -116,7 +116,8 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
         app, blocks, path="/", ssr_mode=False, max_file_size=budgets.upload_bytes, show_error=False, css=CSS,
         footer_links=["api"],
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=budgets.body_bytes)
+    # Its refusals on the API's paths are problem documents, as the API's OpenAPI description says.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=budgets.body_bytes, answer=refusal_answer)
     # Gradio checks that a request's file paths were uploaded by a user only once the Blocks
     # "have launched", which mount_gradio_app never marks: without this, an API caller could
     # name any file on the server ({"path": "/etc/passwd"}) and have it copied into the cache.

@@ -65,12 +65,32 @@ def payload_to_image(payload: Any, upload_dir: Path) -> Image.Image:
         else:
             raise UserError(f"Unsupported image payload of type {type(payload).__name__}.")
     try:
-        if _full_size_pixels(source) > BIG_PIXELS:
-            with BIG_DECODES:
-                return load_image(source, DECODE_SIDE)
-        return load_image(source, DECODE_SIDE)
+        return decode_image(source)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+
+
+def decode_image(source: bytes | Path | Image.Image, name: str | None = None) -> Image.Image:
+    """The one decode policy of every route that takes a visitor's image (page events, the plain
+    HTTP API, and whatever decodes for Ray Serve replicas): `load_image` no larger than
+    `DECODE_SIDE` a side, and at most `BIG_DECODES` full-size decodes of big non-JPEGs at once
+    (the caller's thread waits its turn).
+
+    Args:
+        source: Encoded bytes, a file path, or a PIL image (used as it is).
+        name: How error messages name the input (see `load_image`).
+
+    Returns:
+        An RGB image, longest side ≤ `DECODE_SIDE` for encoded input.
+
+    Raises:
+        InvalidImageError: (a ValueError) anything `load_image` refuses; the message says what
+            was received and what is allowed.
+    """
+    if _full_size_pixels(source) > BIG_PIXELS:
+        with BIG_DECODES:
+            return load_image(source, DECODE_SIDE, name)
+    return load_image(source, DECODE_SIDE, name)
 
 
 def _full_size_pixels(source: Any) -> int:

@@ -229,3 +229,16 @@ def test_heartbeats_of_streams_whose_client_hung_up_are_stopped(tmp_path):
 
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(asyncio.run, scenario()).result(timeout=60) == (0, 1, True, False)
+
+
+def test_the_body_limit_answers_the_apis_problem_shape_on_its_paths_only(app_client):
+    """Past the body limit, `/api/v1/*` gets its declared problem document; the page's routes
+    keep their plain text."""
+    client, _ = app_client
+    big = b"\0" * (15 * 2**20)
+    api = client.post("/api/v1/classify", content=big, headers={"Content-Type": "image/jpeg"})
+    assert api.status_code == 413 and api.headers["content-type"] == "application/problem+json"
+    assert api.json()["status"] == 413 and "too large" in api.json()["detail"]
+    page = client.post("/gradio_api/upload", content=big)
+    assert page.status_code == 413 and page.headers["content-type"].startswith("text/plain")
+    assert "too large" in page.text

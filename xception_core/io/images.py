@@ -88,7 +88,7 @@ class InvalidImageError(ValueError):
 # ----------------------------------------------------------------------------------------------
 
 
-def load_image(source: ImageSource, max_side: int | None = None) -> Image.Image:
+def load_image(source: ImageSource, max_side: int | None = None, name: str | None = None) -> Image.Image:
     """Load, validate and normalise one image.
 
     Applies the EXIF orientation, keeps only the first frame of animations and multi-page files,
@@ -106,6 +106,8 @@ def load_image(source: ImageSource, max_side: int | None = None) -> Image.Image:
             float in 0..1 / 0..255, as Gradio passes them) or a ``PIL.Image.Image``.
         max_side: Longest side wanted from an encoded image (bytes, path or file object);
             None keeps the full size. Arrays and PIL images are never resized.
+        name: How error messages name an encoded input ("the uploaded file, 27 bytes"); by
+            default its kind and size ("bytes (27 bytes)") or its file name.
 
     Returns:
         A new, fully loaded ``PIL.Image.Image`` in mode ``"RGB"`` of size ``(W, H)`` with
@@ -121,13 +123,13 @@ def load_image(source: ImageSource, max_side: int | None = None) -> Image.Image:
         image = _from_array(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        image = _decode(data, f"bytes ({len(data):,} bytes)", max_side)
+        image = _decode(data, name or f"bytes ({len(data):,} bytes)", max_side)
     elif isinstance(source, (str, os.PathLike)):
         data, description = _read_path(source)
-        image = _decode(data, description, max_side)
+        image = _decode(data, name or description, max_side)
     elif callable(getattr(source, "read", None)):
         data, description = _read_file_object(source)
-        image = _decode(data, description, max_side)
+        image = _decode(data, name or description, max_side)
     else:
         raise InvalidImageError(
             f"Unsupported image input of type {type(source).__module__}.{type(source).__qualname__}; "
