@@ -89,3 +89,22 @@ def without_addresses(text: str) -> str:
     inside ('could not fetch x.h5 from https://host/x.h5: [Errno -2] Name or service not known'
     → 'could not fetch x.h5 from a web address: Name or service not known')."""
     return _ERRNO.sub("", _URL.sub("a web address", text))
+
+
+_FAILURE_WORDS = {
+    WeightsFailure.OFFLINE: "could not be downloaded here (no network access) and is not in the local cache",
+    WeightsFailure.NOT_FOUND: "the download source no longer has the file, and it is not in the local cache",
+    WeightsFailure.DAMAGED: "the downloaded file failed its checksum",
+    WeightsFailure.UNEXPECTED: "the download was not the file these weights come in",
+    WeightsFailure.CACHE_UNWRITABLE: "the server cannot write its weights cache",
+}
+
+
+def unavailable_reason(failure: LoadFailure | None) -> str:
+    """Why weights failed, in a visitor's words, from the recorded cause (never from the error's
+    text, which names server paths: logs only)."""
+    if failure is not None and failure.cause in _FAILURE_WORDS:
+        return _FAILURE_WORDS[failure.cause]
+    if failure is not None and failure.kind:  # an error that is not ours: its kind says much (BadZipFile)
+        return f"failed to load ({failure.kind}; the server log says why)"
+    return "failed to load (the server log says why)"

@@ -49,10 +49,9 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from demo.errors import MAX_MESSAGE, echo, public_text, without_addresses
+from demo.errors import MAX_MESSAGE, echo, public_text, unavailable_reason, without_addresses
 from demo.services.payloads import decode_image
 from demo.store import ModelStore, ServedModel
-from demo.ui.text import failure_reason
 from xception_core.io.images import InvalidImageError
 from xception_core.model import WeightsUnavailableError
 
@@ -318,7 +317,7 @@ def _model(store: ModelStore, key: str | None) -> ServedModel:
                        {"Retry-After": str(RETRY_LOADING_S)}) from None
     except WeightsUnavailableError:
         failed = [s for s in store.statuses() if s.state == "failed" and (key is None or s.key == key)]
-        reasons = "; ".join(f"{s.title}: {failure_reason(s.error)}" for s in failed) or "it failed to load"
+        reasons = "; ".join(f"{s.title}: {unavailable_reason(s.failure)}" for s in failed) or "it failed to load"
         which = "No weights could be loaded on this server" if key is None else \
             f"The weights {echo(key)} are unavailable on this server"
         others = "" if key is None else f" Weights you can ask for: {_weights_words(store)}."

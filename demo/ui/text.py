@@ -6,13 +6,12 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from demo.errors import LoadFailure
+from demo.errors import unavailable_reason
 from demo.store import ServedModel, SlotStatus
 from demo.ui.figures import fmt_macs, shape_text
 from xception_core.arch.spec import WIRING_DIFFERENCES, XCEPTION_SPEC
 from xception_core.runtime.activations import ActivationExplorer, BlockStats, ImageActivations
 from xception_core.runtime.introspection import ModelDescription, SeparableCost, SeparableTotals
-from xception_core.weights.fetch import WeightsFailure
 
 TITLE = "Xception Explorer"
 
@@ -161,25 +160,6 @@ def netron_difference_list() -> str:
 
 
 NO_IMAGE = "No image yet: pick an example or upload a photo above."
-
-
-_FAILURE_WORDS = {
-    WeightsFailure.OFFLINE: "could not be downloaded here (no network access) and is not in the local cache",
-    WeightsFailure.NOT_FOUND: "the download source no longer has the file, and it is not in the local cache",
-    WeightsFailure.DAMAGED: "the downloaded file failed its checksum",
-    WeightsFailure.UNEXPECTED: "the download was not the file these weights come in",
-    WeightsFailure.CACHE_UNWRITABLE: "the server cannot write its weights cache",
-}
-
-
-def unavailable_reason(failure: LoadFailure | None) -> str:
-    """Why weights failed, in a visitor's words, from the recorded cause (never from the error's
-    text, which names server paths: logs only)."""
-    if failure is not None and failure.cause in _FAILURE_WORDS:
-        return _FAILURE_WORDS[failure.cause]
-    if failure is not None and failure.kind:  # an error that is not ours: its kind says much (BadZipFile)
-        return f"failed to load ({failure.kind}; the server log says why)"
-    return "failed to load (the server log says why)"
 
 
 def status_line(statuses: Sequence[SlotStatus], ready: bool) -> str:

@@ -138,14 +138,14 @@ def test_503_while_the_model_loads(tiny_model, monkeypatch):
 def test_weights_that_failed_offline_say_so_without_addresses_or_errno(tiny_model, tmp_path, monkeypatch):
     """`?weights=imagenet` on a server that could not download them: 503 with Retry-After, in
     plain words, and none of the download URL, the errno or the cache folder of the raw error."""
-    from xception_core.model import WeightsUnavailableError
+    from xception_core.model import WeightsFailure, WeightsUnavailableError
 
     def load(key, settings):
         if key == "imagenet":
             raise WeightsUnavailableError(
                 "could not fetch xception_weights_tf_dim_ordering_tf_kernels.h5 from https://storage.example/"
                 f"x.h5 and it is not in the Keras cache ({tmp_path}/models): <urlopen error [Errno -2] Name or "
-                "service not known>")
+                "service not known>", cause=WeightsFailure.OFFLINE)
         return tiny_model
 
     monkeypatch.setattr("demo.store.load_model", load)

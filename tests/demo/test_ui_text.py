@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from demo import errors
 from demo.errors import LoadFailure
 from demo.store import SlotStatus
 from demo.ui import text
@@ -59,7 +60,7 @@ def test_the_panel_for_imagenet_has_no_advice_and_a_file_model_lists_its_classes
     (None, "failed to load (the server log says why)"),
 ])
 def test_failure_reasons_come_from_the_recorded_cause(failure, reason):
-    assert reason in text.unavailable_reason(failure)
+    assert reason in errors.unavailable_reason(failure)
 
 
 def test_the_words_follow_the_cause_never_the_message():
