@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,10 +25,22 @@ from xception_core.arch.receptive import ReceptiveField, receptive_field
 from xception_core.arch.spec import XCEPTION_SPEC, XceptionSpec
 from xception_core.runtime.operation import LayerSource, image_key, to_image
 
-__all__ = ["ChannelPatch", "ChannelPatches", "PatchSearch", "PhotoSummary", "summarize", "top_patches"]
+__all__ = ["ChannelPatch", "ChannelPatches", "KnownPhoto", "PatchSearch", "PhotoSummary", "summarize", "top_patches"]
 
 MAX_PHOTOS = 64  # most photos one search ranks
 BATCH = 4  # photos per forward pass: larger batches gain little on 2 cores and hold more maps at once
+
+
+@dataclass(frozen=True)
+class KnownPhoto:
+    """A photo whose key is known from an earlier search: read (`load`, (S, S, 3) float32) only
+    when its summary is no longer cached."""
+
+    key: str
+    load: Callable[[], np.ndarray]
+
+
+Photo = np.ndarray | KnownPhoto
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,24 +190,34 @@ class PatchSearch:
     def __len__(self) -> int:
         return len(self._cache)
 
-    def summaries(self, source: LayerSource, xs: Sequence[np.ndarray], *, weights_key: str,
+    def summaries(self, source: LayerSource, xs: Sequence[Photo], *, weights_key: str,
                   variant: str) -> tuple[list[PhotoSummary], int]:
         """Each photo's summary, running `source` (in batches) only on photos not cached.
 
         Args:
-            xs: Preprocessed photos, each (S, S, 3) float32; at most `MAX_PHOTOS`.
+            xs: Preprocessed photos, each (S, S, 3) float32 or a `KnownPhoto`; at most `MAX_PHOTOS`.
 
         Returns:
             (summaries in the order of `xs`, how many photos needed a pass).
         """
         if not 1 <= len(xs) <= MAX_PHOTOS:
             raise ValueError(f"search 1 to {MAX_PHOTOS} photos, got {len(xs)}")
-        keys = [image_key(np.asarray(x, np.float32)) for x in xs]
         blocks = {b.name: block_output(b.name, variant, self.spec) for b in self.spec.blocks}
         with self._forward_lock:
-            found = {k: s for k in keys if (s := self._get((k, weights_key, variant))) is not None}
-            missing = list(dict.fromkeys(k for k in keys if k not in found))
-            todo = {k: np.asarray(xs[keys.index(k)], np.float32) for k in missing}
+            keys: list[str] = []
+            found: dict[str, PhotoSummary] = {}
+            todo: dict[str, np.ndarray] = {}
+            for item in xs:
+                x = None if isinstance(item, KnownPhoto) else np.asarray(item, np.float32)
+                key = item.key if x is None else image_key(x)
+                if key not in found and (summary := self._get((key, weights_key, variant))) is not None:
+                    found[key] = summary
+                elif key not in found and key not in todo:
+                    x = item.load() if x is None else x
+                    key = image_key(x)  # the photo as it is now
+                    todo.setdefault(key, x)
+                keys.append(key)
+            missing = [k for k in todo if k not in found]
             for start in range(0, len(missing), BATCH):
                 chunk = missing[start:start + BATCH]
                 out = source.run(np.stack([todo[k] for k in chunk]), list(blocks.values()))
