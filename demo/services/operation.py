@@ -65,6 +65,8 @@ class StepAnswer:
         image: (S, S, 3) uint8: the photo as the model saw it.
         output_map: (h, w) float32: the chosen channel of the conv's BatchNorm output, as the model
             computed it over the whole grid (what a click lands on).
+        input_maps: {input channel: (h, w) float32 map the conv reads (after its ReLU)} for the
+            channels the step shows in full (where their 3×3 patches come from).
         cache_hit: The block's tensors were cached (no forward pass ran).
         forward_seconds: The forward pass's time when one ran, else None.
         seconds: This answer's time on the server, pass included.
@@ -74,6 +76,7 @@ class StepAnswer:
     photo: str
     image: np.ndarray
     output_map: np.ndarray
+    input_maps: dict[int, np.ndarray]
     cache_hit: bool
     forward_seconds: float | None
     seconds: float
@@ -119,6 +122,7 @@ class OperationService:
         self.cache = OperationCache() if cache is None else cache  # (an empty cache is falsy)
         self.search = PatchSearch() if search is None else search
         self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
         self._sources: dict[tuple[str, str], LayerSource] = {}
         self._params: dict[tuple[str, str, str], BlockParams] = {}
         self._photo_keys: OrderedDict[str, str] = OrderedDict()  # payload identity → photo key
@@ -132,18 +136,16 @@ class OperationService:
     def source(self, served: ServedModel, variant: str) -> LayerSource:
         """The pass for the served weights in a wiring, built on first use (a few seconds)."""
         key = (served.key, variant)
-        with self._lock:
+        with self._build_lock:  # one build per model and wiring, however many first clicks wait for it
             source = self._sources.get(key)
-        if source is None:
-            # Building the pass is the one step that reads the Keras model; answering from it is
-            # ONNX Runtime and NumPy. (A translated model on disk will build it without Keras.)
-            from xception_core.runtime.operation_pass import layer_source
+            if source is None:
+                # Building the pass is the one step that reads the Keras model; answering from it
+                # is ONNX Runtime and NumPy. (A translated model on disk will build it without Keras.)
+                from xception_core.runtime.operation_pass import layer_source
 
-            settings = self.store.settings
-            built = layer_source(self.store.variant(served.key, variant), backend=settings.backend,
-                                 threads=settings.onnx_threads)
-            with self._lock:
-                source = self._sources.setdefault(key, built)
+                settings = self.store.settings
+                source = self._sources[key] = layer_source(self.store.variant(served.key, variant),
+                                                           backend=settings.backend, threads=settings.onnx_threads)
         return source
 
     def params(self, served: ServedModel, variant: str, block: str) -> BlockParams:
@@ -236,8 +238,11 @@ class OperationService:
             tensors, hit = self.cache.tensors(self.source(served, variant), x, weights_key=served.key,
                                               variant=variant, block=plan.block)
         step = separable_step(plan, self.params(served, variant, plan.block), tensors, row, col, channel, top=top)
-        return StepAnswer(step, tensors.photo, tensors.image, tensors.arrays[plan.batchnorm][..., channel], hit,
-                          None if hit else tensors.forward_seconds, time.perf_counter() - start)
+        feed = tensors.arrays[plan.feed]
+        inputs = {d.channel: np.maximum(feed[..., d.channel], 0) if plan.relu_before else feed[..., d.channel]
+                  for d in step.depthwise}
+        return StepAnswer(step, tensors.photo, tensors.image, tensors.arrays[plan.batchnorm][..., channel], inputs,
+                          hit, None if hit else tensors.forward_seconds, time.perf_counter() - start)
 
     # ---------------------------------------------------------------- what a channel looks for
 

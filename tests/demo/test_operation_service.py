@@ -55,6 +55,10 @@ def test_a_click_equals_the_models_own_numbers(service, photo, variant):
         ours = next(s.value for s in step.stages() if s.layer == layer)
         assert ours == pytest.approx(model_value, rel=1e-4, abs=1e-5)
     assert first.output_map.shape == step.grid and first.output_map[0, 3] == pytest.approx(step.model[step.plan.batchnorm])
+    assert list(first.input_maps) == [d.channel for d in step.depthwise]
+    for shown in step.depthwise:  # each patch is the input map's window (zeros past the border)
+        padded = np.pad(first.input_maps[shown.channel], 1)
+        assert np.array_equal(padded[0:3, 3:6], shown.inputs)
     # The next click: by key, no payload, no pass.
     second = service.step(first.photo, None, "block4", 2, 5, 5, 9, variant, top=MAX_TOP)
     assert second.cache_hit and second.forward_seconds is None and len(second.step.depthwise) == MAX_TOP

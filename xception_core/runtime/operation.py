@@ -744,7 +744,8 @@ def separable_step(plan: SeparablePlan, params: BlockParams, tensors: BlockTenso
             sh, sw = source.shape[:2]
             sr = at[0] * rnode.stride - padding_before(rnode, sh)
             sc = at[1] * rnode.stride - padding_before(rnode, sw)
-            assert params.shortcut is not None
+            if params.shortcut is None:
+                raise ValueError(f"{plan.block}'s weights have no shortcut conv")
             conv_step = _rank(plan.residual_conv, channel, source[sr, sc].astype(np.float64),
                               params.shortcut.kernel[:, channel], 0.0, top)
             sbn = _batchnorm(plan.residual_bn, params.shortcut.batchnorm, channel, conv_step.value)
