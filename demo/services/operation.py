@@ -28,7 +28,8 @@ from demo.services.explore import VARIANTS, check_block, check_choice, check_int
 from demo.services.payloads import payload_to_image
 from demo.store import ModelStore, ServedModel
 from xception_core.arch.graph import SeparablePlan, block_output, layer_graph, separable_names, separable_plan
-from xception_core.arch.receptive import BlockField, ReceptiveField, layer_grid, position_at, receptive_field, receptive_table
+from xception_core.arch.receptive import (BlockField, ReceptiveField, layer_grid, position_at, receptive_field,
+                                          receptive_table)
 from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.io.assets import example_images
 from xception_core.io.images import load_image
@@ -251,7 +252,8 @@ class OperationService:
         the kitchenware package's photos (the starter set's)."""
         settings = self.store.settings
         photos = [ServerPhoto(e.path, e.title) for e in example_images(settings.assets_dir)]
-        photos += [ServerPhoto(s.path, s.label or s.path.stem) for s in cached_samples("kitchenware", settings.cache_dir)]
+        photos += [ServerPhoto(s.path, s.label or s.path.stem)
+                   for s in cached_samples("kitchenware", settings.cache_dir)]
         return photos[:MAX_PHOTOS]
 
     def channel_patches(self, photos: Sequence[Any], block: Any, channel: Any, variant: Any = "paper",

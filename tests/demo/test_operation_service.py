@@ -54,7 +54,8 @@ def test_a_click_equals_the_models_own_numbers(service, photo, variant):
     for layer, model_value in step.model.items():  # the pass's own values at the same place
         ours = next(s.value for s in step.stages() if s.layer == layer)
         assert ours == pytest.approx(model_value, rel=1e-4, abs=1e-5)
-    assert first.output_map.shape == step.grid and first.output_map[0, 3] == pytest.approx(step.model[step.plan.batchnorm])
+    assert first.output_map.shape == step.grid
+    assert first.output_map[0, 3] == pytest.approx(step.model[step.plan.batchnorm])
     assert list(first.input_maps) == [d.channel for d in step.depthwise]
     for shown in step.depthwise:  # each patch is the input map's window (zeros past the border)
         padded = np.pad(first.input_maps[shown.channel], 1)
@@ -146,4 +147,5 @@ def test_a_forgotten_photo_is_read_again(store, upload_dir):
     first = service.channel_patches(photos, "block6", 3)
     again = service.channel_patches(photos, "block6", 3)
     assert (first.passes, again.passes) == (3, 2)
-    assert np.allclose(first.peaks, again.peaks) and [p.photo for p in first.patches] == [p.photo for p in again.patches]
+    assert np.allclose(first.peaks, again.peaks)
+    assert [p.photo for p in first.patches] == [p.photo for p in again.patches]

@@ -11,7 +11,7 @@ from xception_core.arch.graph import block_output
 from xception_core.arch.receptive import receptive_field
 from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.io.preprocessing import preprocess
-from xception_core.runtime.operation_pass import OnnxLayerSource
+from xception_core.runtime.operation_pass import layer_source
 from xception_core.runtime.patches import MAX_PHOTOS, PatchSearch, summarize, top_patches
 
 SIZE = 80
@@ -34,10 +34,11 @@ def test_peaks_are_the_block_outputs_maxima_and_patches_are_cut_at_their_field(l
     probe = keras.Model(model.inputs[0], {b: model.get_layer(n).output for b, n in layers.items()})
     reference = {b: np.asarray(v) for b, v in probe(np.stack(photos), training=False).items()}  # (N, h, w, c)
     search = PatchSearch()
-    source = OnnxLayerSource(loaded)
+    source = layer_source(loaded, backend="onnx")
     labels = [f"p{i}" for i in range(len(photos))]
     for block, channel in (("block1", 3), ("block3", 100), ("block8", 500), ("block14", 2047)):
-        found = search.search(source, photos, labels, weights_key="w", variant="paper", block=block, channel=channel, k=4)
+        found = search.search(source, photos, labels, weights_key="w", variant="paper", block=block, channel=channel,
+                              k=4)
         maps = reference[block][..., channel]  # (N, h, w)
         peaks = maps.reshape(len(photos), -1).max(axis=1)
         assert np.allclose(found.peaks, peaks, rtol=1e-4, atol=1e-4 * maps.std())
@@ -54,7 +55,7 @@ def test_peaks_are_the_block_outputs_maxima_and_patches_are_cut_at_their_field(l
 
 def test_a_photo_runs_once_whatever_set_it_is_in_and_the_cache_is_bounded(loaded, photos):
     search = PatchSearch(max_entries=MAX_PHOTOS)
-    source = OnnxLayerSource(loaded)
+    source = layer_source(loaded, backend="onnx")
     first = search.search(source, photos[:4], list("abcd"), weights_key="w", variant="paper", block="block5",
                           channel=1)
     assert first.passes == 4 and len(first.patches) == 4

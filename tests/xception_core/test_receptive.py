@@ -70,7 +70,8 @@ def _positions(h: int, w: int) -> list[tuple[int, int]]:
 
 LAYERS = ["block1_conv1", "block1_conv2_act", "block2_sepconv1", "block2_sepconv2_bn", "block2_pool",
           "block2_residual_bn", "block2_add", "block3_sepconv1_act", "block3_add", "block4_residual_bn", "block4_add",
-          "block5_add", "block11_sepconv3_bn", "block13_pool", "block13_add", "block14_sepconv1_act", "block14_sepconv2_bn"]
+          "block5_add", "block11_sepconv3_bn", "block13_pool", "block13_add", "block14_sepconv1_act",
+          "block14_sepconv2_bn"]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -156,7 +157,8 @@ def test_plans_follow_each_wiring():
     assert separable_plan("block4", 2, "article").shortcut_source == "block3_residual_bn"
     assert separable_plan("block4", 2, "paper").shortcut_source == "block3_add"
     # Block 2 has no ReLU of its own before its first conv: the stem's last ReLU is the one.
-    assert separable_plan("block2", 1).relu_before == "block1_conv2_act" and separable_plan("block2", 1).feed == "block1_conv2_bn"
+    first = separable_plan("block2", 1)
+    assert first.relu_before == "block1_conv2_act" and first.feed == "block1_conv2_bn"
     assert separable_plan("block2", 2).relu_before == "block2_sepconv2_act"
     assert separable_plan("block2", 1).relu_after == "block2_sepconv2_act" and separable_plan("block2", 1).add is None
     assert separable_plan("block13", 2).pool == "block13_pool"

@@ -42,7 +42,8 @@ class SeparableCost:
         return self.standard_params / self.separable_params
 
 
-def separable_cost(kernel_size: int, in_channels: int, out_channels: int, height: int = 1, width: int = 1) -> SeparableCost:
+def separable_cost(kernel_size: int, in_channels: int, out_channels: int, height: int = 1,
+                   width: int = 1) -> SeparableCost:
     """Weights and cost of a k×k separable conv vs a standard one.
 
     The article's example: `separable_cost(3, 3, 64)` gives 27 + 192 = 219 weights vs 1,728.

@@ -159,7 +159,8 @@ def geometries(input_size: Size, variant: str = "paper",
     return out
 
 
-def _footprint(graph: LayerGraph, sizes: dict[str, tuple[int, int]], layer: str, position: int, axis: int) -> np.ndarray:
+def _footprint(graph: LayerGraph, sizes: dict[str, tuple[int, int]], layer: str, position: int,
+               axis: int) -> np.ndarray:
     """(input side,) bool: the input pixels along `axis` that `position` of `layer` depends on.
 
     The set travels back through the layers in reverse graph order, so a layer's set is complete
@@ -229,7 +230,8 @@ def position_at(layer: str, y: float, x: float, input_size: Size, variant: str =
     return row, col
 
 
-def receptive_table(input_size: Size, variant: str = "paper", spec: XceptionSpec = XCEPTION_SPEC) -> tuple[BlockField, ...]:
+def receptive_table(input_size: Size, variant: str = "paper",
+                    spec: XceptionSpec = XCEPTION_SPEC) -> tuple[BlockField, ...]:
     """The field of every block's output at one input size, stem to exit."""
     size = _pair(input_size)
     sizes = _sizes(variant, spec, size)
@@ -244,7 +246,8 @@ def receptive_table(input_size: Size, variant: str = "paper", spec: XceptionSpec
     return tuple(rows)
 
 
-def layer_grid(layer: str, input_size: Size, variant: str = "paper", spec: XceptionSpec = XCEPTION_SPEC) -> tuple[int, int]:
+def layer_grid(layer: str, input_size: Size, variant: str = "paper",
+               spec: XceptionSpec = XCEPTION_SPEC) -> tuple[int, int]:
     """(height, width) of a layer's output at an input size."""
     layer_graph(variant, spec).node(layer)
     return _sizes(variant, spec, _pair(input_size))[layer]

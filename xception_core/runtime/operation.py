@@ -78,8 +78,9 @@ class BatchNormParams:
     def from_layer(cls, layer: Any) -> "BatchNormParams":
         """From a Keras BatchNormalization (read through its variables; no Keras import here)."""
         mean = np.asarray(layer.moving_mean.numpy(), np.float32)
-        gamma = np.asarray(layer.gamma.numpy(), np.float32) if getattr(layer, "gamma", None) is not None else np.ones_like(mean)
-        beta = np.asarray(layer.beta.numpy(), np.float32) if getattr(layer, "beta", None) is not None else np.zeros_like(mean)
+        gamma, beta = getattr(layer, "gamma", None), getattr(layer, "beta", None)  # None without scale / center
+        gamma = np.ones_like(mean) if gamma is None else np.asarray(gamma.numpy(), np.float32)
+        beta = np.zeros_like(mean) if beta is None else np.asarray(beta.numpy(), np.float32)
         return cls(gamma, beta, mean, np.asarray(layer.moving_variance.numpy(), np.float32), float(layer.epsilon))
 
     def to_arrays(self, name: str) -> dict[str, np.ndarray]:
@@ -173,7 +174,8 @@ class BlockParams:
             conv = model.get_layer(b.residual_conv_name)
             if getattr(conv, "use_bias", False):
                 raise ValueError(f"{conv.name}: a bias is not Xception's")
-            shortcut = ShortcutParams(conv.name, np.asarray(conv.get_weights()[0][0, 0], np.float32), b.residual_bn_name,
+            kernel = np.asarray(conv.get_weights()[0][0, 0], np.float32)
+            shortcut = ShortcutParams(conv.name, kernel, b.residual_bn_name,
                                       BatchNormParams.from_layer(model.get_layer(b.residual_bn_name)))
         return cls(b.name, tuple(separable), shortcut)
 
@@ -194,7 +196,8 @@ class BlockParams:
         return out
 
     @classmethod
-    def from_arrays(cls, block: str, arrays: Mapping[str, np.ndarray], spec: XceptionSpec = XCEPTION_SPEC) -> "BlockParams":
+    def from_arrays(cls, block: str, arrays: Mapping[str, np.ndarray],
+                    spec: XceptionSpec = XCEPTION_SPEC) -> "BlockParams":
         """The inverse of `to_arrays`.
 
         Raises:
@@ -209,8 +212,9 @@ class BlockParams:
             for name in separable_names(b))
         shortcut = None
         if b.residual_conv_name:
-            shortcut = ShortcutParams(b.residual_conv_name, np.asarray(arrays[f"{b.residual_conv_name}/kernel"], np.float32),
-                                      b.residual_bn_name, BatchNormParams.from_arrays(b.residual_bn_name, arrays))
+            kernel = np.asarray(arrays[f"{b.residual_conv_name}/kernel"], np.float32)
+            shortcut = ShortcutParams(b.residual_conv_name, kernel, b.residual_bn_name,
+                                      BatchNormParams.from_arrays(b.residual_bn_name, arrays))
         return cls(b.name, separable, shortcut)
 
     def separable_conv(self, layer: str) -> SeparableParams:

@@ -51,7 +51,8 @@ class OnnxLayerSource:
 
         self.layers = tuple(layers or pass_layers(loaded.info.variant))
         self.backend = "onnx"
-        self._forward = OnnxForward(loaded.model, loaded.info.features_layer, extra_outputs=self.layers, threads=threads)
+        self._forward = OnnxForward(loaded.model, loaded.info.features_layer, extra_outputs=self.layers,
+                                    threads=threads)
 
     def run(self, batch: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
         """(N, S, S, 3) float32 → {layer: (N, h, w, c) float32} for the named layers only."""
@@ -81,10 +82,15 @@ class KerasLayerSource:
 
 
 def layer_source(loaded: LoadedModel, *, backend: str | None = None, threads: int | None = None) -> LayerSource:
-    """The pass for `loaded`: ONNX Runtime unless `backend` is 'tf' or the model cannot be translated."""
+    """The pass for `loaded`: 'onnx' (ONNX Runtime, or an error saying why not), 'tf' (Keras), or
+    None (ONNX Runtime when it can run the model, else Keras, with a warning)."""
+    if backend not in (None, "onnx", "tf"):
+        raise ValueError(f"backend must be 'onnx', 'tf' or None, got {backend!r}")
     if backend != "tf":
         try:
             return OnnxLayerSource(loaded, threads=threads)
         except Exception as exc:  # noqa: BLE001 - missing package, untranslatable layer, ORT error
+            if backend == "onnx":
+                raise
             logger.warning("separable-step pass on ONNX Runtime unavailable (%s); using TensorFlow", exc)
     return KerasLayerSource(loaded)
