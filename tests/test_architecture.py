@@ -77,7 +77,9 @@ TENSORFLOW_DEBT = {
 }
 LIGHT = ["xception_core/settings.py", "xception_core/arch/spec.py", "xception_core/weights/presets.py", "xception_core/io/images.py",
          "xception_core/io/preprocessing.py", "xception_core/io/labels.py", "xception_core/io/assets.py", "xception_core/io/visualize.py",
-         "xception_core/files.py"]
+         "xception_core/files.py",
+         "xception_core/arch/graph.py", "xception_core/arch/receptive.py", "xception_core/arch/cost.py",
+         "xception_core/runtime/operation.py", "xception_core/runtime/patches.py"]
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import keras
 
 from xception_core.arch.builder import build_architecture
+from xception_core.arch.cost import SeparableCost, separable_cost
 from xception_core.arch.names import block_output_layer
 from xception_core.arch.spec import XCEPTION_SPEC, Block, XceptionSpec
 
@@ -177,54 +178,6 @@ def block_outputs_model(model: keras.Model, variant: str = "paper", spec: Xcepti
     outputs = {b.name: model.get_layer(block_output_layer(b, variant)).output for b in spec.blocks}
     outputs["output"] = model.outputs[0]
     return keras.Model(model.inputs[0], outputs, name=f"{model.name}_blocks")
-
-
-@dataclass(frozen=True)
-class SeparableCost:
-    """A depthwise-separable conv against the standard conv it replaces (same in/out channels).
-
-    Params are weights (no bias); MACs are for an output of `height`×`width`."""
-
-    kernel_size: int
-    in_channels: int
-    out_channels: int
-    height: int
-    width: int
-    depthwise_params: int
-    pointwise_params: int
-    standard_params: int
-    depthwise_macs: int
-    pointwise_macs: int
-    standard_macs: int
-
-    @property
-    def separable_params(self) -> int:
-        return self.depthwise_params + self.pointwise_params
-
-    @property
-    def separable_macs(self) -> int:
-        return self.depthwise_macs + self.pointwise_macs
-
-    @property
-    def ratio(self) -> float:
-        """How many times more weights the standard conv needs."""
-        return self.standard_params / self.separable_params
-
-
-def separable_cost(kernel_size: int, in_channels: int, out_channels: int, height: int = 1, width: int = 1) -> SeparableCost:
-    """Weights and cost of a k×k separable conv vs a standard one.
-
-    The article's example: `separable_cost(3, 3, 64)` gives 27 + 192 = 219 weights vs 1,728.
-    """
-    for label, value in (("kernel_size", kernel_size), ("in_channels", in_channels), ("out_channels", out_channels),
-                         ("height", height), ("width", width)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{label} must be a positive integer, got {value!r}")
-    k2 = kernel_size * kernel_size
-    depthwise, pointwise, standard = k2 * in_channels, in_channels * out_channels, k2 * in_channels * out_channels
-    hw = height * width
-    return SeparableCost(kernel_size, in_channels, out_channels, height, width, depthwise, pointwise, standard,
-                         depthwise * hw, pointwise * hw, standard * hw)
 
 
 def separable_layers(description: ModelDescription) -> list[tuple[str, SeparableCost]]:

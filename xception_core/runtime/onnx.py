@@ -28,6 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from xception_core.arch.graph import same_padding
 from xception_core.settings import Settings
 from xception_core.runtime.folding import bn_affine, foldable_pairs, folded_weights, layer_inputs
 
@@ -93,12 +94,7 @@ def available() -> bool:
 
 def _same_pads(size: int | None, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int] | None:
     """TensorFlow's 'same' padding (the extra pixel goes after), or None when `size` is unknown."""
-    if size is None:
-        return None
-    effective = (kernel - 1) * dilation + 1
-    out = -(-size // stride)
-    total = max((out - 1) * stride + effective - size, 0)
-    return total // 2, total - total // 2
+    return None if size is None else same_padding(size, kernel, stride, dilation)
 
 
 def _pads(layer: keras.layers.Layer, in_shape: tuple, kernel: tuple[int, int], strides: tuple[int, int],

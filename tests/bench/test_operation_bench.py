@@ -1,0 +1,25 @@
+"""`python -m bench.operation` end to end on the kitchenware weights: every figure is there and a
+number (timings are printed, never asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_the_operation_bench_reports_every_figure():
+    out = subprocess.run([sys.executable, "-m", "bench.operation", "--sizes", "150", "--clicks", "26"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900, check=True)
+    (run,) = json.loads(out.stdout)["runs"]
+    assert run["input_size"] == 150 and run["click"]["runs"] == 26 and len(run["per_block"]) == 13
+    for figure in ("pass_build_s", "search_first_s", "search_again_ms", "cache_mb"):
+        assert isinstance(run[figure], (int, float)), figure
+    assert run["click"]["median_ms"] > 0 and run["first_click_in_block"]["median_ms"] > 0
+    assert run["search_passes"] == run["search_photos"] > 0
