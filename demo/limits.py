@@ -190,8 +190,8 @@ class EmptyFolders:
         for folder in folders:
             try:
                 resolved = folder.resolve()
-                if (resolved != root and resolved.is_relative_to(root) and time.time() - folder.stat().st_mtime >= min_age_s
-                        and not any(folder.iterdir())):
+                inside = resolved != root and resolved.is_relative_to(root)
+                if inside and time.time() - folder.stat().st_mtime >= min_age_s and not any(folder.iterdir()):
                     folder.rmdir()
             except OSError:
                 pass
