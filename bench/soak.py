@@ -149,8 +149,8 @@ class RawGradio:
             raise Refused(f"HTTP {r.status_code}")
         result: Any = None
         error: str | None = "stream ended"
-        # Read to the server's close_stream, as the page does: a client that hangs up right after
-        # process_completed leaves Gradio's heartbeat task for that session running (see the janitor).
+        # Read to the server's close_stream, as the page does: a stream left unread keeps the
+        # server's stream and its heartbeat task waiting (demo.limits.OrphanHeartbeats).
         with self.http.stream("GET", self.url + "/gradio_api/queue/data", params={"session_hash": session}) as s:
             for line in s.iter_lines():
                 if not line.startswith("data:"):
@@ -540,7 +540,7 @@ def sessions(args: argparse.Namespace) -> None:
             file = g.upload("p.jpg", photos[i % len(photos)])
             g.run(fn, [file, None], uuid.uuid4().hex[:11])
             if i in (1, 100, 500, 1000, args.n) or i % 500 == 0:
-                time.sleep(args.settle)  # let one janitor sweep run, as it does between bursts
+                time.sleep(args.settle)  # let one housekeeping sweep run, as it does between bursts
                 marks[i] = app.rss_mb()
                 print(f"after {i:5d} new-session classifies: RSS {marks[i]:.0f} MB "
                       f"({time.perf_counter() - start:.0f} s)", flush=True)

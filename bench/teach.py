@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import tempfile
 
-    from demo.services.teach import STARTER_EXAMPLE_CLASSES, STARTER_MERGE, STARTER_OTHER, TeachService
+    from demo.services.teach import TeachService
     from demo.store import ModelStore
     from xception_core.io.assets import example_images
     from xception_core.io.images import load_image
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from xception_core.runtime.transfer import cross_validate, fit_softmax_head
     from xception_core.settings import Settings
     from xception_core.weights.fetch import preset_samples
+    from xception_core.weights.presets import KITCHENWARE
 
     env = Settings.from_env()
     tmp = Path(tempfile.mkdtemp(prefix="bench-teach-"))
@@ -154,14 +155,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     teach.end("bench")
 
     # 3. accuracy by block on honestly labelled photos --------------------------------------------
+    uses = KITCHENWARE.samples  # the starter set's classes, as the preset declares them
     labelled = []  # (photo index, class, source)
     for i, s in enumerate(samples):
         if s.label:
-            labelled.append((i, STARTER_MERGE.get(s.label, s.label), "package"))
+            labelled.append((i, uses.starter_class(s.label), "package"))
         elif s.path.stem in EYE_LABELS:
-            labelled.append((i, STARTER_MERGE.get(EYE_LABELS[s.path.stem], EYE_LABELS[s.path.stem]), "eye"))
+            labelled.append((i, uses.starter_class(EYE_LABELS[s.path.stem]), "eye"))
     for j, e in enumerate(examples):
-        labelled.append((len(samples) + j, STARTER_EXAMPLE_CLASSES.get(e.path.name, STARTER_OTHER), "example"))
+        labelled.append((len(samples) + j, uses.example_class(e.path.name), "example"))
     feats = extractor(x)
     accuracy: dict[str, Any] = {}
     for set_name, keep in (("starter (14: package + examples)", {"package", "example"}),

@@ -81,7 +81,7 @@ class PageReloader(SourceFileReloader):
         demo.transpile_to_js(quiet=True)
         super().swap_blocks(demo)
         self.outer.state.blocks = demo
-        self.outer.state.janitor.blocks = demo  # its file budget covers the files the new page writes
+        self.outer.state.housekeeping.follow(demo)  # sessions, heartbeats and files of the new page
 
 
 def watch_edits(app: fastapi.FastAPI, module: ModuleType) -> PageReloader:

@@ -15,18 +15,29 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import fastapi
 import gradio as gr
 
 from demo.errors import public_text
 from demo.http_api import refusal_answer, register_http_api
-from demo.limits import BodyLimitMiddleware, Janitor
+from demo.limits import (
+    BodyLimitMiddleware,
+    Chore,
+    EmptyFolders,
+    FileBudget,
+    Housekeeping,
+    OrphanHeartbeats,
+    SessionSweep,
+    map_big_blocks,
+    release_free_memory,
+)
 from demo.netron.exports import register_exports
 from demo.netron.routes import add_netron_routes
-from demo.ports import exit_if_port_taken, port_problem  # noqa: F401 - port_problem is public here too
+from demo.ports import exit_if_port_taken
 from demo.services.payloads import MAX_UPLOAD_BYTES
-from demo.store import ModelStore
+from demo.store import ModelStore, Store
 from demo.ui import text
 from demo.ui.layout import CSS, build_demo
 from xception_core.settings import Settings
@@ -36,7 +47,7 @@ logger = logging.getLogger(__name__)
 QUEUE_SIZE = 64  # requests waiting beyond this are refused at once rather than piling up
 
 
-def make_store(settings: Settings) -> ModelStore:
+def make_store(settings: Settings) -> Store:
     """The store `settings.model_store` names: models in this process, or replicas on Ray Serve."""
     if settings.model_store == "ray":
         from demo.store_remote import RemoteModelStore  # needs requirements-scale.txt
@@ -53,14 +64,14 @@ class Budgets:
         upload_bytes: Largest image upload (multipart) and largest decoded data URL.
         body_bytes: Largest request body on any route: a data URL of `upload_bytes` in JSON.
         max_sessions: Sessions kept in memory (Gradio's default is 10,000); the least recently
-            used go first. With the janitor dropping page-config snapshots a session costs
+            used go first. With housekeeping dropping page-config snapshots a session costs
             ~20 KB, and results it may need again are bounded by the services themselves.
         session_ttl_s: A session unused this long is dropped with its state (per-session
             results expire sooner: `demo.services.classify.RESULT_TTL_S`).
         files_age_s: Uploads and generated images older than this are deleted (Gradio's delete_cache).
         files_budget_bytes: Uploads and generated images kept at most, oldest deleted first.
         file_min_age_s: Never delete a file younger than this (an upload about to be used).
-        sweep_s: How often the janitor runs.
+        sweep_s: How often housekeeping runs.
     """
 
     upload_bytes: int = MAX_UPLOAD_BYTES
@@ -73,16 +84,39 @@ class Budgets:
     sweep_s: float = 10.0
 
 
-def create_app(settings: Settings | None = None, store: ModelStore | None = None,
+def housekeeping(blocks: gr.Blocks, budgets: Budgets, upload_dir: Path) -> Housekeeping:
+    """The chores that keep sessions, files and memory within `budgets`, in the order they run."""
+    sessions = SessionSweep(blocks, ttl_s=budgets.session_ttl_s)
+    heartbeats = OrphanHeartbeats(blocks)
+    folders = EmptyFolders(upload_dir, min_age_s=budgets.file_min_age_s)
+    files = FileBudget(blocks, budget_bytes=budgets.files_budget_bytes, min_age_s=budgets.file_min_age_s,
+                       folders=folders)
+
+    def stop_orphans() -> str | None:
+        stopped = heartbeats()
+        return f"{stopped} orphaned heartbeats stopped" if stopped else None
+
+    def release_memory() -> None:  # nothing worth a log line
+        release_free_memory()
+
+    return Housekeeping([
+        Chore("sessions", lambda: sessions().summary()),
+        Chore("heartbeats", stop_orphans),
+        Chore("files", lambda: files().summary(), blocking=True),
+        Chore("empty folders", folders.sweep, blocking=True),
+        Chore("memory", release_memory, blocking=True),
+    ], page_watchers=(sessions, heartbeats, files))
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None,
                budgets: Budgets | None = None) -> fastapi.FastAPI:
     """Builds the app; model loading starts in the background right away."""
     budgets = budgets or Budgets()
     store = (store or make_store(settings or Settings())).start()
-    janitor_box: dict[str, Janitor] = {}
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app):
-        task = asyncio.create_task(janitor_box["janitor"].run(budgets.sweep_s))
+    async def lifespan(app: fastapi.FastAPI):
+        task = asyncio.create_task(app.state.housekeeping.run(budgets.sweep_s))
         try:
             yield
         finally:
@@ -122,15 +156,12 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
     # "have launched", which mount_gradio_app never marks: without this, an API caller could
     # name any file on the server ({"path": "/etc/passwd"}) and have it copied into the cache.
     blocks.has_launched = True
-    janitor_box["janitor"] = Janitor(
-        blocks, session_ttl_s=budgets.session_ttl_s, files_budget_bytes=budgets.files_budget_bytes,
-        file_min_age_s=budgets.file_min_age_s, upload_dir=store.settings.upload_dir)
-    app.state.janitor = janitor_box["janitor"]
+    app.state.housekeeping = housekeeping(blocks, budgets, store.settings.upload_dir)
     app.state.blocks = blocks
     return app
 
 
-def main(settings: Settings | None = None, store: ModelStore | None = None,
+def main(settings: Settings | None = None, store: Store | None = None,
          on_app: Callable[[fastapi.FastAPI], None] | None = None) -> None:
     """`python app.py`: settings from the environment, read once here, then the server.
 
@@ -142,7 +173,7 @@ def main(settings: Settings | None = None, store: ModelStore | None = None,
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings or Settings.from_env()
     exit_if_port_taken(settings)
-    Janitor.map_big_blocks()
+    map_big_blocks()
     app = create_app(settings, store)
     if on_app is not None:
         on_app(app)

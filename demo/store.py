@@ -1,10 +1,13 @@
 """Models for the server: each set of weights loaded once, in the background, shared by every
 request and tab, with a status the page shows while weights download.
 
-`ModelStore` is the local implementation of what the app needs from models: `get(key)` gives a
-`ServedModel` (a classifier with its labels and preprocessing), `predict` batches concurrent
-classifies, `variant` gives the same weights in the article's wiring, `statuses` says what is
-loading, ready or failed. Page text is the UI's: this module only reports states.
+What the app needs of models is declared here as two protocols: a `Store` (`get(key)` gives a
+`ServedModel`, `variant` the same weights in the article's wiring, `statuses` what is loading,
+ready or failed) and a `ServedModel` (a classifier with its labels and preprocessing, whose
+`predict` batches concurrent classifies). `ModelStore` and `LocalServedModel` implement them in
+this process; `demo.store_remote` implements them over Ray Serve replicas. What both share
+(the candidates, titles, when loading has settled, a prediction's top-k) lives here once.
+Page text is the UI's: this module only reports states.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -26,7 +29,7 @@ from xception_core.io.images import load_image
 from xception_core.io.labels import load_labels, top_k
 from xception_core.io.preprocessing import preprocess
 from xception_core.model import LoadedModel, ModelInfo, WeightsUnavailableError, load_model, rewire
-from xception_core.runtime.activations import ActivationExplorer
+from xception_core.runtime.activations import ActivationExplorer, BlockDifference, ImageActivations
 from xception_core.runtime.batching import MicroBatcher
 from xception_core.runtime.classifier import Classifier
 from xception_core.settings import Settings
@@ -52,9 +55,184 @@ class Prediction:
     probabilities: np.ndarray
     features: np.ndarray
 
+    @classmethod
+    def of(cls, features: np.ndarray, probabilities: np.ndarray, labels: Sequence[str], k: int) -> "Prediction":
+        """The top `k` (at most every label) of one forward's (classes,) probabilities."""
+        return cls(top_k(probabilities, labels, min(k, len(labels))), probabilities, features)
 
-class ServedModel:
-    """A loaded classifier as the app serves it: its labels, its preprocessing, its batcher."""
+
+@dataclass(frozen=True)
+class SlotStatus:
+    """Where one set of weights stands: state, seconds since loading started, and why it failed
+    (`error` in words for logs and clients, `failure` for code)."""
+
+    key: str
+    title: str
+    state: State
+    seconds: float = 0.0
+    error: str = ""
+    failure: LoadFailure | None = None
+
+
+# ------------------------------------------------------------------------------------- the protocols
+
+
+class ServedModel(Protocol):
+    """What the app needs of one served set of weights, wherever its forward pass runs."""
+
+    key: str
+    labels: tuple[str, ...]
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def input_size(self) -> int: ...
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The weights as a Keras model in this process (descriptions, exports, Teach's extractor)."""
+        ...
+
+    @property
+    def backend(self) -> str | None:
+        """'onnx' or 'tf': what runs the forward here; None when it runs elsewhere (replicas)."""
+        ...
+
+    @property
+    def precision(self) -> str | None:
+        """'fp32' or 'int8' (the quantized model); None when the model runs elsewhere."""
+        ...
+
+    def preprocess(self, image: Any) -> np.ndarray:
+        """Any image `load_image` accepts → (size, size, 3) float32 in [-1, 1]."""
+        ...
+
+    def predict(self, x: np.ndarray, k: int = 5) -> Prediction:
+        """One preprocessed image (size, size, 3) → `Prediction`, batched with concurrent callers."""
+        ...
+
+    def classify(self, image: Any, k: int = 5) -> Prediction:
+        """Top-k of one image (any input `load_image` accepts)."""
+        ...
+
+    def gradcam(self, features: np.ndarray, class_index: int) -> np.ndarray:
+        """(h, w) Grad-CAM map in [0, 1] of one class from `Prediction.features`."""
+        ...
+
+
+class ActivationSource(Protocol):
+    """What the Explore tab needs of its activation cache (`ActivationExplorer` here; a cache whose
+    records come from replicas in `demo.store_remote`)."""
+
+    forward_calls: int
+
+    def compute(self, loaded: LoadedModel, x: np.ndarray, *, weights_key: str | None = None
+                ) -> tuple[ImageActivations, bool]: ...
+
+    def lookup(self, key: str) -> ImageActivations | None: ...
+
+    def compare(self, paper: ImageActivations, article: ImageActivations) -> list[BlockDifference]: ...
+
+    def warm_up(self, loaded: LoadedModel) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+
+class Store(Protocol):
+    """What the app needs of its models: the weights it may serve (`candidates`), each loaded once
+    and served to every request, and where loading stands."""
+
+    settings: Settings
+    candidates: tuple[str, ...]
+
+    @property
+    def default_key(self) -> str | None:
+        """The weights served when a request names none; None until some weights are ready."""
+        ...
+
+    def start(self) -> "Store":
+        """Starts loading (idempotent); returns the store."""
+        ...
+
+    def get(self, key: str | None = None, timeout: float | None = None) -> ServedModel:
+        """The served model for `key` (default weights when None), waiting for it.
+
+        Raises:
+            WeightsUnavailableError: It failed to load, or nothing could be loaded.
+            TimeoutError: Still loading after `timeout` seconds.
+            ValueError: Unknown key.
+        """
+        ...
+
+    def variant(self, key: str | None, variant: str) -> LoadedModel:
+        """The served weights in a wiring ('paper' or 'article') in this process, made once."""
+        ...
+
+    def available(self) -> list[str]:
+        """Keys of the weights that loaded, default first."""
+        ...
+
+    def title(self, key: str) -> str: ...
+
+    def statuses(self) -> list[SlotStatus]:
+        """Each candidate's state, in loading order."""
+        ...
+
+    def is_ready(self) -> bool:
+        """The default weights are served."""
+        ...
+
+    def settled(self) -> bool:
+        """Nothing is still loading or waiting: the page can stop polling."""
+        ...
+
+    def replicas(self) -> dict[str, int] | None:
+        """Model replicas by state where a cluster serves the models; None in-process."""
+        ...
+
+    def activation_explorer(self) -> ActivationSource:
+        """A new activation cache for the Explore tab, running its forwards where the models run."""
+        ...
+
+
+# ------------------------------------------------------------------------------------- shared by both
+
+
+def default_candidates(settings: Settings) -> tuple[str, ...]:
+    """The weights a store tries: `settings.weights`, else the presets in `AUTO_ORDER`."""
+    return (settings.weights,) if settings.weights else AUTO_ORDER
+
+
+def weights_title(key: str) -> str:
+    """What the page calls weights before they are loaded: a preset's title, a weights file by its
+    file name (its folder is the server's business)."""
+    return PRESETS[key].title if key in PRESETS else Path(key).name
+
+
+def has_settled(ready: bool, statuses: Sequence[SlotStatus]) -> bool:
+    """The default weights are served and no candidate is still loading or waiting."""
+    return ready and all(s.state in ("ready", "failed") for s in statuses)
+
+
+def prepared(image: Any, size: int) -> np.ndarray:
+    """Any image `load_image` accepts → (size, size, 3) float32 in [-1, 1]: every served model's
+    preprocessing, wherever its forward runs."""
+    return preprocess(load_image(image), size)
+
+
+# ------------------------------------------------------------------------------------- in this process
+
+
+class LocalServedModel:
+    """A classifier loaded in this process as the app serves it (`ServedModel`): its labels, its
+    preprocessing, and a batcher that runs concurrent callers' images as one forward."""
 
     def __init__(self, key: str, classifier: Classifier, labels: tuple[str, ...], settings: Settings):
         if len(labels) != classifier.classes:
@@ -75,99 +253,79 @@ class ServedModel:
         return self.info.title
 
     @property
-    def backend(self) -> str | None:
-        """'onnx' or 'tf': what runs the forward here; None when it runs elsewhere (replicas)."""
-        classifier = getattr(self, "classifier", None)
-        return classifier.backend if classifier is not None else None
+    def backend(self) -> str:
+        return self.classifier.backend
 
     @property
-    def precision(self) -> str | None:
-        """'fp32' or 'int8' (the quantized model); None when the model runs elsewhere."""
-        classifier = getattr(self, "classifier", None)
-        return classifier.precision if classifier is not None else None
+    def precision(self) -> str:
+        return self.classifier.precision
 
     @property
     def input_size(self) -> int:
         return self.classifier.input_size
 
     def preprocess(self, image: Any) -> np.ndarray:
-        """Any image `load_image` accepts → (size, size, 3) float32 in [-1, 1]."""
-        return preprocess(load_image(image), self.input_size)
-
-    def forward_one(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One preprocessed image (size, size, 3) → ((h, w, 2048) features, (classes,) probabilities),
-        batched with concurrent callers. The one step a remote store runs elsewhere."""
-        return self.batcher.run(x)
+        return prepared(image, self.input_size)
 
     def predict(self, x: np.ndarray, k: int = 5) -> Prediction:
-        """One preprocessed image (size, size, 3) → `Prediction`, batched with concurrent callers."""
-        features, probs = self.forward_one(x)
-        return Prediction(top_k(probs, self.labels, min(k, len(self.labels))), probs, features)
+        return Prediction.of(*self.batcher.run(x), self.labels, k)
 
     def classify(self, image: Any, k: int = 5) -> Prediction:
-        """Top-k of one image (any input `load_image` accepts)."""
         return self.predict(self.preprocess(image), k)
 
     def gradcam(self, features: np.ndarray, class_index: int) -> np.ndarray:
-        """(h, w) Grad-CAM map in [0, 1] of one class from `Prediction.features`."""
         return self.classifier.gradcam(features, class_index)
 
 
 def calibration_paths(preset_name: str | None, settings: Settings) -> list[Path]:
-    """Photos that calibrate int8 activation ranges: the unlabelled photos shipped with the
-    weights' preset (its labelled ones stay held out for checking), else the app's examples."""
+    """Photos that calibrate int8 activation ranges: the shipped photos the weights' preset
+    declares for calibration (`Preset.samples`), else the app's examples."""
     preset = PRESETS.get(preset_name or "")
     paths: list[Path] = []
-    if preset is not None and preset.kind == "pip-wheel":
+    if preset is not None and preset.samples is not None:
+        uses = preset.samples
         try:
-            paths = [s.path for s in preset_samples(preset.name, settings.cache_dir) if not s.label]
+            paths = [s.path for s in preset_samples(preset.name, settings.cache_dir) if uses.takes(uses.calibration, s.label)]
         except Exception as exc:  # noqa: BLE001 - the examples will do
             logger.warning("no sample photos for %s (%s); calibrating on the examples", preset.name, exc)
     return paths or [e.path for e in example_images(settings.assets_dir)]
 
 
-@dataclass(frozen=True)
-class SlotStatus:
-    """Where one set of weights stands: state, seconds since loading started, and why it failed
-    (`error` in words for logs and clients, `failure` for code)."""
-
-    key: str
-    title: str
-    state: State
-    seconds: float = 0.0
-    error: str = ""
-    failure: LoadFailure | None = None
-
-
 @dataclass
 class _Slot:
-    state: State = "loading"
-    served: ServedModel | None = None
+    """One candidate's loading state. Written by the loader thread and read by request threads,
+    always under the store's lock."""
+
+    state: State = "waiting"
+    served: LocalServedModel | None = None
     error: str = ""
     failure: LoadFailure | None = None
-    started: float = field(default_factory=time.monotonic)
-    ready: threading.Event = field(default_factory=threading.Event)
+    started: float | None = None  # time.monotonic() when loading began
+    ready: threading.Event = field(default_factory=threading.Event)  # set once it is ready or failed
 
 
 class ModelStore:
-    """Thread-safe registry of served models keyed by weights name ('imagenet', 'kitchenware', or
-    a file path from `Settings.weights`).
+    """The `Store` of this process: a thread-safe registry of served models keyed by weights name
+    ('imagenet', 'kitchenware', or a file path from `Settings.weights`).
 
     `start()` returns at once; the default weights (`settings.weights`, else the presets in
     `AUTO_ORDER`) load in a background thread, then the other presets, so a selector can offer
     whatever could be had. Nothing is fetched at import time.
     """
 
-    def __init__(self, settings: Settings | None = None, candidates: list[str] | None = None):
+    def __init__(self, settings: Settings | None = None, candidates: Sequence[str] | None = None):
         self.settings = settings or Settings()
-        self.candidates: list[str] = candidates or ([self.settings.weights] if self.settings.weights else list(AUTO_ORDER))
-        self._slots: dict[str, _Slot] = {}
-        self._lock = threading.Lock()
+        self.candidates: tuple[str, ...] = tuple(candidates or default_candidates(self.settings))
+        # A slot per candidate from the start: the loader changes slots, never this dict, and
+        # every read of a slot's fields happens under `_lock`.
+        self._slots: dict[str, _Slot] = {key: _Slot() for key in self.candidates}
+        self._lock = threading.Lock()  # held only for reads and writes of state, never for a load
         self._default: str | None = None
         self._default_ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._variants: dict[tuple[str, str], LoadedModel] = {}
-        self._on_ready: list[Callable[[ServedModel], None]] = []
+        self._variants_lock = threading.Lock()  # a rewire takes seconds: never under `_lock`
+        self._on_ready: list[Callable[[LocalServedModel], None]] = []
 
     # ---------------------------------------------------------------- loading
 
@@ -191,15 +349,14 @@ class ModelStore:
                         self._call(callback)
         finally:
             # Whatever happened, nobody waits forever: candidates never reached are failed too.
-            for key in self.candidates:
+            for slot in self._slots.values():
                 with self._lock:
-                    slot = self._slots.setdefault(key, _Slot())
-                if not slot.ready.is_set():
-                    slot.state, slot.error = "failed", slot.error or "loading stopped"
-                    slot.ready.set()
+                    if not slot.ready.is_set():
+                        slot.state, slot.error = "failed", slot.error or "loading stopped"
+                slot.ready.set()
             self._default_ready.set()  # also when nothing loaded: waiters get the error
 
-    def when_ready(self, callback: Callable[[ServedModel], None]) -> None:
+    def when_ready(self, callback: Callable[[LocalServedModel], None]) -> None:
         """Runs `callback(default model)` once the default weights are ready: in the loader
         thread, before other weights load (in a new thread if they are ready already). For
         warm-ups that must not wait for a page view; a failing callback is logged."""
@@ -209,29 +366,33 @@ class ModelStore:
                 return
         threading.Thread(target=self._call, args=(callback,), name="when-ready", daemon=True).start()
 
-    def _call(self, callback: Callable[[ServedModel], None]) -> None:
+    def _call(self, callback: Callable[[LocalServedModel], None]) -> None:
         try:
             callback(self.get(self._default))
         except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs the first user time
             logger.warning("after-load step %s failed: %s", getattr(callback, "__name__", callback), exc)
 
     def _load(self, key: str) -> bool:
+        slot = self._slots[key]
         with self._lock:
-            slot = self._slots.setdefault(key, _Slot())
+            slot.state, slot.started = "loading", time.monotonic()
         try:
-            slot.served = self._serve(key)
-            slot.state = "ready"
-            logger.info("weights %r ready in %.1f s", key, time.monotonic() - slot.started)
-            return True
+            served = self._serve(key)
         except Exception as exc:  # noqa: BLE001 - any failure (a BadZipFile, a damaged HDF5, an
             # unregistered layer...) must end as "unavailable: <reason>", never as a dead loader
-            slot.state, slot.error, slot.failure = "failed", failure_reason(exc), load_failure(exc)
+            with self._lock:
+                slot.state, slot.error, slot.failure = "failed", failure_reason(exc), load_failure(exc)
             logger.warning("weights %r unavailable: %s: %s", key, type(exc).__name__, exc)
             return False
+        else:
+            with self._lock:
+                slot.served, slot.state = served, "ready"
+            logger.info("weights %r ready in %.1f s", key, time.monotonic() - (slot.started or 0.0))
+            return True
         finally:
             slot.ready.set()
 
-    def _serve(self, key: str) -> ServedModel:
+    def _serve(self, key: str) -> LocalServedModel:
         loaded = load_model(key, settings=self.settings)
         settings = self.settings
         calibration = self._calibration(loaded) if settings.precision == "int8" else ()
@@ -242,11 +403,10 @@ class ModelStore:
         labels = (load_labels(info.labels, settings.assets_dir) if info.labels
                   else taught_labels(info.source, classifier.classes)  # a model taught in the Teach tab
                   or tuple(f"class {i}" for i in range(classifier.classes)))
-        return ServedModel(key, classifier, labels, settings)
+        return LocalServedModel(key, classifier, labels, settings)
 
     def _calibration(self, loaded: LoadedModel) -> list[np.ndarray]:
-        return [preprocess(load_image(p), loaded.input_size)
-                for p in calibration_paths(loaded.info.preset, self.settings)]
+        return [prepared(p, loaded.input_size) for p in calibration_paths(loaded.info.preset, self.settings)]
 
     # ---------------------------------------------------------------- queries
 
@@ -256,33 +416,35 @@ class ModelStore:
 
     def available(self) -> list[str]:
         """Keys of the weights that loaded, default first."""
-        ready = [k for k, s in self._slots.items() if s.state == "ready"]
-        return sorted(ready, key=lambda k: (k != self._default, self.candidates.index(k) if k in self.candidates else 99))
+        with self._lock:
+            ready = [key for key, slot in self._slots.items() if slot.state == "ready"]
+            default = self._default
+        return sorted(ready, key=lambda k: (k != default, self.candidates.index(k)))
 
     def title(self, key: str) -> str:
         slot = self._slots.get(key)
-        if slot and slot.served:
-            return slot.served.title
-        # A weights file is named by its file name: its folder is the server's business.
-        return PRESETS[key].title if key in PRESETS else Path(key).name
+        with self._lock:
+            served = slot.served if slot is not None else None
+        return served.title if served is not None else weights_title(key)
 
     def statuses(self) -> list[SlotStatus]:
         """Each candidate's state, in loading order."""
-        out = []
-        for key in self.candidates:
-            slot = self._slots.get(key)
-            if slot is None:
-                out.append(SlotStatus(key, self.title(key), "waiting"))
-            else:
-                out.append(SlotStatus(key, self.title(key), slot.state, time.monotonic() - slot.started, slot.error,
-                                      slot.failure))
-        return out
+        now = time.monotonic()
+        with self._lock:
+            rows = [(key, slot.state, slot.started, slot.error, slot.failure, slot.served)
+                    for key, slot in self._slots.items()]
+        return [SlotStatus(key, served.title if served is not None else weights_title(key), state,
+                           0.0 if started is None else now - started, error, failure)
+                for key, state, started, error, failure, served in rows]
 
     def is_ready(self) -> bool:
         return self._default is not None
 
-    def replicas(self) -> dict[str, int] | None:
-        """Model replicas by state where a cluster serves the models; None here (in-process)."""
+    def settled(self) -> bool:
+        return has_settled(self.is_ready(), self.statuses())
+
+    def replicas(self) -> None:
+        """None: the models run in this process."""
         return None
 
     def activation_explorer(self) -> ActivationExplorer:
@@ -293,11 +455,7 @@ class ModelStore:
         self.when_ready(lambda served: explorer.warm_up(served.loaded))
         return explorer
 
-    def settled(self) -> bool:
-        """Nothing is still loading or waiting: the page can stop polling."""
-        return self.is_ready() and all(s.state in ("ready", "failed") for s in self.statuses())
-
-    def get(self, key: str | None = None, timeout: float | None = None) -> ServedModel:
+    def get(self, key: str | None = None, timeout: float | None = None) -> LocalServedModel:
         """The served model for `key` (default weights when None), waiting for it to load.
 
         Raises:
@@ -309,24 +467,21 @@ class ModelStore:
         if key is None:
             if not self._default_ready.wait(timeout):
                 raise TimeoutError("the model is still loading; try again in a few seconds")
-            if self._default is None:
-                errors = "; ".join(f"{k}: {s.error}" for k, s in self._slots.items())
+            with self._lock:
+                key = self._default
+                errors = "; ".join(f"{k}: {slot.error}" for k, slot in self._slots.items())
+            if key is None:
                 raise WeightsUnavailableError(f"no pretrained weights could be loaded ({errors})")
-            key = self._default
-        slot = self._slots.get(key)
+        slot = self._slots.get(key) if isinstance(key, str) else None
         if slot is None:
-            if key not in self.candidates:
-                raise ValueError(f"unknown weights {echo(key)}; available: {self.available()}")
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while (slot := self._slots.get(key)) is None:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"weights {key!r} are still loading")
-                time.sleep(0.05)
+            raise ValueError(f"unknown weights {echo(key)}; available: {self.available()}")
         if not slot.ready.wait(timeout):
             raise TimeoutError(f"weights {key!r} are still loading; try again in a few seconds")
-        if slot.served is None:
-            raise WeightsUnavailableError(f"weights {key!r} are unavailable: {slot.error}")
-        return slot.served
+        with self._lock:
+            served, error = slot.served, slot.error
+        if served is None:
+            raise WeightsUnavailableError(f"weights {key!r} are unavailable: {error}")
+        return served
 
     def variant(self, key: str | None, variant: str) -> LoadedModel:
         """The served weights in a wiring ('paper' or 'article'), re-wired once and cached."""
@@ -334,7 +489,7 @@ class ModelStore:
         if variant == served.info.variant:
             return served.loaded
         cache_key = (served.key, variant)
-        with self._lock:
+        with self._variants_lock:
             if cache_key not in self._variants:
                 self._variants[cache_key] = rewire(served.loaded, variant)
             return self._variants[cache_key]

@@ -1,13 +1,14 @@
-"""The app's model store on a Ray Serve cluster: `ModelStore`'s interface, the models in replicas.
+"""The app's model store on a Ray Serve cluster: the `demo.store.Store` protocol, the models in replicas.
 
-`RemoteModelStore` answers what the app asks of `demo.store.ModelStore` (`get`, `statuses`,
-`available`, `variant`, ...), but each image's forward pass, Grad-CAM and all-blocks activations
-run in a replica of the `scale.deployment` deployment, reached through a Serve handle. The
-rest of the app does not know which store it has: `demo.server.make_store` picks one from
+`RemoteModelStore` answers what the app asks of a store (`get`, `statuses`, `available`,
+`variant`, ...), but each image's forward pass, Grad-CAM and all-blocks activations run in a
+replica of the `scale.deployment` deployment, reached through a Serve handle. The rest of the
+app does not know which store it has: `demo.server.make_store` picks one from
 `Settings.model_store`, and the Serve ingress (`scale.ingress`) passes this one in.
 
-What stays in the app process: decoding and preprocessing (the same `ServedModel.preprocess`),
-labels (`top_k` here, as in the local store), and, only once someone asks for an architecture
+What stays in the app process: decoding and preprocessing (`demo.store.prepared`, as in the local
+store), labels and top-k (`Prediction.of`), the Explore tab's activation cache (the same
+`ActivationExplorer`, filled from the replicas), and, only once someone asks for an architecture
 description or an export, a local copy of the weights loaded through the same factory (those
 need a Keras model; no visitor's image ever runs on it).
 
@@ -24,6 +25,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,11 +34,10 @@ from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import DeploymentUnavailableError
 
-from demo.store import ServedModel, SlotStatus
+from demo.store import Prediction, SlotStatus, default_candidates, has_settled, prepared, weights_title
 from xception_core.model import LoadedModel, ModelInfo, WeightsUnavailableError, load_model, rewire
-from xception_core.runtime.activations import ActivationExplorer, ImageActivations
+from xception_core.runtime.activations import ActivationExplorer, BlockDifference, ImageActivations
 from xception_core.settings import Settings
-from xception_core.weights.presets import AUTO_ORDER, PRESETS
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +66,11 @@ class RemoteStatus:
     titles: dict[str, str] = field(default_factory=dict)
 
 
-class RemoteServedModel(ServedModel):
-    """`ServedModel` whose forward pass and Grad-CAM run in a replica.
+class RemoteServedModel:
+    """A `ServedModel` whose forward pass and Grad-CAM run in a replica.
 
-    Labels, preprocessing and top-k are the local ones (inherited), so a prediction is built
-    exactly as in the local store.
+    Labels, preprocessing and top-k are the local store's (`prepared`, `Prediction.of`), so a
+    prediction is built exactly as in the local store.
     """
 
     def __init__(self, store: "RemoteModelStore", key: str, labels: tuple[str, ...], info: ModelInfo,
@@ -87,27 +88,47 @@ class RemoteServedModel(ServedModel):
         return self._info
 
     @property
+    def title(self) -> str:
+        return self._info.title
+
+    @property
     def input_size(self) -> int:
         return self._input_size
 
-    def forward_one(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(size, size, 3) → ((h, w, 2048) features, (classes,) probabilities), batched in the replica."""
-        return self.store.call("predict", self.key, np.asarray(x, np.float32))
+    @property
+    def backend(self) -> None:
+        return None
+
+    @property
+    def precision(self) -> None:
+        return None
+
+    def preprocess(self, image: Any) -> np.ndarray:
+        return prepared(image, self._input_size)
+
+    def predict(self, x: np.ndarray, k: int = 5) -> Prediction:
+        """(size, size, 3) → `Prediction`: the forward batched in the replica, top-k here."""
+        features, probabilities = self.store.call("predict", self.key, np.asarray(x, np.float32))
+        return Prediction.of(features, probabilities, self.labels, k)
+
+    def classify(self, image: Any, k: int = 5) -> Prediction:
+        return self.predict(self.preprocess(image), k)
 
     def gradcam(self, features: np.ndarray, class_index: int) -> np.ndarray:
         """(h, w) Grad-CAM map in [0, 1] of one class, computed in a replica."""
         return self.store.call("gradcam", self.key, np.asarray(features, np.float32), int(class_index))
 
 
-class RemoteExplorer(ActivationExplorer):
-    """The Explore tab's activation cache; each miss is one all-blocks forward in a replica."""
+class RemoteExplorer:
+    """The Explore tab's activation cache (`ActivationSource`) whose misses are each one all-blocks
+    forward in a replica: an `ActivationExplorer` used as the cache, filled through its `cached`."""
 
-    def __init__(self, store: "RemoteModelStore", max_entries: int = 8, **kwargs: Any):
-        super().__init__(max_entries, **kwargs)
+    def __init__(self, store: "RemoteModelStore", max_entries: int = 8):
         self.store = store
+        self.cache = ActivationExplorer(max_entries)
 
     def warm_up(self, loaded: LoadedModel) -> None:
-        """Nothing to do here: each replica warms its own explorer before it takes requests."""
+        """Nothing to do here: each replica warms its own explorer once its weights are loaded."""
 
     def compute(self, loaded: LoadedModel, x: np.ndarray, *, weights_key: str | None = None
                 ) -> tuple[ImageActivations, bool]:
@@ -115,41 +136,53 @@ class RemoteExplorer(ActivationExplorer):
         x = np.asarray(x, dtype=np.float32)
         variant = loaded.info.variant
         weights_key = weights_key or self.store.default_key or ""
-        key = self.key_for(x, weights_key, variant)
-        if (record := self.lookup(key)) is not None:
-            return record, True
-        record = self.store.call("activations", weights_key, variant, x)
-        with self._lock:
-            self.forward_calls += 1
-            self.misses += 1
-            self._cache[record.key] = record
-            self._evict()
-        return record, False
+        return self.cache.cached(ActivationExplorer.key_for(x, weights_key, variant),
+                                 lambda: self.store.call("activations", weights_key, variant, x))
+
+    def lookup(self, key: str) -> ImageActivations | None:
+        return self.cache.lookup(key)
+
+    def compare(self, paper: ImageActivations, article: ImageActivations) -> list[BlockDifference]:
+        return self.cache.compare(paper, article)
+
+    @property
+    def forward_calls(self) -> int:
+        """Records computed in replicas for this cache (one all-blocks forward each)."""
+        return self.cache.forward_calls
+
+    @property
+    def nbytes(self) -> int:
+        return self.cache.nbytes
+
+    def __len__(self) -> int:
+        return len(self.cache)
 
 
 class RemoteModelStore:
-    """`ModelStore`'s interface over a Serve handle to the model deployment.
+    """The `demo.store.Store` protocol over a Serve handle to the model deployment.
 
     Args:
         handle: A `DeploymentHandle` of `scale.deployment.XceptionModel` (or anything whose
             methods answer `.remote(...)` with a response that has `.result(timeout_s=...)`).
         settings: The app's settings (upload folder, exports, candidates for the status line).
+        clock: Seconds, monotonic: how old the replicas' last status is (a fake one in tests).
     """
 
-    def __init__(self, handle: Any, settings: Settings | None = None):
+    def __init__(self, handle: Any, settings: Settings | None = None, clock: Callable[[], float] = time.monotonic):
         self.handle = handle
         self.settings = settings or Settings()
-        self.candidates: list[str] = [self.settings.weights] if self.settings.weights else list(AUTO_ORDER)
+        self.candidates: tuple[str, ...] = default_candidates(self.settings)
         self.retries = 0  # calls sent again after a replica was lost (tests, bench)
-        self._started = time.monotonic()
+        self._clock = clock
+        self._started = clock()
         self._lock = threading.Lock()
         self._status: RemoteStatus | None = None
         self._status_lock = threading.Lock()
-        self._status_at = -1e9
+        self._status_at: float | None = None  # clock() of the last status question
         self._served: dict[str, RemoteServedModel] = {}
-        self._local: dict[tuple[str, str], LoadedModel] = {}
-        self._local_lock = threading.Lock()  # a load takes seconds: never under `_lock`
-        self._replicas: tuple[float, dict[str, int]] = (-1e9, {})
+        self._local_copies: dict[tuple[str, str], LoadedModel] = {}
+        self._local_copies_lock = threading.Lock()  # a load takes seconds: never under `_lock`
+        self._replicas: tuple[float | None, dict[str, int]] = (None, {})
 
     @classmethod
     def connect(cls, settings: Settings) -> "RemoteModelStore":
@@ -192,7 +225,7 @@ class RemoteModelStore:
     def _remote_status(self) -> RemoteStatus | None:
         """The replicas' status, at most `STATUS_TTL_S` old (one thread asks; the others take the
         last answer meanwhile); None while no replica answers."""
-        if time.monotonic() - self._status_at < STATUS_TTL_S or not self._status_lock.acquire(blocking=False):
+        if self._fresh(self._status_at) or not self._status_lock.acquire(blocking=False):
             return self._status
         try:
             try:
@@ -200,12 +233,15 @@ class RemoteModelStore:
             except (ReplicasUnavailableError, TimeoutError) as exc:
                 logger.info("model replicas not answering yet: %s", exc)
                 status = None
-            self._status, self._status_at = status, time.monotonic()
+            self._status, self._status_at = status, self._clock()
             return status
         finally:
             self._status_lock.release()
 
-    # ---------------------------------------------------------------- ModelStore's interface
+    def _fresh(self, asked_at: float | None) -> bool:
+        return asked_at is not None and self._clock() - asked_at < STATUS_TTL_S
+
+    # ---------------------------------------------------------------- the Store protocol
 
     def start(self) -> "RemoteModelStore":
         """The replicas load their models themselves; nothing to start here."""
@@ -224,26 +260,26 @@ class RemoteModelStore:
         status = self._remote_status()
         if status and key in status.titles:
             return status.titles[key]
-        return PRESETS[key].title if key in PRESETS else key
+        return weights_title(key)
 
     def statuses(self) -> list[SlotStatus]:
         status = self._remote_status()
         if status is not None:
             return list(status.statuses)
-        waited = time.monotonic() - self._started
+        waited = self._clock() - self._started
         return [SlotStatus(key, self.title(key), "loading", waited) for key in self.candidates]
 
     def is_ready(self) -> bool:
         return self.default_key is not None
 
     def settled(self) -> bool:
-        return self.is_ready() and all(s.state in ("ready", "failed") for s in self.statuses())
+        return has_settled(self.is_ready(), self.statuses())
 
     def replicas(self) -> dict[str, int]:
         """The model deployment's replicas by state ('RUNNING', 'STARTING', ...), from Serve's
         controller, at most `STATUS_TTL_S` old."""
         at, counts = self._replicas
-        if time.monotonic() - at < STATUS_TTL_S:
+        if self._fresh(at):
             return counts
         try:
             app = serve.status().applications.get(self.settings.serve_app)
@@ -253,7 +289,7 @@ class RemoteModelStore:
         except Exception as exc:  # noqa: BLE001 - health reports what it can
             logger.warning("Serve status unavailable: %s", exc)
             counts = {}
-        self._replicas = (time.monotonic(), counts)
+        self._replicas = (self._clock(), counts)
         return counts
 
     def get(self, key: str | None = None, timeout: float | None = None) -> RemoteServedModel:
@@ -264,7 +300,7 @@ class RemoteModelStore:
             TimeoutError: No replica ready after `timeout` seconds.
             ValueError: Unknown key.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else self._clock() + timeout
         while True:
             status = self._remote_status()
             if status is not None and status.default is not None:
@@ -272,7 +308,7 @@ class RemoteModelStore:
             if status is not None and all(s.state == "failed" for s in status.statuses):
                 errors = "; ".join(f"{s.key}: {s.error}" for s in status.statuses)
                 raise WeightsUnavailableError(f"no pretrained weights could be loaded ({errors})")
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and self._clock() > deadline:
                 raise TimeoutError("the model is still loading; try again in a few seconds")
             time.sleep(0.5)
         key = key or status.default
@@ -288,14 +324,14 @@ class RemoteModelStore:
         """A local copy of the weights in a wiring, for descriptions and exports (loaded once)."""
         served = self.get(key)
         cache_key = (served.key, variant)
-        with self._local_lock:
-            if cache_key not in self._local:
-                base = self._local.get((served.key, served.info.variant))
+        with self._local_copies_lock:
+            if cache_key not in self._local_copies:
+                base = self._local_copies.get((served.key, served.info.variant))
                 if base is None:
                     base = load_model(served.key, settings=self.settings)
-                    self._local[(served.key, base.info.variant)] = base
-                self._local[cache_key] = rewire(base, variant)
-            return self._local[cache_key]
+                    self._local_copies[(served.key, base.info.variant)] = base
+                self._local_copies[cache_key] = rewire(base, variant)
+            return self._local_copies[cache_key]
 
     def activation_explorer(self) -> RemoteExplorer:
         """A new activation cache for the Explore tab whose forwards run in the replicas."""

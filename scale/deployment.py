@@ -1,7 +1,7 @@
-"""The model deployment: each replica loads the weights once, through the app's own `ModelStore`
-(the same factory, labels, calibration and warm-up as `python app.py`), and answers what a
-`demo.store_remote.RemoteModelStore` asks: forward passes batched across concurrent callers
-with `@serve.batch`, Grad-CAM, all-blocks activations and the loading status.
+"""The model deployment: each replica loads the weights once, through the app's own local store
+(`demo.store.ModelStore`: the same factory, labels, calibration and warm-up as `python app.py`),
+and answers what a `demo.store_remote.RemoteModelStore` asks: forward passes batched across
+concurrent callers with `@serve.batch`, Grad-CAM, all-blocks activations and the loading status.
 
 Replica resources, counts and autoscaling live in the Serve config (`scale/serve_config.yaml`);
 the batch size and wait come from `Settings` (XCEPTION_MAX_BATCH, XCEPTION_BATCH_WAIT_MS).
@@ -22,7 +22,7 @@ from ray import serve
 
 from demo.store import ModelStore
 from demo.store_remote import MODEL_DEPLOYMENT, RemoteStatus
-from xception_core.runtime.activations import ActivationExplorer, ImageActivations
+from xception_core.runtime.activations import ImageActivations
 from xception_core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ class XceptionModel:
         # Serve routes nothing to a replica before its constructor returns: wait for the default
         # weights (warmed up by the store), so a new replica's first request is not a cold one.
         self.store.get(None, timeout=LOAD_TIMEOUT_S)
-        self.explorer = ActivationExplorer(max_entries=8)
+        # The store's own: the settings' backend and threads, warmed up in the background now.
+        self.explorer = self.store.activation_explorer()
         self._forward_batch.set_max_batch_size(self.settings.max_batch)
         self._forward_batch.set_batch_wait_timeout_s(self.settings.batch_wait_s)
         self.batches: list[int] = []  # sizes of the batches run (tests, bench)

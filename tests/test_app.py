@@ -68,7 +68,8 @@ def test_a_rebuilt_page_is_swapped_in_with_the_apps_settings(served_app):
     new = rebuild_page(app)
     assert new is not first
     reloader.swap_blocks(new)
-    assert gradio_app(app).get_blocks() is new and app.state.blocks is new and app.state.janitor.blocks is new
+    assert gradio_app(app).get_blocks() is new and app.state.blocks is new
+    assert all(watcher.blocks is new for watcher in app.state.housekeeping.page_watchers)
     assert new.state_holder.capacity == 7 and new.state_session_capacity == 7  # the session budget stays
     assert new.has_launched and new._queue is first._queue
     config = client.get("/config").json()

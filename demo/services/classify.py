@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import io
-import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
-from demo.errors import echo, public_text
+from demo.errors import echo
 from demo.services import UserError
+from demo.services.models import MODEL_WAIT_S, served_model
 from demo.services.payloads import payload_to_image
-from demo.store import ModelStore, Prediction, ServedModel
+from demo.services.sessions import SessionRegistry
+from demo.store import Prediction, ServedModel, Store
 from xception_core.io.images import display_copy
 from xception_core.io.visualize import overlay
-from xception_core.model import WeightsUnavailableError
 
-MODEL_WAIT_S = 600.0  # a first start may download ~90 MB of weights
 CAM_ALPHA = 0.5
-RESULT_TTL_S = 15 * 60  # how long a session holds the key of its last classification
-RESULTS_KEPT = 64  # classifications kept for "explain another class" (~0.3 MB each), newest first
+RESULT_TTL_S = 15 * 60  # how long a classification is kept for "explain another class" (and its key in the page)
+RESULTS_KEPT = 64  # classifications kept at most (~0.3 MB each), the least recently used go first
 
 
 @dataclass(frozen=True)
@@ -61,28 +60,25 @@ class Classified:
 
 
 class ClassifyService:
-    """The Classify tab's and `/classify`'s work, on a shared `ModelStore`."""
+    """The Classify tab's and `/classify`'s work, on a shared `Store`.
 
-    def __init__(self, store: ModelStore, wait_s: float = MODEL_WAIT_S, results_kept: int = RESULTS_KEPT):
+    Args:
+        store: Where the served models come from.
+        wait_s: How long to wait for weights still loading.
+        results_kept: Classifications kept for a later Grad-CAM of another class.
+        clock: Seconds, monotonic: how long a kept classification has been unused.
+    """
+
+    def __init__(self, store: Store, wait_s: float = MODEL_WAIT_S, results_kept: int = RESULTS_KEPT,
+                 clock: Callable[[], float] = time.monotonic):
         self.store, self.wait_s = store, wait_s
-        # Results for a later Grad-CAM of another class live here, bounded in number whatever the
-        # number of sessions; a session holds only a key (`remember` / `recall`).
-        self._results: OrderedDict[str, Classified] = OrderedDict()
-        self._results_kept = results_kept
-        self._lock = threading.Lock()
+        # Results for a later Grad-CAM of another class live here, bounded in number and age
+        # whatever the number of sessions; a session holds only a key (`remember` / `recall`).
+        self._results: SessionRegistry[Classified] = SessionRegistry(results_kept, RESULT_TTL_S, clock=clock)
 
-    def model(self, key: str | None = None) -> ServedModel:
+    def model(self, key: Any = None) -> ServedModel:
         """The store's model for `key` (default weights when None), failures as `UserError`."""
-        if key is not None and not isinstance(key, str):
-            raise UserError(f"Weights must be named by a string, got {type(key).__name__}.")
-        if key and key not in self.store.candidates:
-            raise UserError(f"unknown weights {echo(key)}; available: {', '.join(map(self.store.title, self.store.available())) or 'none yet'}.")
-        try:
-            return self.store.get(key or None, timeout=self.wait_s)
-        except TimeoutError as exc:
-            raise UserError(f"{exc}.") from None
-        except (WeightsUnavailableError, ValueError) as exc:
-            raise UserError(public_text(exc)) from None
+        return served_model(self.store, key, self.wait_s)
 
     def _run(self, payload: Any, key: str | None, k: int) -> tuple[ServedModel, Image.Image, Prediction, float]:
         served = self.model(key)
@@ -101,24 +97,19 @@ class ClassifyService:
         return {label: round(float(p), 6) for label, p in self._run(payload, key, k)[2].top}
 
     def remember(self, classified: Classified) -> str:
-        """Keeps `classified` for a later `recall`; returns its key (the oldest beyond the bound go)."""
+        """Keeps `classified` for a later `recall`; returns its key."""
         key = uuid.uuid4().hex
-        with self._lock:
-            self._results[key] = classified
-            while len(self._results) > self._results_kept:
-                self._results.popitem(last=False)
+        self._results.put(key, classified)
         return key
 
     def recall(self, key: Any) -> Classified:
         """The classification kept under `key`.
 
         Raises:
-            UserError: Unknown or expired key (too many newer classifications since).
+            UserError: Unknown or expired key (unused for `RESULT_TTL_S`, or too many newer
+                classifications since).
         """
-        with self._lock:
-            classified = self._results.get(key) if isinstance(key, str) else None
-            if classified is not None:
-                self._results.move_to_end(key)
+        classified = self._results.find(key) if isinstance(key, str) else None
         if classified is None:
             raise UserError("That result has expired: classify the image again to explain another class.")
         return classified

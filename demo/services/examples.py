@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from demo.store import ModelStore, ServedModel
+from demo.store import ServedModel, Store
 from xception_core.files import write_atomically
 from xception_core.io.assets import example_images
 from xception_core.io.images import display_copy, load_image
@@ -46,7 +46,7 @@ class ExamplePhoto:
 class ExampleService:
     """Examples for the served weights, made once per weights key and kept on disk."""
 
-    def __init__(self, store: ModelStore):
+    def __init__(self, store: Store):
         self.store = store
         self._lock = threading.Lock()
         self._made: dict[str, list[ExamplePhoto]] = {}

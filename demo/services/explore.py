@@ -1,5 +1,5 @@
 """The Explore tab's work without Gradio: model descriptions, the activation cache, feature-map
-pictures and the article-vs-paper comparison, on a shared `ModelStore`."""
+pictures and the article-vs-paper comparison, on a shared `Store`."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from typing import Any
 from PIL import Image
 
 from demo.services import UserError
-from demo.services.classify import ClassifyService
+from demo.services.models import served_model
 from demo.services.payloads import payload_to_image
-from demo.store import ModelStore, ServedModel
+from demo.store import ActivationSource, ServedModel, Store
 from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.io.labels import top_k
 from xception_core.io.visualize import map_tile
-from xception_core.runtime.activations import ActivationExplorer, BlockDifference, ImageActivations
+from xception_core.runtime.activations import BlockDifference, ImageActivations
 from xception_core.runtime.introspection import ModelDescription, describe, reference_description
 
 logger = logging.getLogger(__name__)
@@ -78,9 +78,8 @@ class ExploreService:
     """What the Explore tab's handlers share: descriptions built once per model, and the
     activation cache (one forward pass per image, weights and wiring)."""
 
-    def __init__(self, store: ModelStore, explorer: ActivationExplorer | None = None):
+    def __init__(self, store: Store, explorer: ActivationSource | None = None):
         self.store = store
-        self.classify = ClassifyService(store)
         self.explorer = explorer or store.activation_explorer()
         self._lock = threading.Lock()
         self._descriptions: dict[Any, ModelDescription] = {}
@@ -89,7 +88,8 @@ class ExploreService:
     # ---------------------------------------------------------------- architecture
 
     def model(self) -> ServedModel:
-        return self.classify.model(None)
+        """The app's default weights, failures as `UserError`."""
+        return served_model(self.store)
 
     def description(self, which: str = LOADED, variant: str = "paper") -> ModelDescription:
         """`describe()` of the loaded model (either wiring), or of the reference 299×299 ImageNet
@@ -112,15 +112,16 @@ class ExploreService:
 
     def architecture(self, which: str = LOADED) -> dict[str, Any]:
         """The `/architecture` answer: totals and, per block, shape, parameters and cost."""
-        d = self.description(which)
-        out = d.to_dict()
-        blocks = [{k: b[k] for k in ("name", "flow", "kind", "output_shape", "params", "trainable_params",
-                                     "non_trainable_params", "macs")} for b in out["blocks"]]
+        description = self.description(which)
+        table = description.to_dict()
+        fields = ("name", "flow", "kind", "output_shape", "params", "trainable_params", "non_trainable_params", "macs")
+        blocks = [{name: block[name] for name in fields} for block in table["blocks"]]
         weights = None if which == REFERENCE else self.store.default_key
-        return {"weights": weights, "model": d.name, "variant": d.variant,
-                "input_shape": out["input_shape"], "total_params": d.total_params,
-                "trainable_params": d.trainable_params, "non_trainable_params": d.non_trainable_params,
-                "total_macs": d.total_macs, "blocks": blocks}
+        return {"weights": weights, "model": description.name, "variant": description.variant,
+                "input_shape": table["input_shape"], "total_params": description.total_params,
+                "trainable_params": description.trainable_params,
+                "non_trainable_params": description.non_trainable_params,
+                "total_macs": description.total_macs, "blocks": blocks}
 
     def warm_up_in_background(self) -> None:
         """Once the weights are loaded: trace and run the all-blocks forward once in a daemon

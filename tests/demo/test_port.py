@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from demo import server
+from demo.ports import port_problem
 
 
 def test_a_taken_port_stops_the_app_before_the_banner(monkeypatch, capsys):
@@ -29,5 +30,5 @@ def test_a_free_port_has_no_problem_and_a_bad_host_is_named():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert server.port_problem("127.0.0.1", port) is None
-    assert "cannot" in server.port_problem("no-such-host.invalid", port)
+    assert port_problem("127.0.0.1", port) is None
+    assert "cannot" in port_problem("no-such-host.invalid", port)

@@ -1,14 +1,17 @@
-"""ModelStore: background loading, states, failures, served models with labels."""
+"""ModelStore: background loading, states, failures, served models with labels; reads that stay
+consistent while the loader thread works; the local store and served model keep the protocols."""
 
 from __future__ import annotations
 
+import sys
 import threading
-import time
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from demo.store import ModelStore
+from demo.store import LocalServedModel, ModelStore, ServedModel, Store
 from xception_core.model import WeightsUnavailableError, load_model
 from xception_core.settings import Settings
 
@@ -22,18 +25,28 @@ def states(store):
     return {s.key: s.state for s in store.statuses()}
 
 
+def protocol_members(protocol: type) -> set[str]:
+    """The names a protocol declares: its methods, properties and annotated attributes."""
+    names = {n for n in vars(protocol) if not n.startswith("_") or n in ("__len__",)}
+    names |= set(getattr(protocol, "__annotations__", {}))
+    return names - {"_is_protocol", "_is_runtime_protocol"}
+
+
 def test_store_answers_while_loading_then_serves(monkeypatch, tiny_model):
-    release = threading.Event()
+    release, loading = threading.Event(), threading.Event()
 
     def slow_load(key, settings):
         if key == "broken":
             raise WeightsUnavailableError("no network here")
+        loading.set()
         release.wait(10)
         return tiny_model
 
     monkeypatch.setattr("demo.store.load_model", slow_load)
-    store = ModelStore(Settings(), ["broken", "slow"]).start()
-    time.sleep(0.2)
+    store = ModelStore(Settings(), ["broken", "slow"])
+    assert states(store) == {"broken": "waiting", "slow": "waiting"}
+    store.start()
+    assert loading.wait(10)
     assert not store.is_ready() and not store.settled()
     assert states(store)["slow"] == "loading"
     with pytest.raises(TimeoutError, match="still loading"):
@@ -63,12 +76,13 @@ def test_store_reports_when_nothing_loads(monkeypatch):
 
 def test_when_ready_runs_after_the_default_loads_and_before_the_others(monkeypatch, tiny_model):
     order: list[str] = []
-    release = threading.Event()
+    release, loading_first = threading.Event(), threading.Event()
 
     def load(key, settings):
         if key == "second":
             order.append("load second")
         else:
+            loading_first.set()
             release.wait(10)
         return tiny_model
 
@@ -77,7 +91,7 @@ def test_when_ready_runs_after_the_default_loads_and_before_the_others(monkeypat
     store.when_ready(lambda served: order.append(f"warm {served.key}"))
     store.when_ready(lambda served: 1 / 0)  # logged, does not stop loading
     store.start()
-    time.sleep(0.1)
+    assert loading_first.wait(10)
     assert order == []
     release.set()
     store.get("second", timeout=30)
@@ -85,3 +99,107 @@ def test_when_ready_runs_after_the_default_loads_and_before_the_others(monkeypat
     done = threading.Event()
     store.when_ready(lambda served: (order.append(f"late {served.key}"), done.set()))  # already ready: runs at once
     assert done.wait(10) and order[-1] == "late first"
+
+
+# ------------------------------------------------------------------------------ reads while loading
+
+
+class _InstantClassifier:
+    """A stand-in for `Classifier` that loads in no time, so the loader thread goes through many
+    weights while other threads read the store."""
+
+    classes, input_size, backend, precision = 2, 8, "tf", "fp32"
+
+    def __init__(self, loaded, **options):
+        self.loaded, self.info = loaded, loaded.info
+
+    def warm_up(self) -> None:
+        pass
+
+    def forward(self, x):
+        return np.zeros((len(x), 1, 1, 4), np.float32), np.full((len(x), 2), 0.5, np.float32)
+
+
+ORDER = {"waiting": 0, "loading": 1, "ready": 2, "failed": 2}
+
+
+def test_reads_from_many_threads_while_the_loader_works_stay_consistent(monkeypatch):
+    """`available`, `statuses`, `title` and `get` from four threads while the loader goes through
+    64 weights (thread switches forced every microsecond): no "dictionary changed size during
+    iteration", no state seen to go backwards, and only ready weights offered."""
+    keys = [f"w{i:02d}" for i in range(64)]
+
+    def load(key, settings):
+        info = SimpleNamespace(labels=None, source="/no/such/file", preset=None, title=f"Title {key}", variant="paper")
+        if key.endswith("7"):
+            raise WeightsUnavailableError(f"{key} is offline")
+        return SimpleNamespace(info=info, input_size=8)
+
+    monkeypatch.setattr("demo.store.load_model", load)
+    monkeypatch.setattr("demo.store.Classifier", _InstantClassifier)
+    store = ModelStore(Settings(), keys)
+    readers = 4
+    go = threading.Barrier(readers + 1)
+    problems: list[str] = []
+
+    def read() -> None:
+        seen = dict.fromkeys(keys, 0)
+        go.wait()
+        try:
+            while True:
+                finished = store.settled()
+                offered = store.available()
+                for status in store.statuses():
+                    if ORDER[status.state] < seen[status.key]:
+                        problems.append(f"{status.key} went back to {status.state}")
+                    seen[status.key] = ORDER[status.state]
+                    if (status.state == "ready") != (status.title == f"Title {status.key}"):
+                        problems.append(f"{status.key} is {status.state} titled {status.title!r}")
+                if any(seen[k] < 2 for k in offered) or offered != sorted(offered):
+                    problems.append(f"offered {offered} before they were ready")
+                for key in keys[::9]:
+                    store.title(key)
+                    try:
+                        served = store.get(key, timeout=0)
+                    except (TimeoutError, WeightsUnavailableError):
+                        continue
+                    if served.key != key:
+                        problems.append(f"get({key}) gave {served.key}")
+                if finished:
+                    return
+        except Exception as exc:  # noqa: BLE001 - what a request thread would have raised
+            problems.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=read) for _ in range(readers)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        go.wait()
+        store.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        sys.setswitchinterval(switch)
+    assert not any(thread.is_alive() for thread in threads)
+    assert problems == []
+    assert store.available() == [k for k in keys if not k.endswith("7")]
+    assert {s.key: s.state for s in store.statuses()} == {k: "failed" if k.endswith("7") else "ready" for k in keys}
+
+
+# ------------------------------------------------------------------------------ the protocols
+
+
+def test_the_local_store_and_served_model_have_everything_the_protocols_declare(tiny_model, tmp_path):
+    from tests.conftest import store_serving
+
+    store = store_serving(tiny_model, Settings(upload_dir=tmp_path), key="tiny")
+    served = store.get()
+    assert isinstance(served, LocalServedModel)
+    for name in protocol_members(Store):
+        assert hasattr(store, name), f"ModelStore lacks Store.{name}"
+    for name in protocol_members(ServedModel):
+        assert hasattr(served, name), f"LocalServedModel lacks ServedModel.{name}"
+    assert served.backend in ("onnx", "tf") and served.precision == "fp32" and store.replicas() is None
+    assert store.candidates == ("tiny",) and store.settled()

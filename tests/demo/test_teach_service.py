@@ -36,8 +36,18 @@ def store(tiny_model, settings):
     return store_serving(tiny_model, settings)
 
 
-def service(store, settings, **limits) -> TeachService:
-    return TeachService(store, settings.upload_dir / "teach", TeachLimits(**limits))
+def service(store, settings, clock=time.monotonic, **limits) -> TeachService:
+    return TeachService(store, settings.upload_dir / "teach", TeachLimits(**limits), clock=clock)
+
+
+class FakeClock:
+    """Seconds that pass only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def photos(color, n, seed=0):
@@ -117,7 +127,7 @@ def test_limits_and_messages(store, settings):
     for i in range(4):  # add and remove again and again: the feature cache stays bounded
         teach.add_photos("s", "c", photos((0, 200, 0), 3, seed=10 + i))
         teach.remove_class("s", "c")
-    assert len(teach._session("s").cache) <= 2 * 3
+    assert len(teach._session("s").features) <= 2 * 3
 
 
 def test_bad_files_are_refused_and_uploads_deleted(store, settings, tmp_path):
@@ -150,11 +160,19 @@ def test_sessions_are_bounded_and_expire(store, settings):
     teach.classes("c")  # a third session: the least recently used one (a) is dropped
     assert teach.sessions() == 2 and not head_a.exists()
     assert teach.classes("a") == []
-    short = service(store, settings, idle_s=0.05)
-    short.add_photos("old", "x", photos((200, 0, 0), 1))
-    time.sleep(0.1)
-    short.classes("new")
-    assert short.sessions() == 1
+    clock = FakeClock()
+    short = service(store, settings, clock, idle_s=60)
+    short.add_photos("old", "x", photos((200, 0, 0), 2))
+    short.add_photos("old", "y", photos((0, 0, 200), 2))
+    short.train("old")
+    head = short.export_head("old")
+    clock.now += 60
+    short.classes("new")  # "old" idle for exactly idle_s: kept
+    assert short.sessions() == 2 and head.exists()
+    clock.now += 30
+    short.classes("new")  # "old" idle for longer: dropped with its download folder; "new" idle 30 s: kept
+    assert short.sessions() == 1 and not head.exists() and not head.parent.exists()
+    assert short.classes("old") == [] and short.sessions() == 2  # "old" afresh, empty
 
 
 def test_starter_set_without_the_kitchenware_cache(store, settings):

@@ -1,8 +1,11 @@
 """`RemoteModelStore` without a cluster: a fake handle whose replicas die or raise, to check what
 the app sees (retries on lost replicas only, the replica's own error without its traceback, a
-clear error when no replica is left, a status line while replicas start)."""
+clear error when no replica is left, a status line while replicas start), and that the remote
+store, served model and activation cache have everything the `demo.store` protocols declare."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,8 +14,16 @@ pytest.importorskip("ray", reason="needs requirements-scale.txt")
 
 from ray.exceptions import ActorDiedError, RayTaskError  # noqa: E402
 
-from demo.store import SlotStatus  # noqa: E402
-from demo.store_remote import RemoteModelStore, RemoteStatus, ReplicasUnavailableError  # noqa: E402
+from demo.store import ActivationSource, ServedModel, SlotStatus, Store  # noqa: E402
+from demo.store_remote import (  # noqa: E402
+    STATUS_TTL_S,
+    RemoteExplorer,
+    RemoteModelStore,
+    RemoteServedModel,
+    RemoteStatus,
+    ReplicasUnavailableError,
+)
+from tests.demo.test_store import protocol_members  # noqa: E402
 from xception_core.settings import Settings  # noqa: E402
 
 pytestmark = pytest.mark.scale
@@ -87,13 +98,61 @@ def test_a_timeout_is_not_retried_and_says_so():
     assert len(handle.predict.calls) == 1 and store.retries == 0
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_status_while_replicas_start_then_ready():
     ready = RemoteStatus("kitchenware", ["kitchenware"], [SlotStatus("kitchenware", "Kitchenware", "ready", 3.0)],
                          {"kitchenware": "Kitchenware"})
     handle = FakeHandle(status=[ActorDiedError(), ready])
-    store = RemoteModelStore(handle, Settings(weights="kitchenware"))
+    clock = FakeClock()
+    store = RemoteModelStore(handle, Settings(weights="kitchenware"), clock=clock)
     assert not store.is_ready() and [s.state for s in store.statuses()] == ["loading"]
     assert len(handle.status.calls) == 1  # a status question is never retried: /healthz stays quick
-    store._status_at = -1e9  # the next question goes to the replicas again
+    clock.now += STATUS_TTL_S / 2
+    assert not store.is_ready() and len(handle.status.calls) == 1  # one answer serves every poll meanwhile
+    clock.now += STATUS_TTL_S  # the next question goes to the replicas again
     assert store.is_ready() and store.available() == ["kitchenware"] and store.title("kitchenware") == "Kitchenware"
-    assert store.settled()
+    assert store.settled() and len(handle.status.calls) == 2
+
+
+def test_a_weights_file_is_named_without_its_folder_while_replicas_start():
+    store = RemoteModelStore(FakeHandle(status=[ActorDiedError()]), Settings(weights="/srv/secret/mine.keras"))
+    assert [s.title for s in store.statuses()] == ["mine.keras"]
+
+
+INFO = SimpleNamespace(title="Kitchenware", variant="paper")  # what the replicas' ModelInfo is read for here
+
+
+def test_the_remote_implementations_have_everything_the_protocols_declare():
+    labels = tuple(f"class {i}" for i in range(6))
+    handle = FakeHandle(status=[RemoteStatus("kitchenware", ["kitchenware"], [], {})], served=[(labels, INFO, 150)])
+    store = RemoteModelStore(handle, Settings(weights="kitchenware"))
+    served = store.get("kitchenware")
+    assert isinstance(served, RemoteServedModel) and served.backend is None and served.precision is None
+    assert served.title == "Kitchenware" and served.input_size == 150 and store.get("kitchenware") is served
+    for protocol, implementation in ((Store, store), (ServedModel, served),
+                                     (ActivationSource, store.activation_explorer())):
+        for name in protocol_members(protocol):
+            assert hasattr(implementation, name), f"{type(implementation).__name__} lacks {protocol.__name__}.{name}"
+
+
+def test_the_activation_cache_computes_each_record_once_in_a_replica():
+    from xception_core.runtime.activations import ActivationExplorer
+
+    x = np.zeros((150, 150, 3), np.float32)
+    key = ActivationExplorer.key_for(x, "kitchenware", "paper")
+    record = SimpleNamespace(key=key, nbytes=10)
+    handle = FakeHandle(activations=[record])
+    explorer = RemoteExplorer(RemoteModelStore(handle, Settings(weights="kitchenware")))
+    loaded = SimpleNamespace(info=INFO)  # only its wiring is read: the replica has the weights
+    assert explorer.compute(loaded, x, weights_key="kitchenware") == (record, False)
+    assert explorer.compute(loaded, x, weights_key="kitchenware") == (record, True)
+    assert handle.activations.calls[0][:2] == ("kitchenware", "paper")
+    assert len(handle.activations.calls) == 1 and explorer.forward_calls == 1 and len(explorer) == 1
+    assert explorer.lookup(key) is record and explorer.nbytes == 10

