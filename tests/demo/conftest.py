@@ -72,8 +72,12 @@ def client(live_server):
     return Client(live_server + "/", verbose=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    """One headless Chromium per test module. Not per session: Playwright's sync API keeps an
+    asyncio loop running in the main thread while it is open, and Ray Serve's handles refuse
+    blocking calls from a thread with a running loop, so a browser left open would break the
+    scale tests that run after the browser tests."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
