@@ -19,6 +19,7 @@ import fastapi
 import gradio as gr
 
 from demo.errors import public_text
+from demo.fonts import add_font_routes
 from demo.http_api import register_http_api
 from demo.limits import BodyLimitMiddleware, Janitor
 from demo.netron.exports import register_exports
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None, store: ModelStore | None = None
             health["replicas"] = replicas
         return health
 
+    add_font_routes(app)  # the page's and Netron's fallback font, from the app itself
     exports = register_exports(app, store, add_netron_routes)
     # The plain HTTP API takes the page's upload cap, so both refuse the same files.
     register_http_api(app, store, max_bytes=budgets.upload_bytes, max_waiting=QUEUE_SIZE)

@@ -30,6 +30,7 @@ RANKS = [
     ("xception_core.io", 5),
     ("xception_core.__main__", 5),
     ("demo.errors", 6),  # what a client may be told: used by the store and everything above
+    ("demo.fonts", 6),  # the fonts the page, its figures and Netron use, and their route
     ("demo.store", 6),
     ("demo.services", 7),
     ("demo.netron", 7),
