@@ -11,6 +11,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 if __name__ == "__main__":
+    # TensorFlow's native start-up lines bypass TF_CPP_MIN_LOG_LEVEL: filtered from the log.
+    from demo.log_filter import drop_native_startup_lines
+
+    drop_native_startup_lines()
     # The weights start loading before the UI (Gradio) is imported, so the two overlap on the
     # cores instead of running one after the other (cold start: bench/README.md).
     from demo.ports import exit_if_port_taken
