@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -49,8 +50,8 @@ def rendered_background(page, selector: str) -> float:
     plot = page.locator(f"{selector} .js-plotly-plot").first
     plot.scroll_into_view_if_needed()
     with Image.open(io.BytesIO(plot.screenshot())) as shot:
-        pixels = sorted(luminance(p) for p in shot.convert("RGB").getdata())
-    return pixels[len(pixels) // 2]
+        rgb = np.asarray(shot.convert("RGB"), dtype=np.float64) / 255
+    return float(np.median(rgb @ [0.2126, 0.7152, 0.0722]))
 
 
 def check_chart_theme(page, selectors, scheme: str) -> dict[str, float]:
@@ -118,18 +119,33 @@ def test_the_first_screen_shows_one_status_the_image_input_and_every_sub_tab(chr
     page.close()
 
 
-def platform_fonts(page, selector: str, limit: int = 400) -> dict[str, set[str]]:
-    """{text: the fonts Chromium drew it with} for the elements `selector` finds (CDP)."""
+def _frame_document(node: dict, frame_id: str) -> int | None:
+    """The node id of the document inside the iframe `frame_id`, found in a pierced DOM tree."""
+    attributes = node.get("attributes", [])
+    if node.get("nodeName") == "IFRAME" and frame_id in attributes[1::2] and "contentDocument" in node:
+        return node["contentDocument"]["nodeId"]
+    for child in node.get("children", []):
+        found = _frame_document(child, frame_id)
+        if found is not None:
+            return found
+    return None
+
+
+def platform_fonts(page, selector: str, limit: int = 400, frame_id: str | None = None) -> dict[str, set[str]]:
+    """{markup: the fonts Chromium drew its text with} for the elements `selector` finds, in the
+    page or in its iframe `frame_id` (CDP)."""
     cdp = page.context.new_cdp_session(page)
     cdp.send("DOM.enable")
     cdp.send("CSS.enable")
-    root = cdp.send("DOM.getDocument", {"depth": -1, "pierce": True})["root"]["nodeId"]
+    tree = cdp.send("DOM.getDocument", {"depth": -1, "pierce": True})["root"]
+    root = _frame_document(tree, frame_id) if frame_id else tree["nodeId"]
+    assert root is not None, f"no iframe {frame_id}"
     nodes = cdp.send("DOM.querySelectorAll", {"nodeId": root, "selector": selector})["nodeIds"][:limit]
     used: dict[str, set[str]] = {}
     for node in nodes:
         fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
         if fonts:
-            label = cdp.send("DOM.getOuterHTML", {"nodeId": node})["outerHTML"][:80]
+            label = cdp.send("DOM.getOuterHTML", {"nodeId": node})["outerHTML"][:400]
             used[label] = {f["familyName"] for f in fonts}
     cdp.detach()
     return used
@@ -160,9 +176,9 @@ def test_netron_draws_the_shape_brackets_with_the_apps_fallback(chromium, live_s
     netron = page.frame_locator("#netron-frame")
     netron.locator("#canvas g.node").first.wait_for(timeout=90_000)
     netron.locator(".node-argument", has_text="〈").first.wait_for(timeout=30_000)
-    used = platform_fonts(page, ".node-argument text", limit=60)
-    bracketed = {k: v for k, v in used.items() if "〈" in k or "&#12296;" in k} or used
-    assert bracketed and all("Xception Explorer Fallback" in fonts for fonts in bracketed.values()), bracketed
+    used = platform_fonts(page, ".node-argument text", limit=80, frame_id="netron-frame")
+    bracketed = {k: v for k, v in used.items() if "〈" in k}
+    assert bracketed and all("Xception Explorer Fallback" in fonts for fonts in bracketed.values()), used
     page.close()
 
 
@@ -215,8 +231,11 @@ def test_a_new_photo_never_sits_beside_the_last_answer_and_failures_are_messages
     no_error_badges(page)
     assert top.count() == 0 and page.locator("#gradcam img").count() == 0
     assert page.locator("#classify-info").inner_text().strip() == ""
+    assert not errors, errors
+    page.close()
 
-    # Article vs paper without a photo: the message points to where the photo is chosen.
+    # Article vs paper without a photo (a fresh page): the message points to where the photo is chosen.
+    page, errors = page_at(chromium, live_server, size, "light")
     page.get_by_role("tab", name="Explore", exact=True).click()
     open_subtab(page, "Article vs paper")
     page.locator("#explore-compare").click()
@@ -252,9 +271,9 @@ def test_the_block_diagram_is_usable_without_hovering(chromium, live_server, siz
     sizes = page.evaluate("() => [...document.querySelectorAll('#explore-block-view .textpoint text')]"
                           ".map(t => parseFloat(getComputedStyle(t).fontSize))")
     assert sizes and min(sizes) >= 10, sizes  # node numbers readable on a phone
-    pick = page.locator("#explore-block-pick")
-    pick.click()
-    page.get_by_role("option", name="block5 · middle flow").click()
+    pick = page.locator("#explore-block-pick input")
+    pick.click()  # a tap, then the list: the same on a touch screen
+    page.get_by_role("option", name="block5 · middle flow", exact=True).click()
     details = page.locator("#explore-block-details")
     details.filter(has_text="block5").wait_for(timeout=30_000)
     said = details.inner_text()

@@ -70,9 +70,9 @@ def _layout() -> GlanceView:
         cost_kind = gr.Radio([("bars", "bar"), ("treemap", "treemap")], value="bar", label="Cost chart", scale=1)
     block_view = gr.Plot(label="Block view", elem_id="explore-block-view")
     with gr.Row(equal_height=True):
-        block_pick = gr.Dropdown(BLOCK_PICKS, value=None, label="Block", scale=1, min_width=160,
+        block_pick = gr.Dropdown(BLOCK_PICKS, value=None, label="Block", scale=1, min_width=220,
                                  elem_id="explore-block-pick")
-        block_details = gr.Markdown(text.block_details(None), elem_id="explore-block-details")
+        block_details = gr.Markdown(text.block_details(None), elem_id="explore-block-details", min_width=240)
     with gr.Row():
         ladder = gr.Plot(label="Resolution and channels", elem_id="explore-ladder")
         cost = gr.Plot(label="Parameters and cost", elem_id="explore-cost")
