@@ -34,8 +34,9 @@ CSS = page_font_css() + """
 #explore-gallery .thumbnail-item, #classify-examples .thumbnail-item, #explore-examples .thumbnail-item {
   aspect-ratio: 1 / 1; height: auto; }
 #classify-examples-head p { margin: 0; }
-/* "Use via API" on a phone too (Gradio hides it below 640 px and leaves a lone divider). */
-footer .show-api, footer .show-api-divider { display: flex !important; }
+/* "Use via API" on a phone too (Gradio hides it below 640 px); no divider after the last link. */
+footer .show-api { display: flex !important; }
+footer > .divider:last-child { display: none; }
 @media (max-width: 700px) {
   /* The first screen of a phone: title, one status line, the tabs and the image input. */
   #intro h1 { font-size: 1.55em; margin: 0 0 0.25em 0; }

@@ -122,4 +122,11 @@ def test_upload_note_states_the_limit_and_the_squash():
 def test_download_link_points_at_the_models_route():
     link = text.download_link("xception-kitchenware-paper.keras-bcb2-9c5a.keras", 84_775_541)
     assert 'href="models/xception-kitchenware-paper.keras-bcb2-9c5a.keras"' in link
-    assert "paper wiring (81 MB)" in link
+    assert "paper wiring (85 MB)" in link  # decimal MB, as a file manager shows 84,775,541 bytes
+
+
+def test_file_sizes_are_said_one_way_and_no_text_guesses_them():
+    from demo.ui import teach_text
+
+    assert text.file_size(83_985_776) == "84 MB" and text.file_size(13_400) == "13 kB" and text.file_size(12) == "1 kB"
+    assert "90 MB" not in teach_text.DOWNLOAD_NOTE  # the button says the measured size
