@@ -286,3 +286,43 @@ def test_the_block_diagram_is_usable_without_hovering(chromium, live_server, siz
     page.screenshot(path=str(SCREENSHOTS / f"block-pick-{size}.png"), full_page=False)
     assert not errors, errors
     page.close()
+
+
+def test_small_holes_are_closed(chromium, live_server, tmp_path):
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (2600, 2600, 3), dtype=np.uint8)).save(big)
+    assert big.stat().st_size > 10 * 2**20
+    page, errors = page_at(chromium, live_server, "desktop", "light")
+    # An upload over the limit: one message, not two.
+    page.locator("#classify-image input[type=file]").set_input_files(str(big))
+    page.locator(".toast-body").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(2000)
+    assert page.locator(".toast-body").count() == 1, page.locator(".toast-body").all_inner_texts()
+    page.locator("[data-testid=toast-close]").click()
+
+    page.get_by_role("tab", name="Explore", exact=True).click()
+    open_subtab(page, "Separable convolutions")
+    answer = page.locator("#explore-calculator")
+    answer.filter(has_text="1,728").wait_for(timeout=30_000)
+    page.locator("#calc-in input").fill("")
+    page.locator("#calc-in input").press("Enter")
+    answer.filter(has_text="input channels is empty").wait_for(timeout=30_000)
+    assert "None" not in answer.inner_text()
+
+    open_subtab(page, "Activations")
+    page.locator("#explore-examples .thumbnail-item").first.click()
+    page.locator("#explore-cache-status").filter(has_text="ms").wait_for(timeout=60_000)
+    box = page.locator("#explore-n-top input[type=number]")
+    box.fill("100")
+    box.press("Enter")
+    page.wait_for_function("() => document.querySelector('#explore-n-top input[type=number]').value == '64'",
+                           timeout=30_000)
+    page.wait_for_function("() => document.querySelectorAll('#explore-gallery img').length == 64", timeout=60_000)
+
+    page.get_by_role("tab", name="Teach", exact=True).click()
+    page.locator("#teach-unseen input").click()
+    options = page.get_by_role("option").all_inner_texts()
+    assert options and all(o.strip().startswith("kitchenware photo ") for o in options), options
+    no_error_badges(page)
+    assert not errors, errors
+    page.close()

@@ -72,7 +72,8 @@ def _layout(photo: Photo) -> ActivationsView:
             examples = gr.Gallery(label="Examples", columns=EXAMPLE_COLUMNS, height="auto", allow_preview=False,
                                   object_fit="cover", interactive=False, elem_id="explore-examples")
             block = gr.Dropdown(BLOCK_CHOICES, value=DEFAULT_BLOCK, label="Block", elem_id="explore-block")
-            n_top = gr.Slider(1, N_MAX, value=N_DEFAULT, step=1, label="Most active channels shown")
+            n_top = gr.Slider(1, N_MAX, value=N_DEFAULT, step=1, label="Most active channels shown",
+                              elem_id="explore-n-top")
             with gr.Row():
                 overlay = gr.Checkbox(value=True, label="Overlay on the image", elem_id="explore-overlay")
                 shared_scale = gr.Checkbox(value=True, label="One colour scale for all tiles",
@@ -150,7 +151,8 @@ def _wire_views(ctx: ExploreContext, view: ActivationsView) -> None:
         """A new block or number of tiles: the view starts again from the most active channel."""
         started = time.perf_counter()
         if key is None and payload is None:  # no photo yet: the channel slider follows the block
-            return {view.channel: gr.update(maximum=block_channels(check_block(block_name)) - 1)}
+            return {view.channel: gr.update(maximum=block_channels(check_block(block_name)) - 1),
+                    view.n_top: clamped(n, 1, N_MAX, N_DEFAULT)}
         record, hit = service.record(key, payload)
         return _view(service, view, photo, record, hit, block_name, n, overlay_on, shared_on, client_value, started)
 
