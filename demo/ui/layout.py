@@ -45,7 +45,7 @@ footer > .divider:last-child { display: none; }
   /* Example captions whole ("spoon", not "sp…"): three columns. */
   #classify-examples .grid-container, #explore-examples .grid-container {
     grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
-  /* Sub-tabs a thumb can hit. */
+  /* Sub-tabs packed a little closer: all six in two rows at 390 px, not three. */
   #explore-tabs .tab-container button, #main-tabs .tab-container button { padding: 0 10px; }
 }
 """
@@ -83,7 +83,8 @@ def build_demo(store: ModelStore, exports: Exports | None = None, max_upload: st
         def show_status():
             statuses = store.statuses()
             served = classify.model(None) if store.is_ready() else None
-            return text.model_status(statuses, served), gr.Accordion(visible=text.imagenet_help(statuses, served) is not None)
+            helps = text.imagenet_help(statuses, served) is not None
+            return text.model_status(statuses, served), gr.Accordion(visible=helps)
 
         timer = gr.Timer(2.0)
         timer.tick(show_status, None, [status, help_box], api_visibility="private", queue=False)

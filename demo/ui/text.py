@@ -246,8 +246,8 @@ def classify_info(served: ServedModel, seconds: float, image_size: tuple[int, in
         width, height = image_size
         factor = served.input_size / min(width, height)
         if factor >= UPSCALE_NOTE_FROM:
-            text += (f"  \n**Your photo is only {width}×{height} pixels**: the model saw it enlarged {factor:.0f}× to "
-                     f"{served.input_size}×{served.input_size}, so it has little detail to go on.")
+            text += (f"  \n**Your photo is only {width}×{height} pixels**: the model saw it enlarged "
+                     f"{factor:.0f}× to {served.input_size}×{served.input_size}, so it has little detail to go on.")
     if served.precision == "int8":
         text += ("  \n**int8 model** (XCEPTION_PRECISION=int8): quantized for speed; its probabilities can "
                  "differ a little from full precision, and on rare photos its top class.")

@@ -279,9 +279,8 @@ def test_the_block_diagram_is_usable_without_hovering(chromium, live_server, siz
     said = details.inner_text()
     assert "middle flow" in said and "9×9×728" in said and "1,618,344 parameters" in said
     page.wait_for_timeout(500)
-    widths = page.evaluate("() => [...document.querySelectorAll('#explore-block-view .scatterlayer .trace')]"
-                           ".flatMap(t => [...t.querySelectorAll('path.point')].map(p => parseFloat(p.style.strokeWidth)"
-                           " || 0))")
+    widths = page.evaluate("() => [...document.querySelectorAll('#explore-block-view .scatterlayer path.point')]"
+                           ".map(p => parseFloat(p.style.strokeWidth) || 0)")
     assert max(widths) >= 4  # the chosen block is outlined in the diagram
     page.screenshot(path=str(SCREENSHOTS / f"block-pick-{size}.png"), full_page=False)
     assert not errors, errors

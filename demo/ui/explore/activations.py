@@ -124,8 +124,8 @@ def _view(service: ExploreService, view: ActivationsView, photo: Photo, record: 
             view.stats: text.block_stats(record, block_name), view.histogram: histogram,
             view.channel: gr.update(maximum=channels - 1, value=chosen, label=f"Channel (0–{channels - 1}) at full size"),
             view.full: big, view.cache_status: text.cache_status(record, hit, service.explorer, ms),
-            photo.record_key: record.key, view.colour_bar: text.colour_bar(figures.ramp_css(), value_range, stats.after_relu),
-            view.n_top: n}
+            photo.record_key: record.key, view.n_top: n,
+            view.colour_bar: text.colour_bar(figures.ramp_css(), value_range, stats.after_relu)}
 
 
 def _wire_views(ctx: ExploreContext, view: ActivationsView) -> None:

@@ -28,7 +28,8 @@ class ArticleView:
 
 def _layout() -> ArticleView:
     intro = gr.Markdown(text.article_intro(None), elem_id="explore-article-intro")
-    wiring = gr.Plot(label="Where the article's wiring differs (①–④ as in the list above)", elem_id="explore-diff-view")
+    wiring = gr.Plot(label="Where the article's wiring differs (①–④ as in the list above)",
+                     elem_id="explore-diff-view")
     compare = gr.Button("Compare both wirings on your photo", variant="primary", elem_id="explore-compare")
     gr.Markdown(text.COMPARE_NOTE, elem_id="explore-compare-note")
     differences = gr.Plot(label="Per-block difference", elem_id="explore-diff")

@@ -100,7 +100,8 @@ def build(ctx: ExploreContext, tab: gr.Tab) -> GlanceView:
     ctx.fill([view.status, view.block_view, view.block_details, view.ladder, view.cost, view.table], fill,
              inputs=[view.cost_kind, view.show_layers, view.block_pick])
 
-    view.json_button.click(architecture_handler(ctx.service, page=True), [view.which], view.json, api_name="architecture_view",
+    view.json_button.click(architecture_handler(ctx.service, page=True), [view.which], view.json,
+                           api_name="architecture_view",
                            api_visibility="private")
     return view
 
