@@ -41,6 +41,10 @@ if __name__ == "__main__" and "served" in globals():
     # Gradio's reload mode re-running this file after an edit: only the page is built again.
     page = build_page(served)  # noqa: F821 - set by _serving on the first run
 elif __name__ == "__main__":
+    # TensorFlow's native start-up lines bypass TF_CPP_MIN_LOG_LEVEL: filtered from the log.
+    from demo.log_filter import drop_native_startup_lines
+
+    drop_native_startup_lines()
     # The weights start loading before the UI (Gradio) is imported, so the two overlap on the
     # cores instead of running one after the other (cold start: bench/README.md).
     from demo.ports import exit_if_port_taken

@@ -21,6 +21,7 @@ import fastapi
 import gradio as gr
 
 from demo.errors import public_text
+from demo.fonts import add_font_routes
 from demo.http_api import refusal_answer, register_http_api
 from demo.limits import (
     BodyLimitMiddleware,
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
             health["replicas"] = replicas
         return health
 
+    add_font_routes(app)  # the page's and Netron's fallback font, from the app itself
     exports = register_exports(app, store, add_netron_routes)
     # The plain HTTP API takes the page's upload cap, so both refuse the same files.
     register_http_api(app, store, max_bytes=budgets.upload_bytes, max_waiting=QUEUE_SIZE)

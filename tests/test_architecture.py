@@ -45,6 +45,8 @@ MODULE_RANKS = {
     "xception_core.__main__": 5,
     "demo": 6,  # empty package root
     "demo.errors": 6,  # what a client may be told: used by the store and everything above
+    "demo.fonts": 6,  # the fonts the page, its figures and Netron use, and their route
+    "demo.log_filter": 0,  # a stderr filter app.py installs before anything else; imports nothing of ours
     "demo.store": 6,
     "demo.store_remote": 6,  # the store's interface over Ray Serve replicas
     "demo.http_api": 7,  # plain HTTP routes over the store, beside the services and Netron's routes

@@ -35,6 +35,8 @@ import fastapi
 from fastapi import Request
 from fastapi.responses import FileResponse, Response
 
+from demo.fonts import FALLBACK, fallback_face
+
 __all__ = [
     "NETRON_CSP",
     "MODELS_CSP",
@@ -166,6 +168,21 @@ PATCHES: tuple[Patch | MetadataPatch, ...] = (
         anchor="                this._navigator.sendBeacon(url, body);\n",
         replacement=f"                void url; void body; // {_MARK}: no analytics beacons\n",
         why="Second line of defence: even a started telemetry session never sends a beacon.",
+    ),
+    Patch(
+        file="index.html",
+        anchor="</head>\n",
+        replacement=(
+            f"<style>/* {_MARK}: the app's fallback font after the system's */\n"
+            + fallback_face("../fonts") + "\n"
+            'body, button, .sidebar, .node-item text, .node-argument > text, .edge-label { font-family: '
+            '-apple-system, BlinkMacSystemFont, "Segoe WPC", "Segoe UI", "Ubuntu", "Droid Sans", sans-serif, '
+            f'"{FALLBACK}", "PingFang SC"; }}\n</style>\n</head>\n'
+        ),
+        why=(
+            "Netron writes shapes between CJK angle brackets (U+3008/3009): a machine without a CJK font "
+            "drew 'kernel▯3×3×3×32▯'. The app's fallback font has them, served from the app."
+        ),
     ),
     MetadataPatch(
         file="keras-metadata.json",

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from demo.services import UserError
 from demo.services.classify import RESULT_TTL_S, ClassifyService
 from demo.services.examples import ExampleService
 from demo.store import ModelStore
 from demo.ui import text
-from demo.ui.events import errors_as_messages
+from demo.ui.events import errors_as_api_errors, errors_as_messages
 
 EXAMPLE_COLUMNS = 5
 
@@ -67,7 +68,9 @@ def _layout(max_upload: str) -> ClassifyView:
             weights = gr.Dropdown(label="Weights", choices=[], value=None, interactive=True,
                                   info="Which pretrained weights and label set to use.")
             run = gr.Button("Classify", variant="primary")
-            examples = gr.Gallery(label="Examples: click one to classify it", columns=EXAMPLE_COLUMNS, height="auto",
+            # The gallery's own label floats over its first thumbnails: a heading above it instead.
+            gr.Markdown(text.EXAMPLES_HEAD, elem_id="classify-examples-head")
+            examples = gr.Gallery(show_label=False, columns=EXAMPLE_COLUMNS, height="auto",
                                   allow_preview=False, object_fit="cover", interactive=False,
                                   elem_id="classify-examples")
             credit = gr.Markdown(elem_id="examples-credit")
@@ -84,18 +87,28 @@ def _layout(max_upload: str) -> ClassifyView:
                         gr.State(None, time_to_live=RESULT_TTL_S), gr.State(None))
 
 
-def _wire_classify(view: ClassifyView, service: ClassifyService, examples: ExampleService) -> None:
-    """The Classify button, a click on an example (shown, then classified), and another class explained."""
+def _cleared(view: ClassifyView) -> dict:
+    """The outputs with no answer in them: what a new photo, or a failed classification, leaves."""
+    return {view.top5: None, view.info: "", view.cam_class: gr.update(choices=[], value=None), view.cam: None,
+            view.explained: None, view.cam_note: text.GRADCAM_NOTE}
 
-    @errors_as_messages
+
+def _wire_classify(view: ClassifyView, service: ClassifyService, examples: ExampleService) -> None:
+    """A new photo (uploaded, snapped or pasted: classified at once), the Classify button, a click
+    on an example (shown, then classified), another class explained, other weights chosen."""
+
+    @errors_as_messages(clear=lambda *args: _cleared(view))
     def on_classify(payload, key):
+        if payload is None:  # the photo was removed: so is its answer
+            return _cleared(view)
         classified = service.classify(payload, key)
         top_labels = classified.top_labels
         grid = classified.prediction.features.shape[0]
-        return ({label: float(p) for label, p in classified.prediction.top},
-                text.classify_info(classified.served, classified.seconds),
-                gr.update(choices=top_labels, value=top_labels[0]), service.explain(classified),
-                service.remember(classified), text.gradcam_note(grid, classified.served.input_size))
+        return {view.top5: {label: float(p) for label, p in classified.prediction.top},
+                view.info: text.classify_info(classified.served, classified.seconds, classified.image.size),
+                view.cam_class: gr.update(choices=top_labels, value=top_labels[0]),
+                view.cam: service.explain(classified), view.explained: service.remember(classified),
+                view.cam_note: text.gradcam_note(grid, classified.served.input_size)}
 
     @errors_as_messages
     def on_explain(label, result_key: str | None):
@@ -111,40 +124,64 @@ def _wire_classify(view: ClassifyView, service: ClassifyService, examples: Examp
             return gr.skip()
         return str(photos[index].path)
 
-    outputs = [view.top5, view.info, view.cam_class, view.cam, view.explained, view.cam_note]
+    outputs = list(_cleared(view))
     classify = dict(preprocess=False, api_visibility="private", concurrency_limit=8, concurrency_id="classify")
+    clear = dict(fn=lambda: _cleared(view), inputs=None, outputs=outputs, api_visibility="private", queue=False,
+                 show_progress="hidden")
     view.run.click(on_classify, [view.image, view.weights], outputs, **classify)
+    # A new photo never sits beside the last one's answer: the answer goes at once, and the new
+    # photo is classified without a click (as an example is).
+    view.image.input(**clear).then(on_classify, [view.image, view.weights], outputs, **classify)
+    view.weights.input(**clear)
     view.cam_class.input(on_explain, [view.cam_class, view.explained], [view.cam], api_visibility="private")
     # A click on an example shows it and classifies it: one click to an answer.
     view.examples.select(on_example, [view.weights], [view.image], api_visibility="private", queue=False).success(
         on_classify, [view.image, view.weights], outputs, **classify)
 
 
+def find_class(labels: tuple[str, ...] | list[str], asked: str) -> str:
+    """The label `asked` names, ignoring case and spaces at the ends or repeated ("  Fork " → "fork").
+
+    Raises:
+        UserError: No such class; the message lists the classes (the first few of a long list).
+    """
+    def key(name: str) -> str:
+        return " ".join(name.split()).casefold()
+
+    by_key = {key(label): label for label in labels}
+    found = by_key.get(key(asked))
+    if found is None:
+        raise UserError(text.unknown_class(asked, labels))
+    return found
+
+
 def _build_api(service: ClassifyService) -> None:
-    """`/classify` and `/gradcam`, on hidden components of their own: their labels are what the API
-    page and the clients call each parameter and output; the handlers' parameter names are the
-    parameters' names."""
+    """`/classify` and `/gradcam`, on hidden components of their own: the outputs' labels are the
+    names the clients give them (`top5`, `heatmap`, `score`, as the README says); the inputs'
+    labels describe each parameter; the handlers' parameter names are the parameters' names."""
     with gr.Column(visible=False):
         api_image = gr.Image(label=text.API_IMAGE, type="filepath")
         api_weights = gr.Textbox(label=text.API_WEIGHTS, value="")
         api_class = gr.Textbox(label=text.API_CLASS, value="")
-        api_top5 = gr.JSON(label="top5: {class: probability} of the 5 most probable classes")
-        api_heatmap = gr.Image(label="heatmap: Grad-CAM of the class over the photo (PNG)", type="pil",
-                               format="png")
-        api_score = gr.JSON(label="score: {class_name, probability, rank} of the explained class")
+        api_top5 = gr.JSON(label="top5")
+        api_heatmap = gr.Image(label="heatmap", type="pil", format="png")
+        api_score = gr.JSON(label="score")
         api_classify = gr.Button(visible=False)
         api_gradcam = gr.Button(visible=False)
 
-    @errors_as_messages
+    @errors_as_api_errors
     def classify(image, weights: str = "") -> dict[str, float]:
         """Classify a photo: the 5 most probable classes of the weights, with probabilities."""
         return service.top(image, weights or None)
 
-    @errors_as_messages
+    @errors_as_api_errors
     def gradcam(image, class_name: str = "", weights: str = ""):
         """Where the model looked for one class: a Grad-CAM heat map over the photo, and the class's score."""
-        classified = service.classify(image, weights or None, k=len(service.model(weights or None).labels))
-        label = class_name.strip() if isinstance(class_name, str) and class_name.strip() else classified.top_labels[0]
+        served = service.model(weights or None)
+        asked = class_name if isinstance(class_name, str) else ""
+        label = find_class(served.labels, asked) if asked.strip() else None  # refused before any work
+        classified = service.classify(image, weights or None, k=len(served.labels))
+        label = label or classified.top_labels[0]
         heatmap = service.explain(classified, label)
         ranked = classified.top_labels
         probability = dict(classified.prediction.top)[label]

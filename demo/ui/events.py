@@ -1,13 +1,23 @@
-"""What every event handler shares: failures become short messages on the page, never a traceback
-in the log for a visitor's mistake, never a server path or raw Python text on the page."""
+"""What every event handler shares: failures become short messages, never a traceback in the log
+for a visitor's mistake, never a server path or raw Python text on the page.
+
+One mechanism on the page: a refused or failed event says why in a toast and changes no input;
+outputs it would leave stale are cleared (`clear=`), the others stay as they were. Raising
+`gr.Error` instead would put an "Error" badge over every output of the event, inputs included
+(Gradio marks all of them), and leave stale results beneath. The public API's handlers raise: a
+client must get the failure as an error (`errors_as_api_errors`).
+"""
 
 from __future__ import annotations
 
 import functools
+import html
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
+from gradio.context import LocalContext
 
 from demo.errors import public_text
 from demo.services import UserError
@@ -15,26 +25,74 @@ from demo.services import UserError
 logger = logging.getLogger("demo.events")
 
 INTERNAL_ERROR = "Something went wrong on the server ({kind}); it has been logged. Please try again."
+REFUSED_TITLE = "Not done"
+FAILED_TITLE = "Server error"
+TOAST_SECONDS = 8
 
 
-def errors_as_messages(handler: Callable) -> Callable:
-    """Runs an event handler: a `UserError` becomes its message on the page (`gr.Error`) and one
-    log line; anything else is logged with its traceback (a bug) and the page gets a generic
-    message naming only the exception's kind."""
+def _message(handler: Callable, exc: Exception) -> tuple[str, bool]:
+    """(the message a visitor may read, whether it is their mistake); logs it (a bug with its traceback)."""
+    if isinstance(exc, gr.Error):
+        return str(exc.message), True
+    if isinstance(exc, UserError):
+        message = public_text(exc)
+        logger.info("%s: refused: %s", handler.__name__, message[:200])
+        return message, True
+    logger.exception("%s failed", handler.__name__, exc_info=exc)
+    return INTERNAL_ERROR.format(kind=type(exc).__name__), False
+
+
+def in_page_event() -> bool:
+    """Whether this runs in a queued event of a page (toasts reach the page only from those)."""
+    return LocalContext.event_id.get(None) is not None and LocalContext.blocks.get(None) is not None
+
+
+def toast(message: str, mistake: bool = True) -> None:
+    """A message in the page's toast area (the text is shown as text, never as HTML)."""
+    gr.Warning(html.escape(message), duration=TOAST_SECONDS, title=REFUSED_TITLE if mistake else FAILED_TITLE)
+
+
+def errors_as_messages(handler: Callable | None = None, *, clear: Callable[..., Any] | None = None) -> Callable:
+    """Runs a page event's handler: a `UserError` (or `gr.Error`) becomes a toast and one log line;
+    anything else (a bug) is logged with its traceback and the toast names only the exception's kind.
+
+    Args:
+        clear: Called with the handler's arguments after a failure; returns what the outputs
+            become (e.g. `{top5: None}` so an old answer does not sit beside a new photo).
+            Without it every output stays as it was (`gr.skip()`).
+
+    Outside a queued page event (a direct call in a test, an unqueued event) the message is
+    raised as `gr.Error`, the only way it can reach anyone there.
+    """
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - the visitor gets a message, the log the traceback
+                message, mistake = _message(fn, exc)
+                if not in_page_event():
+                    raise gr.Error(message, print_exception=False) from None
+                toast(message, mistake)
+                return clear(*args, **kwargs) if clear is not None else gr.skip()
+
+        return run
+
+    return wrap(handler) if handler is not None else wrap
+
+
+def errors_as_api_errors(handler: Callable) -> Callable:
+    """Runs a public API handler: a `UserError` becomes `gr.Error` with its message (the client
+    raises it) and one log line; anything else is logged with its traceback and the client gets a
+    generic message naming only the exception's kind."""
 
     @functools.wraps(handler)
     def run(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
-        except gr.Error as exc:
-            exc.print_exception = False  # a message for the visitor, not a bug
-            raise
-        except UserError as exc:
-            message = public_text(exc)
-            logger.info("%s: refused: %s", handler.__name__, message[:200])
+        except Exception as exc:  # noqa: BLE001
+            message, _ = _message(handler, exc)
             raise gr.Error(message, print_exception=False) from None
-        except Exception as exc:  # noqa: BLE001 - the visitor gets a message, the log the traceback
-            logger.exception("%s failed", handler.__name__)
-            raise gr.Error(INTERNAL_ERROR.format(kind=type(exc).__name__), print_exception=False) from None
 
     return run

@@ -18,6 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from demo.fonts import SANS
 from xception_core.arch.spec import WIRING_DIFFERENCES, wiring_difference
 from xception_core.io.visualize import colorize
 from xception_core.runtime.introspection import BlockInfo, ModelDescription
@@ -43,7 +44,7 @@ FLOW_COLORS: dict[str, str] = {"input": "#9E9E9E", "entry": "#4C78A8", "middle":
 _SHORTCUT_COLORS = {"identity": "#8C8C8C"}  # conv shortcuts take the theme's ink
 _ARTICLE_COLOR = "#D62728"
 
-_FONT = dict(family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size=12)
+_FONT = dict(family=SANS, size=12)  # the page's own font (served by the app), not a system font
 
 
 # ------------------------------------------------------------------------------------------ text
@@ -237,8 +238,8 @@ def _block_nodes(fig: go.Figure, description: ModelDescription, per_block: Mappi
             outline[i], widths[i] = theme.ink, 4
     fig.add_trace(go.Scatter(
         x=xs, y=[0] * len(names), mode="markers+text", text=labels,
-        textfont=dict(color="white", size=9 if narrow else 12), textposition="middle center",
-        marker=dict(symbol="square", size=18 if narrow else 34, color=colors, line=dict(color=outline, width=widths)),
+        textfont=dict(color="white", size=10 if narrow else 12), textposition="middle center",
+        marker=dict(symbol="square", size=21 if narrow else 34, color=colors, line=dict(color=outline, width=widths)),
         hovertext=hover, hoverinfo="text", showlegend=False, name="blocks",
     ))
     if narrow:  # a phone has no room for the shapes: the hover text carries every one

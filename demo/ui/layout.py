@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from demo.fonts import page_font_css
 from demo.netron.exports import Exports
 from demo.services.classify import ClassifyService
 from demo.services.examples import ExampleService
@@ -18,11 +19,11 @@ from demo.ui.explore.tab import build_explore_tab
 from demo.ui.netron_tab import build_netron_section
 from demo.ui.teach_tab import build_teach_tab
 
-CSS = """
-#status-line { font-size: 0.9em; opacity: 0.85; }
-#weights-panel { font-size: 0.95em; }
+CSS = page_font_css() + """
+#status-line { font-size: 0.92em; }
+#imagenet-help { font-size: 0.92em; }
+#imagenet-help code { word-break: break-all; }
 #netron-frame { height: min(720px, 78vh); }
-#weights-panel code { word-break: break-all; }
 /* Galleries show every tile: Gradio caps an unsized gallery at 55vh and scrolls the rest out of sight. */
 #explore-gallery .grid-wrap, #classify-examples .grid-wrap, #explore-examples .grid-wrap {
   min-height: 0 !important; max-height: none !important; }
@@ -32,6 +33,21 @@ CSS = """
   grid-auto-rows: auto !important; grid-template-rows: none !important; }
 #explore-gallery .thumbnail-item, #classify-examples .thumbnail-item, #explore-examples .thumbnail-item {
   aspect-ratio: 1 / 1; height: auto; }
+#classify-examples-head p { margin: 0; }
+/* "Use via API" on a phone too (Gradio hides it below 640 px); no divider after the last link. */
+footer .show-api { display: flex !important; }
+footer > .divider:last-child { display: none; }
+@media (max-width: 700px) {
+  /* The first screen of a phone: title, one status line, the tabs and the image input. */
+  #intro h1 { font-size: 1.55em; margin: 0 0 0.25em 0; }
+  #intro p { font-size: 0.92em; line-height: 1.4; margin: 0; }
+  #status-line { font-size: 0.85em; line-height: 1.35; }
+  /* Example captions whole ("spoon", not "sp…"): three columns. */
+  #classify-examples .grid-container, #explore-examples .grid-container {
+    grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+  /* Sub-tabs packed a little closer: all six in two rows at 390 px, not three. */
+  #explore-tabs .tab-container button, #main-tabs .tab-container button { padding: 0 10px; }
+}
 """
 
 # Read in the browser on load: the figures follow the page's theme and width.
@@ -49,30 +65,33 @@ def build_demo(store: ModelStore, exports: Exports | None = None, max_upload: st
     explore = ExploreService(store)
     examples = ExampleService(store)
     with gr.Blocks(title=text.TITLE) as blocks:
-        gr.Markdown(text.INTRO)
-        status = gr.Markdown(elem_id="status-line")
-        weights_md = gr.Markdown(text.weights_panel([], None), elem_id="weights-panel")
+        gr.Markdown(text.INTRO, elem_id="intro")
+        status = gr.Markdown(text.status_line([], False), elem_id="status-line")
+        with gr.Accordion("How to get the ImageNet-1k weights", open=False, visible=False,
+                          elem_id="imagenet-help") as help_box:
+            gr.Markdown(text.HOW_TO_GET_IMAGENET)
         client = gr.JSON(visible=False)
-        with gr.Tabs():
+        with gr.Tabs(overflow_behavior="wrap", elem_id="main-tabs"):
             with gr.Tab("Classify", id="classify"):
                 classify_view = build_classify_tab(store, classify, examples, max_upload)
             with gr.Tab("Explore", id="explore") as explore_tab:
                 graph = (lambda: build_netron_section(classify, exports)) if exports is not None else None
                 explore_view = build_explore_tab(store, explore, examples, client, graph)
             with gr.Tab("Teach", id="teach"):
-                build_teach_tab(store, blocks)
+                build_teach_tab(store, blocks, client)
 
         def show_status():
             statuses = store.statuses()
             served = classify.model(None) if store.is_ready() else None
-            return text.status_line(statuses, store.is_ready()), text.weights_panel(statuses, served)
+            helps = text.imagenet_help(statuses, served) is not None
+            return text.model_status(statuses, served), gr.Accordion(visible=helps)
 
         timer = gr.Timer(2.0)
-        timer.tick(show_status, None, [status, weights_md], api_visibility="private", queue=False)
+        timer.tick(show_status, None, [status, help_box], api_visibility="private", queue=False)
         timer.tick(lambda: gr.Timer(active=not store.settled()), None, timer, api_visibility="private", queue=False)
         for refresh in classify_view.refreshes:
             timer.tick(refresh.fn, refresh.inputs, refresh.outputs, api_visibility="private", queue=False)
-        blocks.load(show_status, None, [status, weights_md], api_visibility="private", queue=False)
+        blocks.load(show_status, None, [status, help_box], api_visibility="private", queue=False)
         for refresh in classify_view.refreshes:
             blocks.load(refresh.fn, refresh.inputs, refresh.outputs, api_visibility="private", queue=False)
         blocks.load(None, None, client, js=CLIENT_JS, api_visibility="private", queue=False)

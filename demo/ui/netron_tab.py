@@ -62,7 +62,7 @@ def build_netron_section(service: ClassifyService, exports: Exports):
         prepare = gr.Button("Prepare the full .keras download (architecture and weights)", variant="secondary",
                             elem_id="keras-prepare")
         # A link to the app's own /models/ route (allowlisted export names, no server path in the
-        # URL), not a Gradio file: a 90 MB download is never copied into Gradio's cache.
+        # URL), not a Gradio file: a download of ~90 MB is never copied into Gradio's cache.
         download = gr.HTML(visible=False, elem_id="keras-download")
     names.click(None, js=NAMES_JS)
 

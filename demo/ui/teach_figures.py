@@ -15,25 +15,32 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from demo.fonts import SANS
+from demo.ui.figures import LIGHT, Theme
+
 __all__ = ["CLASS_COLORS", "accuracy_by_block_figure", "confusion_figure", "feature_map_figure"]
 
 # Ten distinguishable colours (Tableau 10), one per class: at most 10 classes.
 CLASS_COLORS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#FF9DA6",
                 "#9D755D", "#BAB0AC")
 MAX_THUMBNAILS = 60  # photos drawn as pictures on the map; beyond that, markers only (legibility, page size)
-_FONT = dict(family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size=12)
+_FONT = dict(family=SANS, size=12)
 
 
-def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0.01, xanchor="left", font=dict(size=15)), font=_FONT,
-                      paper_bgcolor="white", plot_bgcolor="rgba(0,0,0,0)", height=height,
+def _layout(fig: go.Figure, title: str, height: int, theme: Theme) -> go.Figure:
+    """Transparent paper and plot, ink and grid from the page's theme (light or dark)."""
+    fig.update_layout(title=dict(text=title, x=0.01, xanchor="left", font=dict(size=13 if theme.narrow else 15)),
+                      font=dict(_FONT, color=theme.ink), paper_bgcolor="rgba(0,0,0,0)",
+                      plot_bgcolor="rgba(0,0,0,0)", height=height,
                       margin=dict(l=10, r=10, t=48, b=10), legend=dict(orientation="h", y=-0.12))
+    fig.update_xaxes(gridcolor=theme.grid, linecolor=theme.muted, zerolinecolor=theme.grid)
+    fig.update_yaxes(gridcolor=theme.grid, linecolor=theme.muted, zerolinecolor=theme.grid)
     return fig
 
 
 def feature_map_figure(points: np.ndarray, labels: Sequence[int], predicted: Sequence[int], class_names: Sequence[str],
                        photo_names: Sequence[str], thumbnails: Sequence[str | None] = (), *, title: str,
-                       explained: Sequence[float] = ()) -> go.Figure:
+                       explained: Sequence[float] = (), theme: Theme = LIGHT) -> go.Figure:
     """Every photo as a point in the first two principal components of its features.
 
     Args:
@@ -46,6 +53,7 @@ def feature_map_figure(points: np.ndarray, labels: Sequence[int], predicted: Seq
         thumbnails: N `data:` URLs (or None) drawn at the points when N ≤ `MAX_THUMBNAILS`.
         title: Figure title.
         explained: Share of variance along each axis, for the axis titles.
+        theme: The page's colours.
     """
     points = np.asarray(points, np.float32).reshape(-1, 2)
     labels, predicted = np.asarray(labels), np.asarray(predicted)
@@ -62,7 +70,7 @@ def feature_map_figure(points: np.ndarray, labels: Sequence[int], predicted: Seq
                 x=points[idx, 0], y=points[idx, 1], mode="markers", name=name if not wrong else f"{name} (misclassified)",
                 legendgroup=name, showlegend=not wrong or not np.any((labels == k) & (predicted == labels)),
                 marker=dict(color=CLASS_COLORS[k % len(CLASS_COLORS)], size=16 if wrong else 12,
-                            symbol="x" if wrong else "circle", line=dict(color="#222222", width=1.5 if wrong else 0.5)),
+                            symbol="x" if wrong else "circle", line=dict(color=theme.ink, width=1.5 if wrong else 0.5)),
                 hovertext=hover, hoverinfo="text",
             ))
     thumbs = list(thumbnails)
@@ -74,14 +82,15 @@ def feature_map_figure(points: np.ndarray, labels: Sequence[int], predicted: Seq
                 fig.add_layout_image(source=url, x=float(x), y=float(y), xref="x", yref="y", sizex=size, sizey=size,
                                      xanchor="center", yanchor="middle", layer="below", opacity=0.9)
     ex = list(explained) + [0.0, 0.0]
-    fig.update_xaxes(title_text=f"component 1 ({ex[0]:.0%} of variance)", showgrid=True, gridcolor="#EBEBEB",
-                     zeroline=False, showticklabels=False)
-    fig.update_yaxes(title_text=f"component 2 ({ex[1]:.0%})", showgrid=True, gridcolor="#EBEBEB", zeroline=False,
+    fig.update_xaxes(title_text=f"component 1 ({ex[0]:.0%} of variance)", showgrid=True, zeroline=False,
+                     showticklabels=False)
+    fig.update_yaxes(title_text=f"component 2 ({ex[1]:.0%})", showgrid=True, zeroline=False,
                      showticklabels=False, scaleanchor="x", scaleratio=1)
-    return _layout(fig, title, 460)
+    return _layout(fig, title, 460, theme)
 
 
-def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], *, title: str) -> go.Figure:
+def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], *, title: str,
+                     theme: Theme = LIGHT) -> go.Figure:
     """(K, K) counts as a heat map: rows = the class a photo was given, columns = the class a head
     fitted without that photo chose."""
     c = np.asarray(confusion)
@@ -90,16 +99,18 @@ def confusion_figure(confusion: np.ndarray, class_names: Sequence[str], *, title
     names = [html.escape(n) for n in class_names]
     fig = go.Figure(go.Heatmap(
         z=share, x=names, y=names, text=c.astype(int), texttemplate="%{text}", zmin=0, zmax=1,
-        colorscale=[[0, "#FFFFFF"], [1, "#4C78A8"]], showscale=False,
+        # From the page's own background (transparent) to blue: no white panel on a dark page.
+        colorscale=[[0, "rgba(76,120,168,0.06)"], [1, "rgba(76,120,168,1)"]], showscale=False,
+        textfont=dict(color=theme.ink),
         hovertemplate="given: %{y}<br>chosen: %{x}<br>%{text} photo(s)<extra></extra>",
     ))
     fig.update_xaxes(title_text="chosen by the head (cross-validated)", side="bottom", tickangle=-30)
     fig.update_yaxes(title_text="class given", autorange="reversed")
-    return _layout(fig, title, 140 + 36 * len(class_names))
+    return _layout(fig, title, 140 + 36 * len(class_names), theme)
 
 
 def accuracy_by_block_figure(blocks: Sequence[str], accuracy: Sequence[float], dims: Sequence[int], *, chance: float,
-                             selected: str | None = None, title: str) -> go.Figure:
+                             selected: str | None = None, title: str, theme: Theme = LIGHT) -> go.Figure:
     """Cross-validated accuracy of a head on each block's pooled features, shallow to deep."""
     colors = ["#F58518" if b == selected else "#4C78A8" for b in blocks]
     fig = go.Figure(go.Bar(
@@ -109,5 +120,5 @@ def accuracy_by_block_figure(blocks: Sequence[str], accuracy: Sequence[float], d
     ))
     fig.add_hline(y=chance, line=dict(color="#888888", dash="dot"), annotation_text="chance",
                   annotation_position="top left")
-    fig.update_yaxes(range=[0, 1.12], tickformat=".0%", title_text="cross-validated accuracy", gridcolor="#EBEBEB")
-    return _layout(fig, title, 300)
+    fig.update_yaxes(range=[0, 1.12], tickformat=".0%", title_text="cross-validated accuracy")
+    return _layout(fig, title, 300, theme)

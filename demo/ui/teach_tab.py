@@ -20,6 +20,8 @@ from demo.services import UserError
 from demo.services.teach import TaughtPrediction, TeachLimits, TeachService, Trained
 from demo.store import ModelStore
 from demo.ui import teach_figures, teach_text
+from demo.ui.figures import Theme, theme_of
+from demo.ui.text import file_size
 from demo.ui.events import errors_as_messages
 from xception_core.runtime.extractor import FINAL_BLOCK, TRANSFER_BLOCKS
 
@@ -138,7 +140,7 @@ def _layout(service: TeachService) -> TeachView:
             classify = gr.Button("Classify with my classifier", variant="primary", elem_id="teach-classify")
             unseen_photos = service.unseen_photos()
             unseen = gr.Dropdown(label="…or a kitchenware photo the starter set has not seen",
-                                 choices=[(p.stem, i) for i, p in enumerate(unseen_photos)], value=None,
+                                 choices=teach_text.unseen_choices(unseen_photos), value=None,
                                  visible=bool(unseen_photos), interactive=True, elem_id="teach-unseen")
         with gr.Column(scale=6, min_width=300):
             top = gr.Label(label="Your classes", num_top_classes=5, elem_id="teach-top")
@@ -204,41 +206,43 @@ def _wire_photos(service: TeachService, view: TeachView) -> None:
     view.clear.click(on_clear, None, classes, **LIGHT)
 
 
-def _training_figures(trained: Trained, block: str) -> tuple:
-    """The summary, the photos' map, accuracy by block and the confusion matrix, for `block`'s features."""
+def _training_figures(trained: Trained, block: str, theme: Theme) -> tuple:
+    """The summary, the photos' map, accuracy by block and the confusion matrix, for `block`'s
+    features, in the page's theme."""
     result = trained.blocks[block]
     short = {b: teach_text.BLOCK_LABELS[b].split(" · ")[0] for b in trained.blocks}
     photo_map = teach_figures.feature_map_figure(
         result.map.points, trained.labels, result.cv.predicted, trained.class_names,
         [p.name for p in trained.photos], [p.data_url for p in trained.photos],
-        title=teach_text.map_title(trained, block), explained=result.map.explained)
+        title=teach_text.map_title(trained, block), explained=result.map.explained, theme=theme)
     accuracy = teach_figures.accuracy_by_block_figure(
         list(short.values()), [trained.blocks[b].cv.accuracy for b in trained.blocks],
         [trained.blocks[b].dims for b in trained.blocks], chance=trained.chance, selected=short[block],
-        title="Cross-validated accuracy, block by block")
+        title="Cross-validated accuracy, block by block", theme=theme)
     confusion = teach_figures.confusion_figure(result.cv.confusion, trained.class_names,
-                                               title=f"Confusion matrix ({teach_text.BLOCK_LABELS[block]})")
+                                               title=f"Confusion matrix ({teach_text.BLOCK_LABELS[block]})",
+                                               theme=theme)
     return teach_text.train_summary(trained, block), photo_map, accuracy, confusion
 
 
-def _wire_training(service: TeachService, view: TeachView) -> None:
-    """Training, and the figures of another block's features."""
+def _wire_training(service: TeachService, view: TeachView, client: gr.JSON) -> None:
+    """Training, and the figures of another block's features (`client`: the page's theme)."""
 
     @errors_as_messages
-    def on_train(name, request: gr.Request):
+    def on_train(name, client_value, request: gr.Request):
         trained = service.train(_session(request))
-        return _training_figures(trained, _block(name))
+        return _training_figures(trained, _block(name), theme_of(client_value))
 
     @errors_as_messages
-    def on_block(name, request: gr.Request):
+    def on_block(name, client_value, request: gr.Request):
         try:
             trained = service.trained(_session(request))
         except UserError:  # not trained yet: the choice applies to the next training
             return gr.skip()
-        return _training_figures(trained, _block(name))
+        return _training_figures(trained, _block(name), theme_of(client_value))
 
-    view.train.click(on_train, [view.block], view.trained, **LIGHT)
-    view.block.input(on_block, [view.block], view.trained, **LIGHT)
+    view.train.click(on_train, [view.block, client], view.trained, **LIGHT)
+    view.block.input(on_block, [view.block, client], view.trained, **LIGHT)
 
 
 def _wire_trying(service: TeachService, view: TeachView) -> None:
@@ -269,20 +273,22 @@ def _wire_downloads(service: TeachService, view: TeachView) -> None:
         session = _session(request)
         progress(0.1, desc="Writing the head")
         head = service.export_head(session)
-        progress(0.3, desc="Writing Xception + your classifier (~90 MB)")
+        progress(0.3, desc="Writing Xception + your classifier")
         model = service.export_model(session)
-        return (gr.update(value=str(model), visible=True, label=f"Model (.keras, {model.stat().st_size / 2**20:.0f} MB)"),
-                gr.update(value=str(head), visible=True, label=f"Head only (.npz, {head.stat().st_size / 1024:.0f} KB)"))
+        return (gr.update(value=str(model), visible=True, label=f"Model (.keras, {file_size(model.stat().st_size)})"),
+                gr.update(value=str(head), visible=True, label=f"Head only (.npz, {file_size(head.stat().st_size)})"))
 
     view.prepare.click(on_prepare, None, view.downloads, **HEAVY)
 
 
-def build_teach_tab(store: ModelStore, blocks: gr.Blocks) -> TeachService:
-    """Builds the tab inside the caller's `gr.Tab` context; `blocks` gets the session cleanup."""
+def build_teach_tab(store: ModelStore, blocks: gr.Blocks, client: gr.JSON | None = None) -> TeachService:
+    """Builds the tab inside the caller's `gr.Tab` context; `blocks` gets the session cleanup;
+    `client` is the browser's report ({dark, width}) the figures follow (None: light)."""
+    client = client if client is not None else gr.JSON(visible=False)
     service = TeachService(store, store.settings.upload_dir / "teach")
     view = _layout(service)
     _wire_photos(service, view)
-    _wire_training(service, view)
+    _wire_training(service, view, client)
     _wire_trying(service, view)
     _wire_downloads(service, view)
 

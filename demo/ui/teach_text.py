@@ -46,9 +46,15 @@ CLASSIFY_NOTE = ("### Try it on a new photo\nThe taught classifier (on block 14'
                  "classifier's weights for the top class (for a pooled linear classifier this *is* Grad-CAM).")
 
 DOWNLOAD_NOTE = ("### Take it with you\nThe **model** is Xception plus your classifier as one Keras file "
-                 "(~90 MB): `build_xception(weights=\"xception_taught.keras\")` or "
+                 "(its size is on the button once prepared): `build_xception(weights=\"xception_taught.keras\")` or "
                  "`XCEPTION_WEIGHTS=xception_taught.keras python app.py` loads it, with your class names. The **head** alone is a small NumPy `.npz`: "
                  "weights (2048 × classes), bias and class names, on the pooled block-14 features.")
+
+
+def unseen_choices(photos) -> list[tuple[str, int]]:
+    """The starter set's unseen photos as a visitor can tell them apart (their files are bare ids)."""
+    return [(f"kitchenware photo {i + 1} of {len(photos)} (file {p.name})", i) for i, p in enumerate(photos)]
+
 
 _THUMB = "width:48px;height:48px;object-fit:cover;border-radius:4px"
 EMPTY = "No classes yet: name one, add photos, then a second one."

@@ -6,21 +6,20 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from demo.errors import unavailable_reason
+from demo.errors import echo, unavailable_reason
 from demo.store import ServedModel, SlotStatus
 from demo.ui.figures import fmt_macs, shape_text
 from xception_core.arch.spec import WIRING_DIFFERENCES, XCEPTION_SPEC
 from xception_core.runtime.activations import ActivationExplorer, BlockStats, ImageActivations
-from xception_core.runtime.introspection import ModelDescription, SeparableCost, SeparableTotals
+from xception_core.runtime.introspection import BlockInfo, ModelDescription, SeparableCost, SeparableTotals
 
 TITLE = "Xception Explorer"
 
 INTRO = """
 # Xception Explorer
-A pretrained **Xception** (Chollet, *Xception: Deep Learning with Depthwise Separable Convolutions*,
-CVPR 2017, <a href="https://arxiv.org/abs/1610.02357" target="_blank" rel="noopener">arXiv:1610.02357</a>)
-running on this server: classify a photo and see where the network looked (**Classify**), then
-follow the same photo through its entry, middle and exit flows (**Explore**).
+A pretrained **Xception** (Chollet, CVPR 2017, <a href="https://arxiv.org/abs/1610.02357" target="_blank"
+rel="noopener">arXiv:1610.02357</a>) running on this server: **Classify** a photo and see where the network
+looked, **Explore** how it is built and what each block sees in your photo, and **Teach** it classes of your own.
 """
 
 ARTICLE_TITLE = "Xception: Implementing from scratch using Tensorflow"
@@ -32,9 +31,8 @@ ARTICLE_CITATION = (
 # What each preset's classifier knows, in a visitor's words (keyed by preset name).
 _KNOWS = {
     "imagenet": "the 1,000 everyday object classes of ImageNet-1k (animals, vehicles, food, tools…)",
-    "kitchenware": ("only six kitchen utensils: cup, fork, glass, knife, plate, spoon. It is the same "
-                    "ImageNet-trained Xception body with a small six-class head on top, so every photo, "
-                    "even a cat, gets one of these six answers"),
+    "kitchenware": ("only six kitchen utensils (cup, fork, glass, knife, plate, spoon): every photo, even a cat, "
+                    "gets one of these six answers"),
 }
 
 HOW_TO_GET_IMAGENET = (
@@ -160,16 +158,37 @@ def netron_difference_list() -> str:
 
 
 NO_IMAGE = "No image yet: pick an example or upload a photo above."
+NO_COMPARE_IMAGE = ("No photo to compare yet: choose one in Explore › Activations (an example or your own), or in "
+                    "Classify, then press Compare again.")
+COMPARE_NOTE = ("*Your photo* is the one in **Activations** (an example or your own), which starts as the photo "
+                "chosen in **Classify**.")
+EXAMPLES_HEAD = "**Examples**: click one to classify it."
+
+
+def unknown_class(asked: str, labels: Sequence[str], shown: int = 20) -> str:
+    """The answer to a class name the weights do not have: what they do have (the first `shown`)."""
+    listed = ", ".join(labels[:shown]) + (f", … ({len(labels):,} in all)" if len(labels) > shown else "")
+    return f"{echo(asked)} is not a class of these weights. Their classes: {listed}."
+
+
+def _state_word(s: SlotStatus) -> str:
+    return {"waiting": "waiting",
+            "loading": f"loading ({s.seconds:.0f} s)",
+            "ready": "ready",
+            "failed": f"unavailable: {unavailable_reason(s.failure)}"}[s.state]
 
 
 def status_line(statuses: Sequence[SlotStatus], ready: bool) -> str:
-    """The header's model status: what is loading, ready or failed, and why it failed."""
-    words = {"waiting": lambda s: "waiting",
-             "loading": lambda s: f"loading ({s.seconds:.0f} s; first start downloads the weights)",
-             "ready": lambda s: "ready",
-             "failed": lambda s: f"unavailable: {unavailable_reason(s.failure)}"}
-    parts = [f"{s.title}: {words[s.state](s)}" for s in statuses]
-    return f"**Model status ({'ready' if ready else 'loading'}):** " + " · ".join(parts)
+    """Every weights' state in one line (`/healthz`, and the page while nothing is live): ready,
+    loading (never said of weights that failed), or unavailable and why."""
+    if ready:
+        head = "ready"
+    elif any(s.state in ("loading", "waiting") for s in statuses):
+        head = "loading"
+    else:
+        head = "unavailable"
+    parts = [f"{s.title}: {_state_word(s)}" for s in statuses]
+    return f"**Model status: {head}** · " + " · ".join(parts)
 
 
 def knows(served: ServedModel) -> str:
@@ -180,35 +199,50 @@ def knows(served: ServedModel) -> str:
     return f"{n:,} classes" + (f": {', '.join(served.labels)}" if n <= 20 else "")
 
 
-def weights_panel(statuses: Sequence[SlotStatus], served: ServedModel | None) -> str:
-    """Before the first click: which weights are live, what they know, and why not ImageNet."""
+def model_status(statuses: Sequence[SlotStatus], served: ServedModel | None) -> str:
+    """The page's one status: which weights are live, what they know and their input; or, before
+    that, what is loading or why nothing could be. Other weights that failed get one clause."""
     if served is None:
-        return "Loading the pretrained weights; this panel says which ones are live once they are."
-    lines = [f"**Live weights: {served.title}** ({len(served.labels):,} classes, "
-             f"{served.input_size}×{served.input_size} input). They know {knows(served)}."]
-    failed = [s for s in statuses if s.state == "failed"]
-    for s in failed:
-        lines.append(f"**{s.title}: not available**: {unavailable_reason(s.failure)}.")
-    if served.info.preset != "imagenet":
-        if not any(s.key == "imagenet" for s in statuses):
-            lines.append("The ImageNet-1k weights were not requested: this server was started with "
-                         "other weights chosen.")
-        lines.append(HOW_TO_GET_IMAGENET)
-    return "  \n".join(lines)
+        return status_line(statuses, False)
+    line = (f"**Model status: ready** · live weights **{served.title}** ({served.input_size}×{served.input_size} "
+            f"input): they know {knows(served)}.")
+    others = [f"{s.title} {_state_word(s)}" for s in statuses if s.key != served.key and s.state != "ready"]
+    if others:
+        line += " " + "; ".join(others) + "."
+    return line
 
 
-def classify_info(served: ServedModel, seconds: float) -> str:
-    """The line under the top 5: time, weights, wiring, input size, classes, and int8 when on."""
+def imagenet_help(statuses: Sequence[SlotStatus], served: ServedModel | None) -> str | None:
+    """How to get ImageNet-1k, only where it was asked for and could not be had (never beside
+    weights of the visitor's own choosing, nor beside ImageNet itself)."""
+    if served is None or served.info.preset == "imagenet":
+        return None
+    failed = any(s.key == "imagenet" and s.state == "failed" for s in statuses)
+    return HOW_TO_GET_IMAGENET if failed else None
+
+
+def classify_info(served: ServedModel, seconds: float, image_size: tuple[int, int] | None = None) -> str:
+    """The line under the top 5: time, weights, wiring, input size, classes, int8 when on, and how
+    much a small photo was enlarged to fill the input (`image_size`: the photo's (width, height))."""
     info = served.info
     text = (f"**{seconds * 1000:.0f} ms** in the network · weights: **{served.title}** "
             f"({served.input_size}×{served.input_size} input, {len(served.labels)} classes, "
             f"{'wired as in the paper' if info.variant == 'paper' else 'the article’s wiring'})")
+    if image_size and min(image_size) > 0:
+        width, height = image_size
+        factor = served.input_size / min(width, height)
+        if factor >= UPSCALE_NOTE_FROM:
+            text += (f"  \n**Your photo is only {width}×{height} pixels**: the model saw it enlarged "
+                     f"{factor:.0f}× to {served.input_size}×{served.input_size}, so it has little detail to go on.")
     if served.precision == "int8":
         text += ("  \n**int8 model** (XCEPTION_PRECISION=int8): quantized for speed; its probabilities can "
                  "differ a little from full precision, and on rare photos its top class.")
     if len(served.labels) <= 20:
         text += f"  \nThese weights only know {len(served.labels)} classes: {', '.join(served.labels)}."
     return text
+
+
+UPSCALE_NOTE_FROM = 2.0  # a photo enlarged this much or more to fill the input gets a word about it
 
 
 def difference_list(loaded: ModelDescription | None = None) -> str:
@@ -315,21 +349,25 @@ API_BLOCK = "block: 'block1' (stem) … 'block14' (last exit-flow block)"
 API_TOP_N = "top_n: how many of the most active channels to return as maps (1-64)"
 API_WHICH = "which: 'loaded' (the weights that run here) or 'reference' (Keras's 299×299 ImageNet Xception, whatever is loaded)"
 
-API_CLASSIFY = "Classify a photo: the 5 most probable classes of the weights, with their probabilities."
-API_GRADCAM = ("Where the model looked for one class: a Grad-CAM heat map over the photo (display size) and the "
-               "class's probability and rank.")
-API_ARCHITECTURE = ("Xception block by block: totals and, per block, name, flow, output shape, parameters and "
-                    "multiply-accumulates; for the loaded weights or the 299 px reference.")
-API_ACTIVATIONS = ("One block's activations for a photo: its output shape, the mean activation of every channel, "
-                   "and the top_n most active channels as pictures (one forward pass per photo, cached).")
+API_CLASSIFY = ("Classify a photo. Returns top5: {class: probability} of the 5 most probable classes of the "
+                "weights.")
+API_GRADCAM = ("Where the model looked for one class. Returns heatmap: a Grad-CAM heat map of the class over the "
+               "photo (PNG, display size), and score: {class_name, probability, rank} of the class. class_name is "
+               "matched ignoring case and extra spaces ('  Fork ' is 'fork').")
+API_ARCHITECTURE = ("Xception block by block. Returns architecture: totals and, per block, name, flow, output shape, "
+                    "parameters and multiply-accumulates; for the loaded weights or the 299 px reference.")
+API_ACTIVATIONS = ("One block's activations for a photo. Returns activations: its output shape, the mean activation "
+                   "of every channel, the top channels, the maps' value range and timings; and maps: the top_n most "
+                   "active channels as pictures on their true grid, one colour scale, captioned '#channel · mean' "
+                   "(PNG). One forward pass per photo, cached.")
 
 
 START_HERE = """
 ### A guided path through Xception, in five steps
 
 1. **At a glance**: *how is Xception built?* One path of 14 blocks in three flows (entry, middle
-   ×8, exit). Hover a block for its output shape, parameters and cost; the resolution ladder shows
-   the picture shrinking while the channels grow.
+   ×8, exit). Hover or choose a block for its output shape, parameters and cost; the resolution
+   ladder shows the picture shrinking while the channels grow.
 2. **Separable convolutions**: *why is it so cheap for its size?* Nearly every layer is a
    depthwise-separable convolution; the table and the calculator show how many weights that saves.
 3. **Activations**: *what does each block see in my photo?* Pick a photo (the one you chose in
@@ -343,8 +381,26 @@ START_HERE = """
 Each step starts with the question it answers. Use **Next** at the bottom of a step to move on.
 """
 
-GLANCE_INTRO = ("**How is Xception built?** Hover a block of the diagram for its output shape, "
-                "parameters and multiply-accumulates; the numbers are those of the model described.")
+GLANCE_INTRO = ("**How is Xception built?** Hover a block of the diagram, or choose it under the diagram, for its "
+                "output shape, parameters and multiply-accumulates; the table at the bottom lists every block. "
+                "The numbers are those of the model described.")
+BLOCK_PICK_NONE = "Choose a block above to see its output shape, parameters and cost here."
+
+
+def block_details(block: BlockInfo | None) -> str:
+    """One block in words: what the diagram's hover says, for a reader who cannot hover (a phone)."""
+    if block is None:
+        return BLOCK_PICK_NONE
+    shortcut = {"conv": "a 1×1 stride-2 conv (+ BatchNorm)", "identity": "identity", "none": "none"}[block.shortcut]
+    line = (f"**{block.name}** · {block.flow} flow · {block.kind} · output **{shape_text(block.output_shape)}** · "
+            f"**{block.params:,}** parameters ({block.trainable_params:,} trainable) · "
+            f"**{fmt_macs(block.macs)}** multiply-accumulates")
+    return line + (f" · shortcut: {shortcut}" if block.flow != "head" else "")
+
+
+def calculator_empty(label: str, high: int) -> str:
+    """The calculator's word for a field left empty."""
+    return f"{label} is empty: type a whole number from 1 to {high:,}."
 
 
 def calculator_problems(problems: Sequence[str]) -> str:
@@ -371,6 +427,13 @@ def colour_bar(gradient_css: str, value_range: tuple[float, float] | None, after
             f'<div style="font-size:0.8em;opacity:0.8">colour = {kind}</div>')
 
 
+def file_size(size_bytes: int) -> str:
+    """A file's size as a visitor's file manager and browser show it: decimal kB/MB (10^3, 10^6)."""
+    if size_bytes >= 10**6:
+        return f"{size_bytes / 10**6:.0f} MB"
+    return f"{max(size_bytes / 10**3, 1):.0f} kB"
+
+
 def download_link(export_name: str, size_bytes: int) -> str:
     """The .keras download: a link to the app's /models/ route (which names the file)."""
     from urllib.parse import quote
@@ -379,7 +442,7 @@ def download_link(export_name: str, size_bytes: int) -> str:
     return (f'<a href="models/{quote(export_name)}" download '
             'style="display:inline-block;padding:10px 18px;border-radius:8px;font-weight:600;'
             'background:var(--button-primary-background-fill);color:var(--button-primary-text-color)">'
-            f"Download the full .keras, {wiring} wiring ({size_bytes / 2**20:.0f} MB)</a>")
+            f"Download the full .keras, {wiring} wiring ({file_size(size_bytes)})</a>")
 
 
 EXPORTS_OFF = ("The graph view and the model download are off on this server: it has no folder it can "

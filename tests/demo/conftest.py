@@ -96,5 +96,5 @@ def open_app(chromium, url: str, width: int = 1280, height: int = 1100, **option
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url + "/")
-    page.get_by_text("Model status (ready)").wait_for(timeout=60_000)
+    page.locator("#status-line").get_by_text("Model status: ready").wait_for(timeout=60_000)
     return page, errors

@@ -19,11 +19,11 @@ from xception_core.weights.fetch import preset_samples
 pytestmark = pytest.mark.slow
 
 JS_DIR = Path(__file__).parent / "js"
-ENDPOINTS = {
-    "/classify": (["image", "weights"], 1),
-    "/gradcam": (["image", "class_name", "weights"], 2),
-    "/activations": (["image", "block", "top_n"], 2),
-    "/architecture": (["which"], 1),
+ENDPOINTS = {  # parameters, and the outputs by the names the README gives them
+    "/classify": (["image", "weights"], ["top5"]),
+    "/gradcam": (["image", "class_name", "weights"], ["heatmap", "score"]),
+    "/activations": (["image", "block", "top_n"], ["activations", "maps"]),
+    "/architecture": (["which"], ["architecture"]),
 }
 KITCHEN = {"cup", "fork", "glass", "knife", "plate", "spoon"}
 
@@ -41,13 +41,15 @@ def check_documented(endpoints: dict) -> None:
         for p in ep["parameters"]:
             assert p["label"].startswith(p["parameter_name"] + ": ") and len(p["label"]) > 30, p
             assert "Literal[]" not in p["python_type"]["type"]
-        assert len(ep["returns"]) == outputs
-        assert all(not r["label"].startswith("value_") and ": " in r["label"] for r in ep["returns"]), ep["returns"]
+        assert [r["label"] for r in ep["returns"]] == outputs, ep["returns"]
     assert not any(name.endswith("_1") for name in endpoints), list(endpoints)
 
 
 def test_python_client_sees_named_documented_endpoints(client):
     check_documented(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    shown = client.view_api(return_format="str", print_info=False)  # what `client.view_api()` prints
+    assert "top5" in shown and "heatmap" in shown and "score" in shown
+    assert "top5_class_probability" not in shown and "of_the_5_most_probable" not in shown
 
 
 def test_python_client_calls_every_endpoint(client, sample):
@@ -56,7 +58,7 @@ def test_python_client_calls_every_endpoint(client, sample):
     photo = handle_file(str(sample.path))
     top5 = client.predict(photo, "", api_name="/classify")
     assert set(top5) <= KITCHEN and max(top5, key=top5.get) == sample.label
-    heatmap, score = client.predict(photo, "fork", "", api_name="/gradcam")
+    heatmap, score = client.predict(photo, "  Fork ", "", api_name="/gradcam")  # case and spaces ignored
     assert score["class_name"] == "fork" and 1 <= score["rank"] <= 6
     assert score["probability"] == pytest.approx(top5.get("fork", score["probability"]), abs=1e-6)
     with Image.open(heatmap) as im:
@@ -78,7 +80,7 @@ def test_python_client_calls_every_endpoint(client, sample):
 
 
 @pytest.mark.parametrize("endpoint, args, message", [
-    ("/gradcam", ("not a class", ""), "is not a class of"),
+    ("/gradcam", ("not a class", ""), "is not a class of these weights. Their classes: cup, fork, glass"),
     ("/activations", ("block15", 4), "Unknown block"),
     ("/activations", ("block4", 0), "from 1 to 64"),
     ("/architecture", ("everything",), "which must be one of"),

@@ -52,7 +52,7 @@ def test_explore_tab_renders_figures_and_an_activation_grid(chromium, live_serve
     # Article vs paper on the same image: where the wiring differs, per-block differences and both top-5s.
     open_subtab(page, "Article vs paper")
     page.locator("#explore-diff-view .js-plotly-plot").wait_for(timeout=60_000)
-    page.get_by_role("button", name="Compare both wirings on this image").click()
+    page.get_by_role("button", name="Compare both wirings on your photo").click()
     page.locator("#explore-diff .js-plotly-plot").wait_for(timeout=60_000)
     assert page.locator("#explore-diff .bars path").count() >= 14
     page.get_by_text("Top class: paper").wait_for(timeout=30_000)

@@ -133,7 +133,9 @@ def test_the_channel_slider_spans_the_chosen_blocks_channels(blocks, store):
     assert slider.maximum == block_channels(DEFAULT_BLOCK) - 1 == 727
     on_view = handler(blocks, "on_view")
     out = on_view.fn(None, None, "block14", 16, True, True, None)  # no photo yet: only the slider follows
-    assert list(out) == [slider] and out[slider]["maximum"] == 2047
+    assert list(out)[0] is slider and out[slider]["maximum"] == 2047
+    n_top = next(c for c in out if c is not slider)  # the tiles' number box, brought back into range
+    assert out[n_top] == 16 and on_view.fn(None, None, "block14", 100, True, True, None)[n_top] == 64
     with pytest.raises(gr.Error):
         on_view.fn(None, None, "block99", 16, True, True, None)
     # The spec's counts are the live model's: the slider's bound before a photo is the one after.

@@ -19,7 +19,7 @@ from demo.services import UserError
 from demo.services.classify import ClassifyService
 from demo.store import ModelStore
 from demo.ui import text
-from demo.ui.events import INTERNAL_ERROR, errors_as_messages
+from demo.ui.events import INTERNAL_ERROR, errors_as_api_errors, errors_as_messages
 from xception_core.settings import Settings
 
 SECRET = "/srv/secret-home/.cache/xception-explorer/kitchenware/model.keras"
@@ -167,12 +167,12 @@ def test_handlers_give_clear_messages_one_log_line_for_user_errors_and_no_raw_py
     def user_mistake():
         raise UserError(f"Cannot open image file '{SECRET}': not an image")
 
-    @errors_as_messages
+    @errors_as_api_errors
     def bug(value):
         return value.strip()  # AttributeError on an int: raw Python text must not reach the page
 
     with caplog.at_level(logging.INFO, logger="demo.events"):
-        with pytest.raises(gr.Error) as user_error:
+        with pytest.raises(gr.Error) as user_error:  # outside a page's queued event: raised
             user_mistake()
     assert "model.keras" in user_error.value.message and "/srv" not in user_error.value.message
     assert user_error.value.print_exception is False  # no traceback printed by Gradio
@@ -181,6 +181,45 @@ def test_handlers_give_clear_messages_one_log_line_for_user_errors_and_no_raw_py
         bug(5)
     assert internal.value.message == INTERNAL_ERROR.format(kind="AttributeError")
     assert "strip" not in internal.value.message and "'int' object" not in internal.value.message
+
+
+def test_page_events_say_why_in_a_toast_and_never_mark_their_outputs(monkeypatch, caplog):
+    """In a page's event, a refusal is a toast (no gr.Error: Gradio would put an "Error" badge on
+    every output, inputs included); outputs stay, or are cleared where they would be stale."""
+    from types import SimpleNamespace
+
+    from gradio.context import LocalContext
+
+    toasts = []
+    queue = SimpleNamespace(log_message=lambda **kw: toasts.append(kw))
+    LocalContext.blocks.set(SimpleNamespace(_queue=queue))
+    LocalContext.event_id.set("event-1")
+    try:
+        @errors_as_messages
+        def refused(name):
+            raise UserError(f"Name the class first, not <b>{name}</b>")
+
+        @errors_as_messages(clear=lambda name: {"top5": None})
+        def stale(name):
+            raise UserError("not an image")
+
+        @errors_as_messages
+        def bug():
+            return {}["missing"]
+
+        skipped = refused("x")
+        assert type(skipped).__name__ == "update" or skipped == gr.skip()
+        assert stale("y") == {"top5": None}
+        with caplog.at_level(logging.ERROR, logger="demo.events"):
+            bug()
+    finally:
+        LocalContext.blocks.set(None)
+        LocalContext.event_id.set(None)
+    assert [t["level"] for t in toasts] == ["warning"] * 3
+    assert toasts[0]["title"] == "Not done" and "not &lt;b&gt;x" in toasts[0]["log"]  # text, never markup
+    assert "<b>" not in toasts[0]["log"]
+    assert toasts[2]["title"] == "Server error" and toasts[2]["log"] == INTERNAL_ERROR.format(kind="KeyError")
+    assert caplog.records and caplog.records[-1].exc_info  # the bug's traceback is in the log
 
 
 def test_a_weights_file_is_named_without_its_folder():

@@ -213,7 +213,7 @@ def test_netron_in_the_explore_tab_of_the_real_app(chromium, live_server) -> Non
     try:
         page.set_viewport_size({"width": 1280, "height": 1000})
         page.goto(live_server + "/")
-        page.get_by_text("Model status (ready)").wait_for(timeout=60_000)
+        page.locator("#status-line").get_by_text("Model status: ready").wait_for(timeout=60_000)
         page.get_by_role("tab", name="Explore").click()
         page.get_by_role("tab", name="Graph (Netron)").click()  # Netron loads when its sub-tab opens
         frame = page.frame_locator("iframe#netron-frame")

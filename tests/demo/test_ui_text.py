@@ -1,4 +1,4 @@
-"""Page text from the loaded model: the weights panel, the calculator's messages, the article's
+"""Page text from the loaded model: the model status, the calculator's messages, the article's
 citation and the stem sizes; no server path ever reaches a visitor."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from xception_core.runtime.introspection import describe
 from xception_core.weights.fetch import WeightsFailure
 
 
-def served(preset: str, labels: tuple[str, ...], size: int):
+def served(preset: str, labels: tuple[str, ...], size: int, key: str | None = None):
     info = SimpleNamespace(preset=preset, variant="paper")
-    return SimpleNamespace(info=info, title=f"{preset} weights", labels=labels, input_size=size)
+    return SimpleNamespace(key=key or preset, info=info, title=f"{preset} weights", labels=labels, input_size=size)
 
 
 KITCHEN = ("cup", "fork", "glass", "knife", "plate", "spoon")
@@ -26,27 +26,62 @@ FETCH_ERROR = ("could not fetch xception_weights_tf_dim_ordering_tf_kernels.h5 f
                "and it is not in the Keras cache (/root/.keras/models): <urlopen error [Errno -3] resolution>")
 
 
-def test_the_panel_says_which_weights_are_live_what_they_know_and_why_not_imagenet():
+def test_the_status_says_which_weights_are_live_what_they_know_and_why_not_imagenet():
     statuses = [SlotStatus("imagenet", "ImageNet-1k, Keras official weights", "failed", 1.0, FETCH_ERROR,
                            LoadFailure(WeightsFailure.OFFLINE)),
                 SlotStatus("kitchenware", "Kitchenware-6, offline weights", "ready", 3.0)]
-    panel = text.weights_panel(statuses, served("kitchenware", KITCHEN, 150))
-    assert "Live weights: kitchenware weights" in panel and "150×150" in panel
-    assert "cup, fork, glass, knife, plate, spoon" in panel and "even a cat" in panel
-    assert "not available**: could not be downloaded here (no network access)" in panel
-    assert "python -m xception_core fetch imagenet" in panel
+    status = text.model_status(statuses, served("kitchenware", KITCHEN, 150))
+    assert status.startswith("**Model status: ready**") and "live weights **kitchenware weights**" in status
+    assert "150×150" in status and "cup, fork, glass, knife, plate, spoon" in status and "even a cat" in status
+    assert "ImageNet-1k, Keras official weights unavailable: could not be downloaded here (no network" in status
+    assert status.count("cup, fork") == 1  # said once, not three times
+    help_text = text.imagenet_help(statuses, served("kitchenware", KITCHEN, 150))
+    assert "python -m xception_core fetch imagenet" in help_text
     line = text.status_line(statuses, True)
     assert "unavailable: could not be downloaded" in line
-    for shown in (panel, line):
+    for shown in (status, help_text, line):
         assert "/root" not in shown and "urlopen" not in shown and "Errno" not in shown
 
 
-def test_the_panel_for_imagenet_has_no_advice_and_a_file_model_lists_its_classes():
-    panel = text.weights_panel([], served("imagenet", tuple(f"c{i}" for i in range(1000)), 299))
-    assert "1,000 everyday object classes" in panel and "fetch" not in panel
-    assert "knows 3 classes: a, b, c" in text.weights_panel([], served("file", ("a", "b", "c"), 224)).replace(
-        "They know", "knows")
-    assert "Loading" in text.weights_panel([], None)
+def test_imagenet_advice_only_where_imagenet_was_asked_for_and_failed():
+    taught = served("file", ("mug", "plant"), 299, key="/x/taught.keras")
+    ready = [SlotStatus("/x/taught.keras", "taught.keras", "ready", 2.0)]
+    assert text.imagenet_help(ready, taught) is None  # the visitor's own weights: no ImageNet advice
+    status = text.model_status(ready, taught)
+    assert "they know 2 classes: mug, plant" in status and "ImageNet" not in status
+    chosen = [SlotStatus("kitchenware", "Kitchenware-6, offline weights", "ready", 2.0)]
+    assert text.imagenet_help(chosen, served("kitchenware", KITCHEN, 150)) is None  # not requested: no advice
+    imagenet = served("imagenet", tuple(f"c{i}" for i in range(1000)), 299)
+    assert "1,000 everyday object classes" in text.model_status([], imagenet)
+    assert text.imagenet_help([], imagenet) is None
+
+
+def test_a_failed_load_is_never_called_loading():
+    failed = [SlotStatus("kitchenware", "Kitchenware-6, offline weights", "failed", 4.0, "BadZipFile: bad",
+                         LoadFailure(WeightsFailure.UNKNOWN, "BadZipFile"))]
+    status = text.model_status(failed, None)
+    assert "loading" not in status and status.startswith("**Model status: unavailable**")
+    assert "unavailable: failed to load (BadZipFile" in status
+    loading = [SlotStatus("kitchenware", "Kitchenware-6, offline weights", "loading", 12.4)]
+    said = text.model_status(loading, None)
+    assert said.startswith("**Model status: loading**") and "loading (12 s)" in said
+    assert "downloads" not in said  # cached weights load too: nothing is claimed about downloading
+
+
+def test_an_unknown_class_is_answered_with_the_classes():
+    said = text.unknown_class(" Frok ", KITCHEN)
+    assert "' Frok '" in said and "cup, fork, glass, knife, plate, spoon" in said
+    many = text.unknown_class("x" * 500, tuple(f"c{i}" for i in range(1000)))
+    assert "c19, … (1,000 in all)" in many and "c20" not in many and len(many) < 400
+
+
+def test_a_small_photo_is_said_to_be_enlarged():
+    model = served("kitchenware", KITCHEN, 150)
+    model.precision = "fp32"
+    assert "enlarged 19× to 150×150" in text.classify_info(model, 0.01, (8, 8))
+    assert "only 100×60 pixels" in text.classify_info(model, 0.01, (100, 60))  # 2.5×: said
+    assert "enlarged" not in text.classify_info(model, 0.01, (120, 90))  # 1.7×: not worth a word
+    assert "enlarged" not in text.classify_info(model, 0.01, (1024, 768))
 
 
 @pytest.mark.parametrize("failure, reason", [
@@ -83,6 +118,7 @@ def test_calculator_gives_one_message_per_bad_value_and_never_rounds():
     assert "input channels must be a whole number from 1" in said and "'0'" in said
     assert "output channels" in said and "output side" in said
     assert "4×4" not in said  # 3.5 is refused, not computed as 4×4
+    assert "output side is empty: type a whole number from 1 to 100,000" in said and "None" not in said
 
 
 def test_the_article_is_named_and_numbers_are_the_loaded_models(paper_model):
@@ -107,4 +143,11 @@ def test_upload_note_states_the_limit_and_the_squash():
 def test_download_link_points_at_the_models_route():
     link = text.download_link("xception-kitchenware-paper.keras-bcb2-9c5a.keras", 84_775_541)
     assert 'href="models/xception-kitchenware-paper.keras-bcb2-9c5a.keras"' in link
-    assert "paper wiring (81 MB)" in link
+    assert "paper wiring (85 MB)" in link  # decimal MB, as a file manager shows 84,775,541 bytes
+
+
+def test_file_sizes_are_said_one_way_and_no_text_guesses_them():
+    from demo.ui import teach_text
+
+    assert text.file_size(83_985_776) == "84 MB" and text.file_size(13_400) == "13 kB" and text.file_size(12) == "1 kB"
+    assert "90 MB" not in teach_text.DOWNLOAD_NOTE  # the button says the measured size

@@ -10,7 +10,7 @@ from typing import Any
 
 import gradio as gr
 
-from demo.services.explore import N_MAX, ExploreService, check_block, check_int
+from demo.services.explore import N_MAX, ExploreService, check_block
 from demo.ui import figures, text
 from demo.ui.classify_tab import EXAMPLE_COLUMNS, example_items
 from demo.ui.events import errors_as_messages
@@ -49,7 +49,19 @@ class ActivationsView:
     def view_outputs(self, photo: Photo) -> list[gr.components.Component]:
         """What a new view of the photo fills (`_view`)."""
         return [self.tiles, self.stats, self.histogram, self.channel, self.full, self.cache_status,
-                photo.record_key, self.colour_bar]
+                photo.record_key, self.colour_bar, self.n_top]
+
+
+def clamped(value: Any, low: int, high: int, default: int) -> int:
+    """A number box's value brought into [low, high] (rounded; `default` when it is not a number),
+    so the box never keeps showing a value the view did not use."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return default
+    if number != number or isinstance(value, bool):  # NaN, or a boolean posing as a number
+        return default
+    return int(min(max(round(number), low), high))
 
 
 def _layout(photo: Photo) -> ActivationsView:
@@ -60,7 +72,8 @@ def _layout(photo: Photo) -> ActivationsView:
             examples = gr.Gallery(label="Examples", columns=EXAMPLE_COLUMNS, height="auto", allow_preview=False,
                                   object_fit="cover", interactive=False, elem_id="explore-examples")
             block = gr.Dropdown(BLOCK_CHOICES, value=DEFAULT_BLOCK, label="Block", elem_id="explore-block")
-            n_top = gr.Slider(1, N_MAX, value=N_DEFAULT, step=1, label="Most active channels shown")
+            n_top = gr.Slider(1, N_MAX, value=N_DEFAULT, step=1, label="Most active channels shown",
+                              elem_id="explore-n-top")
             with gr.Row():
                 overlay = gr.Checkbox(value=True, label="Overlay on the image", elem_id="explore-overlay")
                 shared_scale = gr.Checkbox(value=True, label="One colour scale for all tiles",
@@ -88,11 +101,16 @@ def _view(service: ExploreService, view: ActivationsView, photo: Photo, record: 
           block_name: str, n: Any, overlay_on: bool, shared_on: bool, client_value: Any, started: float,
           channel_index: Any = None) -> dict:
     """One view of a photo's record: tiles, statistics, histogram and a channel at full size (the
-    most active one, or `channel_index` kept from the view before)."""
+    most active one, or `channel_index` kept from the view before). `n` out of range is brought
+    into it, and the box shows the number used."""
+    block_name = check_block(block_name)
+    n = clamped(n, 1, N_MAX, N_DEFAULT)
+    channels = record.shape(block_name)[-1]
+    if channel_index is not None:
+        channel_index = clamped(channel_index, 0, channels - 1, 0)
     value_range = service.shared_range(record, block_name, n) if shared_on else None
     tiles = service.tiles(record, block_name, n, bool(overlay_on), value_range)
-    channels = record.shape(block_name)[-1]
-    chosen = tiles[0][1] if channel_index is None else check_int(channel_index, "Channel", 0, channels - 1)
+    chosen = tiles[0][1] if channel_index is None else channel_index
     stats = record.stats[block_name]
     histogram = figures.histogram_figure(stats.histogram_counts, stats.histogram_edges,
                                          title=f"{block_name} activations", zero_fraction=stats.zero_fraction,
@@ -106,7 +124,8 @@ def _view(service: ExploreService, view: ActivationsView, photo: Photo, record: 
             view.stats: text.block_stats(record, block_name), view.histogram: histogram,
             view.channel: gr.update(maximum=channels - 1, value=chosen, label=f"Channel (0–{channels - 1}) at full size"),
             view.full: big, view.cache_status: text.cache_status(record, hit, service.explorer, ms),
-            photo.record_key: record.key, view.colour_bar: text.colour_bar(figures.ramp_css(), value_range, stats.after_relu)}
+            photo.record_key: record.key, view.n_top: n,
+            view.colour_bar: text.colour_bar(figures.ramp_css(), value_range, stats.after_relu)}
 
 
 def _wire_views(ctx: ExploreContext, view: ActivationsView) -> None:
@@ -114,12 +133,16 @@ def _wire_views(ctx: ExploreContext, view: ActivationsView) -> None:
     service, photo = ctx.service, ctx.photo
     outputs = view.view_outputs(photo)
 
-    @errors_as_messages
+    def empty(*args) -> dict:
+        """No photo (or one that could not be read): nothing of the last photo stays."""
+        return {view.tiles: [], view.stats: "", view.histogram: None, view.full: None, view.cache_status: "",
+                photo.record_key: None, view.colour_bar: ""}
+
+    @errors_as_messages(clear=empty)
     def on_image(payload, block_name, n, overlay_on, shared_on, client_value):
         started = time.perf_counter()
         if payload is None:
-            return {view.tiles: [], view.stats: "", view.histogram: None, view.full: None, view.cache_status: "",
-                    photo.record_key: None, view.colour_bar: ""}
+            return empty()
         record, hit = service.activations(payload)
         return _view(service, view, photo, record, hit, block_name, n, overlay_on, shared_on, client_value, started)
 
@@ -128,7 +151,8 @@ def _wire_views(ctx: ExploreContext, view: ActivationsView) -> None:
         """A new block or number of tiles: the view starts again from the most active channel."""
         started = time.perf_counter()
         if key is None and payload is None:  # no photo yet: the channel slider follows the block
-            return {view.channel: gr.update(maximum=block_channels(check_block(block_name)) - 1)}
+            return {view.channel: gr.update(maximum=block_channels(check_block(block_name)) - 1),
+                    view.n_top: clamped(n, 1, N_MAX, N_DEFAULT)}
         record, hit = service.record(key, payload)
         return _view(service, view, photo, record, hit, block_name, n, overlay_on, shared_on, client_value, started)
 
@@ -162,30 +186,32 @@ def _wire_channel(ctx: ExploreContext, view: ActivationsView) -> None:
         if key is None and payload is None:
             return gr.skip()
         record, _ = service.record(key, payload)
+        n = clamped(n, 1, N_MAX, N_DEFAULT)
         value_range = service.shared_range(record, block_name, n) if shared_on else None
-        chosen = check_int(channel_index, "Channel", 0, record.shape(check_block(block_name))[-1] - 1)
-        top = record.top_channels(block_name, check_int(n, "Number of channels", 1, N_MAX))
+        chosen = clamped(channel_index, 0, record.shape(check_block(block_name))[-1] - 1, 0)
+        top = record.top_channels(block_name, n)
         shown_channels = [index for index, _ in top]
         selected = shown_channels.index(chosen) if chosen in shown_channels else None
-        return service.full(record, block_name, chosen, bool(overlay_on), value_range), gr.update(selected_index=selected)
+        return (service.full(record, block_name, chosen, bool(overlay_on), value_range),
+                gr.update(selected_index=selected), chosen)
 
     @errors_as_messages
     def on_select(key, payload, block_name, n, evt: gr.SelectData):
         if key is None and payload is None:
             return gr.skip()
         record, _ = service.record(key, payload)
-        top = record.top_channels(check_block(block_name), check_int(n, "Number of channels", 1, N_MAX))
+        top = record.top_channels(check_block(block_name), clamped(n, 1, N_MAX, N_DEFAULT))
         if not isinstance(evt.index, int) or not 0 <= evt.index < len(top):
             return gr.skip()
         return gr.update(value=top[evt.index][0])
 
     channel_inputs = [photo.record_key, photo.image, view.block, view.n_top, view.channel, view.overlay,
                       view.shared_scale]
-    view.channel.input(on_channel, channel_inputs, [view.full, view.tiles], preprocess=False,
+    view.channel.input(on_channel, channel_inputs, [view.full, view.tiles, view.channel], preprocess=False,
                        api_visibility="private", trigger_mode="always_last")
     view.tiles.select(on_select, [photo.record_key, photo.image, view.block, view.n_top], view.channel,
                       preprocess=False, api_visibility="private").then(
-        on_channel, channel_inputs, [view.full, view.tiles], preprocess=False, api_visibility="private")
+        on_channel, channel_inputs, [view.full, view.tiles, view.channel], preprocess=False, api_visibility="private")
 
 
 def _wire_examples(ctx: ExploreContext, view: ActivationsView) -> None:

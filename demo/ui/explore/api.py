@@ -1,6 +1,7 @@
 """Explore's public API: `/architecture` (which → JSON) and `/activations` (image, block, top_n →
-JSON and channel maps), on hidden components of their own. Their labels are what the API page and
-the clients call each parameter and output; the handlers' parameter names are the parameters' names."""
+JSON and channel maps), on hidden components of their own. The outputs' labels are the names the
+clients give them; the inputs' labels describe each parameter; the handlers' parameter names are
+the parameters' names."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import gradio as gr
 
 from demo.services.explore import LOADED, ExploreService
 from demo.ui import text
-from demo.ui.events import errors_as_messages
+from demo.ui.events import errors_as_api_errors, errors_as_messages
 from demo.ui.explore.activations import DEFAULT_BLOCK
 
 
@@ -31,20 +32,20 @@ def _components() -> tuple[ExploreApi, gr.Button, gr.Button]:
     with gr.Column(visible=False):
         api = ExploreApi(
             which=gr.Textbox(label=text.API_WHICH, value=LOADED),
-            architecture=gr.JSON(label="architecture: totals and one entry per block"),
+            architecture=gr.JSON(label="architecture"),
             image=gr.Image(label=text.API_IMAGE, type="filepath"),
             block=gr.Textbox(label=text.API_BLOCK, value=DEFAULT_BLOCK),
             top_n=gr.Number(label=text.API_TOP_N, value=8, precision=None),
-            activations=gr.JSON(label="activations: shape, channel_means, top_channels, map_range and timings"),
-            maps=gr.Gallery(label="maps: the top_n channel maps (true grid, one colour scale), captioned "
-                                  "'#channel · mean' (PNG)", format="png"))
+            activations=gr.JSON(label="activations"),
+            maps=gr.Gallery(label="maps", format="png"))
         return api, gr.Button(visible=False), gr.Button(visible=False)
 
 
-def architecture_handler(service: ExploreService) -> Callable[[str], dict[str, Any]]:
-    """The `/architecture` handler, which the page's "Show JSON" button runs too."""
+def architecture_handler(service: ExploreService, page: bool = False) -> Callable[[str], dict[str, Any]]:
+    """The `/architecture` handler, which the page's "Show JSON" button runs too (`page`: its
+    failures are toasts, not errors raised to a client)."""
 
-    @errors_as_messages
+    @(errors_as_messages if page else errors_as_api_errors)
     def architecture(which: str = LOADED) -> dict[str, Any]:
         """Xception block by block, for the loaded weights or the 299 px reference."""
         return service.architecture((which or LOADED).strip() if isinstance(which, str) else which)
@@ -56,7 +57,7 @@ def build_explore_api(service: ExploreService) -> ExploreApi:
     """The hidden components and the two public events (after the sub-tabs, like Classify's)."""
     api, architecture_trigger, activations_trigger = _components()
 
-    @errors_as_messages
+    @errors_as_api_errors
     def activations(image, block: str = DEFAULT_BLOCK, top_n: float = 8):
         """One block's activations for a photo, with its most active channels as maps."""
         return service.activation_maps(image, block, top_n)

@@ -28,8 +28,10 @@ class ArticleView:
 
 def _layout() -> ArticleView:
     intro = gr.Markdown(text.article_intro(None), elem_id="explore-article-intro")
-    wiring = gr.Plot(label="Where the article's wiring differs (hover the numbers)", elem_id="explore-diff-view")
-    compare = gr.Button("Compare both wirings on this image", variant="primary")
+    wiring = gr.Plot(label="Where the article's wiring differs (①–④ as in the list above)",
+                     elem_id="explore-diff-view")
+    compare = gr.Button("Compare both wirings on your photo", variant="primary", elem_id="explore-compare")
+    gr.Markdown(text.COMPARE_NOTE, elem_id="explore-compare-note")
     differences = gr.Plot(label="Per-block difference", elem_id="explore-diff")
     with gr.Row():
         paper_top = gr.Label(label="Top 5 · paper wiring", num_top_classes=5)
@@ -48,10 +50,12 @@ def build(ctx: ExploreContext, tab: gr.Tab) -> ArticleView:
 
     ctx.fill([view.wiring, view.intro], fill)
 
-    @errors_as_messages
+    outputs = [view.differences, view.paper_top, view.article_top, view.comparison]
+
+    @errors_as_messages(clear=lambda *args: dict.fromkeys(outputs))  # no answer about another photo stays
     def on_compare(key: Any, payload: Any, client_value: Any):
         if payload is None:
-            raise UserError(text.NO_IMAGE)
+            raise UserError(text.NO_COMPARE_IMAGE)
         result = ctx.service.compare(key, payload)
         last = result.differences[-1]
         resized = [d.block for d in result.differences if d.resized]
@@ -60,8 +64,7 @@ def build(ctx: ExploreContext, tab: gr.Tab) -> ArticleView:
                 dict(result.paper_top), dict(result.article_top),
                 text.comparison(result.paper_top, result.article_top, last.relative_l2, last.cosine, resized))
 
-    view.compare.click(on_compare, [ctx.photo.record_key, ctx.photo.image, ctx.client],
-                       [view.differences, view.paper_top, view.article_top, view.comparison], preprocess=False,
+    view.compare.click(on_compare, [ctx.photo.record_key, ctx.photo.image, ctx.client], outputs, preprocess=False,
                        api_visibility="private", concurrency_id="explore-forward", concurrency_limit=2)
     return view
 

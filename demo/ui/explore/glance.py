@@ -18,9 +18,11 @@ from demo.ui import figures, text
 from demo.ui.explore.api import architecture_handler
 from demo.ui.explore.context import Described, ExploreContext, SubTab
 from demo.ui.figures import fmt_count, shape_text
+from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.runtime.introspection import ModelDescription
 
 COST_KINDS = ("bar", "treemap")
+BLOCK_PICKS = [(f"{b.name} · {b.flow} flow", b.name) for b in XCEPTION_SPEC.blocks] + [("head · classifier", "head")]
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class GlanceView:
     which: gr.Radio
     cost_kind: gr.Radio
     block_view: gr.Plot
+    block_pick: gr.Dropdown  # a block chosen by name: outlined in the diagram, its numbers in words
+    block_details: gr.Markdown
     ladder: gr.Plot
     cost: gr.Plot
     show_layers: gr.Checkbox
@@ -64,7 +68,11 @@ def _layout() -> GlanceView:
                           ("Reference Xception: 299×299, ImageNet head", REFERENCE)], value=LOADED,
                          label="Describe", scale=3)
         cost_kind = gr.Radio([("bars", "bar"), ("treemap", "treemap")], value="bar", label="Cost chart", scale=1)
-    block_view = gr.Plot(label="Block view (hover a block)", elem_id="explore-block-view")
+    block_view = gr.Plot(label="Block view", elem_id="explore-block-view")
+    with gr.Row(equal_height=True):
+        block_pick = gr.Dropdown(BLOCK_PICKS, value=None, label="Block", scale=1, min_width=220,
+                                 elem_id="explore-block-pick")
+        block_details = gr.Markdown(text.block_details(None), elem_id="explore-block-details", min_width=240)
     with gr.Row():
         ladder = gr.Plot(label="Resolution and channels", elem_id="explore-ladder")
         cost = gr.Plot(label="Parameters and cost", elem_id="explore-cost")
@@ -73,23 +81,27 @@ def _layout() -> GlanceView:
     with gr.Accordion("Architecture as JSON (API: /architecture)", open=False):
         json_button = gr.Button("Show JSON", size="sm")
         json = gr.JSON(label="architecture")
-    return GlanceView(status, which, cost_kind, block_view, ladder, cost, show_layers, table, json_button, json)
+    return GlanceView(status, which, cost_kind, block_view, block_pick, block_details, ladder, cost, show_layers, table,
+                      json_button, json)
 
 
 def build(ctx: ExploreContext, tab: gr.Tab) -> GlanceView:
     view = _layout()
 
-    def fill(described: Described, kind: Any, layers: Any) -> tuple:
+    def fill(described: Described, kind: Any, layers: Any, picked: Any) -> tuple:
         kind = check_choice(kind, "Cost chart", COST_KINDS)
         d, theme, drawn = described.description, described.theme, ctx.figures
+        block = next((b for b in d.blocks if b.name == picked), None) if isinstance(picked, str) else None
         summary = text.architecture_summary(d, described.served if described.which == LOADED else None)
-        return (summary, drawn.get(figures.block_view_figure, d, theme), drawn.get(figures.resolution_figure, d, theme),
+        view_figure = drawn.get(figures.block_view_figure, d, theme, selected=block.name if block else None)
+        return (summary, view_figure, text.block_details(block), drawn.get(figures.resolution_figure, d, theme),
                 drawn.get(figures.cost_figure, d, theme, kind=kind), block_table(d, bool(layers)))
 
-    ctx.fill([view.status, view.block_view, view.ladder, view.cost, view.table], fill,
-             inputs=[view.cost_kind, view.show_layers])
+    ctx.fill([view.status, view.block_view, view.block_details, view.ladder, view.cost, view.table], fill,
+             inputs=[view.cost_kind, view.show_layers, view.block_pick])
 
-    view.json_button.click(architecture_handler(ctx.service), [view.which], view.json, api_name="architecture_view",
+    view.json_button.click(architecture_handler(ctx.service, page=True), [view.which], view.json,
+                           api_name="architecture_view",
                            api_visibility="private")
     return view
 

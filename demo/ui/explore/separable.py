@@ -35,6 +35,9 @@ def calculator_markdown(kernel: Any, cin: Any, cout: Any, side: Any = 1) -> str:
     """The calculator's answer, or one message per bad value (whole numbers from 1 to CALC_MAX)."""
     values, problems = [], []
     for label, v in zip(CALC_FIELDS, (kernel, cin, cout, side)):
+        if v is None or (isinstance(v, str) and not v.strip()):
+            problems.append(text.calculator_empty(label, CALC_MAX))
+            continue
         try:
             values.append(check_int(v, label, 1, CALC_MAX))
         except UserError as exc:

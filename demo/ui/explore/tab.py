@@ -52,7 +52,9 @@ def _next_button(tabs: gr.Tabs, to: SubTab) -> None:
 def _sub_tabs(ctx: ExploreContext) -> dict[str, Any]:
     """Every sub-tab in its `gr.Tab`, with a Next button to the following one; their records by id."""
     views: dict[str, Any] = {}
-    with gr.Tabs(elem_id="explore-tabs") as tabs:
+    # "wrap": every sub-tab stays one tap away on a phone (Gradio's default "menu" hides those
+    # that do not fit behind a "⋯" button).
+    with gr.Tabs(elem_id="explore-tabs", overflow_behavior="wrap") as tabs:
         for sub_tab, following in zip(SUB_TABS, [*SUB_TABS[1:], None]):
             with gr.Tab(sub_tab.title, id=sub_tab.id, elem_id=sub_tab.elem_id) as tab:
                 views[sub_tab.id] = sub_tab.build(ctx, tab)
