@@ -16,7 +16,13 @@ from xception_core.io.images import display_copy
 from xception_core.io.preprocessing import preprocess
 from xception_core.io.visualize import overlay
 from xception_core.runtime.extractor import FINAL_BLOCK, TRANSFER_BLOCKS, FeatureExtractor
-from xception_core.runtime.transfer import class_activation_map, cross_validate, fit_softmax_head, pca_2d
+from xception_core.runtime.transfer import (
+    LOO_MAX_PHOTOS,
+    class_activation_map,
+    cross_validate,
+    fit_softmax_head,
+    pca_2d,
+)
 
 CAM_ALPHA = 0.5
 
@@ -45,9 +51,11 @@ def train(classes: Sequence[tuple[str, Sequence[Photo]]], served: ServedModel, l
     blocks: dict[str, BlockResult] = {}
     for block in TRANSFER_BLOCKS:
         x = final if block == FINAL_BLOCK else np.stack([p.pooled[block] for p in photos])
-        # Every fold starts from the whole set's fit on the same block (one photo away from each
-        # fold's optimum under leave-one-out): the same optimum, in a third fewer iterations.
-        init = head if block == FINAL_BLOCK else fit_softmax_head(x, labels, len(names))
+        # Under leave-one-out every fold starts from the whole set's fit on the same block, one
+        # photo away from its optimum: the same optimum, a third sooner (bench/README.md,
+        # "Teach"). A k-fold fold is a fifth of the photos away: that extra fit does not pay.
+        init = head if block == FINAL_BLOCK else (
+            fit_softmax_head(x, labels, len(names)) if len(labels) <= LOO_MAX_PHOTOS else None)
         cv = cross_validate(x, labels, len(names), init=init)
         blocks[block] = BlockResult(block, int(x.shape[1]), cv, pca_2d(x))
     cv_seconds = time.perf_counter() - start
