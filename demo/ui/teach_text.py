@@ -168,26 +168,33 @@ def train_summary(trained: Trained, block: str) -> str:
 
 
 def small_classes(trained: Trained, block: str) -> list[str]:
-    """One sentence per class too small for the cross-validation to say much about it: what was
-    done with its photos (a class of 2 under leave-one-out is judged by classifiers that saw 1)."""
-    cv, out = trained.blocks[block].cv, []
+    """A sentence for the classes too small for the cross-validation to say much about them: what
+    was done with their photos (a class of 2 under leave-one-out is judged by classifiers that saw
+    1). Classes in the same case share one sentence."""
+    cv = trained.blocks[block].cv
+    cases: dict[tuple[int, int, int, bool], list[str]] = {}
     for k, name in enumerate(trained.class_names):
         mine = trained.labels == k
         count, seen = int(mine.sum()), cv.seen[mine]
         fewer_than_folds = cv.scheme == "k-fold" and count < cv.folds
-        if not count or (seen.min() >= 2 and not fewer_than_folds):
-            continue
-        low, high = int(seen.min()), int(seen.max())
+        if count and (seen.min() < 2 or fewer_than_folds):
+            cases.setdefault((count, int(seen.min()), int(seen.max()), fewer_than_folds), []).append(f"“{_md(name)}”")
+    out = []
+    for (count, low, high, fewer_than_folds), names in cases.items():
+        one = len(names) == 1
         saw = f"just {low}" if low == high else f"{low} to {high}"
         if fewer_than_folds:
             how = (f"fewer than the {cv.folds} folds: {count} of the folds test one each and the other "
-                   f"{cv.folds - count} none of it; each was classified by a classifier that had seen {saw} of its "
-                   "photos")
+                   f"{cv.folds - count} none of {'it' if one else 'them'}; each photo was classified by a classifier "
+                   f"that had seen {saw} of its class")
+        elif cv.scheme == "leave-one-out":
+            how = f"leave-one-out classified each photo by a classifier that had seen {saw} of its class"
         else:
-            how = (f"leave-one-out classified each by a classifier that had seen {saw} of its photos" if
-                   cv.scheme == "leave-one-out" else f"each was classified by a classifier that had seen {saw} of them")
-        out.append(f"“{_md(name)}” has only {count} photos: {how}, so its row of the confusion matrix says "
-                   "little; add photos to it.")
+            how = f"each photo was classified by a classifier that had seen {saw} of its class"
+        who = names[0] if one else ", ".join(names[:-1]) + " and " + names[-1]
+        rows = "its row of the confusion matrix says" if one else "their rows of the confusion matrix say"
+        out.append(f"{who} {'has' if one else 'have'} only {count} photos: {how}, so {rows} little; add photos "
+                   f"to {'it' if one else 'them'}.")
     return out
 
 

@@ -61,7 +61,8 @@ def test_the_best_block_is_shown_first_and_the_pick_is_called_optimistic():
     assert "block 14's final features, where a whole Xception model ends: 43% (6 of 14)" in text
     assert "the deepest features are not the best" in text
     # What leave-one-out did with the class of 2, and nothing about the classes that are not small.
-    assert "“plate” has only 2 photos: leave-one-out classified each by a classifier that had seen just 1" in text
+    assert ("“plate” has only 2 photos: leave-one-out classified each photo by a classifier that had seen just 1 "
+            "of its class, so its row of the confusion matrix says little") in text
     assert "“cutlery” has" not in text and "“cup” has" not in text
 
     final = one_line(teach_text.train_summary(t, "block14"))
@@ -89,8 +90,18 @@ def test_a_class_with_fewer_photos_than_folds_is_explained():
     text = one_line(teach_text.train_summary(t, t.best_block))
     assert "5-fold cross-validation" in text
     assert ("“whisk” has only 3 photos: fewer than the 5 folds: 3 of the folds test one each and the other 2 none "
-            "of it; each was classified by a classifier that had seen just 2 of its photos") in text
+            "of it; each photo was classified by a classifier that had seen just 2 of its class") in text
     assert "“mug” has" not in text and "“bowl” has" not in text
+
+
+def test_small_classes_in_the_same_case_share_a_sentence():
+    labels = np.array([0] * 5 + [1] * 2 + [2] * 4 + [3] * 2)
+    t = trained(labels, dict.fromkeys(TRANSFER_BLOCKS, 9), names=("cup", "plate", "other", "red squares"))
+    text = one_line(teach_text.train_summary(t, t.best_block))
+    assert ("“plate” and “red squares” have only 2 photos: leave-one-out classified each photo by a classifier "
+            "that had seen just 1 of its class, so their rows of the confusion matrix say little; add photos to "
+            "them.") in text
+    assert text.count("have only") == 1 and "has only" not in text
 
 
 def test_add_report_counts_a_photo_once():
@@ -112,3 +123,14 @@ def test_intro_follows_the_live_weights():
     assert "kitchenware" not in taught.lower() and "ImageNet" not in taught
     assert "transfer model xception\\_taught.keras" in taught and "3 classes: mug, bowl, whisk" in taught
     assert "kitchenware" not in teach_text.INTRO.lower()  # before the weights are known
+
+
+def test_intro_of_a_served_model_from_a_file(tmp_path):
+    """The same on a model the store really serves (weights from no preset, as a taught model's)."""
+    from tests.conftest import random_loaded, store_serving
+    from xception_core.settings import Settings
+
+    store = store_serving(random_loaded(71, 3, seed=1), Settings(upload_dir=tmp_path, cache_dir=tmp_path / "cache"))
+    served = store.get(timeout=60)
+    text = teach_text.intro(served)
+    assert "kitchenware" not in text.lower() and "3 classes" in text and teach_text._md(served.title) in text
