@@ -165,22 +165,14 @@ class TeachService:
     def _add(self, session: _Session, class_name: Any, payloads: Sequence[Any] | None, progress: Progress | None,
              delete_uploads: bool, *, loading: bool = False) -> AddReport:
         """`add_photos` on a session; `loading`: part of building the starter set."""
+        name = self.intake.class_name(class_name)
         payloads = [p for p in (payloads or []) if p is not None]
-        try:
-            name = self.intake.class_name(class_name)
-            if not payloads:
-                raise UserError("No photos: choose some files, take a webcam snapshot or paste an image.")
-            served = self.model()
-        except UserError:
-            self.intake.discard(payloads, delete_uploads)
-            raise
+        if not payloads:
+            raise UserError("No photos: choose some files, take a webcam snapshot or paste an image.")
+        served = self.model()
         with session.lock:
             if not loading:
-                try:
-                    session.built()
-                except UserError:
-                    self.intake.discard(payloads, delete_uploads)
-                    raise
+                session.built()  # refused before any file is read: the same add can be sent again
             payloads, refused = self.intake.accepted(payloads, delete_uploads)
             if name not in session.classes and len(session.classes) >= self.limits.max_classes:
                 self.intake.discard(payloads, delete_uploads)
