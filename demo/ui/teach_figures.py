@@ -24,6 +24,7 @@ __all__ = ["CLASS_COLORS", "accuracy_by_block_figure", "confusion_figure", "feat
 CLASS_COLORS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#FF9DA6",
                 "#9D755D", "#BAB0AC")
 MAX_THUMBNAILS = 60  # photos drawn as pictures on the map; beyond that, markers only (legibility, page size)
+CHANCE_MARGIN = 54  # px right of the accuracy chart's plot area, for the chance line's label
 _FONT = dict(family=SANS, size=12)
 
 
@@ -118,7 +119,12 @@ def accuracy_by_block_figure(blocks: Sequence[str], accuracy: Sequence[float], d
         text=[f"{a:.0%}" for a in accuracy], textposition="outside",
         customdata=list(dims), hovertemplate="%{x}: %{y:.0%} (%{customdata}-d features)<extra></extra>",
     ))
-    fig.add_hline(y=chance, line=dict(color="#888888", dash="dot"), annotation_text="chance",
-                  annotation_position="top left")
+    fig.add_hline(y=chance, line=dict(color="#888888", dash="dot"))
+    # The line's label sits in the right margin, beside the plot area: inside it, it would cover a
+    # bar or its figure whatever the corner (a bar may stand at any height in any column).
+    fig.add_annotation(text="chance", x=1, xref="paper", xanchor="left", xshift=4, y=chance, yref="y",
+                       yanchor="middle", showarrow=False, font=dict(size=11))
     fig.update_yaxes(range=[0, 1.12], tickformat=".0%", title_text="cross-validated accuracy")
-    return _layout(fig, title, 300, theme)
+    _layout(fig, title, 300, theme)
+    fig.update_layout(margin=dict(r=CHANCE_MARGIN))
+    return fig

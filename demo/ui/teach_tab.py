@@ -4,7 +4,10 @@ cross-validated accuracy and the photos' map block by block, classify a new phot
 Every event works on the visitor's own session (`gr.Request.session_hash`) in a `TeachService`;
 the session is forgotten when the page closes (`unload`) or after it idles. Heavy events
 (extracting features, exporting the model) run one at a time in Gradio's worker threads, off the
-event loop and in their own queue, so the Classify tab keeps answering meanwhile.
+event loop and in their own queue, so the Classify tab keeps answering meanwhile. While photos are
+being added (the visitor's or the starter set), the buttons that would act on the half-built set
+are disabled (`TeachView.locked`); the service refuses such events too, for a client that calls
+them directly.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from demo.ui import teach_figures, teach_text
 from demo.ui.figures import Theme, theme_of
 from demo.ui.text import file_size
 from demo.ui.events import errors_as_messages
-from xception_core.runtime.extractor import FINAL_BLOCK, TRANSFER_BLOCKS
+from xception_core.runtime.extractor import TRANSFER_BLOCKS
 
 HEAVY = dict(concurrency_limit=1, concurrency_id="teach-heavy", api_visibility="private")
 LIGHT = dict(concurrency_limit=2, concurrency_id="teach-light", api_visibility="private")
@@ -52,6 +55,7 @@ def _block(value) -> str:
 class TeachView:
     """The tab's components, in the order a visitor meets them."""
 
+    intro: gr.Markdown
     class_name: gr.Dropdown
     files: gr.File
     snapshot: gr.Image
@@ -92,6 +96,12 @@ class TeachView:
         """What a training shows (`_training_figures`)."""
         return [self.summary, self.map_plot, self.accuracy_plot, self.confusion_plot]
 
+    @property
+    def locked(self) -> list[gr.components.Component]:
+        """What is disabled while photos are being added: everything that changes the classes or
+        uses them."""
+        return [self.add, self.starter, self.remove, self.clear, self.train, self.classify, self.unseen, self.prepare]
+
 
 def _photos_layout(limits: TeachLimits) -> dict:
     with gr.Column(scale=5, min_width=300):
@@ -119,13 +129,13 @@ def _photos_layout(limits: TeachLimits) -> dict:
 
 
 def _layout(service: TeachService) -> TeachView:
-    gr.Markdown(teach_text.INTRO)
+    intro = gr.Markdown(teach_text.INTRO, elem_id="teach-intro")
     gr.Markdown(teach_text.limits(service.limits))
     with gr.Row(equal_height=False):
         photos = _photos_layout(service.limits)
     gr.Markdown(teach_text.BLOCK_NOTE)
     block = gr.Radio(label="Features from", choices=[(teach_text.BLOCK_LABELS[b], b) for b in TRANSFER_BLOCKS],
-                     value=FINAL_BLOCK, interactive=True, elem_id="teach-block")
+                     value=None, interactive=True, elem_id="teach-block")
     with gr.Row(equal_height=False):
         with gr.Column(scale=6, min_width=300):
             map_plot = gr.Plot(label="Map of your photos", elem_id="teach-map")
@@ -150,7 +160,7 @@ def _layout(service: TeachService) -> TeachView:
         prepare = gr.Button("Prepare downloads", elem_id="teach-prepare")
         model_file = gr.DownloadButton("Model (.keras)", visible=False, elem_id="teach-dl-model")
         head_file = gr.DownloadButton("Head only (.npz)", visible=False, elem_id="teach-dl-head")
-    return TeachView(**photos, block=block, map_plot=map_plot, accuracy_plot=accuracy_plot,
+    return TeachView(intro=intro, **photos, block=block, map_plot=map_plot, accuracy_plot=accuracy_plot,
                      confusion_plot=confusion_plot, new_photo=new_photo, classify=classify, unseen=unseen, top=top,
                      result=result, prepare=prepare, model_file=model_file, head_file=head_file)
 
@@ -176,8 +186,8 @@ def _wire_photos(service: TeachService, view: TeachView) -> None:
         report = service.add_photos(session, name, payloads,
                                     lambda done, total: progress((done, total), desc="Extracting features", unit="photos"))
         name = " ".join(str(name).split())
-        return {view.added: teach_text.add_report(name, report), **_classes_now(service, view, session, name),
-                view.files: None, view.snapshot: None}
+        return {view.added: teach_text.add_report(name, report, service.limits.max_photos_per_class),
+                **_classes_now(service, view, session, name), view.files: None, view.snapshot: None}
 
     @errors_as_messages
     def on_starter(request: gr.Request, progress=gr.Progress()):
@@ -199,11 +209,26 @@ def _wire_photos(service: TeachService, view: TeachView) -> None:
         return _classes_now(service, view, session)
 
     classes = [*view.classes, *view.downloads]
-    view.add.click(on_add, [view.class_name, view.files, view.snapshot],
-                   [view.added, *classes, view.files, view.snapshot], preprocess=False, **HEAVY)
-    view.starter.click(on_starter, None, [view.added, *classes], **HEAVY)
+    _while_adding(view.add.click, view).then(
+        on_add, [view.class_name, view.files, view.snapshot], [view.added, *classes, view.files, view.snapshot],
+        preprocess=False, **HEAVY).then(**_unlock(view))
+    _while_adding(view.starter.click, view).then(on_starter, None, [view.added, *classes], **HEAVY).then(**_unlock(view))
     view.remove.click(on_remove, [view.remove_name], classes, **LIGHT)
     view.clear.click(on_clear, None, classes, **LIGHT)
+
+
+def _while_adding(trigger, view: TeachView):
+    """`trigger` (a button's `click`) first disables `view.locked` at once, without the queue, so
+    nothing acts on the set while the photos are being added; `_unlock` enables them again after
+    the add, whether it succeeded or not (`.then`)."""
+    return trigger(lambda: [gr.update(interactive=False) for _ in view.locked], None, view.locked, queue=False,
+                   api_visibility="private")
+
+
+def _unlock(view: TeachView) -> dict:
+    """Arguments of the `.then` that enables `view.locked` again."""
+    return dict(fn=lambda: [gr.update(interactive=True) for _ in view.locked], inputs=None, outputs=view.locked,
+                queue=False, api_visibility="private")
 
 
 def _training_figures(trained: Trained, block: str, theme: Theme) -> tuple:
@@ -229,9 +254,10 @@ def _wire_training(service: TeachService, view: TeachView, client: gr.JSON) -> N
     """Training, and the figures of another block's features (`client`: the page's theme)."""
 
     @errors_as_messages
-    def on_train(name, client_value, request: gr.Request):
+    def on_train(client_value, request: gr.Request):
         trained = service.train(_session(request))
-        return _training_figures(trained, _block(name), theme_of(client_value))
+        return (*_training_figures(trained, trained.best_block, theme_of(client_value)),
+                gr.update(value=trained.best_block))
 
     @errors_as_messages
     def on_block(name, client_value, request: gr.Request):
@@ -241,7 +267,7 @@ def _wire_training(service: TeachService, view: TeachView, client: gr.JSON) -> N
             return gr.skip()
         return _training_figures(trained, _block(name), theme_of(client_value))
 
-    view.train.click(on_train, [view.block, client], view.trained, **LIGHT)
+    view.train.click(on_train, [client], [*view.trained, view.block], **LIGHT)
     view.block.input(on_block, [view.block, client], view.trained, **LIGHT)
 
 
@@ -281,12 +307,30 @@ def _wire_downloads(service: TeachService, view: TeachView) -> None:
     view.prepare.click(on_prepare, None, view.downloads, **HEAVY)
 
 
+def _wire_intro(store: ModelStore, service: TeachService, view: TeachView, blocks: gr.Blocks) -> None:
+    """The introduction names the live weights once they are known (on load, and while they load)."""
+
+    def intro_now():
+        if not store.is_ready():
+            return teach_text.INTRO
+        try:
+            return teach_text.intro(service.model())
+        except UserError:  # failed: the header says why
+            return teach_text.INTRO
+
+    blocks.load(intro_now, None, view.intro, api_visibility="private", queue=False)
+    timer = gr.Timer(2.0, active=not store.settled())
+    timer.tick(intro_now, None, view.intro, api_visibility="private", queue=False)
+    timer.tick(lambda: gr.Timer(active=not store.settled()), None, timer, api_visibility="private", queue=False)
+
+
 def build_teach_tab(store: ModelStore, blocks: gr.Blocks, client: gr.JSON | None = None) -> TeachService:
     """Builds the tab inside the caller's `gr.Tab` context; `blocks` gets the session cleanup;
     `client` is the browser's report ({dark, width}) the figures follow (None: light)."""
     client = client if client is not None else gr.JSON(visible=False)
     service = TeachService(store, store.settings.upload_dir / "teach")
     view = _layout(service)
+    _wire_intro(store, service, view, blocks)
     _wire_photos(service, view)
     _wire_training(service, view, client)
     _wire_trying(service, view)

@@ -35,3 +35,16 @@ def test_confusion_and_accuracy_figures():
     bars.to_json()
     bar = bars.data[0]
     assert list(bar.text) == ["50%", "90%"] and bar.marker.color[1] != bar.marker.color[0]
+
+
+def test_chance_label_sits_beside_the_plot_area():
+    """The chance line's label is outside the bars' area (right margin), at the line's height;
+    the browser test checks it covers no bar or figure on the page."""
+    fig = teach_figures.accuracy_by_block_figure(["block 2", "block 14"], [0.43, 0.9], [128, 2048], chance=0.36,
+                                                 selected="block 14", title="acc")
+    data = json.loads(fig.to_json())["layout"]
+    (label,) = [a for a in data["annotations"] if a["text"] == "chance"]
+    assert (label["xref"], label["x"], label["xanchor"], label["yref"], label["y"]) == ("paper", 1, "left", "y", 0.36)
+    assert data["margin"]["r"] >= teach_figures.CHANCE_MARGIN
+    (line,) = data["shapes"]
+    assert line["y0"] == line["y1"] == 0.36

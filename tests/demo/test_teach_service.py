@@ -70,8 +70,7 @@ def test_add_train_classify_export_end(store, settings):
     assert report.added == 4 and report.cached == 0 and not report.refused
     assert steps[-1] == (4, 4) and len(steps) >= 2  # progress while extracting, in batches
     assert teach.add_photos("s1", "blue", photos((30, 30, 220), 4, seed=1)).added == 4
-    again = teach.add_photos("s1", "blue", photos((30, 30, 220), 1, seed=1))
-    assert again.cached == 1  # the same image is never extracted twice
+    assert teach.add_photos("s1", "blue", photos((30, 30, 220), 1, seed=2)).added == 1
     assert [(n, len(p)) for n, p in teach.classes("s1")] == [("red things", 4), ("blue", 5)]
     assert teach.classes("s2") == []  # another visitor sees nothing of it
 
@@ -80,6 +79,8 @@ def test_add_train_classify_export_end(store, settings):
     trained = teach.train("s1")
     assert trained.class_names == ("red things", "blue") and len(trained.photos) == 9
     assert list(trained.blocks) == ["block2", "block4", "block8", "block12", "block13", "block14"]
+    best = max(trained.blocks[b].cv.accuracy for b in trained.blocks)
+    assert trained.blocks[trained.best_block].cv.accuracy == best  # what the tab shows first
     assert trained.blocks["block14"].dims == 2048 and trained.blocks["block2"].dims == 128
     cv = trained.blocks["block14"].cv
     assert cv.scheme == "leave-one-out" and cv.confusion.sum() == 9
@@ -100,6 +101,59 @@ def test_add_train_classify_export_end(store, settings):
     teach.end("s1")
     assert not head.exists() and not head.parent.exists()
     assert teach.classes("s1") == [] and teach.sessions() == 2  # s2, and s1 afresh (empty)
+
+
+def test_a_photo_is_in_a_class_once(store, settings):
+    """Same content (the preprocessed pixels' hash) = same photo: added once, whatever file it
+    comes in; a copy is reported, not counted, and takes no room in a nearly full class."""
+    teach = service(store, settings, max_photos_per_class=4)
+    red = photos((220, 30, 30), 3)
+    first = teach.add_photos("s", "red", [red[0], red[1], red[0].copy()])  # a copy within one add
+    assert (first.added, first.class_size, first.duplicates) == (2, 2, ("photo 3: already in this class",))
+    again = teach.add_photos("s", "red", [red[1]])  # re-added later
+    assert again.added == 0 and again.duplicates == ("photo 1: already in this class",) and again.class_size == 2
+    other = teach.add_photos("s", "blue", [red[0], *photos((30, 30, 220), 2, seed=1)])  # one photo, two labels: no
+    assert other.added == 2 and other.duplicates == ("photo 1: already in “red”",)
+    assert [(n, len(p)) for n, p in teach.classes("s")] == [("red", 2), ("blue", 2)]
+    assert len({p.key for _, ps in teach.classes("s") for p in ps}) == 4
+    nearly_full = teach.add_photos("s", "red", [red[0], red[2], *photos((220, 30, 30), 2, seed=8)])
+    assert nearly_full.added == 2 and nearly_full.class_size == 4  # the copy took no place of the new ones
+    assert len(nearly_full.refused) == 1 and "is full" in nearly_full.refused[0]
+    teach.remove_class("s", "blue")
+    back = teach.add_photos("s", "blue", photos((30, 30, 220), 2, seed=1))
+    assert back.added == 2 and back.cached == 2  # features reused: counted as photos, once each
+
+
+def test_nothing_acts_on_a_half_built_starter_set(store, settings):
+    """Between the starter set's classes the session is half-built: a Train (or any change, or a
+    use of an old head) sent then, as a client may send it directly, is refused with a message."""
+    teach = service(store, settings)
+    teach.add_photos("s", "x", photos((200, 0, 0), 2))
+    teach.add_photos("s", "y", photos((0, 0, 200), 2))
+    teach.train("s")
+    build = teach._add
+    refusals = []
+
+    def between_classes(*args, **kwargs):
+        report = build(*args, **kwargs)
+        assert teach.loading("s")
+        for attempt in (lambda: teach.train("s"), lambda: teach.add_photos("s", "z", photos((0, 200, 0), 2)),
+                        lambda: teach.remove_class("s", "cup"), lambda: teach.clear("s"),
+                        lambda: teach.classify("s", photos((200, 0, 0), 1)[0]), lambda: teach.export_head("s"),
+                        lambda: teach.add_starter_set("s")):
+            with pytest.raises(UserError, match="still loading") as refused:
+                attempt()
+            refusals.append(str(refused.value))
+        return report
+
+    teach._add = between_classes
+    report = teach.add_starter_set("s")
+    teach._add = build
+    assert report.added == 5 and len(refusals) == 7 * 2  # two classes without the kitchenware cache
+    assert not teach.loading("s")
+    assert {n: len(p) for n, p in teach.classes("s")} == {"not kitchenware": 4, "cup": 1}
+    teach.add_photos("s", "cup", photos((90, 60, 30), 1))  # built: changes are taken again
+    assert len(teach.train("s").photos) == 6
 
 
 def test_limits_and_messages(store, settings):

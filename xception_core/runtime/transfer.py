@@ -6,7 +6,9 @@ block outputs (N, D), e.g. the 2,048-d global average of the exit flow.
 
 The head is multinomial logistic regression on centred features scaled to unit mean square,
 L2-regularised and class-balanced, fitted full-batch with L-BFGS (strictly convex, so one
-optimum: the result does not depend on the start or on the optimiser). The centring and scaling
+optimum: the result does not depend on the start or on the optimiser, once the fit has reached it:
+the stopping rule bounds the weights' distance to the optimum relative to their size, so a weak
+penalty does not stop the fit early). The centring and scaling
 are folded into the returned weights, so the head acts on raw pooled features and exports as one
 Dense layer.
 """
@@ -24,7 +26,7 @@ __all__ = [
 
 DEFAULT_L2 = 1e-2
 DEFAULT_MAX_ITER = 300
-DEFAULT_TOL = 1e-4  # largest gradient entry at the optimum; accuracy does not move below it
+DEFAULT_TOL = 1e-4  # the weights' distance to the optimum, as a share of their size
 LOO_MAX_PHOTOS = 40  # leave-one-out up to this many photos, k-fold above (each fold is one fit)
 DEFAULT_FOLDS = 5
 
@@ -95,15 +97,16 @@ def _objective(params: np.ndarray, x: np.ndarray, onehot: np.ndarray, sample_w: 
     return loss, np.concatenate([grad_w.ravel(), delta.sum(axis=0)])
 
 
-def _lbfgs(fun, x0: np.ndarray, *, max_iter: int, tol: float, memory: int = 10) -> tuple[np.ndarray, int, bool]:
+def _lbfgs(fun, x0: np.ndarray, done, *, max_iter: int, memory: int = 10) -> tuple[np.ndarray, int, bool]:
     """Minimises a smooth convex `fun(x) -> (f, grad)`: L-BFGS two-loop recursion with a
-    backtracking (Armijo) line search. Returns (x, iterations, converged)."""
+    backtracking (Armijo) line search, until `done(x, grad)`. Returns (x, iterations, converged);
+    it also stops, unconverged, when a step no longer lowers f by what float64 can register."""
     x = x0.copy()
     f, g = fun(x)
     s_list: list[np.ndarray] = []
     y_list: list[np.ndarray] = []
     for it in range(max_iter):
-        if np.linalg.norm(g, np.inf) < tol:
+        if done(x, g):
             return x, it, True
         q = g.copy()
         alphas = []
@@ -132,11 +135,11 @@ def _lbfgs(fun, x0: np.ndarray, *, max_iter: int, tol: float, memory: int = 10) 
             s_list.append(s), y_list.append(y)
             if len(s_list) > memory:
                 s_list.pop(0), y_list.pop(0)
-        converged = abs(f - f_new) <= 1e-10 * max(abs(f), 1.0)
+        stalled = f - f_new <= 1e-14 * abs(f)
         x, f, g = x_new, f_new, g_new
-        if converged:
-            return x, it + 1, True
-    return x, max_iter, bool(np.linalg.norm(g, np.inf) < tol)
+        if stalled:
+            return x, it + 1, done(x, g)
+    return x, max_iter, done(x, g)
 
 
 def row_space(features: np.ndarray) -> np.ndarray | None:
@@ -163,7 +166,8 @@ def fit_softmax_head(features: np.ndarray, labels: np.ndarray, classes: int, *, 
         l2: Penalty on the weights of the scaled features (larger = smoother, less confident).
         balanced: Weigh each class equally whatever its photo count (sample weight ∝ 1/count).
         max_iter: L-BFGS iteration budget.
-        tol: Stop when the largest gradient entry is below this.
+        tol: Stop when the weights are within this share of their size from the optimum
+            (|gradient| ≤ tol·l2·|W|, which bounds |W - W*| ≤ tol·|W|).
         init: A head to start from (e.g. the full fit when fitting cross-validation folds).
         basis: `row_space` of these features or of a superset of them (cross-validation passes
             the whole set's); default: computed here when D > N.
@@ -197,8 +201,14 @@ def fit_softmax_head(features: np.ndarray, labels: np.ndarray, classes: int, *, 
         params0 = np.concatenate([w0.ravel(), b0])
     else:
         params0 = np.zeros(r * classes + classes)
-    params, iterations, converged = _lbfgs(lambda p: _objective(p, xs, onehot, sample_w, l2), params0,
-                                           max_iter=max_iter, tol=tol)
+    def done(p: np.ndarray, g: np.ndarray) -> bool:
+        # The penalty makes the objective λ-strongly convex in W, so |W - W*| ≤ |grad|/λ: a
+        # gradient below tol·λ·|W| puts W within a share `tol` of the optimum, at any λ and
+        # any feature scale (an absolute bound stops a weakly penalised fit after a step or two).
+        return float(np.linalg.norm(g)) <= tol * max(l2 * float(np.linalg.norm(p[: r * classes])), 1e-9)
+
+    params, iterations, converged = _lbfgs(lambda p: _objective(p, xs, onehot, sample_w, l2), params0, done,
+                                           max_iter=max_iter)
     w_scaled, b_scaled = params[: r * classes].reshape(r, classes), params[r * classes :]
     if basis is not None:
         w_scaled = basis @ w_scaled
@@ -217,6 +227,10 @@ class CrossValidation:
         confusion: (K, K) counts, row = true class, column = predicted.
         scheme: 'leave-one-out' or 'k-fold'.
         folds: Number of fits.
+        seen: (N,) photos of its own class in the training set of the head that classified each
+            photo (what a small class was judged on: a class of 2 under leave-one-out gives 1).
+        log_loss: Mean -log of the probability each photo's head gave its true class (lower =
+            surer of the right answers; it tells equal accuracies apart).
     """
 
     predicted: np.ndarray
@@ -224,6 +238,8 @@ class CrossValidation:
     confusion: np.ndarray
     scheme: str
     folds: int
+    seen: np.ndarray
+    log_loss: float
 
     @property
     def accuracy(self) -> float:
@@ -268,6 +284,7 @@ def cross_validate(features: np.ndarray, labels: np.ndarray, classes: int, *, fo
     folds = int(min(max(folds, 2), n))
     fold = np.arange(n) if folds == n else stratified_folds(y, folds, seed)
     probs = np.zeros((n, classes), np.float32)
+    seen = np.zeros(n, np.int64)
     basis = row_space(x)  # the whole set's span holds every fold's optimum: one QR for all folds
     for f in range(folds):
         test = fold == f
@@ -276,10 +293,13 @@ def cross_validate(features: np.ndarray, labels: np.ndarray, classes: int, *, fo
         head = fit_softmax_head(x[~test], y[~test], classes, l2=l2, balanced=balanced, max_iter=max_iter, tol=tol,
                                 init=init, basis=basis)
         probs[test] = head.probabilities(x[test].astype(np.float32))
+        seen[test] = np.bincount(y[~test], minlength=classes)[y[test]]
     predicted = probs.argmax(axis=1)
     confusion = np.zeros((classes, classes), np.int64)
     np.add.at(confusion, (y, predicted), 1)
-    return CrossValidation(predicted, probs, confusion, "leave-one-out" if folds == n else "k-fold", folds)
+    true_p = np.clip(probs[np.arange(n), y].astype(np.float64), 1e-12, 1.0)
+    return CrossValidation(predicted, probs, confusion, "leave-one-out" if folds == n else "k-fold", folds, seen,
+                           float(-np.mean(np.log(true_p))))
 
 
 @dataclass(frozen=True)

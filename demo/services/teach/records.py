@@ -69,12 +69,24 @@ class NamedPhoto:
 
 @dataclass(frozen=True)
 class AddReport:
-    """What an add did: photos added, cache hits among them, and the ones refused with why."""
+    """What an add did.
+
+    Attributes:
+        added: Photos added.
+        cached: Those among them whose features were already extracted (reused, not recomputed).
+        refused: The photos not added, each with why (undecodable, beyond the limits).
+        seconds: Time of the add.
+        duplicates: The photos not added because they are already in a class (same content),
+            each with the class: a photo is in one class, once.
+        class_size: Photos in the class after the add (0 for the starter set: several classes).
+    """
 
     added: int
     cached: int
     refused: tuple[str, ...]
     seconds: float
+    duplicates: tuple[str, ...] = ()
+    class_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,8 @@ class Trained:
         cv_seconds: Time of every block's cross-validation.
         weights_key: The weights whose features were used.
         weights_title: Their description.
+        best_block: The block whose head scored best under cross-validation (`training.best_block`):
+            what the tab shows first.
     """
 
     class_names: tuple[str, ...]
@@ -112,6 +126,7 @@ class Trained:
     cv_seconds: float
     weights_key: str
     weights_title: str
+    best_block: str
 
     @property
     def chance(self) -> float:

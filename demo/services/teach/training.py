@@ -16,14 +16,20 @@ from xception_core.io.images import display_copy
 from xception_core.io.preprocessing import preprocess
 from xception_core.io.visualize import overlay
 from xception_core.runtime.extractor import FINAL_BLOCK, TRANSFER_BLOCKS, FeatureExtractor
-from xception_core.runtime.transfer import class_activation_map, cross_validate, fit_softmax_head, pca_2d
+from xception_core.runtime.transfer import (
+    LOO_MAX_PHOTOS,
+    class_activation_map,
+    cross_validate,
+    fit_softmax_head,
+    pca_2d,
+)
 
 CAM_ALPHA = 0.5
 
 
 def train(classes: Sequence[tuple[str, Sequence[Photo]]], served: ServedModel, limits: TeachLimits) -> Trained:
-    """Fits the head on the exit-flow features of `classes` ([(name, photos)]) and
-    cross-validates a head on every offered block.
+    """Fits the head on the exit-flow features of `classes` ([(name, photos)]),
+    cross-validates a head on every offered block, and picks the best of them (`best_block`).
 
     Raises:
         UserError: Fewer than 2 classes, or a class with too few photos.
@@ -45,10 +51,25 @@ def train(classes: Sequence[tuple[str, Sequence[Photo]]], served: ServedModel, l
     blocks: dict[str, BlockResult] = {}
     for block in TRANSFER_BLOCKS:
         x = final if block == FINAL_BLOCK else np.stack([p.pooled[block] for p in photos])
-        cv = cross_validate(x, labels, len(names), init=head if block == FINAL_BLOCK else None)
+        # Under leave-one-out every fold starts from the whole set's fit on the same block, one
+        # photo away from its optimum: the same optimum, a third sooner (bench/README.md,
+        # "Teach"). A k-fold fold is a fifth of the photos away: that extra fit does not pay.
+        init = head if block == FINAL_BLOCK else (
+            fit_softmax_head(x, labels, len(names)) if len(labels) <= LOO_MAX_PHOTOS else None)
+        cv = cross_validate(x, labels, len(names), init=init)
         blocks[block] = BlockResult(block, int(x.shape[1]), cv, pca_2d(x))
     cv_seconds = time.perf_counter() - start
-    return Trained(names, head, labels, photos, blocks, fit_seconds, cv_seconds, served.key, served.title)
+    return Trained(names, head, labels, photos, blocks, fit_seconds, cv_seconds, served.key, served.title,
+                   best_block(blocks))
+
+
+def best_block(blocks: dict[str, BlockResult]) -> str:
+    """The block whose head classified the most photos right under cross-validation; among equal
+    accuracies, the one surer of the right answers (lower cross-validated log-loss), then the
+    deeper. Picked by the same cross-validation that reports it (a little optimistic: see
+    bench/README.md, "Teach")."""
+    order = list(blocks)
+    return min(order, key=lambda b: (-blocks[b].cv.accuracy, blocks[b].cv.log_loss, -order.index(b)))
 
 
 def classify_taught(trained: Trained, extractor: FeatureExtractor, image: Image.Image, input_size: int,
