@@ -319,7 +319,7 @@ def _wire_intro(store: ModelStore, service: TeachService, view: TeachView, block
             return teach_text.INTRO
 
     blocks.load(intro_now, None, view.intro, api_visibility="private", queue=False)
-    timer = gr.Timer(2.0, active=not store.settled())
+    timer = gr.Timer(2.0)  # never ask the store while building: a Serve ingress builds inside its event loop
     timer.tick(intro_now, None, view.intro, api_visibility="private", queue=False)
     timer.tick(lambda: gr.Timer(active=not store.settled()), None, timer, api_visibility="private", queue=False)
 

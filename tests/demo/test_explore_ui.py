@@ -172,3 +172,20 @@ def test_explore_takes_the_classify_photo_once_and_only_from_the_upload_folder(b
     assert take({"path": inside}, None, inside) == gr.skip()  # taken already: a photo picked since stays
     assert take({"path": str(tmp_path / "elsewhere.png")}, None, None) == gr.skip()
     assert take(None, None, None) == gr.skip()
+
+
+class _AsksNothingWhileBuilding:
+    """A store whose answers about the replicas fail, as a blocking Serve call does inside the
+    ingress's event loop, where Ray Serve builds the page."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def __getattr__(self, name):
+        if name in {"settled", "is_ready", "statuses", "available", "default_key", "get"}:
+            raise RuntimeError(f"store.{name} asked while the page was built")
+        return getattr(self._store, name)
+
+
+def test_building_the_page_asks_the_store_nothing(store):
+    build_demo(_AsksNothingWhileBuilding(store))
