@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ from demo.limits import (
 from demo.netron.exports import register_exports
 from demo.netron.routes import add_netron_routes
 from demo.ports import exit_if_port_taken
+from demo.runs import claim, is_run_folder, sweep_dead
 from demo.services.payloads import MAX_UPLOAD_BYTES
 from demo.store import ModelStore, Store
 from demo.ui import text
@@ -86,7 +89,9 @@ class Budgets:
 
 
 def housekeeping(blocks: gr.Blocks, budgets: Budgets, upload_dir: Path) -> Housekeeping:
-    """The chores that keep sessions, files and memory within `budgets`, in the order they run."""
+    """The chores that keep sessions, files and memory within `budgets`, in the order they run.
+    `upload_dir` is this process's own folder (`use_own_folder`): no chore looks outside it, except
+    the sweep of the folders ended processes left beside it (`demo.runs`)."""
     sessions = SessionSweep(blocks, ttl_s=budgets.session_ttl_s)
     heartbeats = OrphanHeartbeats(blocks)
     folders = EmptyFolders(upload_dir, min_age_s=budgets.file_min_age_s)
@@ -100,13 +105,28 @@ def housekeeping(blocks: gr.Blocks, budgets: Budgets, upload_dir: Path) -> House
     def release_memory() -> None:  # nothing worth a log line
         release_free_memory()
 
-    return Housekeeping([
+    chores = [
         Chore("sessions", lambda: sessions().summary()),
         Chore("heartbeats", stop_orphans),
         Chore("files", lambda: files().summary(), blocking=True),
         Chore("empty folders", folders.sweep, blocking=True),
         Chore("memory", release_memory, blocking=True),
-    ], page_watchers=(sessions, heartbeats, files))
+    ]
+    if is_run_folder(upload_dir):  # the folders of processes that ended since this one started
+        chores.append(Chore("ended processes", lambda: sweep_dead(upload_dir.parent).summary(), blocking=True))
+    return Housekeeping(chores, page_watchers=(sessions, heartbeats, files))
+
+
+def use_own_folder(store: Store) -> Path:
+    """Points every file this process writes at a folder of its own under the configured upload
+    root (`demo.runs`), after sweeping the folders of ended processes: the store's settings (which
+    every service reads) and Gradio's cache (GRADIO_TEMP_DIR, which Gradio reads when a page and
+    its components are built, and whenever it checks a path). Idempotent; returns the folder."""
+    run = claim(store.settings.upload_dir)
+    if store.settings.upload_dir != run.path:
+        store.settings = dataclasses.replace(store.settings, upload_dir=run.path)
+    os.environ["GRADIO_TEMP_DIR"] = str(run.path)
+    return run.path
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None,
@@ -114,6 +134,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     """Builds the app; model loading starts in the background right away."""
     budgets = budgets or Budgets()
     store = (store or make_store(settings or Settings())).start()
+    use_own_folder(store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: fastapi.FastAPI):
