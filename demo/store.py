@@ -13,6 +13,7 @@ Page text is the UI's: this module only reports states.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -210,6 +211,26 @@ def default_candidates(settings: Settings) -> tuple[str, ...]:
     return (settings.weights,) if settings.weights else AUTO_ORDER
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+MAX_KEY = 40
+
+
+def weights_key(source: str) -> str:
+    """The one key weights are known by everywhere (status, /healthz, `?weights=`, every answer,
+    export and folder names): a preset's own name; for a file, its stem made safe (letters,
+    digits, '_' and '-', at most 40 characters: '/srv/m/xception_taught.keras' → 'xception_taught'),
+    never its folder, and never a preset's name (a file called kitchenware.keras → 'kitchenware-file')."""
+    if source in PRESETS:
+        return source
+    stem = _UNSAFE.sub("_", Path(source).stem).strip("_-")[:MAX_KEY] or "weights"
+    return f"{stem}-file" if stem in PRESETS else stem
+
+
+def candidate_sources(sources: Sequence[str]) -> dict[str, str]:
+    """{key: source} of the weights a store tries, in order (`weights_key`)."""
+    return {weights_key(source): source for source in sources}
+
+
 def weights_title(key: str) -> str:
     """What the page calls weights before they are loaded: a preset's title, a weights file by its
     file name (its folder is the server's business)."""
@@ -315,7 +336,9 @@ class ModelStore:
 
     def __init__(self, settings: Settings | None = None, candidates: Sequence[str] | None = None):
         self.settings = settings or Settings()
-        self.candidates: tuple[str, ...] = tuple(candidates or default_candidates(self.settings))
+        # Keys (`weights_key`) everywhere; the source (a preset name or a file path) only to load.
+        self._sources = candidate_sources(tuple(candidates or default_candidates(self.settings)))
+        self.candidates: tuple[str, ...] = tuple(self._sources)
         # A slot per candidate from the start: the loader changes slots, never this dict, and
         # every read of a slot's fields happens under `_lock`.
         self._slots: dict[str, _Slot] = {key: _Slot() for key in self.candidates}
@@ -393,7 +416,7 @@ class ModelStore:
             slot.ready.set()
 
     def _serve(self, key: str) -> LocalServedModel:
-        loaded = load_model(key, settings=self.settings)
+        loaded = load_model(self._sources[key], settings=self.settings)
         settings = self.settings
         calibration = self._calibration(loaded) if settings.precision == "int8" else ()
         classifier = Classifier(loaded, backend=settings.backend, precision=settings.precision,
@@ -425,7 +448,7 @@ class ModelStore:
         slot = self._slots.get(key)
         with self._lock:
             served = slot.served if slot is not None else None
-        return served.title if served is not None else weights_title(key)
+        return served.title if served is not None else weights_title(self._sources.get(key, key))
 
     def statuses(self) -> list[SlotStatus]:
         """Each candidate's state, in loading order."""
@@ -433,7 +456,7 @@ class ModelStore:
         with self._lock:
             rows = [(key, slot.state, slot.started, slot.error, slot.failure, slot.served)
                     for key, slot in self._slots.items()]
-        return [SlotStatus(key, served.title if served is not None else weights_title(key), state,
+        return [SlotStatus(key, served.title if served is not None else weights_title(self._sources[key]), state,
                            0.0 if started is None else now - started, error, failure)
                 for key, state, started, error, failure, served in rows]
 
@@ -474,7 +497,7 @@ class ModelStore:
                 raise WeightsUnavailableError(f"no pretrained weights could be loaded ({errors})")
         slot = self._slots.get(key) if isinstance(key, str) else None
         if slot is None:
-            raise ValueError(f"unknown weights {echo(key)}; available: {self.available()}")
+            raise ValueError(f"unknown weights {echo(key)}; available: {', '.join(self.available()) or 'none yet'}")
         if not slot.ready.wait(timeout):
             raise TimeoutError(f"weights {key!r} are still loading; try again in a few seconds")
         with self._lock:

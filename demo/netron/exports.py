@@ -3,6 +3,7 @@ download, exported once per architecture into one folder and served by allowlist
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 import threading
@@ -53,7 +54,15 @@ class Exports:
         return self.store.variant(key, variant).model
 
     def _stem(self, variant: str, key: str | None) -> str:
-        return f"xception-{key or self.store.default_key}-{variant}"
+        """The export name: 'xception-<weights key>-<variant>'. The folder is a cache other processes
+        share, where the exporter replaces older files of a name: weights from a file also carry a
+        digest of where the file is, so another process serving another file of the same stem
+        never replaces (deletes) this one's exports."""
+        tag = str(key or self.store.default_key)[:32]
+        info = self.store.variant(key, variant).info
+        if info.preset is None and Path(str(info.source)).suffix in (".keras", ".h5", ".hdf5"):
+            tag += "-" + hashlib.sha256(str(info.source).encode()).hexdigest()[:8]
+        return f"xception-{tag}-{variant}"
 
     def graph(self, variant: str, key: str | None = None) -> str:
         """File name of the weight-free graph of the `variant` wiring of the store's model."""
