@@ -21,10 +21,13 @@ from pathlib import Path
 
 import fastapi
 import gradio as gr
+from fastapi.responses import JSONResponse
+from starlette.routing import Mount
 
-from demo.errors import public_text
+from demo.errors import NO_SUCH_EVENT, public_text
 from demo.fonts import add_font_routes
 from demo.http_api import refusal_answer, register_http_api
+from demo.log_filter import cap_log_lines
 from demo.limits import (
     BodyLimitMiddleware,
     Chore,
@@ -43,6 +46,7 @@ from demo.runs import claim, is_run_folder, sweep_dead
 from demo.services.payloads import MAX_UPLOAD_BYTES
 from demo.store import ModelStore, Store
 from demo.ui import text
+from demo.ui.events import INTERNAL_ERROR
 from demo.ui.layout import CSS, build_demo
 from xception_core.settings import Settings
 
@@ -129,6 +133,23 @@ def use_own_folder(store: Store) -> Path:
     return run.path
 
 
+def answer_unknown_events(app: fastapi.FastAPI) -> None:
+    """An event index the page does not have (`fn_index` 99) answers 404 with a sentence, as
+    Gradio's other refusals do ({"detail": ...}), not a bare 500 with a traceback in the log; any
+    other unhandled error in Gradio's routes answers a sentence too (and is logged whole)."""
+    gradio_app = next(route.app for route in app.routes if isinstance(route, Mount) and route.path == "")
+
+    async def unknown(request: fastapi.Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], int):  # Gradio's `fns[fn_index]`
+            logger.info("%s: unknown event %d refused", request.url.path, exc.args[0])
+            return JSONResponse({"detail": NO_SUCH_EVENT}, status_code=404)
+        logger.error("%s failed", request.url.path, exc_info=exc)
+        return JSONResponse({"detail": INTERNAL_ERROR.format(kind=type(exc).__name__)}, status_code=500)
+
+    gradio_app.add_exception_handler(KeyError, unknown)
+    gradio_app.add_exception_handler(Exception, unknown)
+
+
 def create_app(settings: Settings | None = None, store: Store | None = None,
                budgets: Budgets | None = None) -> fastapi.FastAPI:
     """Builds the app; model loading starts in the background right away."""
@@ -173,6 +194,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         app, blocks, path="/", ssr_mode=False, max_file_size=budgets.upload_bytes, show_error=False, css=CSS,
         footer_links=["api"],
     )
+    answer_unknown_events(app)
     # Its refusals on the API's paths are problem documents, as the API's OpenAPI description says.
     app.add_middleware(BodyLimitMiddleware, max_bytes=budgets.body_bytes, answer=refusal_answer)
     # Gradio checks that a request's file paths were uploaded by a user only once the Blocks
@@ -194,6 +216,7 @@ def main(settings: Settings | None = None, store: Store | None = None,
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cap_log_lines()  # a client's huge value never becomes a huge log line
     settings = settings or Settings.from_env()
     exit_if_port_taken(settings)
     map_big_blocks()
