@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,7 +156,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     """Builds the app; model loading starts in the background right away."""
     budgets = budgets or Budgets()
     store = (store or make_store(settings or Settings())).start()
-    use_own_folder(store)
+    run_folder = use_own_folder(store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: fastapi.FastAPI):
@@ -166,6 +167,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            # After Gradio's own shutdown (it deletes what it cached): the whole folder, where the
+            # app is the process's only one (`main`). uvicorn ends the process by re-raising
+            # SIGTERM, so no exit hook would run; a killed process's folder is swept by the others.
+            if getattr(app.state, "owns_folder", False):
+                shutil.rmtree(run_folder, ignore_errors=True)
 
     app = fastapi.FastAPI(title="Xception Explorer", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.store = store
@@ -221,6 +227,7 @@ def main(settings: Settings | None = None, store: Store | None = None,
     exit_if_port_taken(settings)
     map_big_blocks()
     app = create_app(settings, store)
+    app.state.owns_folder = True  # the process's one app: its folder goes when it stops
     if on_app is not None:
         on_app(app)
     print(f"Xception Explorer on http://{settings.host}:{settings.port}", flush=True)

@@ -33,7 +33,9 @@ from xception_core.settings import Settings
 
 port, root = int(sys.argv[1]), Path(sys.argv[2])
 store = store_serving(random_loaded(71, 3, seed=1), Settings(upload_dir=root, cache_dir=root.parent / "cache"))
-uvicorn.run(create_app(store.settings, store), host="127.0.0.1", port=port, log_level="warning")
+app = create_app(store.settings, store)
+app.state.owns_folder = True  # as demo.server.main marks the process's one app
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 """
 
 
@@ -108,7 +110,8 @@ def test_two_processes_keep_their_own_files_and_a_killed_ones_are_swept(tmp_path
         assert set(folders) == {a.pid, b.pid}  # one folder each, and nothing else of theirs beside
         assert {p.name for p in root.iterdir()} == {p.name for p in folders.values()}
 
-        stop(a)  # a clean exit (SIGTERM): Gradio deletes every file it cached, in A's folder only
+        stop(a)  # a clean exit (SIGTERM): Gradio deletes every file it cached, and A its folder, nothing else
+        assert set(run_folders(root)) == {b.pid}
         assert [status(u) for u in urls_b] == [200] * len(urls_b), "the other process's examples must still serve"
         assert status(url_b + "/healthz") == 200
 
@@ -117,7 +120,7 @@ def test_two_processes_keep_their_own_files_and_a_killed_ones_are_swept(tmp_path
         left = run_folders(root)[b.pid]
         assert any(left.rglob("*.jpg"))
         result = sweep_dead(root)  # ... until a start (or a live process's housekeeping) sweeps them
-        assert result.folders == 2 and result.bytes_freed > 0 and not left.exists() and not any(root.iterdir())
+        assert result.folders == 1 and result.bytes_freed > 0 and not left.exists() and not any(root.iterdir())
     finally:
         for proc in (a, b):
             if proc.poll() is None:
