@@ -5,6 +5,7 @@ The real create_app around a tiny random model."""
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -42,8 +43,9 @@ def event_with_input(config: dict, component_id: int) -> dict:
     return next(d for d in config["dependencies"] if component_id in d["inputs"])
 
 
-def run_event(client: TestClient, dep: dict, data: list) -> tuple[dict, int]:
-    """Gradio's queue, as the page uses it: (the completion message, bytes of the whole answer)."""
+def run_event(client: TestClient, dep: dict, data: list, logs: list | None = None) -> tuple[dict, int]:
+    """Gradio's queue, as the page uses it: (the completion message, bytes of the whole answer);
+    the toasts ("log" messages) go to `logs`."""
     session = os.urandom(6).hex()
     joined = client.post("/gradio_api/queue/join", json={"data": data, "fn_index": dep["id"], "session_hash": session})
     assert joined.status_code == 200, joined.text[:300]
@@ -51,6 +53,8 @@ def run_event(client: TestClient, dep: dict, data: list) -> tuple[dict, int]:
     with client.stream("GET", f"/gradio_api/queue/data?session_hash={session}") as stream:
         for line in stream.iter_lines():
             size += len(line)
+            if logs is not None and line.startswith("data:") and '"msg":"log"' in line.replace(" ", ""):
+                logs.append(json.loads(line[5:]))
             if "process_completed" in line:
                 return json.loads(line[5:]), size
     raise AssertionError("no answer")
@@ -128,3 +132,18 @@ def test_the_page_and_rest_name_the_same_failure_alike():
     assert words.startswith("The weights 'imagenet' are unavailable on this server (ImageNet: could not be downloaded")
     assert unavailable_words(statuses, None).startswith("No weights could be loaded on this server (ImageNet: ")
 
+
+
+def test_a_download_that_is_gone_says_to_prepare_it_again_and_hides(page):
+    """Teach's download buttons ask the server on click: one never prepared (or trimmed by the file
+    budget since) is a toast saying to press Prepare again, and the button hides (issue 21 item 4)."""
+    from demo.services.teach import DOWNLOAD_GONE
+
+    client, config = page
+    button = component(config, "teach-dl-model")
+    dep = next(d for d in config["dependencies"] if any(t[0] == button and t[1] == "click" for t in d["targets"]))
+    toasts: list = []
+    message, _ = run_event(client, dep, [], toasts)
+    assert message["success"], message
+    assert [t["log"] for t in toasts] == [html.escape(DOWNLOAD_GONE)]  # toasts are text, escaped
+    assert message["output"]["data"][0]["visible"] is False
