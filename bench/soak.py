@@ -314,7 +314,8 @@ class Traffic:
             (self.huge_choice, 2),
         ]
         block = self.g._ids(elem_id="teach-block")
-        self.fn_choice, self.choice_inputs = next((d["id"], d["inputs"]) for d in self.g.deps if block & set(d["inputs"]))
+        self.fn_choice, self.choice_inputs = next((d["id"], d["inputs"]) for d in self.g.deps
+                                                  if block & set(d["inputs"]))
         self.block_id = next(iter(block))
 
     def client(self) -> RawGradio:
@@ -664,7 +665,8 @@ def soak(args: argparse.Namespace) -> None:
             "mb": sum(a.log.stat().st_size for a in started_apps) / 2**20,
             "longest": max(max_line(a.log) for a in started_apps)}
     left = len(run_folders(shared))
-    notes = restart_note + [f"per-process folders: {running_folders} while {args.apps} ran, {left} left after all stopped"]
+    notes = restart_note + [f"per-process folders: {running_folders} while {args.apps} ran, "
+                            f"{left} left after all stopped"]
     print(report(stats, rss, disk, elapsed, args, healthy, logs, du(exports) / 2**20, notes))
     if args.keep_logs:
         args.keep_logs.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,8 @@ class CappedLines(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if len(message) > self.limit:
-            record.msg, record.args = f"{message[: self.limit]} … [{len(message) - self.limit:,} more characters cut]", None
+            cut = len(message) - self.limit
+            record.msg, record.args = f"{message[: self.limit]} … [{cut:,} more characters cut]", None
         return True
 
 

@@ -137,14 +137,14 @@ def use_own_folder(store: Store) -> Path:
 def answer_unknown_events(app: fastapi.FastAPI) -> None:
     """An event index the page does not have (`fn_index` 99) answers 404 with a sentence, as
     Gradio's other refusals do ({"detail": ...}), not a bare 500 with a traceback in the log; any
-    other unhandled error in Gradio's routes answers a sentence too (and is logged whole)."""
+    other unhandled error in Gradio's routes answers a sentence too (uvicorn logs its traceback:
+    Starlette raises it again once answered)."""
     gradio_app = next(route.app for route in app.routes if isinstance(route, Mount) and route.path == "")
 
     async def unknown(request: fastapi.Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], int):  # Gradio's `fns[fn_index]`
             logger.info("%s: unknown event %d refused", request.url.path, exc.args[0])
             return JSONResponse({"detail": NO_SUCH_EVENT}, status_code=404)
-        logger.error("%s failed", request.url.path, exc_info=exc)
         return JSONResponse({"detail": INTERNAL_ERROR.format(kind=type(exc).__name__)}, status_code=500)
 
     gradio_app.add_exception_handler(KeyError, unknown)
