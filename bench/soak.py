@@ -206,6 +206,35 @@ class Refused(Exception):
     """The server answered with an error (expected for bad inputs)."""
 
 
+def request_bytes(port: int, body: bytes, content_type: str = "image/jpeg", length: int | None = None) -> bytes:
+    """A raw `POST /api/v1/classify` request (its Content-Length may promise more than `body`)."""
+    head = (f"POST {REST_ROUTE} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body) if length is None else length}\r\n\r\n")
+    return head.encode() + body
+
+
+def read_status(sock: socket.socket) -> tuple[int, dict]:
+    """The status and JSON body of the answer on `sock` (0, {} when the server closed without one)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return 0, {}
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = {"text": body[:200].decode(errors="replace")}
+    return int(head.split()[1]), parsed
+
+
 # ------------------------------------------------------------------------------------------ inputs
 
 
@@ -516,8 +545,6 @@ class SlowBodies:
         return self
 
     def _one(self, app: int) -> None:
-        from bench.rest import read_status, request_bytes
-
         while not self.stop.is_set():
             if app in self.pool.down:
                 self.stop.wait(1.0)
