@@ -1,4 +1,4 @@
-"""One folder of its own for each app process, and the sweep of those left by dead processes.
+"""One folder of its own for each app process, and the sweep of what dead processes left.
 
 Several page processes on one machine (the scale-out set-up, or two copies started by hand) used to
 share Gradio's upload folder and the app's fixed folders under it (example thumbnails, Teach's
@@ -13,6 +13,11 @@ file for as long as it lives; the kernel drops it when the process ends, even by
 start, `sweep_dead` removes the run folders whose lock nobody holds: only folders of this naming
 (nothing else under the root is touched), and only once their process is gone (a reused pid does
 not keep a dead folder, and a live process's folder is never taken).
+
+Folders the processes share on purpose (the export cache, kept across restarts) hold only files
+every process would write alike; there `sweep_stale_temp_files` removes the half-written files of
+a process killed mid-write: only `write_atomically`'s temporary names, and only once untouched
+for an hour (a write in progress touches its file every moment; an export takes seconds).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from xception_core.files import is_temp_file
+
 logger = logging.getLogger(__name__)
 
 PREFIX = "xception-run-"
@@ -44,7 +51,7 @@ _claim_lock = threading.Lock()
 
 @dataclass(frozen=True)
 class SweepResult:
-    """What `sweep_dead` removed."""
+    """What `sweep_dead` (folders) or `sweep_stale_temp_files` (files) removed."""
 
     folders: int = 0
     bytes_freed: int = 0
@@ -52,7 +59,7 @@ class SweepResult:
     def summary(self) -> str | None:
         if not self.folders:
             return None
-        return f"{self.folders} folders of ended processes ({self.bytes_freed / 1e6:.1f} MB) removed"
+        return f"{self.folders} leftovers of ended processes ({self.bytes_freed / 1e6:.1f} MB) removed"
 
 
 @dataclass(frozen=True)
@@ -147,4 +154,29 @@ def sweep_dead(root: Path, now: float | None = None) -> SweepResult:
         shutil.rmtree(folder, ignore_errors=True)
         if not folder.exists():
             removed, freed = removed + 1, freed + size
+    return SweepResult(removed, freed)
+
+
+STALE_TEMP_S = 3600.0
+
+
+def sweep_stale_temp_files(folder: Path, min_age_s: float = STALE_TEMP_S, now: float | None = None) -> SweepResult:
+    """Removes `write_atomically` temporary files directly in `folder` untouched for `min_age_s`."""
+    now = time.time() if now is None else now
+    removed = freed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return SweepResult()
+    for entry in entries:
+        try:
+            if not is_temp_file(entry.name) or not entry.is_file(follow_symlinks=False):
+                continue
+            stat = entry.stat(follow_symlinks=False)
+            if now - stat.st_mtime < min_age_s:
+                continue
+            os.remove(entry.path)
+            removed, freed = removed + 1, freed + stat.st_size
+        except OSError:
+            continue
     return SweepResult(removed, freed)

@@ -12,6 +12,7 @@ from typing import Callable
 
 import fastapi
 
+from demo.runs import sweep_stale_temp_files
 from demo.store import ModelStore
 from xception_core.io.export import export_graph, export_keras, list_exports
 
@@ -82,6 +83,8 @@ def register_exports(app: fastapi.FastAPI, store: ModelStore, add_netron_routes:
     app.state.exports = None
     if folder is None:
         return None
+    if summary := sweep_stale_temp_files(folder).summary():  # a process killed mid-export
+        logger.info("exports: %s", summary)
     exports = Exports(store, folder)
     add_netron_routes(app, exports.folder, exports.names)
     app.state.exports = exports

@@ -162,3 +162,23 @@ def test_the_sweep_takes_only_run_folders_whose_process_is_gone(tmp_path):
     with pytest.raises(BlockingIOError):  # this process holds its own folder's lock
         with open(mine.path / LOCK_NAME, "r+") as f:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_half_written_exports_of_a_killed_process_are_swept_once_stale(tmp_path):
+    """The export cache is shared and kept: only write_atomically's temporary names untouched for an
+    hour go (a live process's write touches its file all the time); nothing else."""
+    from demo.runs import STALE_TEMP_S, sweep_stale_temp_files
+    from xception_core.files import temp_name
+
+    old_tmp = temp_name(tmp_path / "xception-kitchenware-paper.keras-0123-4567.keras")
+    new_tmp = temp_name(tmp_path / "xception-kitchenware-article.graph-89ab.json")
+    export = tmp_path / "xception-kitchenware-paper.graph-0123456789abcdef.json"
+    other = tmp_path / ".hidden.tmp"
+    for path in (old_tmp, new_tmp, export, other):
+        path.write_bytes(b"\0" * 100)
+    stale = time.time() - STALE_TEMP_S - 10
+    for path in (old_tmp, export, other):
+        os.utime(path, (stale, stale))
+    result = sweep_stale_temp_files(tmp_path)
+    assert result.folders == 1 and result.bytes_freed == 100
+    assert not old_tmp.exists() and new_tmp.exists() and export.exists() and other.exists()
