@@ -104,8 +104,14 @@ def claim(root: Path) -> RunFolder:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: nobody else can hold it
         os.write(fd, f"{os.getpid()}\n".encode())
         _claimed[key] = RunFolder(root, path, fd)
-        atexit.register(shutil.rmtree, path, True)  # a clean exit leaves nothing; a killed one, the next start's sweep
+        atexit.register(_remove_at_exit, path, os.getpid())  # a killed process's: the next start's sweep
         return _claimed[key]
+
+
+def _remove_at_exit(path: Path, owner: int) -> None:
+    """Removes the run folder at a normal exit of the process that made it (not of a forked child)."""
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _owner_gone(folder: Path, now: float) -> bool:
