@@ -91,6 +91,9 @@ def test_a_forged_file_path_costs_one_log_line_not_a_traceback(page, capfd, capl
     err = capfd.readouterr().err
     assert "Traceback" not in err and "/etc/passwd" not in err
     assert sum("input refused" in r.getMessage() for r in caplog.records) == 1
+    capfd.readouterr()
+    assert client.get("/gradio_api/file=/etc/passwd").status_code in (403, 404)  # the file route: refused quietly
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_an_event_the_page_does_not_have_answers_a_sentence(page):
