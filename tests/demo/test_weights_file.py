@@ -137,3 +137,41 @@ def test_teach_works_on_weights_from_a_file(served):
     model = teach.export_model("s1")
     assert model.is_file() and model.is_relative_to(store.settings.upload_dir)
     assert json.dumps(teach.export_head("s1").name) == '"taught_head.npz"'
+
+
+def run_page_event(client: TestClient, config: dict, output_elem: str, trigger: str, data: list) -> dict:
+    """One page event (the first whose outputs include `output_elem`, fired by `trigger`) through
+    Gradio's queue, as the page runs it; its completion message."""
+    ids = {c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == output_elem}
+    dep = next(d for d in config["dependencies"]
+               if ids & set(d["outputs"]) and any(t[1] == trigger for t in d["targets"]))
+    session = base64.b16encode(np.random.default_rng().bytes(5)).decode().lower()
+    joined = client.post("/gradio_api/queue/join", json={"data": data, "fn_index": dep["id"], "session_hash": session})
+    assert joined.status_code == 200, joined.text[:300]
+    with client.stream("GET", f"/gradio_api/queue/data?session_hash={session}") as stream:
+        for line in stream.iter_lines():
+            if "process_completed" in line:
+                return json.loads(line[5:])
+    raise AssertionError("no answer")
+
+
+def test_the_page_events_work_on_weights_from_a_file(served, taught):
+    """The Classify tab's click, the Graph sub-tab and its .keras download link, as the page runs them."""
+    client, app, store = served
+    secret = taught[0].name
+    config = client.get("/config").json()
+    image = base64.b64decode(png_data_url(5).split(",", 1)[1])
+    uploaded = client.post("/gradio_api/upload", files={"files": ("photo.png", image, "image/png")}).json()[0]
+    photo = {"path": uploaded, "orig_name": "photo.png", "meta": {"_type": "gradio.FileData"}}
+    classified = run_page_event(client, config, "gradcam", "click", [photo, None])
+    assert classified["success"], classified
+    assert {c["label"] for c in classified["output"]["data"][0]["confidences"]} == set(NAMES)
+    graph = run_page_event(client, config, "netron-view", "change", ["article"])
+    assert graph["success"] and "xception-xception_taught-" in json.dumps(graph["output"]["data"])
+    link = run_page_event(client, config, "keras-download", "click", ["paper"])
+    assert link["success"], link
+    html_link = link["output"]["data"][0]["value"]
+    name = html_link.split('href="models/', 1)[1].split('"', 1)[0]
+    assert name.startswith("xception-xception_taught-") and client.get(f"/models/{name}").status_code == 200
+    for answer in (classified, graph, link):
+        assert secret not in json.dumps(answer)
