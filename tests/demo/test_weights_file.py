@@ -156,7 +156,8 @@ def run_page_event(client: TestClient, config: dict, output_elem: str, trigger: 
 
 
 def test_the_page_events_work_on_weights_from_a_file(served, taught):
-    """The Classify tab's click, the Graph sub-tab and its .keras download link, as the page runs them."""
+    """The Classify tab's click, Explore's activations, the Graph sub-tab and its .keras download
+    link, as the page runs them (Teach: `test_teach_works_on_weights_from_a_file`)."""
     client, app, store = served
     secret = taught[0].name
     config = client.get("/config").json()
@@ -166,6 +167,8 @@ def test_the_page_events_work_on_weights_from_a_file(served, taught):
     classified = run_page_event(client, config, "gradcam", "click", [photo, None])
     assert classified["success"], classified
     assert {c["label"] for c in classified["output"]["data"][0]["confidences"]} == set(NAMES)
+    explored = run_page_event(client, config, "explore-gallery", "change", [photo, "block4", 8, True, True, None])
+    assert explored["success"], explored
     graph = run_page_event(client, config, "netron-view", "change", ["article"])
     assert graph["success"] and "xception-xception_taught-" in json.dumps(graph["output"]["data"])
     link = run_page_event(client, config, "keras-download", "click", ["paper"])
@@ -173,5 +176,5 @@ def test_the_page_events_work_on_weights_from_a_file(served, taught):
     html_link = link["output"]["data"][0]["value"]
     name = html_link.split('href="models/', 1)[1].split('"', 1)[0]
     assert name.startswith("xception-xception_taught-") and client.get(f"/models/{name}").status_code == 200
-    for answer in (classified, graph, link):
+    for answer in (classified, explored, graph, link):
         assert secret not in json.dumps(answer)
