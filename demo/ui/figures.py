@@ -560,8 +560,10 @@ def macs_figure(depthwise_macs: int, pointwise_macs: int, standard_macs: int, *,
         data=[bar([depthwise_macs, 0], "depthwise 3×3", FLOW_COLORS["entry"]),
               bar([pointwise_macs, 0], "pointwise 1×1", FLOW_COLORS["middle"]),
               bar([0, standard_macs], "standard 3×3 conv", _REST)],
+        # The legend under the bars at every width: above them it would sit under Plotly's tool bar.
         layout=dict(template=_template(theme), font=_font(theme), title=_title(title, theme), barmode="stack",
-                    height=250 if theme.narrow else 220, legend=_legend(theme, 1.0), hoverlabel=dict(align="left"),
-                    margin=dict(l=76, r=16, t=70, b=70) if theme.narrow else dict(l=84, r=30, t=56, b=40),
-                    xaxis=dict(title=dict(text="multiply-accumulates")), yaxis=dict(type="category")),
+                    height=300 if theme.narrow else 250, hoverlabel=dict(align="left"),
+                    legend=dict(orientation="h", x=0, xanchor="left", y=-0.22, yanchor="top"),
+                    margin=dict(l=76, r=16, t=70, b=96) if theme.narrow else dict(l=84, r=30, t=56, b=70),
+                    yaxis=dict(type="category")),
     )

@@ -46,13 +46,14 @@ GRID_CSS = """
 .op-card { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 10px; }
 .op-head { font-size: 0.9em; margin-bottom: 6px; }
 .op-row { display: flex; flex-wrap: wrap; align-items: center; gap: 6px 8px; }
-.op-fig { margin: 0; display: flex; flex-direction: column; align-items: center; }
-.op-fig figcaption { font-size: 0.75em; opacity: 0.8; margin-top: 2px; text-align: center; }
+.op-fig { margin: 0; display: flex; flex-direction: column; align-items: center; width: min-content; }
+.op-fig figcaption { font-size: 0.75em; opacity: 0.8; margin-top: 2px; text-align: center; line-height: 1.2; }
 .op-grid { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 0.8em; }
 .op-grid td { border: 1px solid var(--border-color-primary); padding: 2px 4px; min-width: 3.3em;
   text-align: right; color: var(--body-text-color); }
 .op-grid td.pad { border-style: dashed; opacity: 0.45; }
 .op-grid td.hit { outline: 2px solid var(--body-text-color); outline-offset: -2px; }
+.op-then { display: flex; align-items: center; gap: 6px; }
 .op-sign { font-size: 1.2em; opacity: 0.8; }
 .op-sum { font-size: 0.95em; white-space: nowrap; }
 .op-stages { display: flex; flex-direction: column; gap: 10px; font-size: 0.92em; line-height: 1.45; }
@@ -63,8 +64,15 @@ GRID_CSS = """
 
 
 def num(value: float, digits: int = 4) -> str:
-    """A number as the page shows it: `digits` significant digits, a true minus sign."""
-    return f"{float(value):.{digits}g}".replace("-", "−")
+    """A number as the page shows it: `digits` significant digits, a true minus sign, and no
+    "−0" (a padding zero times a negative weight is still nothing)."""
+    return f"{float(value) + 0.0:.{digits}g}".replace("-", "−")
+
+
+def term(value: float, digits: int = 4) -> str:
+    """A number after an operator: negative ones in parentheses, "x − (−0.12)"."""
+    shown = num(value, digits)
+    return f"({shown})" if shown.startswith("−") else shown
 
 
 def _cell_style(value: float, largest: float) -> str:
@@ -107,7 +115,7 @@ def depthwise_html(step: SeparableStep, shown: int) -> str:
     its 3×3 input patch, its kernel, their products and the sum (the depthwise output)."""
     products = {c.channel: c.product for c in step.pointwise.top}
     relu = step.plan.relu_before
-    patch_caption = f"input patch (after {relu})" if relu else f"input patch ({step.plan.feed}, no ReLU)"
+    patch_caption = "input patch (after the ReLU)" if relu else "input patch (no ReLU)"
     cards = []
     for rank, d in enumerate(step.depthwise[:shown], start=1):
         share = products.get(d.channel)
@@ -116,18 +124,20 @@ def depthwise_html(step: SeparableStep, shown: int) -> str:
         cards.append(
             f'<div class="op-card op-depthwise" data-channel="{d.channel}"><div class="op-head">{head}</div>'
             f'<div class="op-row">{_figure(number_grid(d.inputs, d.padding), patch_caption)}'
-            f'<span class="op-sign">×</span>{_figure(number_grid(d.kernel), "its 3×3 kernel")}'
-            f'<span class="op-sign">=</span>{_figure(number_grid(d.products, d.padding), "products")}'
-            f'<span class="op-sign">→</span>'
-            f'<div class="op-sum">Σ = <b class="op-value" data-value="{d.value:.9g}">{num(d.value)}</b></div>'
+            f'<span class="op-then"><span class="op-sign">×</span>{_figure(number_grid(d.kernel), "its own kernel")}'
+            f'</span><span class="op-then"><span class="op-sign">=</span>'
+            f'{_figure(number_grid(d.products, d.padding), "products")}</span>'
+            f'<div class="op-sum">→ sum Σ = <b class="op-value" data-value="{d.value:.9g}">{num(d.value)}</b></div>'
             "</div></div>")
     note = ""
     if any(d.padding.any() for d in step.depthwise[:shown]):
         note = ('<div class="op-check">Dashed cells hang over the map\'s border: the conv pads with zeros '
                 "('same' padding), so they add nothing.</div>")
+    feed = (f"the conv reads {html.escape(step.plan.feed)} through the ReLU {html.escape(relu)}" if relu else
+            f"the conv reads {html.escape(step.plan.feed)} as it is (no ReLU in front of it)")
     head = (f'<div class="op-head"><b>Depthwise 3×3</b>: each of the {step.plan.in_channels} input channels has its '
-            f"own kernel and is filtered alone; here the {min(shown, len(step.depthwise))} that matter most for "
-            f"output channel #{step.channel}.</div>")
+            f"own kernel and is filtered alone ({feed}); here the {min(shown, len(step.depthwise))} that matter most "
+            f"for output channel #{step.channel}.</div>")
     return f'<div class="op-cards">{head}{"".join(cards)}{note}</div>'
 
 
@@ -155,10 +165,10 @@ def stages_html(step: SeparableStep) -> str:
         f"<b>Pointwise 1×1</b> {code(pw.layer)}: every input channel's depthwise value × its weight into channel "
         f"#{pw.channel}, summed over all {pw.in_channels} (the chart) = "
         f'<b class="op-pointwise" data-value="{pw.value:.9g}">{num(pw.value)}</b>.',
-        f"<b>BatchNorm</b> {code(bn.layer)}: (x − μ) / √(σ² + ε) · γ + β = ({num(bn.x)} − {num(bn.mean)}) / "
-        f"√({num(bn.variance)} + {num(bn.epsilon, 2)}) · {num(bn.gamma)} + {num(bn.beta)} = "
+        f"<b>BatchNorm</b> {code(bn.layer)}: (x − μ) / √(σ² + ε) · γ + β = ({num(bn.x)} − {term(bn.mean)}) / "
+        f"√({num(bn.variance)} + {num(bn.epsilon, 2)}) · {term(bn.gamma)} + {term(bn.beta)} = "
         f'<b class="op-bn" data-value="{bn.value:.9g}">{num(bn.value)}</b>{_check(step, bn.layer)}. Folded into '
-        f"one multiply-add, as the server runs it: s·x + t = {num(bn.scale)} · {num(bn.x)} + {num(bn.shift)}.",
+        f"one multiply-add, as the server runs it: s·x + t = {num(bn.scale)} · {term(bn.x)} + {term(bn.shift)}.",
     ]
     if step.relu is not None:
         lines.append(f"<b>ReLU</b> {code(step.relu.layer)} ({_relu_role(step)}): max(0, {num(step.relu.x)}) = "
@@ -174,12 +184,12 @@ def stages_html(step: SeparableStep) -> str:
     if step.add is not None:
         a, s = step.add, step.add.shortcut
         if s.kind == "identity":
-            shortcut = f"the block's input {code(s.source)} at ({s.row}, {s.col}) as it is: {num(s.value)}"
+            shortcut = f"the block's input {code(s.source)} at ({s.row}, {s.col}), as it is"
         else:
             shortcut = (f"a 1×1 stride-2 conv of {code(s.source)} at ({s.row}, {s.col}) = {num(s.conv.value)}, then "
-                        f"its BatchNorm {code(s.layer)} = {num(s.value)}")
+                        f"its BatchNorm {code(s.layer)}")
         lines.append(f"<b>Residual sum</b> {code(a.layer)} at ({a.row}, {a.col}): main path {num(a.main)} + shortcut "
-                     f"({shortcut}) = <b class=\"op-add\">{num(a.value)}</b>{_check(step, a.layer)}.")
+                     f"{term(s.value)} ({shortcut}) = <b class=\"op-add\">{num(a.value)}</b>{_check(step, a.layer)}.")
     else:
         lines.append(f"No residual sum after this conv: its output goes on to {_next_of(step)}.")
     items = "".join(f'<div class="op-stage">{line}</div>' for line in lines)
@@ -193,7 +203,8 @@ def _next_of(step: SeparableStep) -> str:
 
 
 def where(step: SeparableStep, input_size: int, hit: bool, ms: float, forward_ms: float | None) -> str:
-    """Where the step is, its receptive field in words, and what the click cost on the server."""
+    """Where the step is, its receptive field in words, and what the click cost on the server
+    (`ms`: the whole answer, pictures and charts included)."""
     f: ReceptiveField = step.receptive
     h, w = step.grid
     cut = " (cut at the photo's border)" if f.clipped else ""
@@ -202,7 +213,7 @@ def where(step: SeparableStep, input_size: int, hit: bool, ms: float, forward_ms
              f"{f.rows.size}×{f.cols.size}, and neighbouring positions are {f.rows.jump} pixels apart.")
     if f.covers_input:
         field += " This position already sees the whole photo."
-    timing = (f"Cache hit: no forward pass; this click took **{ms:.0f} ms** on the server." if hit else
+    timing = (f"Cache hit: no forward pass; this answer took **{ms:.0f} ms** on the server." if hit else
               f"One forward pass ({forward_ms:.0f} ms) kept this block's layers; this answer took {ms:.0f} ms.")
     return (f"**{step.plan.layer}** ({step.variant} wiring) · output position **row {step.row}, column {step.col}** "
             f"of its {h}×{w} grid · output channel **#{step.channel}** of {step.plan.out_channels}.  \n"

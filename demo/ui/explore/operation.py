@@ -13,6 +13,7 @@ words (`demo.ui.operation_text`, `demo.ui.figures`).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,9 +188,11 @@ def _layout() -> OperationView:
     where = gr.Markdown(words.NO_PHOTO, elem_id="op-where")
     with gr.Row(equal_height=False):
         photo_view = gr.Image(label="Your photo as the model sees it: click to pick a position", type="pil",
-                              interactive=False, format="png", buttons=[], elem_id="op-photo", min_width=280)
+                              interactive=False, format="jpeg", buttons=[], height=VIEW_SIDE + 60, elem_id="op-photo",
+                              min_width=280)
         map_view = gr.Image(label="The conv's output channel (after BatchNorm): click a cell", type="pil",
-                            interactive=False, format="png", buttons=[], elem_id="op-map", min_width=280)
+                            interactive=False, format="png", buttons=[], height=VIEW_SIDE + 60, elem_id="op-map",
+                            min_width=280)
     with gr.Row():
         row = gr.Number(None, label="Row", precision=0, minimum=0, elem_id="op-row", min_width=100)
         col = gr.Number(None, label="Column", precision=0, minimum=0, elem_id="op-col", min_width=100)
@@ -218,15 +221,14 @@ def _layout() -> OperationView:
 
 
 def _answer(service: OperationService, view: OperationView, answer: StepAnswer, payload: Any, shown: Any,
-            client: Any, table: bool) -> dict:
-    """One step's outputs (the receptive-field table too when `table`)."""
+            client: Any, table: bool, started: float) -> dict:
+    """One step's outputs (the receptive-field table too when `table`); `started`: when the event's
+    handler began (the time said is the whole answer's)."""
     step, theme = answer.step, figures.theme_of(client)
     pw = step.pointwise
     f = step.receptive
     state = {"key": answer.photo, "path": payload_path(payload), "y": f.rows.centre(f.row), "x": f.cols.centre(f.col)}
     out = {
-        view.where: words.where(step, answer.image.shape[0], answer.cache_hit, answer.seconds * 1000,
-                                None if answer.forward_seconds is None else answer.forward_seconds * 1000),
         view.photo_view: photo_picture(answer),
         view.map_view: gr.update(value=map_picture(answer),
                                  label=f"{step.plan.batchnorm}, channel #{step.channel}: click a cell"),
@@ -246,6 +248,9 @@ def _answer(service: OperationService, view: OperationView, answer: StepAnswer, 
     }
     if table:
         out[view.rf_table] = receptive_frame(service.receptive_table(step.variant))
+    out[view.where] = words.where(step, answer.image.shape[0], answer.cache_hit,
+                                  (time.perf_counter() - started) * 1000,
+                                  None if answer.forward_seconds is None else answer.forward_seconds * 1000)
     return out
 
 
@@ -259,8 +264,9 @@ def handlers(service: OperationService, view: OperationView) -> dict[str, Any]:
     """The sub-tab's event handlers by name (the tests call them as the page does)."""
 
     def step(payload, state, block, layer, variant, row, col, channel, shown, client, table=False):
+        started = time.perf_counter()
         answer = service.step(known_key(state, payload), payload, block, layer, row, col, channel, variant, MAX_TOP)
-        return _answer(service, view, answer, payload, shown, client, table)
+        return _answer(service, view, answer, payload, shown, client, table, started)
 
     def moved(payload, state, block, layer, variant, channel, shown, client, table=True):
         """A new block, conv or wiring: the position whose field is centred nearest the last one's
