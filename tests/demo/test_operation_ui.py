@@ -139,6 +139,7 @@ def test_clicks_land_where_the_service_says(blocks, service, photo):
     ref = service.step(None, photo, *ARGS[:2], 2, w - 1, 2, "paper", MAX_TOP).step
     assert shown_sums(out["op-depthwise"]) == pytest.approx({d.channel: d.value for d in ref.depthwise[:4]}, rel=1e-3)
     assert "Cache hit" in out["op-where"]  # the second answer of one photo runs no pass
+    assert "op-macs" not in out and "op-rf-table" not in out  # a click in the same conv redraws no cost chart
 
     scale = op.photo_scale(SIZE)
     out = by_id(fn(blocks, "op_photo_click")(photo, state, *ARGS[:2], "paper", 2, 1, None,

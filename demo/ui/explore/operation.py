@@ -222,8 +222,8 @@ def _layout() -> OperationView:
 
 def _answer(service: OperationService, view: OperationView, answer: StepAnswer, payload: Any, shown: Any,
             client: Any, table: bool, started: float) -> dict:
-    """One step's outputs (the receptive-field table too when `table`); `started`: when the event's
-    handler began (the time said is the whole answer's)."""
+    """One step's outputs (the receptive-field table and the conv's cost too when `table`);
+    `started`: when the event's handler began (the time said is the whole answer's)."""
     step, theme = answer.step, figures.theme_of(client)
     pw = step.pointwise
     f = step.receptive
@@ -238,16 +238,18 @@ def _answer(service: OperationService, view: OperationView, answer: StepAnswer, 
             [c.product for c in pw.top], pw.rest, pw.rest_count, pw.bias, pw.value, layer=pw.layer,
             channel=pw.channel, theme=theme),
         view.stages: words.stages_html(step),
-        view.macs: figures.macs_figure(step.cost.depthwise_macs, step.cost.pointwise_macs, step.cost.standard_macs,
-                                       layer=step.plan.layer, grid=step.grid, theme=theme),
-        view.cost: words.cost_text(step),
         view.state: state,
         view.row: step.row, view.col: step.col,
         view.channel: gr.update(value=step.channel, maximum=step.plan.out_channels - 1,
                                 label=f"Output channel (0–{step.plan.out_channels - 1})"),
     }
-    if table:
+    if table:  # what only a new conv or wiring changes: a click in the same conv leaves them (and the
+        # browser redraws no chart it need not)
         out[view.rf_table] = receptive_frame(service.receptive_table(step.variant))
+        out[view.macs] = figures.macs_figure(step.cost.depthwise_macs, step.cost.pointwise_macs,
+                                             step.cost.standard_macs, layer=step.plan.layer, grid=step.grid,
+                                             theme=theme)
+        out[view.cost] = words.cost_text(step)
     out[view.where] = words.where(step, answer.image.shape[0], answer.cache_hit,
                                   (time.perf_counter() - started) * 1000,
                                   None if answer.forward_seconds is None else answer.forward_seconds * 1000)
