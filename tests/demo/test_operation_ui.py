@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from demo.services.operation import MAX_TOP, OperationService, ServerPhoto
+from demo.ui import operation_text
 from demo.ui.explore import operation as op
 from demo.ui.explore.api import operation_handler
 from demo.ui.layout import build_demo
@@ -243,3 +244,10 @@ def test_the_operation_endpoint_answers_the_services_numbers(service, photo):
         operation_handler(service)(photo, "block4", "block4_sepconv2", 1, 2, 5, "paper", 17)
     with pytest.raises(gr.Error, match="has the separable convs"):
         operation_handler(service)(photo, "block4", "2", 1, 2, 5, "paper", 2)
+
+
+def test_numbers_are_written_as_a_person_reads_them():
+    assert operation_text.num(-0.0) == "0" and operation_text.num(-1.23456) == "−1.235"
+    assert operation_text.term(-0.5) == "(−0.5)" and operation_text.term(0.5) == "0.5"
+    grid = operation_text.number_grid(np.array([[1.0, -2.0], [np.nan, 0.0]]), np.array([[False, True], [False, False]]))
+    assert grid.count("<td") == 4 and 'class="pad"' in grid and "−2" in grid and "<td></td>" in grid  # NaN: empty
