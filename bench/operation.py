@@ -135,8 +135,12 @@ def page_clicks(clicks: int) -> dict[str, Any]:
                     "(i) => { const r = i.getBoundingClientRect(); const s = Math.min(r.width / i.naturalWidth,"
                     " r.height / i.naturalHeight, 1) * i.naturalWidth; return [(r.width - s) / 2, (r.height - s) / 2,"
                     " s]; }")
+                loaded = ("() => { const i = document.querySelector('#op-map img');"
+                          " return i && i.complete && i.naturalWidth > 0; }")
                 page_ms, server_ms = [], []
                 for i in range(clicks + 1):
+                    # Gradio maps a click through the picture's natural size: one still loading takes none.
+                    page.wait_for_function(loaded, timeout=60_000)
                     cell = (i * 5 + 1) % (grid * grid)  # a new cell each time: the map's picture always changes
                     at = {"x": x0 + (cell % grid + 0.5) * side / grid, "y": y0 + (cell // grid + 0.5) * side / grid}
                     ms = _measure(page, "#op-map img", lambda at=at: picture.click(position=at))

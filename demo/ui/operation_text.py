@@ -26,6 +26,12 @@ step (a 1×1 mix of all input channels into one output channel), then BatchNorm,
 block's residual sum. Every number is checked against the value the model itself computed.
 """
 
+HEAD_DEPTHWISE = "### 1 · Depthwise: each input channel filtered alone"
+HEAD_POINTWISE = "### 2 · Pointwise: all input channels mixed into one"
+HEAD_AFTER = "### 3 · BatchNorm, ReLU and the block's sum"
+HEAD_COST = "### 4 · What this step costs"
+HEAD_PATCHES = "### 5 · What a channel looks for"
+
 NO_PHOTO = ("No photo yet: pick an example below (or a photo in **Activations**, or upload one there), "
             "then click the photo or the feature map.")
 CLICK_HINT = "Click the photo or the map to move the output position; the red square is its receptive field."

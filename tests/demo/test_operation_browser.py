@@ -65,6 +65,9 @@ def test_a_click_on_the_map_shows_the_step_number_by_number(chromium, live_serve
     target = (1, grid - 2)
     picture = page.locator("#op-map img")
     picture.scroll_into_view_if_needed()
+    # Gradio maps a click through the picture's natural size: one still loading takes no click.
+    page.wait_for_function("() => { const i = document.querySelector('#op-map img');"
+                           " return i && i.complete && i.naturalWidth > 0; }", timeout=30_000)
     x, y, side = drawn_square(picture)
     started = time.perf_counter()
     picture.click(position={"x": x + (target[1] + 0.5) * side / grid, "y": y + (target[0] + 0.5) * side / grid})

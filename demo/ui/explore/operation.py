@@ -200,16 +200,16 @@ def _layout() -> OperationView:
     with gr.Accordion("Receptive field by block", open=False, elem_id="op-rf"):
         gr.Markdown(words.RF_TABLE_NOTE)
         rf_table = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="op-rf-table")
-    gr.Markdown("### 1 · Depthwise")
+    gr.Markdown(words.HEAD_DEPTHWISE)
     depthwise = gr.HTML(css_template=words.GRID_CSS, elem_id="op-depthwise")
-    gr.Markdown("### 2 · Pointwise")
+    gr.Markdown(words.HEAD_POINTWISE)
     pointwise = gr.Plot(label="Pointwise contributions", show_label=False, elem_id="op-pointwise")
-    gr.Markdown("### 3 · BatchNorm, ReLU and the block's sum")
+    gr.Markdown(words.HEAD_AFTER)
     stages = gr.HTML(css_template=words.GRID_CSS, elem_id="op-stages")
-    gr.Markdown("### 4 · What this step costs")
+    gr.Markdown(words.HEAD_COST)
     macs = gr.Plot(label="Multiply-accumulates", show_label=False, elem_id="op-macs")
     cost = gr.Markdown(elem_id="op-cost")
-    gr.Markdown("### 5 · What a channel looks for")
+    gr.Markdown(words.HEAD_PATCHES)
     gr.Markdown(words.PATCHES_INTRO)
     search = gr.Button("Find the strongest patches of this block's output channel", elem_id="op-search")
     patches = gr.Gallery(label="Strongest patches", columns=4, height="auto", allow_preview=False,
@@ -410,6 +410,9 @@ def build(ctx: ExploreContext, tab: gr.Tab) -> OperationView:
     view = _layout()
     _wire(ctx, view, tab, ctx.operation)
     _wire_examples(ctx, view)
+    # The receptive-field table before any photo (the paper's wiring; a shown step has its own).
+    ctx.fill([view.rf_table], lambda described: (receptive_frame(ctx.operation.receptive_table("paper")),),
+             again=False)
     return view
 
 
