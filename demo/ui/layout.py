@@ -46,6 +46,8 @@ footer > .divider:last-child { display: none; }
   /* Example captions whole ("spoon", not "sp…"): three columns. */
   #classify-examples .grid-container, #explore-examples .grid-container, #op-examples .grid-container {
     grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+  /* A channel's patches two a row: big enough to see what it fires on, captions whole. */
+  #op-patches .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
   /* Sub-tabs packed a little closer: all six in two rows at 390 px, not three. */
   #explore-tabs .tab-container button, #main-tabs .tab-container button { padding: 0 10px; }
 }

@@ -220,7 +220,8 @@ def where(step: SeparableStep, input_size: int, hit: bool, ms: float, forward_ms
     if f.covers_input:
         field += " This position already sees the whole photo."
     timing = (f"Cache hit: no forward pass; this answer took **{ms:.0f} ms** on the server." if hit else
-              f"One forward pass ({forward_ms:.0f} ms) kept this block's layers; this answer took {ms:.0f} ms.")
+              f"One forward pass ({forward_ms:.0f} ms) kept this block's layers; this answer took {ms:.0f} ms in all "
+              "(the first in a wiring also prepares that wiring's model).")
     return (f"**{step.plan.layer}** ({step.variant} wiring) · output position **row {step.row}, column {step.col}** "
             f"of its {h}×{w} grid · output channel **#{step.channel}** of {step.plan.out_channels}.  \n"
             f"{field}  \n{timing}")
@@ -239,9 +240,14 @@ def cost_text(step: SeparableStep) -> str:
 def patches_summary(found: ChannelPatches, searched: int, uploads: int) -> str:
     """Under the strongest patches: what was searched and how long it took."""
     mine = f", {uploads} of them yours" if uploads else ""
+    if found.passes == 0:
+        passes = "every one already summarised (no forward pass)"
+    elif found.passes == searched:
+        passes = "each went through the model once (kept for the next channel)"
+    else:
+        passes = f"{found.passes} went through the model, the others were already summarised"
     return (f"Channel **#{found.channel}** of **{found.block}**'s output ({found.layer}, {found.variant} wiring), "
-            f"over {searched} photos{mine}: {found.passes} needed a forward pass, the others were cached; "
-            f"{found.seconds:.1f} s.")
+            f"over {searched} photos{mine}: {passes}; {found.seconds:.1f} s on the server.")
 
 
 def patch_caption(label: str, value: float, field: ReceptiveField) -> str:
