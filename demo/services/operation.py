@@ -245,6 +245,17 @@ class OperationService:
         return StepAnswer(step, tensors.photo, tensors.image, tensors.arrays[plan.batchnorm][..., channel], inputs,
                           hit, None if hit else tensors.forward_seconds, time.perf_counter() - start)
 
+    def strongest_channel(self, photo: Any, payload: Any, block: Any, layer: Any, row: Any, col: Any,
+                          variant: Any = "paper") -> int:
+        """The conv's output channel with the largest BatchNorm output at (row, col) of a photo: where
+        a lesson on one position starts (a lookup once the block's tensors are cached)."""
+        first = self.step(photo, payload, block, layer, row, col, 0, variant, top=1)
+        plan, served = first.step.plan, self.model()
+        tensors = self.cache.lookup(first.photo, served.key, first.step.variant, plan.block)
+        if tensors is None:  # pragma: no cover - only if the cache dropped it between two lines
+            raise UserError("That photo is no longer in memory; pick it again.")
+        return int(np.argmax(tensors.arrays[plan.batchnorm][first.step.row, first.step.col]))
+
     # ---------------------------------------------------------------- what a channel looks for
 
     def default_photos(self) -> list[ServerPhoto]:

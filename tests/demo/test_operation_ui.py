@@ -169,6 +169,19 @@ def test_a_new_photo_is_never_answered_from_the_last_ones_tensors(blocks, servic
                                                                                          "block13_sepconv2"]
 
 
+def test_the_strongest_channel_here_and_an_upload_here(blocks, service, photo, upload_dir):
+    state = by_id_state(blocks, photo)
+    out = by_id(fn(blocks, "op_strongest")(photo, state, *ARGS, 3, 2, 2, None))
+    best = service.strongest_channel(None, photo, *ARGS[:2], 3, 2, "paper")
+    assert value(out["op-channel"]) == best and "Cache hit" in out["op-where"]
+    ref = service.step(None, photo, *ARGS[:2], 3, 2, best, "paper", MAX_TOP).step
+    assert shown_sums(out["op-depthwise"]) == pytest.approx({d.channel: d.value for d in ref.depthwise[:2]}, rel=1e-3)
+    mine = upload(upload_dir, "here.png", 9)
+    path, uploads = fn(blocks, "op_upload_button")(mine, [])
+    assert path == mine["path"] and [u["path"] for u in uploads] == [mine["path"]]
+    assert fn(blocks, "op_upload_button")(None, []) == gr.skip()
+
+
 @pytest.mark.parametrize("name, args, message", [
     ("op_position", dict(block="x" * 5000), "Unknown block"),
     ("op_position", dict(block="block1"), "the stem"),

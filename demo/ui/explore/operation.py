@@ -27,7 +27,7 @@ from demo.services.explore import cell_side, check_block
 from demo.services.operation import MAX_TOP, STEP_BLOCKS, OperationService, StepAnswer, check_number
 from demo.ui import figures
 from demo.ui import operation_text as words
-from demo.ui.classify_tab import EXAMPLE_COLUMNS, example_items
+from demo.ui.classify_tab import example_items
 from demo.ui.events import errors_as_messages
 from demo.ui.explore.context import ExploreContext, SubTab
 from xception_core.arch.receptive import BlockField
@@ -40,6 +40,7 @@ DEFAULT_LAYER = "block5_sepconv3"
 SHOWN_DEFAULT, SHOWN_MAX = 3, 8  # input channels whose depthwise step is shown in full
 VIEW_SIDE = 300  # the photo and the map are drawn at least this wide: a finger can hit a cell
 MAX_UPLOADS = 16  # this session's uploads the channel search includes
+EXAMPLES_A_ROW = 9
 FIELD_COLOUR = (228, 87, 86)
 BLOCK_CHOICES = [(f"{b.name} · {b.flow} flow · {len(b.conv_names())} separable convs", b.name)
                  for b in XCEPTION_SPEC.blocks if b.name in STEP_BLOCKS]
@@ -52,8 +53,10 @@ class OperationView:
     layer: gr.Radio
     variant: gr.Radio
     channel: gr.Number
+    strongest: gr.Button
     shown: gr.Slider
     examples: gr.Gallery
+    upload: gr.UploadButton
     where: gr.Markdown
     photo_view: gr.Image
     map_view: gr.Image
@@ -179,12 +182,16 @@ def _layout() -> OperationView:
                          label="Separable conv", elem_id="op-layer", min_width=200)
         variant = gr.Radio(WIRINGS, value="paper", label="Wiring", elem_id="op-variant", min_width=200)
     with gr.Row(equal_height=False):
-        channel = gr.Number(0, label="Output channel", precision=0, minimum=0, elem_id="op-channel", min_width=140)
+        with gr.Column(min_width=160):
+            channel = gr.Number(0, label="Output channel", precision=0, minimum=0, elem_id="op-channel")
+            strongest = gr.Button("The strongest channel here", size="sm", elem_id="op-strongest")
         shown = gr.Slider(1, SHOWN_MAX, value=SHOWN_DEFAULT, step=1, label="Input channels shown in full",
                           elem_id="op-shown", min_width=200)
-    examples = gr.Gallery(label="Examples (or the photo chosen in Activations)", columns=EXAMPLE_COLUMNS,
+    # One row on a desktop (the lesson is below it); three a row on a phone (the page's CSS).
+    examples = gr.Gallery(label="Examples (or the photo chosen in Activations)", columns=EXAMPLES_A_ROW,
                           height="auto", allow_preview=False, object_fit="cover", interactive=False,
                           elem_id="op-examples")
+    upload = gr.UploadButton("Or upload your own photo", file_types=["image"], size="sm", elem_id="op-upload")
     where = gr.Markdown(words.NO_PHOTO, elem_id="op-where")
     with gr.Row(equal_height=False):
         photo_view = gr.Image(label="Your photo as the model sees it: click to pick a position", type="pil",
@@ -215,9 +222,9 @@ def _layout() -> OperationView:
     patches = gr.Gallery(label="Strongest patches", columns=4, height="auto", allow_preview=False,
                          object_fit="contain", interactive=False, elem_id="op-patches", format="png")
     patches_note = gr.Markdown(elem_id="op-patches-note")
-    return OperationView(block, layer, variant, channel, shown, examples, where, photo_view, map_view, row, col,
-                         rf_table, depthwise, pointwise, stages, macs, cost, search, patches, patches_note,
-                         gr.State(None), gr.State(False), gr.State([]))
+    return OperationView(block, layer, variant, channel, strongest, shown, examples, upload, where, photo_view,
+                         map_view, row, col, rf_table, depthwise, pointwise, stages, macs, cost, search, patches,
+                         patches_note, gr.State(None), gr.State(False), gr.State([]))
 
 
 def _answer(service: OperationService, view: OperationView, answer: StepAnswer, payload: Any, shown: Any,
@@ -323,6 +330,14 @@ def handlers(service: OperationService, view: OperationView) -> dict[str, Any]:
         return step(payload, state, block, layer, variant, row, col, channel, shown, client)
 
     @errors_as_messages
+    def op_strongest(payload, state, block, layer, variant, row, col, shown, client):
+        """The output channel that fires most at the position shown."""
+        if payload is None:
+            return gr.skip()
+        channel = service.strongest_channel(known_key(state, payload), payload, block, layer, row, col, variant)
+        return step(payload, state, block, layer, variant, row, col, channel, shown, client)
+
+    @errors_as_messages
     def op_photo_click(payload, state, block, layer, variant, channel, shown, client, evt: gr.SelectData):
         """A click on the photo: the position whose field is centred nearest it."""
         if payload is None:
@@ -362,8 +377,16 @@ def handlers(service: OperationService, view: OperationView) -> dict[str, Any]:
         kept = [p for p in (uploads if isinstance(uploads, list) else []) if payload_path(p) != payload_path(payload)]
         return [{"path": payload_path(payload), "meta": {"_type": "gradio.FileData"}}, *kept][:MAX_UPLOADS]
 
-    return {f.__name__: f for f in (op_show, op_photo, op_block, op_controls, op_position, op_photo_click,
-                                    op_map_click, op_search, op_upload)}
+    @errors_as_messages
+    def op_upload_button(payload, uploads):
+        """A photo uploaded here becomes Explore's photo (the service reads it, and refuses what is not
+        an image) and joins this session's photos."""
+        if payload_path(payload) is None:
+            return gr.skip()
+        return payload_path(payload), op_upload(payload, uploads)
+
+    return {f.__name__: f for f in (op_show, op_photo, op_block, op_controls, op_position, op_strongest,
+                                    op_photo_click, op_map_click, op_search, op_upload, op_upload_button)}
 
 
 def _wire(ctx: ExploreContext, view: OperationView, tab: gr.Tab, service: OperationService) -> None:
@@ -384,6 +407,10 @@ def _wire(ctx: ExploreContext, view: OperationView, tab: gr.Tab, service: Operat
                 view.shown, client]
     for control in (view.row, view.col, view.channel, view.shown):
         control.input(h["op_position"], position, outputs, trigger_mode="always_last", **common)
+    view.strongest.click(h["op_strongest"], [photo, view.state, view.block, view.layer, view.variant, view.row,
+                                             view.col, view.shown, client], outputs, **common)
+    view.upload.upload(h["op_upload_button"], [view.upload, view.uploads], [photo, view.uploads], preprocess=False,
+                       api_visibility="private", queue=False)
     clicks = [photo, view.state, *settings]
     view.photo_view.select(h["op_photo_click"], clicks, outputs, trigger_mode="always_last", **common)
     view.map_view.select(h["op_map_click"], clicks, outputs, trigger_mode="always_last", **common)
