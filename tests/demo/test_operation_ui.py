@@ -264,3 +264,11 @@ def test_numbers_are_written_as_a_person_reads_them():
     assert operation_text.term(-0.5) == "(−0.5)" and operation_text.term(0.5) == "0.5"
     grid = operation_text.number_grid(np.array([[1.0, -2.0], [np.nan, 0.0]]), np.array([[False, True], [False, False]]))
     assert grid.count("<td") == 4 and 'class="pad"' in grid and "−2" in grid and "<td></td>" in grid  # NaN: empty
+
+
+def test_without_a_photo_the_sub_tab_says_how_to_get_one_and_keeps_nothing(blocks):
+    out = by_id(fn(blocks, "op_show")(None, None, *ARGS, 0, 3, None))
+    assert out["op-where"] == operation_text.NO_PHOTO and out["op-photo"] is None and out["op-depthwise"] == ""
+    cleared = by_id(fn(blocks, "op_photo")(True, None, *ARGS, 0, 3, None))  # the photo removed: no stale step
+    assert cleared["op-map"] is None and cleared["op-pointwise"] is None and cleared["op-stages"] == ""
+    assert fn(blocks, "op_position")(None, None, *ARGS, 0, 0, 0, 3, None) == gr.skip()
