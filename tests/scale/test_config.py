@@ -50,3 +50,16 @@ def test_the_config_names_what_the_code_has():
     settings = Settings.from_env(app.runtime_env["env_vars"])
     assert model.max_ongoing_requests >= settings.max_batch  # a full batch can be in one replica
     assert deployments[INGRESS_DEPLOYMENT].num_replicas == 1  # Gradio sessions live in one process
+
+
+def test_the_shipped_config_fits_two_cpus():
+    """`serve run` on 2 CPUs: the ingress books no CPU (so it is never left behind the model
+    replicas), and the initial model replicas fit in what is left."""
+    from scale.ingress import INGRESS_DEPLOYMENT
+    from demo.store_remote import MODEL_DEPLOYMENT
+
+    app = ServeDeploySchema.model_validate(serve_config()).applications[0]
+    deployments = {d.name: d for d in app.deployments}
+    assert deployments[INGRESS_DEPLOYMENT].ray_actor_options.num_cpus == 0
+    model = deployments[MODEL_DEPLOYMENT]
+    assert model.autoscaling_config["initial_replicas"] * model.ray_actor_options.num_cpus <= 2
