@@ -22,6 +22,7 @@ from ray import serve
 
 from demo.store import ModelStore
 from demo.store_remote import MODEL_DEPLOYMENT, RemoteStatus
+from scale import api
 from xception_core.runtime.activations import ImageActivations
 from xception_core.settings import Settings
 
@@ -96,6 +97,13 @@ class XceptionModel:
         if x.shape != (served.input_size, served.input_size, 3):
             raise ValueError(f"expected one ({served.input_size}, {served.input_size}, 3) image, got {x.shape}")
         return await self._forward_batch((key, np.asarray(x, np.float32)))
+
+    # ---------------------------------------------------------------- the plain HTTP API
+
+    async def classify_image(self, data: bytes, weights: str | None, k: int) -> api.Outcome:
+        """The API's classify (`scale/api.py`): the image's compressed bytes decoded and
+        preprocessed here, the forward batched with the page's calls; problems come back as data."""
+        return await api.classify_bytes(self.store, lambda key, x: self._forward_batch((key, x)), data, weights, k)
 
     # ---------------------------------------------------------------- the rest of the interface
 

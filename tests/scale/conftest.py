@@ -64,21 +64,6 @@ def running_replicas(replicas: dict[str, int]) -> int:
     return replicas.get("RUNNING", 0)
 
 
-def deploy_shipped_config(port: int) -> None:
-    """What `serve run scale/serve_config.yaml` does once Ray runs: start Serve with the file's
-    proxy options and deploy the file's applications (validated by `ServeDeploySchema`), with
-    the proxy on 127.0.0.1:`port` instead of 0.0.0.0:8000."""
-    from ray.serve._private.api import serve_start
-    from ray.serve.config import gRPCOptions
-    from ray.serve.schema import ServeDeploySchema
-
-    config = ServeDeploySchema.model_validate(serve_config())
-    http = {**config.http_options.model_dump(), "host": "127.0.0.1", "port": port}
-    client = serve_start(http_options=http, proxy_location=config.proxy_location,
-                         grpc_options=gRPCOptions(**config.grpc_options.model_dump()))
-    client.deploy_apps(config, _blocking=False)
-
-
 @pytest.fixture(scope="module")
 def serve_app(serve_settings):
     """Base URL (no trailing slash) of the shipped config's Serve app on a Ray of 2 CPUs, once the
@@ -86,6 +71,7 @@ def serve_app(serve_settings):
     import ray
     from ray import serve
 
+    from bench.scale import deploy_config
     from demo.store_remote import RemoteModelStore
 
     ray.init(address="local", num_cpus=CPUS, include_dashboard=False, log_to_driver=False,
@@ -93,7 +79,7 @@ def serve_app(serve_settings):
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     port = free_port()
     try:
-        deploy_shipped_config(port)
+        deploy_config(port)  # what `serve run scale/serve_config.yaml` deploys
         url = f"http://127.0.0.1:{port}"
         store = RemoteModelStore(None, serve_settings)  # only for its count of replicas by state
         wait_for(lambda: _get_or_none(url + "/healthz").get("ready"), 180, "the app ready")
