@@ -21,6 +21,10 @@ Budgets, in the order a request meets them:
 Every error under `/api/v1/` is an RFC 9457 problem (`application/problem+json`: `type`, `title`,
 `status`, `detail`) in plain words: no server paths, web addresses or Python reprs; 503s carry
 `Retry-After`; other methods on the route get 405 with `Allow: POST`.
+
+On Ray Serve the same requests are answered past this process (`scale/api.py`), by the reusable
+pieces below (`read_image`, `query_parameters`, `decoded`, `classification`, `failure`, ...), so
+both servers read, refuse and answer alike.
 """
 
 from __future__ import annotations
