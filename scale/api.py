@@ -156,3 +156,4 @@ class XceptionApi:
 
     async def __call__(self, request: Request) -> Response:
         return await answer(request, lambda data, weights, k: call_model(self.model, "classify_image", data, weights, k))
+

@@ -138,3 +138,11 @@ class XceptionModel:
         """Serve's periodic check: a replica whose default weights are gone is replaced."""
         if not self.store.is_ready():
             raise RuntimeError("no weights loaded")
+
+
+def build_models(args: dict) -> serve.Application:
+    """`scale.deployment:build_models` → application `xception` (`Settings.serve_app`, route
+    prefix `/api/v1`): this deployment behind the plain API's front (`scale.api.XceptionApi`).
+    `args` are unused: settings come from the environment (the config's `runtime_env.env_vars`).
+    Here, not beside the page's builder, so that building it does not import Gradio."""
+    return api.XceptionApi.bind(XceptionModel.bind(Settings.from_env()))

@@ -1,15 +1,10 @@
-"""The Serve applications of `scale/serve_config.yaml`, and the page's ingress.
+"""The page on Ray Serve: `build_page` → application `xception-page` (route prefix `/`), the same
+FastAPI + Gradio app as `python app.py` (UI, Netron, exports, `/docs`, `/healthz`) in one
+replica, built with a `RemoteModelStore` over a handle to the model deployment of the other
+application (`xception`, built by `scale.deployment.build_models`).
 
-- `build_models` → application `xception` (`Settings.serve_app`, route prefix `/api/v1`): the
-  model deployment (`scale.deployment.XceptionModel`) behind its ingress, the plain HTTP API's
-  stateless front (`scale.api.XceptionApi`), so API requests go from any node's proxy to the
-  model replicas without the page's process.
-- `build_page` → application `xception-page` (route prefix `/`): the same FastAPI + Gradio app
-  as `python app.py` (UI, Netron, exports, `/docs`, `/healthz`) in one replica, built with a
-  `RemoteModelStore` over a handle to the model deployment of the other application.
-
-Config files name these builders; their `args` are unused: every setting comes from the
-environment (the config's `runtime_env.env_vars`), read once here and passed down.
+Config files name the builder; its `args` are unused: every setting comes from the environment
+(the config's `runtime_env.env_vars`), read once here and passed down.
 """
 
 from __future__ import annotations
@@ -17,8 +12,6 @@ from __future__ import annotations
 import fastapi
 from ray import serve
 
-from scale.api import XceptionApi
-from scale.deployment import XceptionModel
 from demo.server import create_app
 from demo.store_remote import MODEL_DEPLOYMENT, RemoteModelStore
 from xception_core.settings import Settings
@@ -48,11 +41,6 @@ class XceptionApp:
 
     def __serve_build_asgi_app__(self) -> fastapi.FastAPI:
         return create_app(self.store.settings, store=self.store)
-
-
-def build_models(args: dict) -> serve.Application:
-    """`scale.ingress:build_models`: the model deployment behind the API's front (`args` unused)."""
-    return XceptionApi.bind(XceptionModel.bind(Settings.from_env()))
 
 
 def build_page(args: dict) -> serve.Application:

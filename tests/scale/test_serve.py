@@ -334,5 +334,7 @@ def test_two_page_processes_share_the_model_replicas_and_keep_their_sessions(ser
         with pytest.raises(Refused, match="not in the list of choices"):
             clients[1].run(explain_fn, [seconds[0], None], sessions[0])
     finally:
+        for proc, _ in pages:  # both asked to stop at once, then waited for
+            proc.terminate()
         for proc, _ in pages:
             stop(proc)
