@@ -101,10 +101,10 @@ class Classification(BaseModel):
     title: str = Field(description="Human-readable name of those weights.")
     classes: int = Field(description="How many classes these weights know.")
     input_size: int = Field(description="Side in pixels the image was resized to.")
-    backend: str | None = Field(description="'onnx' (ONNX Runtime) or 'tf' (TensorFlow); null when the "
-                                            "model runs in Ray Serve replicas.")
+    backend: str | None = Field(description="'onnx' (ONNX Runtime) or 'tf' (TensorFlow); null when a page "
+                                            "process answers for models in Ray Serve replicas.")
     precision: str | None = Field(description="'fp32', or 'int8' when the server runs the quantized model; "
-                                              "null when the model runs in Ray Serve replicas.")
+                                              "null when a page process answers for models in Ray Serve replicas.")
     server_ms: float = Field(description="Decode, resize and forward on the server, in milliseconds.")
 
 
