@@ -321,8 +321,9 @@ def bench_serve(args: argparse.Namespace, image: Path, out_dir: Path) -> dict[st
         page = start_app(page_port, out_dir / "scale-page.log", XCEPTION_MODEL_STORE="ray",
                          RAY_ADDRESS=ray.get_runtime_context().gcs_address)
         try:
+            roles = {**pids, "page_process": [page.pid]}
             out["rest_page_process_2"] = run_rest_clients(f"http://127.0.0.1:{page_port}{API_ROUTE}", data,
-                                                          args.clients, args.seconds, {**pids, "page_process": [page.pid]})
+                                                          args.clients, args.seconds, roles)
             out["rest_page_process_2"]["memory_mb"] = proc_memory(page.pid)
         finally:
             stop(page)

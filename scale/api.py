@@ -155,5 +155,5 @@ class XceptionApi:
         self.model = model
 
     async def __call__(self, request: Request) -> Response:
-        return await answer(request, lambda data, weights, k: call_model(self.model, "classify_image", data, weights, k))
+        return await answer(request, lambda *args: call_model(self.model, "classify_image", *args))
 

@@ -31,7 +31,8 @@ def model_deployment_config() -> dict:
     """The model deployment's entry in the shipped config."""
     from demo.store_remote import MODEL_DEPLOYMENT
 
-    return next(d for app in serve_config()["applications"] for d in app["deployments"] if d["name"] == MODEL_DEPLOYMENT)
+    deployments = [d for app in serve_config()["applications"] for d in app["deployments"]]
+    return next(d for d in deployments if d["name"] == MODEL_DEPLOYMENT)
 
 
 REPLICAS = model_deployment_config()["autoscaling_config"]["initial_replicas"]

@@ -86,7 +86,8 @@ def test_the_page_manifest_runs_page_processes_on_the_rayservice_models():
 
     docs = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "scale" / "k8s" / "page.yaml").read_text())}
     assert set(docs) == {"Deployment", "Service", "Ingress", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
-    deployment, service, ingress, hpa = (docs[k] for k in ("Deployment", "Service", "Ingress", "HorizontalPodAutoscaler"))
+    deployment, service, ingress, hpa = (docs[k] for k in ("Deployment", "Service", "Ingress",
+                                                           "HorizontalPodAutoscaler"))
     pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
