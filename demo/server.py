@@ -16,6 +16,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,13 @@ def use_own_folder(store: Store) -> Path:
     root (`demo.runs`), after sweeping the folders of ended processes: the store's settings (which
     every service reads) and Gradio's cache (GRADIO_TEMP_DIR, which Gradio reads when a page and
     its components are built, and whenever it checks a path). Idempotent; returns the folder."""
-    run = claim(store.settings.upload_dir)
+    try:
+        run = claim(store.settings.upload_dir)
+    except OSError as exc:  # an upload root this process cannot write: uploads would fail anyway
+        fallback = Path(tempfile.gettempdir()) / "xception-uploads"
+        logger.warning("upload folder %s is not writable (%s); using %s", store.settings.upload_dir,
+                       type(exc).__name__, fallback)
+        run = claim(fallback)
     if store.settings.upload_dir != run.path:
         store.settings = dataclasses.replace(store.settings, upload_dir=run.path)
     os.environ["GRADIO_TEMP_DIR"] = str(run.path)

@@ -182,3 +182,18 @@ def test_half_written_exports_of_a_killed_process_are_swept_once_stale(tmp_path)
     result = sweep_stale_temp_files(tmp_path)
     assert result.folders == 1 and result.bytes_freed == 100
     assert not old_tmp.exists() and new_tmp.exists() and export.exists() and other.exists()
+
+
+def test_an_upload_root_that_cannot_be_written_falls_back_to_a_temporary_one(tmp_path, caplog, monkeypatch):
+    from demo.server import use_own_folder
+    from demo.store import ModelStore
+    from xception_core.settings import Settings
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", os.environ.get("GRADIO_TEMP_DIR", ""))  # restored afterwards
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")  # mkdir under it fails (NotADirectoryError, an OSError)
+    store = ModelStore(Settings(upload_dir=blocked / "gradio"), ["no-such-weights"])
+    folder = use_own_folder(store)
+    assert is_run_folder(folder) and folder.is_dir() and folder.parent.name == "xception-uploads"
+    assert store.settings.upload_dir == folder and os.environ["GRADIO_TEMP_DIR"] == str(folder)
+    assert "is not writable" in caplog.text
