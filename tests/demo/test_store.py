@@ -135,8 +135,11 @@ def test_reads_from_many_threads_while_the_loader_works_stay_consistent(monkeypa
             raise WeightsUnavailableError(f"{key} is offline")
         return SimpleNamespace(info=info, input_size=8)
 
-    monkeypatch.setattr("demo.store.load_model", load)
-    monkeypatch.setattr("demo.store.Classifier", _InstantClassifier)
+    def serve(self, key):  # the loader's one step, instant: loaded, "translated", wrapped
+        classifier = _InstantClassifier(load(key, self.settings))
+        return LocalServedModel(key, classifier, ("a", "b"), self.settings)
+
+    monkeypatch.setattr(ModelStore, "_serve", serve)
     store = ModelStore(Settings(), keys)
     readers = 4
     go = threading.Barrier(readers + 1)

@@ -11,16 +11,19 @@ the same model with the chosen blocks' outputs averaged inside the graph
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from xception_core.arch.names import block_output_layer
 from xception_core.arch.spec import XCEPTION_SPEC
-from xception_core.model import LoadedModel
 from xception_core.runtime.forward import Forward, build_forward
-from xception_core.runtime.onnx import FEATURES, pooled_name
-from xception_core.weights.load import BuildRequest, copy_weights
+from xception_core.runtime.ort import FEATURES, pooled_name
+
+if TYPE_CHECKING:  # Keras is imported when a model is built, not with the Teach tab's constants
+    import keras
+
+    from xception_core.model import LoadedModel
 
 __all__ = ["FINAL_BLOCK", "TRANSFER_BLOCKS", "Extracted", "FeatureExtractor", "transfer_model"]
 
@@ -99,6 +102,10 @@ def transfer_model(loaded: LoadedModel, weights: np.ndarray, bias: np.ndarray, *
     Returns:
         A `keras.Model` (N, S, S, 3) in [-1, 1] → (N, K) probabilities.
     """
+    import keras
+
+    from xception_core.weights.load import BuildRequest, copy_weights
+
     weights, bias = np.asarray(weights, np.float32), np.asarray(bias, np.float32)
     if weights.ndim != 2 or bias.shape != (weights.shape[1],):
         raise ValueError(f"weights must be (D, K) and bias (K,), got {weights.shape} and {bias.shape}")

@@ -35,7 +35,7 @@ from xception_core.runtime.ort import (  # noqa: F401 - re-exported
     FEATURES, FLOAT16_MAX, INPUT, OUTPUT, OnnxForward, means_name, pooled_name, quantize_int8,
 )
 
-__all__ = ["OnnxForward", "SharedArrays", "UnsupportedLayerError", "available", "means_name", "pooled_name",
+__all__ = ["OnnxForward", "SharedArrays", "forward_of", "UnsupportedLayerError", "available", "means_name", "pooled_name",
            "quantize_int8", "to_onnx", "to_onnx_parts"]
 
 OPSET = 17
@@ -370,3 +370,12 @@ def _translate(model: keras.Model, features_layer: str, *, fold: bool, check: bo
     if check:
         checker.check_model(proto)
     return proto, g.arrays
+
+
+def forward_of(model: keras.Model, features_layer: str, *, threads: int | None = None, spin: bool = False,
+               extra_outputs: tuple[str, ...] | list[str] = (), pooled_outputs: tuple[str, ...] | list[str] = (),
+               block_maps: Mapping[str, str] | None = None) -> OnnxForward:
+    """An `OnnxForward` of `to_onnx_parts(model, features_layer, ...)` (weights held once; see there)."""
+    proto, weights = to_onnx_parts(model, features_layer, extra_outputs=extra_outputs,
+                                   pooled_outputs=pooled_outputs, block_maps=block_maps)
+    return OnnxForward(proto, weights, threads=threads, spin=spin)

