@@ -30,6 +30,7 @@ from xception_core.io.preprocessing import preprocess
 from xception_core.runtime.activations import ActivationExplorer, BlockDifference, ImageActivations
 from xception_core.runtime.batching import MicroBatcher
 from xception_core.runtime.introspection import ModelDescription
+from xception_core.runtime.ort import available
 from xception_core.runtime.translated import (
     INT8, Translation, TranslatedModel, add_int8, open_translation, save, translate, translation_dir,
 )
@@ -534,8 +535,6 @@ class ModelStore:
         """The served model of `key`: from its cached translation when one checks out (no
         TensorFlow), else loaded in Keras, translated and cached for the next start."""
         settings = self.settings
-        from xception_core.runtime.onnx import available
-
         if settings.backend == "tf" or not available():
             return self._serve_keras(key)
         sha = cached_weights_sha256(key, settings.keras_home, settings.cache_dir)

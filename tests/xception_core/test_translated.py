@@ -79,6 +79,54 @@ def test_cam_is_gradcam_of_a_linear_head_on_random_weights():
         np.testing.assert_allclose(cam(f[0], w[:, k]), expected, atol=1e-5)
 
 
+def _head_model(head: str):
+    """A random-weight Xception at SIZE with another head: 'mlp' (GAP, Dense relu, Dropout, Dense
+    softmax), 'logits' (classifier_activation=None) or 'norm' (GAP, BatchNorm, Dense: no hand path)."""
+    import keras
+
+    from tests.conftest import randomize
+    from xception_core.model import LoadedModel, load_model
+    from xception_core.weights.load import BuildRequest
+    from xception_core.weights.source import ModelInfo
+
+    if head == "logits":
+        loaded = load_model(None, input_shape=(SIZE, SIZE, 3), classes=CLASSES, classifier_activation=None)
+        randomize(loaded.model, 5)
+        return loaded
+    features = BuildRequest(input_shape=(SIZE, SIZE, 3), include_top=False).architecture()
+    x = keras.layers.GlobalAveragePooling2D()(features.output)
+    if head == "mlp":
+        x = keras.layers.Dropout(0.5)(keras.layers.Dense(16, activation="relu")(x))
+    else:
+        x = keras.layers.BatchNormalization()(x)
+    model = keras.Model(features.input, keras.layers.Dense(CLASSES, activation="softmax")(x))
+    randomize(model, 6)
+    info = ModelInfo(preset=None, title="test head", source="test", labels=None, input_size=SIZE,
+                     outputs="probabilities", variant="paper")
+    return LoadedModel(model, info)
+
+
+@pytest.mark.parametrize("head", ["mlp", "logits", "norm"])
+def test_other_heads_keep_a_correct_gradcam(head, images):
+    """Dense layers after the pooling (a ReLU inside, or logits) are differentiated by hand, equal
+    to the GradientTape; a head with another layer has no hand path (`has_cam` False), so the
+    store differentiates its Keras model instead."""
+    from xception_core.runtime.classifier import Classifier
+
+    loaded = _head_model(head)
+    served = TranslatedModel(translate(loaded, [f"c{i}" for i in range(CLASSES)], SHA))
+    assert served.has_cam == (head != "norm")
+    if head == "norm":
+        with pytest.raises(NotImplementedError):
+            served.gradcam(np.ones((3, 3, 2048), np.float32), 0)
+        return
+    reference = Classifier(loaded, backend="tf")
+    features, _ = reference.forward(images)
+    for k in range(CLASSES):  # a hidden layer: float32 sums in another order than TensorFlow's
+        np.testing.assert_allclose(served.gradcam(features[0], k), reference.gradcam(features[0], k),
+                                   atol=1e-5 if head == "logits" else 1e-4)
+
+
 def test_the_blocks_pass_gives_the_explorers_record(loaded, saved, images):
     from xception_core.runtime.activations import ActivationExplorer
 

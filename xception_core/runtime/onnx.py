@@ -19,7 +19,6 @@ are importable). Pure NumPy besides those; no UI code.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import weakref
 from collections.abc import Mapping
@@ -32,7 +31,7 @@ from xception_core.arch.graph import same_padding
 from xception_core.runtime.folding import bn_affine, foldable_pairs, folded_weights, layer_inputs
 # The graph's names and the session that runs it live where a process without Keras can import them.
 from xception_core.runtime.ort import (  # noqa: F401 - re-exported
-    FEATURES, FLOAT16_MAX, INPUT, OUTPUT, OnnxForward, means_name, pooled_name, quantize_int8,
+    FEATURES, FLOAT16_MAX, INPUT, OUTPUT, OnnxForward, available, means_name, pooled_name, quantize_int8,
 )
 
 __all__ = ["OnnxForward", "SharedArrays", "forward_of", "UnsupportedLayerError", "available", "means_name", "pooled_name",
@@ -86,11 +85,6 @@ class SharedArrays:
 # Process-wide on purpose: the sessions that share arrays are built by objects that do not know
 # each other. Bounded by what is in use (see `SharedArrays`).
 _SHARED = SharedArrays()
-
-
-def available() -> bool:
-    """Whether `onnx` and `onnxruntime` can be imported (without importing them)."""
-    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
 def _same_pads(size: int | None, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int] | None:

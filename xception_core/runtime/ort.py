@@ -7,6 +7,7 @@ Runtime and NumPy only: never Keras or TensorFlow.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,11 +15,16 @@ import numpy as np
 
 from xception_core.settings import Settings
 
-__all__ = ["FEATURES", "FLOAT16_MAX", "INPUT", "OUTPUT", "OnnxForward", "means_name", "pooled_name", "quantize_int8",
+__all__ = ["FEATURES", "FLOAT16_MAX", "INPUT", "OUTPUT", "OnnxForward", "available", "means_name", "pooled_name", "quantize_int8",
            "softmax"]
 
 INPUT, FEATURES, OUTPUT = "input", "features", "output"
 FLOAT16_MAX = 65504.0  # larger magnitudes would become inf in float16
+
+
+def available() -> bool:
+    """Whether `onnx` and `onnxruntime` can be imported (without importing them)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
 
 
 def softmax(logits: Any, axis: int = -1) -> np.ndarray:

@@ -50,13 +50,12 @@ __all__ = ["TRANSLATOR_VERSION", "Translation", "TranslatedModel", "cam", "open_
 logger = logging.getLogger(__name__)
 
 # Bump when the graphs, the weights layout or the manifest change: older translations are rebuilt.
-TRANSLATOR_VERSION = 1
+TRANSLATOR_VERSION = 2
 MANIFEST = "manifest.json"
 FORWARD, BLOCKS, WEIGHTS, INT8 = "forward.onnx", "blocks.onnx", "weights.bin", "forward-int8.onnx"
 PREPROCESSING = "resize bicubic to input_size, RGB, x / 127.5 - 1"  # `xception_core.io.preprocessing.preprocess`
 ALIGN = 64  # bytes: each array starts on a cache line
 REFERENCE = "reference"  # the descriptions' key of Keras's 299×299 ImageNet Xception, whatever the weights
-HEAD_KERNEL = "head/kernel"  # the arrays' key of the dense head's (C, K) kernel
 
 
 def translation_dir(cache_dir: Path, weights_sha256: str) -> Path:
@@ -73,7 +72,8 @@ def cam(features: np.ndarray, column: np.ndarray) -> np.ndarray:
 
     Args:
         features: (h, w, C) exit-flow features.
-        column: (C,) the dense kernel's column of the class.
+        column: (C,) the dense kernel's column of the class (or, for a deeper head, the gradient
+            of the class score with respect to the pooled features: `head_gradient`).
 
     Returns:
         (h, w) float32 in [0, 1] (all zeros when no cell raises the class score).
@@ -82,6 +82,33 @@ def cam(features: np.ndarray, column: np.ndarray) -> np.ndarray:
     h, w = f.shape[:2]
     heat = np.maximum(f @ (np.asarray(column, np.float32) / np.float32(h * w)), 0.0)
     return (heat / (heat.max() + np.float32(1e-12))).astype(np.float32)
+
+
+def head_gradient(pooled: np.ndarray, layers: Sequence[tuple[np.ndarray, np.ndarray | None, str]],
+                  class_index: int) -> np.ndarray:
+    """d(class score)/d(pooled features) of a chain of dense layers, by hand (no autograd).
+
+    The score is the last layer's linear part (as `Classifier.gradcam` takes it: a saturated
+    softmax has vanishing gradients); hidden layers are 'relu' or 'linear'. With one layer this
+    is the kernel's column, whatever the features.
+
+    Args:
+        pooled: (C,) the features' spatial means.
+        layers: (kernel (D_in, D_out), bias (D_out,) or None, activation) in order.
+        class_index: The class.
+
+    Returns:
+        (C,) float32.
+    """
+    x, masks = np.asarray(pooled, np.float32), []
+    for kernel, bias, activation in layers[:-1]:
+        z = x @ kernel + (bias if bias is not None else 0.0)
+        masks.append(z > 0 if activation == "relu" else None)
+        x = np.maximum(z, 0.0) if activation == "relu" else z
+    grad = layers[-1][0][:, class_index]
+    for (kernel, _, _), mask in zip(reversed(layers[:-1]), reversed(masks)):
+        grad = kernel @ (grad * mask if mask is not None else grad)
+    return grad.astype(np.float32)
 
 
 @dataclass
@@ -112,18 +139,30 @@ class Translation:
 # ------------------------------------------------------------------------------------- making one
 
 
-def _head(model: Any, features_layer: str) -> tuple[str, np.ndarray | None]:
-    """('dense', (C, K) kernel) when the head is global-average pooling, dropouts and one dense
-    layer (softmax or linear), else ('other', None)."""
+def _head(model: Any, features_layer: str) -> tuple[list[dict[str, Any]] | None, dict[str, np.ndarray]]:
+    """The head as dense layers ([{kernel, bias, activation}], arrays by key) when it is global
+    average pooling then dense layers ('relu' or 'linear' inside, any activation last) and
+    dropouts: Grad-CAM is then computed by hand (`head_gradient`, `cam`). (None, {}) otherwise."""
     from xception_core.weights.load import layers_after
 
     head = layers_after(model, model.get_layer(features_layer))
-    kinds = [type(layer).__name__ for layer in head]
-    activation = getattr(getattr(head[-1], "activation", None), "__name__", "") if head else ""
-    plain = (len(kinds) >= 2 and kinds[0] == "GlobalAveragePooling2D" and kinds[-1] == "Dense"
-             and all(k == "Dropout" for k in kinds[1:-1]) and activation in ("softmax", "linear")
-             and not getattr(head[0], "keepdims", False))
-    return ("dense", np.asarray(head[-1].get_weights()[0], np.float32)) if plain else ("other", None)
+    if not head or type(head[0]).__name__ != "GlobalAveragePooling2D" or getattr(head[0], "keepdims", False):
+        return None, {}
+    dense = [layer for layer in head[1:] if type(layer).__name__ != "Dropout"]
+    if not dense or any(type(layer).__name__ != "Dense" for layer in dense):
+        return None, {}
+    layers, arrays = [], {}
+    for i, layer in enumerate(dense):
+        activation = getattr(layer.activation, "__name__", "")
+        if activation not in ("relu", "linear") and i < len(dense) - 1:
+            return None, {}
+        weights = layer.get_weights()
+        arrays[f"head/{i}/kernel"] = np.asarray(weights[0], np.float32)
+        if layer.use_bias:
+            arrays[f"head/{i}/bias"] = np.asarray(weights[1], np.float32)
+        layers.append({"kernel": f"head/{i}/kernel", "bias": f"head/{i}/bias" if layer.use_bias else None,
+                       "activation": activation})
+    return layers, arrays
 
 
 def _is_relu(layer: Any) -> bool:
@@ -165,9 +204,8 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
             arrays[key] = array
             names[init] = key
         initializers[name] = names
-    kind, kernel = _head(model, info.features_layer)
-    if kernel is not None:
-        arrays[HEAD_KERNEL] = kernel
+    head, head_arrays = _head(model, info.features_layer)
+    arrays.update(head_arrays)
     other = "article" if info.variant == "paper" else "paper"
     descriptions = {info.variant: describe(model, info.variant).to_dict(layers=True),
                     other: describe(rewire(loaded, other).model, other).to_dict(layers=True),
@@ -175,7 +213,7 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
     meta = {
         "translator_version": TRANSLATOR_VERSION, "weights_sha256": weights_sha256,
         "info": dataclasses.asdict(info), "labels": list(labels), "input_size": loaded.input_size,
-        "classes": classes, "preprocessing": PREPROCESSING, "head": kind, "descriptions": descriptions,
+        "classes": classes, "preprocessing": PREPROCESSING, "head": head, "descriptions": descriptions,
         "block_maps": layers, "after_relu": {b: _is_relu(model.get_layer(layer)) for b, layer in layers.items()},
         "initializers": initializers,
     }
@@ -300,7 +338,10 @@ class TranslatedModel:
         self.input_size: int = int(meta["input_size"])
         self.after_relu: dict[str, bool] = dict(meta["after_relu"])
         self.name = f"{self.info.preset or 'model'}-{translation.weights_sha256[:12]}"
-        self._kernel = translation.arrays.get(HEAD_KERNEL) if meta["head"] == "dense" else None
+        arrays = translation.arrays
+        self._head = None if meta["head"] is None else [
+            (arrays[layer["kernel"]], arrays[layer["bias"]] if layer["bias"] else None, layer["activation"])
+            for layer in meta["head"]]
         if precision == "int8" and INT8 not in translation.graphs:
             logger.warning("no int8 graph in this translation; running fp32")
             precision = "fp32"
@@ -314,8 +355,9 @@ class TranslatedModel:
 
     @property
     def has_cam(self) -> bool:
-        """Whether Grad-CAM is computed here (a plain dense head); otherwise a Keras path must."""
-        return self._kernel is not None
+        """Whether Grad-CAM is computed here (dense layers on the pooled features); otherwise a
+        Keras path must."""
+        return self._head is not None
 
     def description(self, variant: str) -> ModelDescription:
         """The block table of the model in a wiring ('paper' or 'article'), or of the reference
@@ -333,17 +375,19 @@ class TranslatedModel:
         return features, softmax(out) if self.info.outputs == "logits" else out
 
     def gradcam(self, features: np.ndarray, class_index: int) -> np.ndarray:
-        """(h, w) Grad-CAM in [0, 1] of one class from (h, w, 2048) features (`cam`).
+        """(h, w) Grad-CAM in [0, 1] of one class from (h, w, 2048) features: `cam` with the
+        head's gradient (`head_gradient`; for one dense layer, its kernel's column).
 
         Raises:
             ValueError: a class index out of range.
-            NotImplementedError: the head is not a plain dense layer (`has_cam` is False).
+            NotImplementedError: the head is not dense layers (`has_cam` is False).
         """
         if not 0 <= class_index < self.classes:
             raise ValueError(f"class_index must be in [0, {self.classes}), got {class_index}")
-        if self._kernel is None:
+        if self._head is None:
             raise NotImplementedError("Grad-CAM of this head needs its Keras model")
-        return cam(features, self._kernel[:, class_index])
+        f = np.asarray(features, np.float32)
+        return cam(f, head_gradient(f.mean(axis=(0, 1)), self._head, class_index))
 
     def warm_up(self) -> None:
         """Runs the forward once, so the first user does not pay ONNX Runtime's first-run costs."""
