@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from demo.services import UserError
@@ -17,7 +18,7 @@ from demo.services.payloads import payload_to_image
 from demo.store import ActivationSource, ServedModel, Store
 from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.io.labels import top_k
-from xception_core.io.visualize import map_tile
+from xception_core.io.visualize import map_tile, map_tiles
 from xception_core.runtime.activations import BlockDifference, ImageActivations
 from xception_core.runtime.introspection import ModelDescription
 
@@ -210,10 +211,14 @@ class ExploreService:
         block = check_block(block)
         n = check_int(n, "Number of channels", 1, N_MAX)
         side = cell_side(record.shape(block)[0], THUMB)
+        top = record.top_channels(block, n)
+        if not with_image and value_range is not None:  # one pass over the stack (the API's maps)
+            maps = np.stack([record.channel_map(block, c) for c, _ in top])
+            return [(tile, c, m) for tile, (c, m) in zip(map_tiles(maps, side, value_range, grid=True), top)]
         base = self._base(record, side) if with_image else None
         return [(map_tile(record.channel_map(block, c), side, base, OVERLAY_ALPHA, nearest=True,
                           value_range=value_range, grid=True), c, m)
-                for c, m in record.top_channels(block, n)]
+                for c, m in top]
 
     def full(self, record: ImageActivations, block: Any, channel: Any, with_image: bool,
              value_range: tuple[float, float] | None = None) -> Image.Image:
