@@ -87,8 +87,10 @@ def _session(cwd: Path, weights: list[str], log: Path, timeout: float, *, timed:
                 while True:  # the second weight set may still be loading
                     r = http.post(url + "api/v1/classify", content=data, params={"weights": key},
                                   headers={"Content-Type": "image/jpeg"})
-                    if r.status_code == 200 or time.perf_counter() - t0 > timeout:
+                    if r.status_code == 200:
                         break
+                    if time.perf_counter() - t0 > timeout:
+                        raise RuntimeError(f"weights {Path(key).name} not served: {r.status_code} {r.text[:200]}")
                     time.sleep(0.2)
                 raw_gradio_call(http, url, "gradcam", photos[0], "", key)
             raw_gradio_call(http, url, "activations", photos[0], "block4", 8)
@@ -123,6 +125,7 @@ def bench_lean(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     before, after = Path(args.before), REPO
     if not (before / "app.py").is_file():
         return {"skipped": True, "reason": f"no checkout at {before}"}
+    out_dir = out_dir.resolve()  # the 'before' app runs in its own checkout: every path absolute
     log = out_dir / "lean.log"
     log.write_text("")
     two = [str(write_imagenet_layout_file(out_dir / "xception_weights_tf_dim_ordering_tf_kernels.h5")), "kitchenware"]
