@@ -98,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     if not args.precision and "precision" in args.sections:
         args.sections.remove("precision")
+    if args.quick and "lean" in args.sections and "--sections" not in (argv if argv is not None else sys.argv[1:]):
+        args.sections.remove("lean")  # two checkouts' apps, several starts each: only when asked for
     q = args.quick
     args.size = args.size or (96 if q else 299)
     args.repeats = args.repeats or (4 if q else 25)
