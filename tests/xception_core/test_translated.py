@@ -140,6 +140,20 @@ def test_the_blocks_pass_gives_the_explorers_record(loaded, saved, images):
     np.testing.assert_allclose(ours.probabilities, theirs.probabilities, atol=1e-4)
 
 
+def test_teachs_features_come_from_the_blocks_pass(loaded, saved, images):
+    """The pooled features and the exit-flow map Teach fits on, from the translation (no
+    TensorFlow), equal those of the Keras model."""
+    from xception_core.runtime.extractor import TRANSFER_BLOCKS, FeatureExtractor
+
+    ours = FeatureExtractor(TranslatedModel(open_translation(saved, SHA)), TRANSFER_BLOCKS)(images)
+    reference = FeatureExtractor(loaded, TRANSFER_BLOCKS, backend="tf")
+    theirs = reference(images)
+    assert ours.pooled.keys() == theirs.pooled.keys()
+    for block in TRANSFER_BLOCKS:
+        np.testing.assert_allclose(ours.pooled[block], theirs.pooled[block], atol=2e-3, rtol=2e-3)
+    np.testing.assert_allclose(ours.feature_map, theirs.feature_map, atol=1e-3, rtol=1e-3)
+
+
 def test_descriptions_are_the_keras_ones(loaded, saved):
     from xception_core.model import rewire
     from xception_core.runtime.introspection import describe, reference_description

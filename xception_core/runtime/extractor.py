@@ -18,7 +18,8 @@ import numpy as np
 from xception_core.arch.names import block_output_layer
 from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.runtime.forward import Forward, build_forward
-from xception_core.runtime.ort import FEATURES, pooled_name
+from xception_core.runtime.ort import FEATURES, means_name, pooled_name
+from xception_core.runtime.translated import TranslatedModel
 
 if TYPE_CHECKING:  # Keras is imported when a model is built, not with the Teach tab's constants
     import keras
@@ -52,7 +53,8 @@ class FeatureExtractor:
     """Pooled block features of a loaded Xception in one forward pass. Thread-safe.
 
     Args:
-        loaded: Any model from `load_model` (its head, if any, is ignored).
+        loaded: Any model from `load_model` (its head, if any, is ignored), or a served
+            `TranslatedModel`, whose all-blocks pass gives the same numbers without TensorFlow.
         blocks: Block names to pool, from `TRANSFER_BLOCKS` or any of `XCEPTION_SPEC.blocks`.
         backend: 'onnx', 'tf', or None (ONNX Runtime when it can run the model, else TensorFlow,
             logged); see `xception_core.runtime.forward.build_forward`. `self.backend` says which
@@ -63,10 +65,19 @@ class FeatureExtractor:
         BackendUnavailableError: backend 'onnx' was asked for and cannot run this model.
     """
 
-    def __init__(self, loaded: LoadedModel, blocks: tuple[str, ...] = TRANSFER_BLOCKS, *, backend: str | None = None,
+    def __init__(self, loaded: LoadedModel | TranslatedModel, blocks: tuple[str, ...] = TRANSFER_BLOCKS, *, backend: str | None = None,
                  threads: int | None = None):
         if not blocks:
             raise ValueError("blocks must name at least one block")
+        if isinstance(loaded, TranslatedModel):  # the cached translation's all-blocks pass: no TensorFlow
+            self.loaded, self.input_size = loaded, loaded.input_size
+            self.blocks = tuple(XCEPTION_SPEC.block(b).name for b in blocks)
+            shapes = {b.name: b.output_shape for b in loaded.description(loaded.info.variant).blocks}
+            self.dims = {b: int(shapes[b][-1]) for b in self.blocks}
+            self._pooled_names = {b: means_name(b) for b in self.blocks}  # its channel means are the pooled features
+            self.runner = loaded.blocks_forward()
+            self.backend = self.runner.backend
+            return
         model, variant = loaded.model, loaded.info.variant
         self.loaded = loaded
         self.input_size = loaded.input_size
