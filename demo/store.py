@@ -337,8 +337,9 @@ class LocalServedModel:
 
     @property
     def loaded(self) -> LoadedModel:
-        """The weights as a Keras model (waits for it: Teach's features and exports)."""
-        return self.keras()
+        """The weights as a Keras model (Teach's `.keras` export): waits up to `KERAS_WAIT_S`,
+        then raises `WarmingUp`, which the page words."""
+        return self.keras(KERAS_WAIT_S)
 
     # ---------------------------------------------------------------- what is served
 
