@@ -7,7 +7,12 @@ random 1000-class top, as `bench.live` writes it) and at 150 px (kitchenware), o
 - the first click in each block (a cache miss: one forward pass for that block's tensors);
 - clicks on new positions once the block's tensors are cached (positions, output channels and
   separable convs drawn at random; the photo passed by its key, as the page will);
-- the channel search over the photos at hand (examples + starter set), first and again.
+- the channel search over the photos at hand (examples + starter set), first and again;
+- on the real page (`python app.py`, kitchenware, Chromium at 1366×900): Explore › Inside one
+  operation on an example photo, then clicks on cells of the feature map (the photo's pass cached),
+  timed with the page's own clock from the click event to the new answer in the DOM (the map's
+  picture replaced; the numbers come in the same update), and the handler's own time as the page
+  says it.
 
 Prints one JSON object; asserts nothing.
 """
@@ -17,13 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from bench.appserver import app_env, free_port, stop
 from bench.common import REPO, _say, example_path, load, machine, summarize
 
 
@@ -77,14 +87,87 @@ def measure(weights: str, clicks: int, seed: int) -> dict[str, Any]:
             "cache_mb": round(service.cache.nbytes / 2**20, 1)}
 
 
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                if json.load(r)["ready"]:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"app at {url} not ready after {timeout} s")
+
+
+def page_clicks(clicks: int) -> dict[str, Any]:
+    """Click to the new answer in the DOM on the real page, `clicks` cells of the map (a warm-up first)."""
+    from playwright.sync_api import sync_playwright
+
+    from bench.browser import ARGS, CHROMIUM, _measure
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = Path(tempfile.mkdtemp()) / "app.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=app_env(port, "kitchenware"), stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        _wait_ready(url, proc)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1366, "height": 900})
+                page.goto(url + "/")
+                page.locator("#status-line").get_by_text("Model status: ready").wait_for(timeout=60_000)
+                page.get_by_role("tab", name="Explore", exact=True).click()
+                page.locator("#explore-tabs [role=tablist]").get_by_role("tab", name="Inside one operation",
+                                                                          exact=True).click()
+                page.locator("#op-examples .thumbnail-item").first.click()
+                where = page.locator("#op-where")
+                where.filter(has_text="output position").wait_for(timeout=120_000)
+                grid = int(re.search(r"of its (\d+)×\d+ grid", where.inner_text()).group(1))
+                picture = page.locator("#op-map img")
+                picture.scroll_into_view_if_needed()
+                x0, y0, side = picture.evaluate(
+                    "(i) => { const r = i.getBoundingClientRect(); const s = Math.min(r.width / i.naturalWidth,"
+                    " r.height / i.naturalHeight, 1) * i.naturalWidth; return [(r.width - s) / 2, (r.height - s) / 2,"
+                    " s]; }")
+                loaded = ("() => { const i = document.querySelector('#op-map img');"
+                          " return i && i.complete && i.naturalWidth > 0; }")
+                page_ms, server_ms = [], []
+                for i in range(clicks + 1):
+                    # Gradio maps a click through the picture's natural size: one still loading takes none.
+                    page.wait_for_function(loaded, timeout=60_000)
+                    cell = (i * 5 + 1) % (grid * grid)  # a new cell each time: the map's picture always changes
+                    at = {"x": x0 + (cell % grid + 0.5) * side / grid, "y": y0 + (cell // grid + 0.5) * side / grid}
+                    ms = _measure(page, "#op-map img", lambda at=at: picture.click(position=at))
+                    said = re.search(r"this answer took (\d+) ms", where.inner_text())
+                    if i:  # the first is a warm-up of the page's own code paths
+                        page_ms.append(ms / 1000)
+                        server_ms.append(int(said.group(1)) / 1000 if said else float("nan"))
+            finally:
+                browser.close()
+    finally:
+        stop(proc)
+    return {"browser": "Debian Chromium (Playwright), 1366×900", "weights": "kitchenware", "grid": grid,
+            "click_to_answer_in_dom": summarize(page_ms), "handler_as_said_on_the_page": summarize(server_ms)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clicks", type=int, default=260, help="timed clicks on cached tensors, over all blocks")
     parser.add_argument("--sizes", default="299,150", help="299 (ImageNet-layout file), 150 (kitchenware)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--page-clicks", type=int, default=20, help="clicks on the real page (0: no page)")
     args = parser.parse_args(argv)
     out: dict[str, Any] = {"machine": machine(), "load_before": load(), "runs": []}
-    for size in args.sizes.split(","):
+    if args.page_clicks:
+        _say(f"the page: {args.page_clicks} clicks on the feature map")
+        out["page"] = page_clicks(args.page_clicks)
+    for size in [s for s in args.sizes.split(",") if s.strip()]:
         if size.strip() == "299":
             from bench.live import write_imagenet_layout_file
 

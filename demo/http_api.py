@@ -21,6 +21,10 @@ Budgets, in the order a request meets them:
 Every error under `/api/v1/` is an RFC 9457 problem (`application/problem+json`: `type`, `title`,
 `status`, `detail`) in plain words: no server paths, web addresses or Python reprs; 503s carry
 `Retry-After`; other methods on the route get 405 with `Allow: POST`.
+
+On Ray Serve the same requests are answered past this process (`scale/api.py`), by the reusable
+pieces below (`read_image`, `query_parameters`, `decoded`, `classification`, `failure`, ...), so
+both servers read, refuse and answer alike.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Annotated, Any
 import anyio
 import fastapi
 import fastapi_offline
+import pydantic
 from fastapi import Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -96,10 +101,10 @@ class Classification(BaseModel):
     title: str = Field(description="Human-readable name of those weights.")
     classes: int = Field(description="How many classes these weights know.")
     input_size: int = Field(description="Side in pixels the image was resized to.")
-    backend: str | None = Field(description="'onnx' (ONNX Runtime) or 'tf' (TensorFlow); null when the "
-                                            "model runs in Ray Serve replicas.")
+    backend: str | None = Field(description="'onnx' (ONNX Runtime) or 'tf' (TensorFlow); null when a page "
+                                            "process answers for models in Ray Serve replicas.")
     precision: str | None = Field(description="'fp32', or 'int8' when the server runs the quantized model; "
-                                              "null when the model runs in Ray Serve replicas.")
+                                              "null when a page process answers for models in Ray Serve replicas.")
     server_ms: float = Field(description="Decode, resize and forward on the server, in milliseconds.")
 
 
@@ -297,6 +302,107 @@ async def _unless_client_leaves(request: Request, load: ApiLoad, gone: threading
     return result
 
 
+# ------------------------------------------------------------------------------------------ reusable pieces
+# What every server of this API shares: this process's route below, and the Ray Serve model
+# replicas (`scale/api.py`), which answer the same requests with the same words.
+
+OTHER_METHODS = ("GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS")
+_K = pydantic.TypeAdapter(Annotated[int, Field(ge=1, le=MAX_K)])
+_WEIGHTS = pydantic.TypeAdapter(Annotated[str, Field(max_length=200)])
+
+
+async def read_image(request: Request, max_bytes: int, grace_s: float = BODY_GRACE_S,
+                     min_rate: float = BODY_MIN_RATE) -> bytes:
+    """The image file of a classify request: the raw body, or the multipart form field `file`.
+
+    Raises:
+        _Refused: 413 past `max_bytes`, 408 too slow (see `_read_body`), 400 malformed or empty.
+    """
+    multipart = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+    limit = max_bytes + (MULTIPART_SLACK if multipart else 0)
+    body = await _read_body(request, limit, max_bytes, grace_s, min_rate)
+    if multipart:
+        body = await _file_from_multipart(request, body, max_bytes)
+    if not body:
+        raise _Refused(400, NO_IMAGE)
+    return body
+
+
+def query_parameters(request: Request) -> tuple[int, str | None]:
+    """`k` and `weights` of a request whose route does not validate them itself (as FastAPI does
+    for this process's route, with the same bounds and the same words on a 422).
+
+    Raises:
+        _Refused: 422, in the words of `_validation_words`.
+    """
+    params = request.query_params
+    try:
+        k = _K.validate_python(params.get("k", "5"), strict=False)
+    except pydantic.ValidationError as exc:
+        raise _Refused(422, _validation_words([{**e, "loc": ("query", "k")} for e in exc.errors()])) from None
+    weights = params.get("weights")
+    try:
+        weights = None if weights is None else _WEIGHTS.validate_python(weights)
+    except pydantic.ValidationError as exc:
+        raise _Refused(422, _validation_words([{**e, "loc": ("query", "weights")} for e in exc.errors()])) from None
+    return k, weights or None
+
+
+def decoded(data: bytes) -> Any:
+    """The page's decode policy and its messages, straight from the bytes: a PIL image.
+
+    Raises:
+        _Refused: 400 with what was received and what is allowed.
+    """
+    try:
+        return decode_image(data, name=f"the uploaded file, {len(data):,} bytes")
+    except InvalidImageError as exc:
+        raise _Refused(400, public_text(exc)) from None
+
+
+def model_for(store: ModelStore, key: str | None) -> ServedModel:
+    """The served model for `key` (None: the default weights), or a refusal in plain words."""
+    return _model(store, key)
+
+
+def classification(served: ServedModel, prediction: Any, started: float) -> dict[str, Any]:
+    """The answer's JSON (`Classification`) for `prediction` (a `demo.store.Prediction`) by
+    `served`, timed from `started` (`time.perf_counter()` when the work began)."""
+    return Classification(
+        top=[Label(label=label, probability=round(float(p), 6)) for label, p in prediction.top],
+        weights=served.key, title=served.title, classes=len(served.labels), input_size=served.input_size,
+        backend=served.backend, precision=served.precision,
+        server_ms=round((time.perf_counter() - started) * 1000, 2),
+    ).model_dump()
+
+
+def failure(exc: Exception) -> tuple[int, str, dict[str, str] | None]:
+    """(status, detail, headers) of the problem for whatever stopped a classify request (a
+    refusal, a client gone, no replica, or a failure, which is logged and answered without its
+    text): what `problem` takes, and plain data that can travel between processes."""
+    if isinstance(exc, _Refused):
+        return exc.status, exc.detail, exc.headers
+    if isinstance(exc, (_Gone, ClientDisconnect)):  # nobody reads this answer
+        return 400, "The client closed the connection before its answer.", None
+    if type(exc).__name__ == "ReplicasUnavailableError":  # demo.store_remote (Ray Serve), not imported
+        return 503, "No model replica answered; try again shortly.", {"Retry-After": "5"}
+    logger.error("POST %s failed", ROUTE, exc_info=exc)
+    return 500, "The server failed to classify this image; its log says why.", None
+
+
+def failure_answer(exc: Exception) -> JSONResponse:
+    """The problem document of `failure(exc)`."""
+    return problem(*failure(exc))
+
+
+def wrong_method_answer(method: str) -> JSONResponse:
+    return problem(405, f"{method} is not allowed here. {METHOD_HINT}", {"Allow": "POST"})
+
+
+def no_such_endpoint_answer() -> JSONResponse:
+    return problem(404, f"No such endpoint. {METHOD_HINT}")
+
+
 # ------------------------------------------------------------------------------------------ the route
 
 
@@ -351,19 +457,10 @@ def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int
     def classify(data: bytes, weights: str | None, k: int, gone: threading.Event) -> dict[str, Any]:
         start = time.perf_counter()
         served = _model(store, weights or None)
-        try:  # the page's decode policy and its messages, straight from the bytes
-            image = decode_image(data, name=f"the uploaded file, {len(data):,} bytes")
-        except InvalidImageError as exc:  # what was received and what is allowed
-            raise _Refused(400, public_text(exc)) from None
+        image = decoded(data)
         if gone.is_set():
             raise _Gone
-        prediction = served.predict(served.preprocess(image), k)
-        return Classification(
-            top=[Label(label=label, probability=round(float(p), 6)) for label, p in prediction.top],
-            weights=served.key, title=served.title, classes=len(served.labels), input_size=served.input_size,
-            backend=served.backend, precision=served.precision,
-            server_ms=round((time.perf_counter() - start) * 1000, 2),
-        ).model_dump()
+        return classification(served, served.predict(served.preprocess(image), k), start)
 
     async def take_turn_and_classify(body: bytes, weights: str | None, k: int, gone: threading.Event) -> Any:
         with load.counting("waiting"):
@@ -419,18 +516,12 @@ def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int
         """
         try:
             with load.counting("reading"):  # before any slot: a slow body holds nothing but its socket
-                multipart = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
-                limit = max_bytes + (MULTIPART_SLACK if multipart else 0)
                 try:
-                    body = await _read_body(request, limit, max_bytes, body_grace_s, body_min_rate)
+                    body = await read_image(request, max_bytes, body_grace_s, body_min_rate)
                 except _Refused as refused:
                     if refused.status == 408:
                         load.add("too_slow")
                     raise
-                if multipart:
-                    body = await _file_from_multipart(request, body, max_bytes)
-            if not body:
-                raise _Refused(400, NO_IMAGE)
             if slots.locked():
                 raise _Refused(503, "Too many requests are waiting; try again shortly.",
                                {"Retry-After": str(RETRY_BUSY_S)})
@@ -438,26 +529,18 @@ def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int
                 gone = threading.Event()
                 return await _unless_client_leaves(
                     request, load, gone, lambda: take_turn_and_classify(body, weights, k, gone))
-        except _Refused as refused:
-            return problem(refused.status, refused.detail, refused.headers)
-        except (_Gone, ClientDisconnect) as exc:  # nobody reads this answer
+        except Exception as exc:  # noqa: BLE001 - every failure answers in the declared shape
             if isinstance(exc, ClientDisconnect):  # while sending its body (`_Gone` is counted where seen)
                 load.add("abandoned")
-            return problem(400, "The client closed the connection before its answer.")
-        except Exception as exc:  # noqa: BLE001 - a failure still answers in the declared shape
-            if type(exc).__name__ == "ReplicasUnavailableError":  # demo.store_remote (Ray Serve), not imported
-                return problem(503, "No model replica answered; try again shortly.", {"Retry-After": "5"})
-            logger.exception("POST %s failed", ROUTE)
-            return problem(500, "The server failed to classify this image; its log says why.")
+            return failure_answer(exc)
 
-    @router.api_route(ROUTE, methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False)
+    @router.api_route(ROUTE, methods=list(OTHER_METHODS), include_in_schema=False)
     async def wrong_method(request: Request) -> Response:
-        return problem(405, f"{request.method} is not allowed here. {METHOD_HINT}", {"Allow": "POST"})
+        return wrong_method_answer(request.method)
 
-    @router.api_route(PREFIX + "/{rest:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-                      include_in_schema=False)
+    @router.api_route(PREFIX + "/{rest:path}", methods=["POST", *OTHER_METHODS], include_in_schema=False)
     async def no_such_endpoint(rest: str) -> Response:
-        return problem(404, f"No such endpoint. {METHOD_HINT}")
+        return no_such_endpoint_answer()
 
     app.include_router(router)
     _declare_problems(app)

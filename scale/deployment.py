@@ -22,6 +22,7 @@ from ray import serve
 
 from demo.store import ModelStore
 from demo.store_remote import MODEL_DEPLOYMENT, RemoteStatus
+from scale import api
 from xception_core.runtime.activations import ImageActivations
 from xception_core.settings import Settings
 
@@ -97,6 +98,13 @@ class XceptionModel:
             raise ValueError(f"expected one ({served.input_size}, {served.input_size}, 3) image, got {x.shape}")
         return await self._forward_batch((key, np.asarray(x, np.float32)))
 
+    # ---------------------------------------------------------------- the plain HTTP API
+
+    async def classify_image(self, data: bytes, weights: str | None, k: int) -> api.Outcome:
+        """The API's classify (`scale/api.py`): the image's compressed bytes decoded and
+        preprocessed here, the forward batched with the page's calls; problems come back as data."""
+        return await api.classify_bytes(self.store, lambda key, x: self._forward_batch((key, x)), data, weights, k)
+
     # ---------------------------------------------------------------- the rest of the interface
 
     def gradcam(self, key: str, features: np.ndarray, class_index: int) -> np.ndarray:
@@ -130,3 +138,11 @@ class XceptionModel:
         """Serve's periodic check: a replica whose default weights are gone is replaced."""
         if not self.store.is_ready():
             raise RuntimeError("no weights loaded")
+
+
+def build_models(args: dict) -> serve.Application:
+    """`scale.deployment:build_models` → application `xception` (`Settings.serve_app`, route
+    prefix `/api/v1`): this deployment behind the plain API's front (`scale.api.XceptionApi`).
+    `args` are unused: settings come from the environment (the config's `runtime_env.env_vars`).
+    Here, not beside the page's builder, so that building it does not import Gradio."""
+    return api.XceptionApi.bind(XceptionModel.bind(Settings.from_env()))

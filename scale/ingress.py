@@ -1,50 +1,48 @@
-"""The ingress: the same FastAPI + Gradio app as `python app.py` (UI, API, Netron and exports on
-one port), built inside a Serve replica with a `RemoteModelStore` over the model deployment's
-handle, and `build_app`, the application `serve run` / `serve deploy` start from the config.
+"""The page on Ray Serve: `build_page` → application `xception-page` (route prefix `/`), the same
+FastAPI + Gradio app as `python app.py` (UI, Netron, exports, `/docs`, `/healthz`) in one
+replica, built with a `RemoteModelStore` over a handle to the model deployment of the other
+application (`xception`, built by `scale.deployment.build_models`).
 
-Serve config files name `scale.ingress:build_app`; its `args` are unused: every setting comes
-from the environment (the config's `runtime_env.env_vars`), read once here and passed down.
+Config files name the builder; its `args` are unused: every setting comes from the environment
+(the config's `runtime_env.env_vars`), read once here and passed down.
 """
 
 from __future__ import annotations
 
 import fastapi
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
-from scale.deployment import XceptionModel
 from demo.server import create_app
-from demo.store_remote import RemoteModelStore
+from demo.store_remote import MODEL_DEPLOYMENT, RemoteModelStore
 from xception_core.settings import Settings
 
 INGRESS_DEPLOYMENT = "XceptionApp"
+PAGE_APP = "xception-page"  # the page's application; Settings.serve_app names the models' one
 
 
-@serve.deployment(name=INGRESS_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0.5},
+@serve.deployment(name=INGRESS_DEPLOYMENT, num_replicas=1, ray_actor_options={"num_cpus": 0},
                   max_ongoing_requests=256)
 @serve.ingress()
 class XceptionApp:
-    """The web app in one replica. One, not more: Gradio keeps each visitor's queue and session
-    state in the process that served the page, so a second ingress replica would need sticky
-    sessions; the work is in the model replicas anyway.
+    """The web page in one replica. One, not more: Gradio keeps each visitor's queue and session
+    state in the process that served the page, so a second page process needs sticky sessions in
+    front of it, which Serve's proxy does not do (`scale/k8s/page.yaml` runs N page processes
+    behind a cookie-affine Ingress instead). The plain API does not come here (`scale/api.py`).
 
     Args:
-        model: Handle of the `XceptionModel` deployment.
-        settings: The app's settings.
+        settings: The app's settings; `settings.serve_app` names the model deployment's application.
     """
 
-    def __init__(self, model: DeploymentHandle, settings: Settings):
+    def __init__(self, settings: Settings):
+        # The models are another application, deployed beside this one: no check that they exist
+        # yet. Until their replicas run, the page says the model is loading (`RemoteModelStore`).
+        model = serve.get_deployment_handle(MODEL_DEPLOYMENT, app_name=settings.serve_app, _check_exists=False)
         self.store = RemoteModelStore(model, settings)
 
     def __serve_build_asgi_app__(self) -> fastapi.FastAPI:
         return create_app(self.store.settings, store=self.store)
 
 
-def application(settings: Settings) -> serve.Application:
-    """The Serve application: the ingress bound to the model deployment, both given `settings`."""
-    return XceptionApp.bind(XceptionModel.bind(settings), settings)
-
-
-def build_app(args: dict) -> serve.Application:
-    """`serve run`'s builder: `application(Settings.from_env())` (`args` unused)."""
-    return application(Settings.from_env())
+def build_page(args: dict) -> serve.Application:
+    """`scale.ingress:build_page`: the page's ingress (`args` unused)."""
+    return XceptionApp.bind(Settings.from_env())

@@ -245,6 +245,17 @@ class OperationService:
         return StepAnswer(step, tensors.photo, tensors.image, tensors.arrays[plan.batchnorm][..., channel], inputs,
                           hit, None if hit else tensors.forward_seconds, time.perf_counter() - start)
 
+    def strongest_channel(self, photo: Any, payload: Any, block: Any, layer: Any, row: Any, col: Any,
+                          variant: Any = "paper") -> int:
+        """The conv's output channel with the largest BatchNorm output at (row, col) of a photo: where
+        a lesson on one position starts (a lookup once the block's tensors are cached)."""
+        first = self.step(photo, payload, block, layer, row, col, 0, variant, top=1)
+        plan, served = first.step.plan, self.model()
+        tensors = self.cache.lookup(first.photo, served.key, first.step.variant, plan.block)
+        if tensors is None:  # pragma: no cover - only if the cache dropped it between two lines
+            raise UserError("That photo is no longer in memory; pick it again.")
+        return int(np.argmax(tensors.arrays[plan.batchnorm][first.step.row, first.step.col]))
+
     # ---------------------------------------------------------------- what a channel looks for
 
     def default_photos(self) -> list[ServerPhoto]:
@@ -323,6 +334,55 @@ class OperationService:
             while len(self._photo_keys) > 4 * MAX_PHOTOS:
                 self._photo_keys.popitem(last=False)
         return label, x
+
+
+def _r(value: float) -> float:
+    """A float for JSON: float32 precision is all the numbers carry."""
+    return float(f"{float(value):.7g}")
+
+
+def step_json(answer: StepAnswer) -> dict[str, Any]:
+    """One click's answer as plain JSON (the `/operation` endpoint's): where, every stage's number,
+    the model's own values at the same places, the receptive field and the cost. Grids are lists
+    of rows; padding cells are 0 and flagged in `padding`."""
+    s = answer.step
+    grid = lambda a: [[_r(v) for v in row] for row in np.asarray(a, np.float64)]  # noqa: E731
+    f = s.receptive
+    out: dict[str, Any] = {
+        "block": s.plan.block, "layer": s.plan.layer, "variant": s.variant, "row": s.row, "col": s.col,
+        "channel": s.channel, "grid": list(s.grid), "in_channels": s.plan.in_channels,
+        "out_channels": s.plan.out_channels, "relu_before": s.plan.relu_before,
+        "receptive_field": {"top": f.top, "left": f.left, "bottom": f.bottom, "right": f.right,
+                            "height": f.height, "width": f.width, "interior_size": f.rows.size,
+                            "jump": f.rows.jump, "clipped": f.clipped, "input_size": list(f.input_size)},
+        "depthwise": [{"channel": d.channel, "inputs": grid(d.inputs), "kernel": grid(d.kernel),
+                       "products": grid(d.products), "padding": d.padding.tolist(), "value": _r(d.value)}
+                      for d in s.depthwise],
+        "pointwise": {"layer": s.pointwise.layer,
+                      "top": [{"channel": c.channel, "value": _r(c.value), "weight": _r(c.weight),
+                               "product": _r(c.product)} for c in s.pointwise.top],
+                      "rest": _r(s.pointwise.rest), "rest_count": s.pointwise.rest_count,
+                      "bias": _r(s.pointwise.bias), "value": _r(s.pointwise.value)},
+        "batchnorm": {k: _r(getattr(s.batchnorm, k)) for k in
+                      ("x", "mean", "variance", "epsilon", "gamma", "beta", "scale", "shift", "value")}
+        | {"layer": s.batchnorm.layer},
+        "relu": None if s.relu is None else {"layer": s.relu.layer, "x": _r(s.relu.x), "value": _r(s.relu.value)},
+        "pool": None if s.pool is None else {"layer": s.pool.layer, "row": s.pool.row, "col": s.pool.col,
+                                             "value": _r(s.pool.value), "argmax": list(s.pool.argmax)},
+        "add": None if s.add is None else {"layer": s.add.layer, "row": s.add.row, "col": s.add.col,
+                                           "main": _r(s.add.main), "shortcut": _r(s.add.shortcut.value),
+                                           "shortcut_kind": s.add.shortcut.kind, "value": _r(s.add.value)},
+        "value": _r(s.value),
+        "stages": [{"stage": v.stage, "layer": v.layer, "row": v.row, "col": v.col, "value": _r(v.value),
+                    "model": _r(s.model[v.layer]) if v.layer in s.model else None} for v in s.stages()],
+        "cost": {"depthwise_macs": s.cost.depthwise_macs, "pointwise_macs": s.cost.pointwise_macs,
+                 "separable_macs": s.cost.separable_macs, "standard_macs": s.cost.standard_macs,
+                 "separable_params": s.cost.separable_params, "standard_params": s.cost.standard_params},
+        "photo": answer.photo, "cache_hit": answer.cache_hit,
+        "forward_ms": None if answer.forward_seconds is None else round(answer.forward_seconds * 1000, 1),
+        "ms": round(answer.seconds * 1000, 1),
+    }
+    return out
 
 
 def check_number(value: Any, label: str, low: float, high: float) -> float:

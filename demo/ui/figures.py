@@ -30,11 +30,13 @@ __all__ = [
     "FLOW_COLORS",
     "block_hover",
     "block_view_figure",
+    "contributions_figure",
     "cost_figure",
     "difference_figure",
     "fmt_count",
     "fmt_macs",
     "histogram_figure",
+    "macs_figure",
     "resolution_figure",
     "shape_text",
 ]
@@ -487,3 +489,81 @@ def difference_figure(rows: Sequence[Mapping[str, Any]], theme: Theme = LIGHT) -
     fig.update_yaxes(title=dict(text="relative L2 difference"), rangemode="tozero",
                      range=[0, max(values + [0.1]) * 1.2])
     return fig
+
+
+# ------------------------------------------------------------------------------------------ one operation
+
+_POSITIVE, _NEGATIVE, _REST = "#4C78A8", "#E45756", "#9E9E9E"
+
+
+def contributions_figure(channels: Sequence[int], values: Sequence[float], weights: Sequence[float],
+                         products: Sequence[float], rest: float, rest_count: int, bias: float, total: float, *,
+                         layer: str, channel: int, theme: Theme = LIGHT) -> go.Figure:
+    """The pointwise (1×1) step as a ranked bar: each shown input channel's contribution (its
+    depthwise value × its weight), largest |contribution| on top, the rest summed in one bar, the
+    bias (when there is one); the title carries their sum, the conv's output.
+
+    Args:
+        channels, values, weights, products: (n,) the ranked input channels, their depthwise values,
+            1×1 weights and products (`xception_core.runtime.operation.PointwiseStep.top`).
+        rest, rest_count: Sum of the other contributions, and how many those are.
+        bias, total: The conv's bias and its output (every contribution plus the bias).
+    """
+    labels = [f"#{c}" for c in channels]
+    hover = [f"input channel #{c}<br>depthwise value {v:.4g} × weight {w:.4g}<br>= <b>{p:+.4g}</b>"
+             for c, v, w, p in zip(channels, values, weights, products)]
+    xs, colours = [float(p) for p in products], [_POSITIVE if p >= 0 else _NEGATIVE for p in products]
+    if rest_count:
+        labels.append(f"{rest_count} others")
+        xs.append(float(rest))
+        colours.append(_REST)
+        hover.append(f"the other {rest_count} input channels together<br>= <b>{rest:+.4g}</b>")
+    if bias:
+        labels.append("bias")
+        xs.append(float(bias))
+        colours.append(_REST)
+        hover.append(f"the conv's bias {bias:+.4g}")
+    title = (f"Pointwise 1×1 into channel #{channel}: {len(channels)} largest contributions + the rest"
+             f"<br><sup>{layer} = sum of all bars = <b>{total:.4g}</b></sup>")
+    if theme.narrow:
+        title = (f"Pointwise 1×1 into #{channel}:<br>largest contributions + the rest"
+                 f"<br><sup>sum = <b>{total:.4g}</b></sup>")
+    # Built in one constructor call: drawn on every click.
+    return go.Figure(
+        data=[go.Bar(x=xs, y=labels, orientation="h", marker=dict(color=colours, line=dict(width=0)),
+                     text=[f"{x:+.3g}" for x in xs], textposition="auto", hovertext=hover, hoverinfo="text",
+                     cliponaxis=False)],
+        layout=dict(template=_template(theme), font=_font(theme), title=_title(title, theme),
+                    height=max(260, 90 + 24 * len(xs)), hoverlabel=dict(align="left"), bargap=0.2,
+                    margin=dict(l=70, r=16, t=78, b=40) if theme.narrow else dict(l=90, r=30, t=70, b=40),
+                    xaxis=dict(title=dict(text="contribution to the output (value × weight)"), zeroline=True,
+                               zerolinecolor=theme.muted),
+                    yaxis=dict(type="category", autorange="reversed")),
+    )
+
+
+def macs_figure(depthwise_macs: int, pointwise_macs: int, standard_macs: int, *, layer: str,
+                grid: tuple[int, int], theme: Theme = LIGHT) -> go.Figure:
+    """This conv's multiply-accumulates over its whole output grid: depthwise + pointwise (stacked)
+    against the standard conv with the same kernel and channels."""
+    separable = depthwise_macs + pointwise_macs
+    names = ["separable", "standard"]
+    title = (f"{layer} over its {grid[0]}×{grid[1]} grid: {fmt_macs(separable)} vs {fmt_macs(standard_macs)} "
+             f"multiply-accumulates ({standard_macs / separable:.1f}× fewer)")
+    if theme.narrow:
+        title = (f"{layer}, {grid[0]}×{grid[1]} grid:<br>{fmt_macs(separable)} vs {fmt_macs(standard_macs)} "
+                 f"MACs ({standard_macs / separable:.1f}× fewer)")
+    bar = lambda x, name, colour: go.Bar(  # noqa: E731
+        x=x, y=names, name=name, orientation="h", marker=dict(color=colour, line=dict(width=0)),
+        hovertemplate=f"{name}: %{{x:,}} multiply-accumulates<extra></extra>")
+    return go.Figure(
+        data=[bar([depthwise_macs, 0], "depthwise 3×3", FLOW_COLORS["entry"]),
+              bar([pointwise_macs, 0], "pointwise 1×1", FLOW_COLORS["middle"]),
+              bar([0, standard_macs], "standard 3×3 conv", _REST)],
+        # The legend under the bars at every width: above them it would sit under Plotly's tool bar.
+        layout=dict(template=_template(theme), font=_font(theme), title=_title(title, theme), barmode="stack",
+                    height=300 if theme.narrow else 250, hoverlabel=dict(align="left"),
+                    legend=dict(orientation="h", x=0, xanchor="left", y=-0.22, yanchor="top"),
+                    margin=dict(l=76, r=16, t=70, b=96) if theme.narrow else dict(l=84, r=30, t=56, b=70),
+                    yaxis=dict(type="category")),
+    )

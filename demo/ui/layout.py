@@ -25,14 +25,15 @@ CSS = page_font_css() + """
 #imagenet-help code { word-break: break-all; }
 #netron-frame { height: min(720px, 78vh); }
 /* Galleries show every tile: Gradio caps an unsized gallery at 55vh and scrolls the rest out of sight. */
-#explore-gallery .grid-wrap, #classify-examples .grid-wrap, #explore-examples .grid-wrap {
-  min-height: 0 !important; max-height: none !important; }
+#explore-gallery .grid-wrap, #classify-examples .grid-wrap, #explore-examples .grid-wrap, #op-examples .grid-wrap,
+#op-patches .grid-wrap { min-height: 0 !important; max-height: none !important; }
 /* ...and fit their columns to the width: Gradio's 100 px minimum puts a phone's 4th column out of view. */
-#explore-gallery .grid-container, #classify-examples .grid-container, #explore-examples .grid-container {
+#explore-gallery .grid-container, #classify-examples .grid-container, #explore-examples .grid-container,
+#op-examples .grid-container, #op-patches .grid-container {
   grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
   grid-auto-rows: auto !important; grid-template-rows: none !important; }
-#explore-gallery .thumbnail-item, #classify-examples .thumbnail-item, #explore-examples .thumbnail-item {
-  aspect-ratio: 1 / 1; height: auto; }
+#explore-gallery .thumbnail-item, #classify-examples .thumbnail-item, #explore-examples .thumbnail-item,
+#op-examples .thumbnail-item, #op-patches .thumbnail-item { aspect-ratio: 1 / 1; height: auto; }
 #classify-examples-head p { margin: 0; }
 /* "Use via API" on a phone too (Gradio hides it below 640 px); no divider after the last link. */
 footer .show-api { display: flex !important; }
@@ -43,8 +44,10 @@ footer > .divider:last-child { display: none; }
   #intro p { font-size: 0.92em; line-height: 1.4; margin: 0; }
   #status-line { font-size: 0.85em; line-height: 1.35; }
   /* Example captions whole ("spoon", not "sp…"): three columns. */
-  #classify-examples .grid-container, #explore-examples .grid-container {
+  #classify-examples .grid-container, #explore-examples .grid-container, #op-examples .grid-container {
     grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+  /* A channel's patches two a row: big enough to see what it fires on, captions whole. */
+  #op-patches .grid-container { grid-template-columns: repeat(2, minmax(0, 1fr)) !important; }
   /* Sub-tabs packed a little closer: all six in two rows at 390 px, not three. */
   #explore-tabs .tab-container button, #main-tabs .tab-container button { padding: 0 10px; }
 }

@@ -349,6 +349,14 @@ API_BLOCK = "block: 'block1' (stem) … 'block14' (last exit-flow block)"
 API_TOP_N = "top_n: how many of the most active channels to return as maps (1-64)"
 API_WHICH = "which: 'loaded' (the weights that run here) or 'reference' (Keras's 299×299 ImageNet Xception, whatever is loaded)"
 
+API_OP_BLOCK = "block: 'block2' … 'block14' (a block with separable convs)"
+API_OP_LAYER = "layer: one of the block's separable convs, e.g. 'block5_sepconv3' (blocks 2–4 and 13–14 have 2)"
+API_OP_ROW = "row: output position's row on the conv's grid (0 … height − 1; see the answer's 'grid')"
+API_OP_COL = "col: output position's column on the conv's grid (0 … width − 1)"
+API_OP_CHANNEL = "channel: output channel of the conv (0 … its channels − 1)"
+API_OP_VARIANT = "variant: 'paper' (Keras's wiring, the weights') or 'article' (the article's wiring, same weights)"
+API_OP_TOP = "top: input channels whose depthwise step and contribution are returned in full (1-16)"
+
 API_CLASSIFY = ("Classify a photo. Returns top5: {class: probability} of the 5 most probable classes of the "
                 "weights.")
 API_GRADCAM = ("Where the model looked for one class. Returns heatmap: a Grad-CAM heat map of the class over the "
@@ -361,21 +369,31 @@ API_ACTIVATIONS = ("One block's activations for a photo. Returns activations: it
                    "active channels as pictures on their true grid, one colour scale, captioned '#channel · mean' "
                    "(PNG). One forward pass per photo, cached.")
 
+API_OPERATION = ("One separable conv of the served model at one position and output channel of a photo, number by "
+                 "number. Returns operation: the depthwise step of the top input channels (3×3 patch, kernel, "
+                 "products, sum), the pointwise contributions ranked with the rest summed, BatchNorm (and its folded "
+                 "form), the ReLU, max-pool and residual sum where the wiring has them, each stage beside the "
+                 "model's own value ('stages'), the position's receptive field and the conv's cost. One forward "
+                 "pass per photo and block, cached.")
 
 START_HERE = """
-### A guided path through Xception, in five steps
+### A guided path through Xception, in six steps
 
 1. **At a glance**: *how is Xception built?* One path of 14 blocks in three flows (entry, middle
    ×8, exit). Hover or choose a block for its output shape, parameters and cost; the resolution
    ladder shows the picture shrinking while the channels grow.
 2. **Separable convolutions**: *why is it so cheap for its size?* Nearly every layer is a
    depthwise-separable convolution; the table and the calculator show how many weights that saves.
-3. **Activations**: *what does each block see in my photo?* Pick a photo (the one you chose in
+3. **Inside one operation**: *what does one of them compute?* Click a position on your photo: its
+   receptive field, the 3×3 depthwise products, the 1×1 mix of all channels, BatchNorm, ReLU and the
+   residual sum, number by number and checked against the model's own values; and what a channel
+   looks for across the photos at hand.
+4. **Activations**: *what does each block see in my photo?* Pick a photo (the one you chose in
    Classify comes along) and step through the blocks: early blocks respond to edges and colours on a
    fine grid, late blocks to whole objects on a coarse one.
-4. **Article vs paper**: *does wiring matter?* The article this project started from wires four
+5. **Article vs paper**: *does wiring matter?* The article this project started from wires four
    details differently. The same weights on the same photo show how far that moves every block.
-5. **Graph (Netron)**: *what exactly is in the model?* Every layer, searchable by name, with a
+6. **Graph (Netron)**: *what exactly is in the model?* Every layer, searchable by name, with a
    finder for the four places the article's graph differs.
 
 Each step starts with the question it answers. Use **Next** at the bottom of a step to move on.

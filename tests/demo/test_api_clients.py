@@ -24,6 +24,7 @@ ENDPOINTS = {  # parameters, and the outputs by the names the README gives them
     "/gradcam": (["image", "class_name", "weights"], ["heatmap", "score"]),
     "/activations": (["image", "block", "top_n"], ["activations", "maps"]),
     "/architecture": (["which"], ["architecture"]),
+    "/operation": (["image", "block", "layer", "row", "col", "channel", "variant", "top"], ["operation"]),
 }
 KITCHEN = {"cup", "fork", "glass", "knife", "plate", "spoon"}
 
@@ -73,6 +74,14 @@ def test_python_client_calls_every_endpoint(client, sample):
         cells = np.asarray(im.convert("RGB"))
     side = cells.shape[0]
     assert side % 5 == 0 and (cells[: side // 5 - 2, : side // 5 - 2] == cells[0, 0]).all()  # a flat 5×5 grid
+    step = client.predict(photo, "block13", "block13_sepconv2", 2, 3, 7, "article", 2, api_name="/operation")
+    # The article's 'same'-padded stem keeps more pixels: 10×10 here where the paper's grid is 9×9.
+    assert (step["layer"], step["row"], step["col"], step["channel"], step["grid"]) == ("block13_sepconv2", 2, 3, 7,
+                                                                                        [10, 10])
+    assert len(step["depthwise"]) == 2 and step["pool"]["layer"] == "block13_pool"
+    for stage in step["stages"]:  # the numbers the page shows, each equal to the model's own output there
+        if stage["model"] is not None:
+            assert stage["value"] == pytest.approx(stage["model"], rel=1e-4, abs=1e-5)
     reference = client.predict("reference", api_name="/architecture")
     loaded = client.predict("loaded", api_name="/architecture")
     assert reference["total_params"] == 22_910_480 and reference["input_shape"][:2] == [299, 299]
@@ -85,6 +94,8 @@ def test_python_client_calls_every_endpoint(client, sample):
     ("/activations", ("block4", 0), "from 1 to 64"),
     ("/architecture", ("everything",), "which must be one of"),
     ("/classify", ("imagenet",), "unknown weights"),
+    ("/operation", ("block5", "block5_sepconv1", 99, 0, 0, "paper", 4), "Row must be a whole number from 0 to 8"),
+    ("/operation", ("block1", "block1_conv1", 0, 0, 0, "paper", 4), "the stem"),
 ])
 def test_bad_arguments_get_messages(client, sample, endpoint, args, message):
     from gradio_client import handle_file
@@ -121,4 +132,9 @@ def test_javascript_client_calls_every_endpoint(js_client, live_server, sample):
     assert out["activations"]["json"]["shape"] == [5, 5, 1024] and len(out["activations"]["maps"]) == 4
     assert all(m["url"] and m["caption"].startswith("#") for m in out["activations"]["maps"])
     assert out["reference"]["total_params"] == 22_910_480
+    step = out["operation"]
+    assert (step["layer"], step["row"], step["col"], step["channel"], len(step["depthwise"])) == (
+        "block4_sepconv2", 3, 4, 5, 3)
+    assert step["add"]["shortcut_kind"] == "conv" and step["stages"][-1]["model"] == pytest.approx(
+        step["stages"][-1]["value"], rel=1e-4, abs=1e-5)
     assert "is not a class of" in out["bad_class"]

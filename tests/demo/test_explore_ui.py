@@ -23,7 +23,8 @@ from xception_core.runtime.introspection import ModelDescription
 from xception_core.settings import Settings
 
 SIZE = 96
-TITLES = ["Start here", "At a glance", "Separable convolutions", "Activations", "Article vs paper", "Graph (Netron)"]
+TITLES = ["Start here", "At a glance", "Separable convolutions", "Inside one operation", "Activations",
+          "Article vs paper", "Graph (Netron)"]
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,8 @@ def explore_sub_tabs(blocks: gr.Blocks) -> list[tuple[str, str | None]]:
 
 def test_sub_tabs_come_in_order_each_pointing_to_the_next(blocks, store, upload_dir):
     expected_next = ["Next: Xception at a glance →", "Next: separable convolutions →",
-                     "Next: activations on your photo →", "Next: the article's wiring against the paper's →"]
+                     "Next: inside one operation, number by number →", "Next: activations on your photo →",
+                     "Next: the article's wiring against the paper's →"]
     # Without an export folder the Graph sub-tab only says so: Article vs paper does not point there.
     assert explore_sub_tabs(blocks) == list(zip(TITLES, expected_next + [None, None]))
     with_graph = build_demo(store, exports=_exports(store, upload_dir))
@@ -92,7 +94,8 @@ def test_a_new_sub_tab_is_one_record_in_sub_tabs(store, monkeypatch):
     blocks = build_demo(store)
     titles = explore_sub_tabs(blocks)
     assert [t for t, _ in titles] == TITLES[:3] + ["One step"] + TITLES[3:]
-    assert titles[2][1] == "Next: one step, number by number →" and titles[3][1] == "Next: activations on your photo →"
+    assert titles[2][1] == "Next: one step, number by number →"
+    assert titles[3][1] == "Next: inside one operation, number by number →"
     first = handler(blocks, "first_fill")
     out = first.fn(*[c.value for c in first.inputs])
     words = next(c for c in first.outputs if getattr(c, "elem_id", None) == "explore-new")

@@ -159,3 +159,19 @@ def test_phone_figures_put_legends_below_and_drop_the_crowded_labels(description
     bars = next(t for t in ladder.data if t.type == "bar")
     assert bars.text is None  # channel counts live in the hover and on the right axis, not on the line's labels
     assert ladder.layout.legend.y < 0
+
+
+@pytest.mark.parametrize("theme", [figures.LIGHT, figures.Theme(dark=True, narrow=True)])
+def test_one_operations_figures_show_the_numbers_given_on_the_pages_background(theme):
+    fig = figures.contributions_figure([7, 3], [2.0, -1.0], [0.5, 0.25], [1.0, -0.25], 0.125, 10, 0.0, 0.875,
+                                       layer="block5_sepconv1", channel=4, theme=theme)
+    bars = fig.data[0]
+    assert list(bars.y) == ["#7", "#3", "10 others"] and list(bars.x) == [1.0, -0.25, 0.125]  # no bias bar at 0
+    assert bars.marker.color[0] != bars.marker.color[1]  # a negative contribution in another colour
+    assert "0.875" in fig.layout.title.text and fig.layout.yaxis.autorange == "reversed"  # largest on top
+    macs = figures.macs_figure(531, 42_929, 386_358, layer="block5_sepconv1", grid=(9, 9), theme=theme)
+    assert [list(t.x) for t in macs.data] == [[531, 0], [42_929, 0], [0, 386_358]] and macs.layout.barmode == "stack"
+    assert "8.9× fewer" in macs.layout.title.text
+    for made in (fig, macs):
+        assert made.layout.template.layout.paper_bgcolor == "rgba(0,0,0,0)" and made.layout.font.color == theme.ink
+        assert made.layout.legend.y is None or made.layout.legend.y < 0  # never under Plotly's tool bar

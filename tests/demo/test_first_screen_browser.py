@@ -18,7 +18,8 @@ from tests.demo.test_first_visit_browser import WIDTHS, open_subtab
 pytestmark = pytest.mark.browser
 
 SCHEMES = ("light", "dark")
-SUB_TABS = ("Start here", "At a glance", "Separable convolutions", "Activations", "Article vs paper", "Graph (Netron)")
+SUB_TABS = ("Start here", "At a glance", "Separable convolutions", "Inside one operation", "Activations",
+            "Article vs paper", "Graph (Netron)")
 OWN_FONTS = {"Source Sans 3", "Source Sans Pro", "IBM Plex Mono", "Xception Explorer Fallback"}
 
 

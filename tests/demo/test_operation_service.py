@@ -149,3 +149,14 @@ def test_a_forgotten_photo_is_read_again(store, upload_dir):
     assert (first.passes, again.passes) == (3, 2)
     assert np.allclose(first.peaks, again.peaks)
     assert [p.photo for p in first.patches] == [p.photo for p in again.patches]
+
+
+def test_the_strongest_channel_is_the_largest_batchnorm_output_there(service, photo):
+    first = service.step(None, photo, "block6", "block6_sepconv2", 2, 1, 0, "paper")
+    best = service.strongest_channel(first.photo, None, "block6", 2, 2, 1, "paper")
+    values = [service.step(first.photo, None, "block6", 2, 2, 1, c, "paper", top=1).step.batchnorm.value
+              for c in range(0, 728, 7)] + [service.step(first.photo, None, "block6", 2, 2, 1, best, top=1)
+                                             .step.batchnorm.value]
+    assert values[-1] == max(values)  # no channel sampled beats it, each recomputed from the weights
+    with pytest.raises(UserError, match="Row must be"):
+        service.strongest_channel(first.photo, None, "block6", 2, 99, 1)

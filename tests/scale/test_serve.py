@@ -3,21 +3,26 @@ HTTP, a replica killed under load costs no request and is replaced, /healthz sho
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import http.client
+import json
 import os
 import signal
 import threading
 import time
+import urllib.parse
 
 import numpy as np
 import pytest
 
-from tests.scale.conftest import REPLICAS, get_json, wait_for
+from tests.scale.conftest import REPLICAS, get_json, running_replicas, wait_for
 
 pytest.importorskip("ray", reason="needs requirements-scale.txt")
 pytestmark = pytest.mark.scale
 
-CLIENTS, PER_CLIENT = 8, 6
+CLIENTS, PER_CLIENT = 8, 6  # page clients (gradio_client)
+API_CLIENTS, API_PER_CLIENT = 2, 15  # plain API clients (POST /api/v1/classify)
 
 
 def photos(settings) -> list:
@@ -66,6 +71,60 @@ def test_classify_over_http_equals_the_single_process_answer(serve_app, serve_se
         np.testing.assert_allclose(list(remote_top.values()), list(local_top.values()), atol=2e-6)
 
 
+def post_image(url: str, data: bytes, query: str = "", conn: http.client.HTTPConnection | None = None
+               ) -> tuple[int, str, dict]:
+    """POST `data` to `url`'s /api/v1/classify (on `conn`, kept alive, when given): (status,
+    content type, JSON body)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = conn or http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    conn.request("POST", f"/api/v1/classify{query}", body=data, headers={"Content-Type": "image/jpeg"})
+    response = conn.getresponse()
+    return response.status, response.getheader("Content-Type"), json.loads(response.read())
+
+
+def test_the_api_is_answered_in_the_replicas_as_by_one_process(serve_app, serve_settings, local_store, model_handle):
+    """POST /api/v1/classify through Serve's proxy: the model application answers it (its
+    backend and precision are the replica's own; the page's remote store would say null), with
+    the single-process route's JSON and problems, and concurrent requests share batches."""
+    import fastapi
+    from fastapi.testclient import TestClient
+
+    from demo.http_api import register_http_api
+    from demo.services.payloads import MAX_UPLOAD_BYTES
+
+    single_app = fastapi.FastAPI()
+    register_http_api(single_app, local_store, max_bytes=MAX_UPLOAD_BYTES)
+    single = TestClient(single_app)
+    for path in photos(serve_settings):
+        data = path.read_bytes()
+        status, kind, body = post_image(serve_app, data, "?k=3")
+        want = single.post("/api/v1/classify?k=3", content=data, headers={"Content-Type": "image/jpeg"})
+        assert (status, kind) == (200, "application/json") and want.status_code == 200
+        assert body["backend"] == "onnx" and body.pop("server_ms") > 0
+        expected = want.json()
+        expected.pop("server_ms")
+        assert [t["label"] for t in body.pop("top")] == [t["label"] for t in expected.pop("top")]
+        assert body == expected
+    for query, data in (("", b"not an image"), ("?k=0", photos(serve_settings)[0].read_bytes())):
+        status, kind, body = post_image(serve_app, data, query)
+        want = single.post(f"/api/v1/classify{query}", content=data)
+        assert (status, kind, body) == (want.status_code, want.headers["content-type"], want.json())
+
+    data = photos(serve_settings)[0].read_bytes()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: post_image(serve_app, data), range(32)))
+    assert {status for status, _, _ in answers} == {200}
+    assert len({json.dumps(body["top"]) for _, _, body in answers}) == 1
+    # What the front sends a replica, 16 at once (whether HTTP requests overlap in a replica
+    # depends on how fast the proxy and front pass them on): the bytes decoded there meet in
+    # the batcher. The tests before this one sent one image at a time (file order).
+    responses = [model_handle.classify_image.remote(data, None, 3) for _ in range(16)]
+    outcomes = [r.result(timeout_s=120) for r in responses]
+    assert all(status == 200 and body["top"] == answers[0][2]["top"][:3] for status, body, _ in outcomes)
+    batches = [b for info in replica_ids_info(model_handle) for b in info["batches"]]
+    assert max(batches) > 1, batches
+
+
 def test_gradcam_and_activations_run_in_replicas_and_match(model_handle, serve_settings, local_store):
     from demo.store_remote import RemoteModelStore
 
@@ -109,7 +168,7 @@ def test_concurrent_calls_are_batched_in_the_replicas(model_handle, serve_settin
 def test_healthz_reflects_replicas(serve_app):
     health = get_json(serve_app + "/healthz")
     assert health["ready"] and health["weights"] == ["kitchenware"]
-    assert health["replicas"] == {"RUNNING": REPLICAS}
+    assert running_replicas(health["replicas"]) == REPLICAS
 
 
 def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app, serve_settings, model_handle):
@@ -119,8 +178,9 @@ def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app,
     victim_id, victim_pid = sorted(before.items())[0]
     path = photos(serve_settings)[0]
     results: list[dict] = []
+    api_results: list[list] = []
     errors: list[str] = []
-    started = threading.Barrier(CLIENTS + 1)
+    started = threading.Barrier(CLIENTS + API_CLIENTS + 1)
 
     def client() -> None:
         c = Client(serve_app + "/", verbose=False)
@@ -131,7 +191,21 @@ def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app,
             except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
                 errors.append(repr(exc)[:300])
 
+    def api_client() -> None:  # the plain API, straight to the replicas, on one kept-alive connection
+        parts = urllib.parse.urlsplit(serve_app)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+        data = path.read_bytes()
+        started.wait()
+        for _ in range(API_PER_CLIENT):
+            try:
+                status, _, body = post_image(serve_app, data, conn=conn)
+                api_results.append(body["top"]) if status == 200 else errors.append(f"API {status}: {body}")
+            except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
+                errors.append(repr(exc)[:300])
+                conn.close()
+
     threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    threads += [threading.Thread(target=api_client) for _ in range(API_CLIENTS)]
     for t in threads:
         t.start()
     started.wait()
@@ -166,12 +240,13 @@ def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app,
         t.join(timeout=240)
     assert not errors, errors
     assert len(results) == CLIENTS * PER_CLIENT and killed_at < len(results)
+    assert len(api_results) == API_CLIENTS * API_PER_CLIENT and all(top == api_results[0] for top in api_results)
     for r in results:  # one photo: one answer, whichever replica and batch it ran in
         assert list(r) == list(results[0])
         np.testing.assert_allclose(list(r.values()), list(results[0].values()), atol=2e-6)
 
     # Serve starts a new replica in the dead one's place.
-    health = wait_for(lambda: (h := get_json(serve_app + "/healthz"))["replicas"] == {"RUNNING": REPLICAS} and h,
+    health = wait_for(lambda: running_replicas((h := get_json(serve_app + "/healthz"))["replicas"]) == REPLICAS and h,
                       120, "the replica replaced")
     watching.clear()
     for watcher in watchers:
@@ -180,7 +255,7 @@ def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app,
     # The health report answered throughout. Whether a poll catches the moment with one replica
     # fewer depends on how fast the controller replaces it (under a second on an idle machine), so
     # the replacement is checked by the replicas' identities below, not by catching the gap.
-    assert seen and all(sum(r.values()) >= REPLICAS - 1 for r in seen), seen
+    assert seen and all(running_replicas(r) >= REPLICAS - 1 for r in seen), seen
     after = wait_for(lambda: all_replicas(model_handle), 60, "both replicas answering again")
     assert victim_id not in after and len(set(after) - set(before)) == 1
 
@@ -198,5 +273,68 @@ def test_settings_choose_the_remote_store_for_a_plain_app_process(serve_app, ser
     assert [label for label, _ in remote.top] == [label for label, _ in local.top]
     np.testing.assert_allclose(remote.probabilities, local.probabilities, atol=1e-6)
     # A replica replaced by the test before may still be starting: wait for both, as /healthz would show.
-    wait_for(lambda: store.replicas() == {"RUNNING": REPLICAS}, 120, "both replicas running")
+    wait_for(lambda: running_replicas(store.replicas()) == REPLICAS, 120, "both replicas running")
     assert store.retries == 0
+
+
+def test_two_page_processes_share_the_model_replicas_and_keep_their_sessions(serve_app, serve_settings, tmp_path):
+    """What `scale/k8s/page.yaml` runs: N `python app.py` with XCEPTION_MODEL_STORE=ray behind a
+    cookie-affine load balancer, here two on one model deployment. Each classifies through the
+    replicas, and a session's follow-up (Grad-CAM of another class, which reads the classify
+    result kept in the session) works when it comes back to the process that served its page;
+    sent to the other process it is refused there (why the load balancer must be sticky)."""
+    import subprocess
+    import sys
+    import uuid
+
+    import ray
+
+    from bench.appserver import app_env, free_port, stop
+    from bench.soak import RawGradio, Refused
+    from tests.scale.conftest import ROOT
+
+    env = {"XCEPTION_MODEL_STORE": "ray", "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+           "XCEPTION_EXPORT_DIR": str(tmp_path / "exports"), "PYTHONPATH": str(ROOT)}
+    pages, logs = [], []
+    try:
+        for i in range(2):
+            port = free_port()
+            logs.append(tmp_path / f"page{i}.log")
+            with open(logs[-1], "wb") as log:
+                pages.append((subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, stdout=log,
+                                               stderr=subprocess.STDOUT,
+                                               env=app_env(port, "kitchenware", **env)), f"http://127.0.0.1:{port}"))
+        for (proc, url), log in zip(pages, logs):
+            def ready(proc=proc, url=url, log=log) -> bool:
+                assert proc.poll() is None, log.read_text()[-3000:]
+                with contextlib.suppress(OSError, ValueError):
+                    return get_json(url + "/healthz", timeout=5)["ready"]
+                return False
+
+            wait_for(ready, 240, f"page process {url} ready")
+
+        data = photos(serve_settings)[0].read_bytes()
+        clients = [RawGradio(url) for _, url in pages]
+        classify_fn = clients[0].fn("gradcam", "click")
+        explain_fn = clients[0].fn("gradcam", "input", {"label": "Explain class"})  # another class chosen
+        _, _, api = post_image(serve_app, data, "?k=2")  # the same photo, answered by a replica directly
+        sessions, seconds = [], []
+        for client in clients:  # each process: its own session, classified through the replicas
+            session = uuid.uuid4().hex[:11]
+            out = client.run(classify_fn, [client.upload("photo.jpg", data), None], session)
+            labels = [c["label"] for c in out[0]["confidences"]]
+            assert labels[:2] == [t["label"] for t in api["top"]], (labels, api)
+            sessions.append(session)
+            seconds.append(labels[1])  # not the top class: Grad-CAM of another class
+        for i, client in enumerate(clients):  # the follow-up, back in its own process: a heat map
+            heat = client.run(explain_fn, [seconds[i], None], sessions[i])
+            assert heat and isinstance(heat[0], dict) and heat[0].get("path"), heat
+        # The same follow-up sent to the other process: that process never saw the session, so
+        # Gradio refuses the class (the session's class choices live where it was classified).
+        with pytest.raises(Refused, match="not in the list of choices"):
+            clients[1].run(explain_fn, [seconds[0], None], sessions[0])
+    finally:
+        for proc, _ in pages:  # both asked to stop at once, then waited for
+            proc.terminate()
+        for proc, _ in pages:
+            stop(proc)

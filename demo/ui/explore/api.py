@@ -1,5 +1,6 @@
-"""Explore's public API: `/architecture` (which → JSON) and `/activations` (image, block, top_n →
-JSON and channel maps), on hidden components of their own. The outputs' labels are the names the
+"""Explore's public API: `/architecture` (which → JSON), `/activations` (image, block, top_n →
+JSON and channel maps) and `/operation` (image, block, layer, row, col, channel, variant, top →
+one separable step number by number, JSON), on hidden components of their own. The outputs' labels are the names the
 clients give them; the inputs' labels describe each parameter; the handlers' parameter names are
 the parameters' names."""
 
@@ -12,9 +13,12 @@ from typing import Any
 import gradio as gr
 
 from demo.services.explore import LOADED, ExploreService
+from demo.services.operation import DEFAULT_TOP, OperationService, step_json
 from demo.ui import text
 from demo.ui.events import errors_as_api_errors, errors_as_messages
 from demo.ui.explore.activations import DEFAULT_BLOCK
+from demo.ui.explore.operation import DEFAULT_BLOCK as OP_BLOCK
+from demo.ui.explore.operation import DEFAULT_LAYER as OP_LAYER
 
 
 @dataclass(frozen=True)
@@ -26,9 +30,18 @@ class ExploreApi:
     top_n: gr.Number
     activations: gr.JSON
     maps: gr.Gallery
+    op_image: gr.Image
+    op_block: gr.Textbox
+    op_layer: gr.Textbox
+    op_row: gr.Number
+    op_col: gr.Number
+    op_channel: gr.Number
+    op_variant: gr.Textbox
+    op_top: gr.Number
+    operation: gr.JSON
 
 
-def _components() -> tuple[ExploreApi, gr.Button, gr.Button]:
+def _components() -> tuple[ExploreApi, gr.Button, gr.Button, gr.Button]:
     with gr.Column(visible=False):
         api = ExploreApi(
             which=gr.Textbox(label=text.API_WHICH, value=LOADED),
@@ -37,8 +50,17 @@ def _components() -> tuple[ExploreApi, gr.Button, gr.Button]:
             block=gr.Textbox(label=text.API_BLOCK, value=DEFAULT_BLOCK),
             top_n=gr.Number(label=text.API_TOP_N, value=8, precision=None),
             activations=gr.JSON(label="activations"),
-            maps=gr.Gallery(label="maps", format="png"))
-        return api, gr.Button(visible=False), gr.Button(visible=False)
+            maps=gr.Gallery(label="maps", format="png"),
+            op_image=gr.Image(label=text.API_IMAGE, type="filepath"),
+            op_block=gr.Textbox(label=text.API_OP_BLOCK, value=OP_BLOCK),
+            op_layer=gr.Textbox(label=text.API_OP_LAYER, value=OP_LAYER),
+            op_row=gr.Number(label=text.API_OP_ROW, value=0, precision=None),
+            op_col=gr.Number(label=text.API_OP_COL, value=0, precision=None),
+            op_channel=gr.Number(label=text.API_OP_CHANNEL, value=0, precision=None),
+            op_variant=gr.Textbox(label=text.API_OP_VARIANT, value="paper"),
+            op_top=gr.Number(label=text.API_OP_TOP, value=DEFAULT_TOP, precision=None),
+            operation=gr.JSON(label="operation"))
+        return api, gr.Button(visible=False), gr.Button(visible=False), gr.Button(visible=False)
 
 
 def architecture_handler(service: ExploreService, page: bool = False) -> Callable[[str], dict[str, Any]]:
@@ -53,9 +75,25 @@ def architecture_handler(service: ExploreService, page: bool = False) -> Callabl
     return architecture
 
 
-def build_explore_api(service: ExploreService) -> ExploreApi:
-    """The hidden components and the two public events (after the sub-tabs, like Classify's)."""
-    api, architecture_trigger, activations_trigger = _components()
+def operation_handler(service: OperationService) -> Callable[..., dict[str, Any]]:
+    """The `/operation` handler (the service checks every argument)."""
+
+    @errors_as_api_errors
+    def operation(image, block: str = OP_BLOCK, layer: str = OP_LAYER, row: float = 0, col: float = 0,
+                  channel: float = 0, variant: str = "paper", top: float = DEFAULT_TOP) -> dict[str, Any]:
+        """One separable conv of the served model at one output position and channel of a photo, number by
+        number: depthwise patches, kernels and sums, pointwise contributions, BatchNorm, ReLU, pool and
+        residual sum, each stage beside the model's own value; the receptive field and the cost."""
+        strip = lambda v: v.strip() if isinstance(v, str) else v  # noqa: E731
+        return step_json(service.step(None, image, strip(block), strip(layer), row, col, channel, strip(variant),
+                                      top))
+
+    return operation
+
+
+def build_explore_api(service: ExploreService, operation_service: OperationService) -> ExploreApi:
+    """The hidden components and the three public events (after the sub-tabs, like Classify's)."""
+    api, architecture_trigger, activations_trigger, operation_trigger = _components()
 
     @errors_as_api_errors
     def activations(image, block: str = DEFAULT_BLOCK, top_n: float = 8):
@@ -67,4 +105,8 @@ def build_explore_api(service: ExploreService) -> ExploreApi:
     activations_trigger.click(activations, [api.image, api.block, api.top_n], [api.activations, api.maps],
                               preprocess=False, api_name="activations", concurrency_id="explore-forward",
                               concurrency_limit=2, api_description=text.API_ACTIVATIONS)
+    operation_trigger.click(operation_handler(operation_service),
+                            [api.op_image, api.op_block, api.op_layer, api.op_row, api.op_col, api.op_channel,
+                             api.op_variant, api.op_top], api.operation, preprocess=False, api_name="operation",
+                            concurrency_id="explore-forward", concurrency_limit=2, api_description=text.API_OPERATION)
     return api

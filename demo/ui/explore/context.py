@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 
 from demo.services.examples import ExampleService
 from demo.services.explore import ExploreService
+from demo.services.operation import OperationService
 from demo.store import ModelStore, ServedModel
 from demo.ui.figures import Theme
 from xception_core.runtime.introspection import ModelDescription
@@ -124,6 +125,7 @@ class ExploreContext:
     Attributes:
         client: The browser's report ({dark, width}); figures follow its theme and width.
         graph: Builds the Netron view inside the Graph sub-tab (None: no folder to export to).
+        operation: One separable step number by number (Inside one operation, and `/operation`).
     """
 
     store: ModelStore
@@ -132,6 +134,7 @@ class ExploreContext:
     client: gr.JSON
     graph: Callable | None
     photo: Photo
+    operation: OperationService
     figures: FigureCache = field(default_factory=FigureCache)
     fills: list[Fill] = field(default_factory=list)
 

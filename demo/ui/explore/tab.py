@@ -17,10 +17,11 @@ import gradio as gr
 from demo.services import UserError
 from demo.services.examples import ExampleService
 from demo.services.explore import WHICH, ExploreService, check_choice
+from demo.services.operation import OperationService
 from demo.store import ModelStore
 from demo.ui import figures, text
 from demo.ui.events import errors_as_messages
-from demo.ui.explore import activations, article, glance, graph, separable, start
+from demo.ui.explore import activations, article, glance, graph, operation, separable, start
 from demo.ui.explore.api import build_explore_api
 from demo.ui.explore.context import Described, ExploreContext, Photo, SubTab
 
@@ -28,6 +29,7 @@ SUB_TABS: tuple[SubTab, ...] = (
     start.SUB_TAB,
     glance.SUB_TAB,
     separable.SUB_TAB,
+    operation.SUB_TAB,
     activations.SUB_TAB,
     article.SUB_TAB,
     graph.SUB_TAB,
@@ -129,16 +131,19 @@ def _take_image(store: ModelStore) -> Callable:
 
 
 def build_explore_tab(store: ModelStore, service: ExploreService, examples: ExampleService, client: gr.JSON,
-                      graph_view: Callable | None = None) -> ExploreTab:
+                      graph_view: Callable | None = None, operation_service: OperationService | None = None
+                      ) -> ExploreTab:
     """Builds the Explore tab inside the caller's `gr.Tab` context (no Blocks of its own).
 
     Args:
         client: The browser's report ({dark, width}); figures follow its theme and width.
         graph_view: Builds the Netron view inside the Graph sub-tab; returns (show, variant, frame),
             and `show` runs when the sub-tab opens. None: the server cannot export models.
+        operation_service: Inside one operation's (default: a new one over `store`).
     """
-    ctx = ExploreContext(store, service, examples, client, graph_view, Photo.create())
+    operation_service = OperationService(store) if operation_service is None else operation_service
+    ctx = ExploreContext(store, service, examples, client, graph_view, Photo.create(), operation_service)
     views = _sub_tabs(ctx)
-    build_explore_api(service)
+    build_explore_api(service, operation_service)
     _wire_fills(ctx, views[glance.SUB_TAB.id])
     return ExploreTab(ctx.photo.image, ctx.photo.taken, _take_image(store))

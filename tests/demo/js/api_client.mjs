@@ -21,6 +21,9 @@ out.gradcam = { heatmap_url: cam[0]?.url ?? null, score: cam[1] };
 const act = (await app.predict("/activations", { image: image(), block: "block13", top_n: 4 })).data;
 out.activations = { json: act[0], maps: act[1].map((m) => ({ url: m.image?.url ?? null, caption: m.caption })) };
 out.reference = (await app.predict("/architecture", { which: "reference" })).data[0];
+out.operation = (await app.predict("/operation", {
+  image: image(), block: "block4", layer: "block4_sepconv2", row: 3, col: 4, channel: 5, variant: "paper", top: 3,
+})).data[0];
 try {
   await app.predict("/gradcam", { image: image(), class_name: "not a class", weights: "" });
   out.bad_class = "no error";
