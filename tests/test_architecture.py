@@ -287,7 +287,8 @@ def test_app_reaches_tensorflow_only_through_the_named_debt(module):
 
 # What a serving process imports: the entry point, the server, the Ray Serve model replica, and
 # what they serve from (the store and the core's serving path).
-SERVING = ("app", "demo.server", "demo.store", "scale.deployment", "xception_core.runtime.translated",
+SERVING = ("app", "demo.server", "demo.store", "scale.deployment", "scale.api", "scale.ingress",
+           "xception_core.runtime.translated",
            "xception_core.runtime.activations", "xception_core.runtime.ort")
 
 
