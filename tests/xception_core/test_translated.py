@@ -154,6 +154,22 @@ def test_teachs_features_come_from_the_blocks_pass(loaded, saved, images):
     np.testing.assert_allclose(ours.feature_map, theirs.feature_map, atol=1e-3, rtol=1e-3)
 
 
+def test_one_session_serves_the_forward_and_the_blocks_pass(saved, images):
+    """A model the explorer uses runs its forward in the all-blocks session (one session, not
+    two), from the start or once the pass is first built, with the same answers."""
+    two = TranslatedModel(open_translation(saved, SHA))
+    features, probs = two.forward(images)
+    first = two.runner
+    blocks = two.blocks_forward()
+    assert two.runner is blocks and first is not blocks
+    one = TranslatedModel(open_translation(saved, SHA), all_blocks=True)
+    assert one.runner is one.blocks_forward()
+    for model in (two, one):
+        f, p = model.forward(images)
+        np.testing.assert_allclose(p, probs, atol=1e-6)
+        np.testing.assert_allclose(f, features, atol=1e-5)
+
+
 def test_descriptions_are_the_keras_ones(loaded, saved):
     from xception_core.model import rewire
     from xception_core.runtime.introspection import describe, reference_description

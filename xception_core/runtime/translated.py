@@ -325,11 +325,14 @@ class TranslatedModel:
         translation: From `translate` or `open_translation`.
         precision: 'fp32', or 'int8' when the translation holds the int8 graph (else fp32, logged).
         threads: ONNX Runtime intra-op threads (default: every CPU this process may use).
+        all_blocks: Run the fp32 forward in the all-blocks session from the start (a model the
+            explorer will use: one session instead of two).
     """
 
     backend = "onnx"
 
-    def __init__(self, translation: Translation, *, precision: str = "fp32", threads: int | None = None):
+    def __init__(self, translation: Translation, *, precision: str = "fp32", threads: int | None = None,
+                 all_blocks: bool = False):
         meta = translation.meta
         self.translation, self.threads = translation, threads
         self.info = ModelInfo(**meta["info"])
@@ -345,13 +348,16 @@ class TranslatedModel:
         if precision == "int8" and INT8 not in translation.graphs:
             logger.warning("no int8 graph in this translation; running fp32")
             precision = "fp32"
+        self._blocks: OnnxForward | None = None
+        self._lock = threading.Lock()
         if precision == "int8":
             self.runner = OnnxForward(translation.graphs[INT8], threads=threads, precision="int8")
+        elif all_blocks:  # one session for the forward and the explorer's pass (see `blocks_forward`)
+            self.runner = self._blocks = OnnxForward(translation.graphs[BLOCKS], translation.weights_for(BLOCKS),
+                                                     threads=threads)
         else:
             self.runner = OnnxForward(translation.graphs[FORWARD], translation.weights_for(FORWARD), threads=threads)
         self.precision = self.runner.precision
-        self._blocks: OnnxForward | None = None
-        self._lock = threading.Lock()
 
     @property
     def has_cam(self) -> bool:
@@ -395,11 +401,18 @@ class TranslatedModel:
 
     def blocks_forward(self) -> OnnxForward:
         """The all-blocks pass (every block's float16 map and channel means, and the output), built
-        on first use and kept; its weights are the forward's arrays, not a copy."""
+        on first use and kept; its weights are the forward's arrays, not a copy.
+
+        From then on the fp32 forward runs in this session too (asking for the features and the
+        output only) and the forward's own session is let go: each ONNX Runtime session keeps its
+        own re-blocked copy of the weights (~130 MB for Xception), and the extra float16 casts and
+        means cost ~4% of a forward (bench/README.md)."""
         with self._lock:
             if self._blocks is None:
                 self._blocks = OnnxForward(self.translation.graphs[BLOCKS], self.translation.weights_for(BLOCKS),
                                            threads=self.threads)
+                if self.precision == "fp32":  # the int8 graph stays: it is another network
+                    self.runner = self._blocks  # a call in flight keeps the old session until it returns
             return self._blocks
 
     def block_output_names(self) -> list[str]:
