@@ -540,6 +540,9 @@ class ModelStore:
             return self._serve_keras(key)
         sha = cached_weights_sha256(key, settings.keras_home, settings.cache_dir)
         translation = open_translation(translation_dir(settings.cache_dir, sha), sha) if sha else None
+        if translation is not None and not self._labels_current(translation):
+            logger.warning("translation of %r has another label set than the app's; translating again", key)
+            translation = None
         loaded = None
         if translation is None:
             loaded = load_model(key, settings=self.settings)  # fetches the weights if need be
@@ -583,6 +586,12 @@ class ModelStore:
                                 calibration=calibration, threads=settings.onnx_threads)
         classifier.warm_up()
         return LocalServedModel(key, classifier, self._labels(loaded.info, classifier.classes), settings)
+
+    def _labels_current(self, translation: Translation) -> bool:
+        """Whether a cached translation's labels are the label set the app ships now (a named set;
+        a taught model's names travel with its file, whose hash names the translation)."""
+        name = translation.meta["info"]["labels"]
+        return not name or load_labels(name, self.settings.assets_dir) == tuple(translation.meta["labels"])
 
     def _labels(self, info: ModelInfo, classes: int) -> tuple[str, ...]:
         from xception_core.io.heads import taught_labels  # with the Keras model: translation time only

@@ -106,3 +106,19 @@ def _copy(source: Path, folder: Path) -> Path:
     target = folder / source.name
     target.write_bytes(source.read_bytes())
     return target
+
+
+def test_a_translation_with_other_labels_is_made_again(warm_cache, tmp_path, monkeypatch):
+    """The labels travel in the translation: if the app's label set changed since, the cached one
+    is not served, and a new translation with the current labels is (and cached)."""
+    import shutil
+
+    settings = dataclasses.replace(warm_cache, cache_dir=tmp_path / "cache")
+    sha = cached_weights_sha256("kitchenware", warm_cache.keras_home, warm_cache.cache_dir)
+    shutil.copytree(warm_cache.cache_dir / "kitchenware", settings.cache_dir / "kitchenware")
+    shutil.copytree(translation_dir(warm_cache.cache_dir, sha), translation_dir(settings.cache_dir, sha))
+    renamed = tuple(f"new {name}" for name in ModelStore(settings, ["kitchenware"]).start().get(timeout=120).labels)
+    monkeypatch.setattr("demo.store.load_labels", lambda name, folder=None: renamed)
+    served = ModelStore(settings, ["kitchenware"]).start().get(timeout=600)
+    assert served.labels == renamed
+    assert tuple(open_translation(translation_dir(settings.cache_dir, sha), sha).meta["labels"]) == renamed
