@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 # How long a request waits for a feature that needs TensorFlow (the article's wiring, exports,
 # operations) the first time: past it, the visitor is told it is warming up and to try again.
-KERAS_WAIT_S = 20.0
+KERAS_WAIT_S = 45.0
 
 State = Literal["waiting", "loading", "ready", "failed"]
 
