@@ -53,6 +53,35 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def host_choice(results: dict[str, Any]) -> dict[str, Any]:
+    """Which backend and which precision win on the host this ran on, from this run's own figures:
+    the faster of the app's two forwards (ONNX Runtime, TensorFlow: section 1, same weights, same
+    photo); int8 over fp32 only when it is faster and its top-1 equals fp32's on every labelled
+    photo (section 5), since fp32 stays the default unless agreement is shown."""
+    out: dict[str, Any] = {"backend": None, "precision": None}
+    paths = results.get("forward", {}).get("paths", {})
+    timed = {name: paths[key]["median_ms"] for name, key in (("onnx", "ours_onnx"), ("tf", "ours_tf"))
+             if paths.get(key, {}).get("median_ms") is not None}
+    if timed:
+        best = min(timed, key=timed.get)
+        out["backend"] = {"winner": best, "median_ms": timed,
+                          "why": " vs ".join(f"{k} {v:.1f} ms" for k, v in sorted(timed.items(), key=lambda kv: kv[1]))}
+    rp = results.get("reduced_precision", {})
+    if rp.get("int8"):
+        speedup = rp["int8"].get("speedup_vs_fp32_onnx")
+        labelled = [r for r in rp.get("photos", []) if r.get("label")]
+        agree = sum(r["int8_top1"] == r["fp32_top1"] for r in labelled)
+        faster = speedup is not None and speedup > 1.0
+        every = bool(labelled) and agree == len(labelled)
+        winner = "int8" if faster and every else "fp32"
+        why = (f"int8 ×{speedup} vs fp32, top-1 = fp32 on {agree}/{len(labelled)} labelled photos"
+               + ("" if winner == "int8" else "; fp32 stays: " + ("int8 is not faster here" if not faster
+                                                                   else "int8 disagrees on some labelled photo")))
+        out["precision"] = {"winner": winner, "int8_speedup": speedup, "labelled_agree": agree,
+                            "labelled": len(labelled), "why": why}
+    return out
+
+
 def _ms(s: dict[str, Any] | None) -> tuple[str, str]:
     if not s or not s.get("runs"):
         return "", ""
@@ -129,6 +158,14 @@ def table(results: dict[str, Any]) -> str:
             rows.append((f"int8 per class: {label}", f"{c['int8_agrees']}/{c['photos']} = fp32",
                          f"correct fp32 {c['fp32_correct']}, int8 {c['int8_correct']}",
                          f"held out {c['int8_agrees_held_out']}/{c['held_out']}"))
+    choice = results.get("host_choice") or host_choice(results)
+    if choice.get("backend"):
+        rows.append(("on this host, backend", choice["backend"]["winner"], choice["backend"]["why"], ""))
+    if choice.get("precision"):
+        rows.append(("on this host, precision", choice["precision"]["winner"], choice["precision"]["why"], ""))
+    lean = results.get("lean", {})
+    for row in lean.get("rows", []):
+        rows.append((f"lean: {row['what']}", row["before"], row["after"], row.get("note", "")))
     rows.append(("", "", "", ""))
     for t in results.get("targets", {}).values():
         met = {True: "met", False: "NOT met", None: "n/a"}[t["met"]]

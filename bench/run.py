@@ -21,6 +21,14 @@ Sections (each figure is explained in bench/README.md):
                 bf16 (Keras mixed precision): speed-up over fp32, top-1 agreement with fp32 on
                 real photos (the kitchenware wheel's photos and assets/examples), per labelled
                 class (labels: the wheel's train.csv, and bench/photo_labels.json by eye).
+6. lean         serving from the cached translation (issue 18), before and after side by side in
+                one run: `python app.py` of a second checkout (`--before`, e.g. main) and of this
+                one, each restarted on warm caches: first `POST /api/v1/classify`, RSS after a
+                classify, a Grad-CAM and an `/activations` with one and two weight sets, TensorFlow
+                libraries in /proc/PID/maps, `/activations` (8 maps) vs classify; and the model
+                replica's load (`scale.deployment`'s store) in a process of its own: seconds and RSS.
+
+The table ends with the backend and the precision that win on this host (`report.host_choice`).
 
 Figures, not pass/fail: nothing here asserts a timing. The `targets` block only records whether
 each figure met its target (bench/report.py) on this run.
@@ -40,7 +48,8 @@ from bench.activations import bench_activations
 from bench.common import REPO, load, machine
 from bench.forward import bench_forward
 from bench.precision import bench_precision
-from bench.report import table, targets
+from bench.lean import bench_lean
+from bench.report import host_choice, table, targets
 from bench.server import bench_server, bench_two_weights
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -52,7 +61,7 @@ DEFAULT_OUT = REPO / "bench" / "results" / "latest.json"
 SCHEMA = 1
 
 
-SECTIONS = ("forward", "activations", "server", "two_weights", "precision")
+SECTIONS = ("forward", "activations", "server", "two_weights", "precision", "lean")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip the reduced-precision section (int8, bf16)")
     p.add_argument("--no-browser", dest="browser", action="store_false",
                    help="skip the Chromium click-to-result figures of the server section")
+    p.add_argument("--before", type=Path, default=Path("/work/main"),
+                   help="checkout whose app is the 'before' column of the lean section (default %(default)s)")
     p.add_argument("--browser-repeats", type=int, default=None,
                    help="timed clicks per interaction (default 7; quick 2)")
     args = p.parse_args(argv)
@@ -87,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
     if not args.precision and "precision" in args.sections:
         args.sections.remove("precision")
+    if args.quick and "lean" in args.sections and "--sections" not in (argv if argv is not None else sys.argv[1:]):
+        args.sections.remove("lean")  # two checkouts' apps, several starts each: only when asked for
     q = args.quick
     args.size = args.size or (96 if q else 299)
     args.repeats = args.repeats or (4 if q else 25)
@@ -130,8 +143,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     results["two_weights"] = (bench_two_weights(args, out.parent)
                               if "two_weights" in args.sections else skipped)
     results["reduced_precision"] = bench_precision(args) if "precision" in args.sections else skipped
+    results["lean"] = bench_lean(args, out.parent) if "lean" in args.sections else skipped
     results["meta"]["load_after"] = load()
     results["targets"] = targets(results)
+    results["host_choice"] = host_choice(results)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(table(results), flush=True)
     print(f"\nJSON: {out}", flush=True)

@@ -58,7 +58,7 @@ from demo.errors import MAX_MESSAGE, echo, public_text, unavailable_words, witho
 from demo.services.payloads import decode_image
 from demo.store import ModelStore, ServedModel
 from xception_core.io.images import InvalidImageError
-from xception_core.model import WeightsUnavailableError
+from xception_core.weights.source import WeightsUnavailableError
 
 logger = logging.getLogger(__name__)
 

@@ -19,25 +19,36 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
 from demo.errors import LoadFailure, echo, failure_reason, load_failure
 from xception_core.io.assets import example_images
-from xception_core.io.heads import taught_labels
 from xception_core.io.images import load_image
 from xception_core.io.labels import load_labels, top_k
 from xception_core.io.preprocessing import preprocess
-from xception_core.model import LoadedModel, ModelInfo, WeightsUnavailableError, load_model, rewire
 from xception_core.runtime.activations import ActivationExplorer, BlockDifference, ImageActivations
 from xception_core.runtime.batching import MicroBatcher
-from xception_core.runtime.classifier import Classifier
+from xception_core.runtime.introspection import ModelDescription
+from xception_core.runtime.ort import available
+from xception_core.runtime.translated import (
+    INT8, Translation, TranslatedModel, add_int8, open_translation, save, translate, translation_dir,
+)
 from xception_core.settings import Settings
-from xception_core.weights.fetch import preset_samples
+from xception_core.weights.fetch import cached_weights_sha256, preset_samples
 from xception_core.weights.presets import AUTO_ORDER, PRESETS
+from xception_core.weights.source import ModelInfo, WeightsUnavailableError
+
+if TYPE_CHECKING:  # Keras records: imported where a feature needs TensorFlow, never at import
+    from xception_core.model import LoadedModel
+    from xception_core.runtime.classifier import Classifier
 
 logger = logging.getLogger(__name__)
+
+# How long a request waits for a feature that needs TensorFlow (the article's wiring, exports,
+# operations) the first time: past it, the visitor is told it is warming up and to try again.
+KERAS_WAIT_S = 45.0
 
 State = Literal["waiting", "loading", "ready", "failed"]
 
@@ -124,6 +135,19 @@ class ServedModel(Protocol):
         """(h, w) Grad-CAM map in [0, 1] of one class from `Prediction.features`."""
         ...
 
+    def description(self, variant: str) -> ModelDescription:
+        """The block table of these weights in a wiring ('paper', 'article'), or of the reference
+        Xception ('reference')."""
+        ...
+
+    def explorable(self, variant: str) -> Any:
+        """What the activation cache (`ActivationSource.compute`) runs for a wiring."""
+        ...
+
+
+class WarmingUp(TimeoutError):
+    """A feature that needs TensorFlow is still loading it in the background: try again soon."""
+
 
 class ActivationSource(Protocol):
     """What the Explore tab needs of its activation cache (`ActivationExplorer` here; a cache whose
@@ -173,7 +197,8 @@ class Store(Protocol):
         ...
 
     def variant(self, key: str | None, variant: str) -> LoadedModel:
-        """The served weights in a wiring ('paper' or 'article') in this process, made once."""
+        """The served weights in a wiring ('paper' or 'article') in this process as a Keras model,
+        made once (TensorFlow: may raise `WarmingUp`)."""
         ...
 
     def available(self) -> list[str]:
@@ -242,6 +267,14 @@ def has_settled(ready: bool, statuses: Sequence[SlotStatus]) -> bool:
     return ready and all(s.state in ("ready", "failed") for s in statuses)
 
 
+def load_model(weights: str, settings: Settings) -> LoadedModel:
+    """`xception_core.model.load_model`, imported on first call: the one way this module gets a
+    Keras model (TensorFlow), so a process serving cached translations never imports it."""
+    from xception_core.model import load_model as load
+
+    return load(weights, settings=settings)
+
+
 def prepared(image: Any, size: int) -> np.ndarray:
     """Any image `load_image` accepts → (size, size, 3) float32 in [-1, 1]: every served model's
     preprocessing, wherever its forward runs."""
@@ -252,18 +285,85 @@ def prepared(image: Any, size: int) -> np.ndarray:
 
 
 class LocalServedModel:
-    """A classifier loaded in this process as the app serves it (`ServedModel`): its labels, its
-    preprocessing, and a batcher that runs concurrent callers' images as one forward."""
+    """A classifier served in this process (`ServedModel`): its labels, its preprocessing, and a
+    batcher that runs concurrent callers' images as one forward.
 
-    def __init__(self, key: str, classifier: Classifier, labels: tuple[str, ...], settings: Settings):
+    The classifier is a `TranslatedModel` (ONNX Runtime, from the cached translation: no
+    TensorFlow) or, with backend 'tf' or without ONNX Runtime, a Keras `Classifier`. The Keras
+    model itself (`loaded`, `keras`) is made on first need only, in a background thread.
+    """
+
+    def __init__(self, key: str, classifier: TranslatedModel | Classifier, labels: tuple[str, ...], settings: Settings,
+                 keras: LoadedModel | None = None, source: str | None = None):
         if len(labels) != classifier.classes:
             raise ValueError(f"{len(labels)} labels for a classifier of {classifier.classes} classes")
-        self.key, self.classifier, self.labels = key, classifier, labels
+        self.key, self.classifier, self.labels, self.settings = key, classifier, labels, settings
+        self.source = source or key  # what loads the Keras model: a preset's name or a file's path
         self.batcher = MicroBatcher(classifier.forward, max_batch=settings.max_batch, max_wait_s=settings.batch_wait_s)
+        translated = isinstance(classifier, TranslatedModel)
+        self.translated: TranslatedModel | None = classifier if translated else None
+        self._keras: LoadedModel | None = keras if translated else classifier.loaded  # type: ignore[union-attr]
+        self._keras_lock = threading.Lock()
+        self._keras_done = threading.Event()
+        self._keras_error: BaseException | None = None
+        self._keras_thread: threading.Thread | None = None
+        self._keras_classifier: Classifier | None = None
+        self._variants: dict[str, LoadedModel] = {}
+        self._variants_lock = threading.Lock()
+        if self._keras is not None:
+            self._keras_done.set()
+
+    # ---------------------------------------------------------------- the Keras model, on need
+
+    def keras_state(self) -> Literal["idle", "warming", "ready", "failed"]:
+        """Where the Keras model stands: not asked for, loading, loaded, or failed."""
+        with self._keras_lock:
+            if self._keras is not None:
+                return "ready"
+            if self._keras_error is not None:
+                return "failed"
+            return "idle" if self._keras_thread is None else "warming"
+
+    def keras(self, timeout: float | None = None) -> LoadedModel:
+        """The weights as a Keras model (TensorFlow), loaded once in a background thread.
+
+        Raises:
+            WarmingUp: not loaded after `timeout` seconds (it goes on loading).
+            WeightsUnavailableError: loading failed (the error it failed with).
+        """
+        with self._keras_lock:
+            if self._keras is None and self._keras_thread is None:
+                self._keras_thread = threading.Thread(target=self._load_keras, name=f"keras-{self.key}", daemon=True)
+                self._keras_thread.start()
+        if not self._keras_done.wait(timeout):
+            raise WarmingUp("this feature is warming up (TensorFlow is loading); try again in a few seconds")
+        with self._keras_lock:
+            if self._keras is None:
+                raise WeightsUnavailableError(f"the Keras model could not be loaded: {self._keras_error}")
+            return self._keras
+
+    def _load_keras(self) -> None:
+        started = time.monotonic()
+        try:
+            loaded = load_model(self.source, settings=self.settings)
+        except BaseException as exc:  # noqa: BLE001 - told to every waiter, never lost in a thread
+            with self._keras_lock:
+                self._keras_error = exc
+            logger.warning("Keras model of %r unavailable: %s", self.key, exc)
+        else:
+            with self._keras_lock:
+                self._keras = loaded
+            logger.info("Keras model of %r ready in %.1f s (TensorFlow features)", self.key, time.monotonic() - started)
+        finally:
+            self._keras_done.set()
 
     @property
     def loaded(self) -> LoadedModel:
-        return self.classifier.loaded
+        """The weights as a Keras model (Teach's `.keras` export): waits up to `KERAS_WAIT_S`,
+        then raises `WarmingUp`, which the page words."""
+        return self.keras(KERAS_WAIT_S)
+
+    # ---------------------------------------------------------------- what is served
 
     @property
     def info(self) -> ModelInfo:
@@ -295,7 +395,50 @@ class LocalServedModel:
         return self.predict(self.preprocess(image), k)
 
     def gradcam(self, features: np.ndarray, class_index: int) -> np.ndarray:
-        return self.classifier.gradcam(features, class_index)
+        """Grad-CAM: the class activation map for a dense head (no autograd, no TensorFlow);
+        another head (a taught one, several layers) differentiates its Keras model."""
+        if self.translated is None or self.translated.has_cam:
+            return self.classifier.gradcam(features, class_index)
+        if not 0 <= class_index < self.classifier.classes:
+            raise ValueError(f"class_index must be in [0, {self.classifier.classes}), got {class_index}")
+        with self._keras_lock:
+            classifier = self._keras_classifier
+        if classifier is None:
+            from xception_core.runtime.classifier import Classifier
+
+            classifier = Classifier(self.keras(KERAS_WAIT_S), backend=self.settings.backend,
+                                    threads=self.settings.onnx_threads)
+            with self._keras_lock:
+                self._keras_classifier = classifier
+        return classifier.gradcam(features, class_index)
+
+    def description(self, variant: str) -> ModelDescription:
+        """The block table of a wiring, or of the reference ('reference'): from the translation."""
+        if self.translated is not None:
+            return self.translated.description(variant)
+        from xception_core.runtime.introspection import describe, reference_description
+
+        if variant == "reference":
+            return reference_description()
+        return describe(self.keras_variant(variant).model, variant)
+
+    def explorable(self, variant: str) -> Any:
+        """The translation itself in its own wiring (no TensorFlow); the Keras model otherwise."""
+        if self.translated is not None and variant == self.info.variant:
+            return self.translated
+        return self.keras_variant(variant, KERAS_WAIT_S)
+
+    def keras_variant(self, variant: str, timeout: float | None = None) -> LoadedModel:
+        """The weights as a Keras model in a wiring, re-wired once and kept (see `keras`)."""
+        base = self.keras(timeout)
+        if variant == base.info.variant:
+            return base
+        with self._variants_lock:  # a rewire takes seconds: one at a time, never under `_keras_lock`
+            if variant not in self._variants:
+                from xception_core.model import rewire
+
+                self._variants[variant] = rewire(base, variant)
+            return self._variants[variant]
 
 
 def calibration_paths(preset_name: str | None, settings: Settings) -> list[Path]:
@@ -346,8 +489,6 @@ class ModelStore:
         self._default: str | None = None
         self._default_ready = threading.Event()
         self._thread: threading.Thread | None = None
-        self._variants: dict[tuple[str, str], LoadedModel] = {}
-        self._variants_lock = threading.Lock()  # a rewire takes seconds: never under `_lock`
         self._on_ready: list[Callable[[LocalServedModel], None]] = []
 
     # ---------------------------------------------------------------- loading
@@ -416,20 +557,77 @@ class ModelStore:
             slot.ready.set()
 
     def _serve(self, key: str) -> LocalServedModel:
+        """The served model of `key`: from its cached translation when one checks out (no
+        TensorFlow), else loaded in Keras, translated and cached for the next start."""
+        settings = self.settings
+        if settings.backend == "tf" or not available():
+            return self._serve_keras(key)
+        source = self._sources[key]  # a preset's name or a file's path; `key` names it everywhere else
+        sha = cached_weights_sha256(source, settings.keras_home, settings.cache_dir)
+        translation = open_translation(translation_dir(settings.cache_dir, sha), sha) if sha else None
+        if translation is not None and not self._labels_current(translation):
+            logger.warning("translation of %r has another label set than the app's; translating again", key)
+            translation = None
+        loaded = None
+        if translation is None:
+            loaded = load_model(source, settings=self.settings)  # fetches the weights if need be
+            sha = sha or cached_weights_sha256(source, settings.keras_home, settings.cache_dir)
+            translation = translate(loaded, self._labels(loaded.info, int(loaded.model.outputs[0].shape[-1])),
+                                    sha or "")
+            self._keep(translation, sha)
+        if settings.precision == "int8" and INT8 not in translation.graphs:
+            try:
+                add_int8(translation, self._calibration(translation.meta["info"]["preset"], translation.meta["input_size"]))
+            except Exception as exc:  # noqa: BLE001 - quantizer missing or failing: fp32 still works
+                logger.warning("int8 quantization of %r failed (%s); running fp32", key, exc)
+            else:
+                self._keep(translation, sha)
+        # The default weights are the ones the explorer warms up: their forward runs in the
+        # all-blocks session from the start, one ONNX Runtime session instead of two.
+        model = TranslatedModel(translation, precision=settings.precision, threads=settings.onnx_threads,
+                                all_blocks=self._default is None)
+        model.warm_up()
+        return LocalServedModel(key, model, model.labels, settings, keras=loaded, source=source)
+
+    def _keep(self, translation: Translation, sha: str | None) -> None:
+        """Saves a translation for the next start; one that cannot be saved is still served."""
+        if not sha:  # weights that are no file (a test's model): nothing to name the cache by
+            return
+        try:
+            save(translation, translation_dir(self.settings.cache_dir, sha))
+        except OSError as exc:
+            logger.warning("translation not cached (%s: %s); the next start translates again",
+                           type(exc).__name__, exc.strerror)
+
+    def _serve_keras(self, key: str) -> LocalServedModel:
+        """Backend 'tf', or no ONNX Runtime: the Keras model serves, as a `Classifier`."""
+        from xception_core.runtime.classifier import Classifier
+
         loaded = load_model(self._sources[key], settings=self.settings)
         settings = self.settings
-        calibration = self._calibration(loaded) if settings.precision == "int8" else ()
+        calibration = (self._calibration(loaded.info.preset, loaded.input_size)
+                       if settings.precision == "int8" else ())
         classifier = Classifier(loaded, backend=settings.backend, precision=settings.precision,
                                 calibration=calibration, threads=settings.onnx_threads)
         classifier.warm_up()
-        info = loaded.info
-        labels = (load_labels(info.labels, settings.assets_dir) if info.labels
-                  else taught_labels(info.source, classifier.classes)  # a model taught in the Teach tab
-                  or tuple(f"class {i}" for i in range(classifier.classes)))
-        return LocalServedModel(key, classifier, labels, settings)
+        return LocalServedModel(key, classifier, self._labels(loaded.info, classifier.classes), settings,
+                                source=self._sources[key])
 
-    def _calibration(self, loaded: LoadedModel) -> list[np.ndarray]:
-        return [prepared(p, loaded.input_size) for p in calibration_paths(loaded.info.preset, self.settings)]
+    def _labels_current(self, translation: Translation) -> bool:
+        """Whether a cached translation's labels are the label set the app ships now (a named set;
+        a taught model's names travel with its file, whose hash names the translation)."""
+        name = translation.meta["info"]["labels"]
+        return not name or load_labels(name, self.settings.assets_dir) == tuple(translation.meta["labels"])
+
+    def _labels(self, info: ModelInfo, classes: int) -> tuple[str, ...]:
+        from xception_core.io.heads import taught_labels  # with the Keras model: translation time only
+
+        return (load_labels(info.labels, self.settings.assets_dir) if info.labels
+                else taught_labels(info.source, classes)  # a model taught in the Teach tab
+                or tuple(f"class {i}" for i in range(classes)))
+
+    def _calibration(self, preset: str | None, size: int) -> list[np.ndarray]:
+        return [prepared(p, size) for p in calibration_paths(preset, self.settings)]
 
     # ---------------------------------------------------------------- queries
 
@@ -475,7 +673,7 @@ class ModelStore:
         built and run once as soon as the default model is ready, for API callers who never open
         the page."""
         explorer = ActivationExplorer(max_entries=8, backend=self.settings.backend, threads=self.settings.onnx_threads)
-        self.when_ready(lambda served: explorer.warm_up(served.loaded))
+        self.when_ready(lambda served: explorer.warm_up(served.explorable(served.info.variant)))
         return explorer
 
     def get(self, key: str | None = None, timeout: float | None = None) -> LocalServedModel:
@@ -506,13 +704,10 @@ class ModelStore:
             raise WeightsUnavailableError(f"weights {key!r} are unavailable: {error}")
         return served
 
-    def variant(self, key: str | None, variant: str) -> LoadedModel:
-        """The served weights in a wiring ('paper' or 'article'), re-wired once and cached."""
-        served = self.get(key)
-        if variant == served.info.variant:
-            return served.loaded
-        cache_key = (served.key, variant)
-        with self._variants_lock:
-            if cache_key not in self._variants:
-                self._variants[cache_key] = rewire(served.loaded, variant)
-            return self._variants[cache_key]
+    def variant(self, key: str | None, variant: str, timeout: float | None = KERAS_WAIT_S) -> LoadedModel:
+        """The served weights as a Keras model in a wiring ('paper' or 'article'), made once.
+
+        Raises:
+            WarmingUp: TensorFlow still loading after `timeout` seconds (the first use).
+        """
+        return self.get(key).keras_variant(variant, timeout)

@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import ray
@@ -36,9 +36,13 @@ from ray.serve.exceptions import DeploymentUnavailableError
 
 from demo.store import (Prediction, SlotStatus, candidate_sources, default_candidates, has_settled, prepared,
                         weights_title)
-from xception_core.model import LoadedModel, ModelInfo, WeightsUnavailableError, load_model, rewire
+from xception_core.weights.source import ModelInfo, WeightsUnavailableError
 from xception_core.runtime.activations import ActivationExplorer, BlockDifference, ImageActivations
 from xception_core.settings import Settings
+
+if TYPE_CHECKING:
+    from xception_core.model import LoadedModel
+    from xception_core.runtime.introspection import ModelDescription
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +122,18 @@ class RemoteServedModel:
     def gradcam(self, features: np.ndarray, class_index: int) -> np.ndarray:
         """(h, w) Grad-CAM map in [0, 1] of one class, computed in a replica."""
         return self.store.call("gradcam", self.key, np.asarray(features, np.float32), int(class_index))
+
+    def description(self, variant: str) -> ModelDescription:
+        """The block table of a wiring (or 'reference'), from a local copy of the weights."""
+        from xception_core.runtime.introspection import describe, reference_description
+
+        if variant == "reference":
+            return reference_description()
+        return describe(self.store.variant(self.key, variant).model, variant)
+
+    def explorable(self, variant: str) -> LoadedModel:
+        """What `RemoteExplorer.compute` is given: it only reads the wiring."""
+        return self.store.variant(self.key, variant)
 
 
 class RemoteExplorer:
@@ -330,8 +346,12 @@ class RemoteModelStore:
             if cache_key not in self._local_copies:
                 base = self._local_copies.get((served.key, served.info.variant))
                 if base is None:
+                    from xception_core.model import load_model, rewire  # TensorFlow: on first need only
+
                     base = load_model(self._sources.get(served.key, served.key), settings=self.settings)
                     self._local_copies[(served.key, base.info.variant)] = base
+                from xception_core.model import rewire
+
                 self._local_copies[cache_key] = rewire(base, variant)
             return self._local_copies[cache_key]
 

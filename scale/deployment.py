@@ -114,7 +114,7 @@ class XceptionModel:
     def activations(self, key: str, variant: str, x: np.ndarray) -> ImageActivations:
         """Every block's output for one preprocessed image (one forward, cached per replica)."""
         served = self.store.get(key)
-        record, _ = self.explorer.compute(self.store.variant(served.key, variant), x, weights_key=served.key)
+        record, _ = self.explorer.compute(served.explorable(variant), x, weights_key=served.key)
         return record
 
     def served(self, key: str | None) -> tuple[tuple[str, ...], object, int]:

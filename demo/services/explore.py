@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from demo.services import UserError
@@ -17,9 +18,9 @@ from demo.services.payloads import payload_to_image
 from demo.store import ActivationSource, ServedModel, Store
 from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.io.labels import top_k
-from xception_core.io.visualize import map_tile
+from xception_core.io.visualize import map_tile, map_tiles
 from xception_core.runtime.activations import BlockDifference, ImageActivations
-from xception_core.runtime.introspection import ModelDescription, describe, reference_description
+from xception_core.runtime.introspection import ModelDescription
 
 logger = logging.getLogger(__name__)
 
@@ -93,21 +94,15 @@ class ExploreService:
 
     def description(self, which: str = LOADED, variant: str = "paper") -> ModelDescription:
         """`describe()` of the loaded model (either wiring), or of the reference 299×299 ImageNet
-        Xception whatever weights are loaded."""
+        Xception whatever weights are loaded: the served model's own tables (made when its weights
+        were translated, so no TensorFlow here)."""
         check_choice(which, "which", WHICH)
         check_choice(variant, "variant", VARIANTS)
-        if which == REFERENCE:
-            key: Any = REFERENCE
-        else:
-            served = self.model()
-            key = (served.key, variant)
+        served = self.model()
+        key: Any = REFERENCE if which == REFERENCE else (served.key, variant)
         with self._lock:
             if key not in self._descriptions:
-                if which == REFERENCE:
-                    self._descriptions[key] = reference_description()
-                else:
-                    loaded = self.store.variant(served.key, variant)
-                    self._descriptions[key] = describe(loaded.model, loaded.info.variant)
+                self._descriptions[key] = served.description(REFERENCE if which == REFERENCE else variant)
             return self._descriptions[key]
 
     def architecture(self, which: str = LOADED) -> dict[str, Any]:
@@ -133,7 +128,8 @@ class ExploreService:
 
         def run() -> None:
             try:
-                self.explorer.warm_up(self.model().loaded)
+                served = self.model()
+                self.explorer.warm_up(served.explorable(served.info.variant))
             except Exception as exc:  # noqa: BLE001 - a failed warm-up only costs the first user time
                 logger.warning("activation warm-up failed: %s", exc)
 
@@ -147,8 +143,12 @@ class ExploreService:
         served = self.model()
         image = payload_to_image(payload, self.store.settings.upload_dir)
         x = served.preprocess(image)
-        loaded = self.store.variant(served.key, variant)
-        return self.explorer.compute(loaded, x, weights_key=served.key)
+        try:
+            model = served.explorable(variant)  # the served wiring: no TensorFlow; the other: Keras
+        except TimeoutError as exc:  # `WarmingUp`: the article's wiring waits for TensorFlow
+            raise UserError(f"The {variant} wiring is warming up (loading TensorFlow, a few seconds the first "
+                            "time); try again in a moment.") from exc
+        return self.explorer.compute(model, x, weights_key=served.key)
 
     def record(self, key: str | None, payload: Any, variant: str = "paper") -> tuple[ImageActivations, bool]:
         """The session's cached record, else recomputed from the image (evicted, or a new server)."""
@@ -211,10 +211,14 @@ class ExploreService:
         block = check_block(block)
         n = check_int(n, "Number of channels", 1, N_MAX)
         side = cell_side(record.shape(block)[0], THUMB)
+        top = record.top_channels(block, n)
+        if not with_image and value_range is not None:  # one pass over the stack (the API's maps)
+            maps = np.stack([record.channel_map(block, c) for c, _ in top])
+            return [(tile, c, m) for tile, (c, m) in zip(map_tiles(maps, side, value_range, grid=True), top)]
         base = self._base(record, side) if with_image else None
         return [(map_tile(record.channel_map(block, c), side, base, OVERLAY_ALPHA, nearest=True,
                           value_range=value_range, grid=True), c, m)
-                for c, m in record.top_channels(block, n)]
+                for c, m in top]
 
     def full(self, record: ImageActivations, block: Any, channel: Any, with_image: bool,
              value_range: tuple[float, float] | None = None) -> Image.Image:

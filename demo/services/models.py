@@ -8,7 +8,7 @@ from typing import Any
 from demo.errors import echo, public_text, unavailable_words
 from demo.services import UserError
 from demo.store import ServedModel, Store
-from xception_core.model import WeightsUnavailableError
+from xception_core.weights.source import WeightsUnavailableError
 
 MODEL_WAIT_S = 600.0  # a first start may download ~90 MB of weights
 

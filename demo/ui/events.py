@@ -21,11 +21,16 @@ from gradio.context import LocalContext
 
 from demo.errors import public_text
 from demo.services import UserError
+from demo.store import WarmingUp
 
 logger = logging.getLogger("demo.events")
 
 INTERNAL_ERROR = "Something went wrong on the server ({kind}); it has been logged. Please try again."
 REFUSED_TITLE = "Not done"
+# A feature that needs TensorFlow (the article's wiring, Netron's graph, the .keras download, the
+# operation view) the first time after a start: the app serves without it and loads it on demand.
+WARMING_UP = ("This feature is warming up: the server is loading TensorFlow for it in the background "
+              "(a few seconds, once). Please try again in a moment.")
 FAILED_TITLE = "Server error"
 TOAST_SECONDS = 8
 
@@ -34,6 +39,9 @@ def _message(handler: Callable, exc: Exception) -> tuple[str, bool]:
     """(the message a visitor may read, whether it is their mistake); logs it (a bug with its traceback)."""
     if isinstance(exc, gr.Error):
         return str(exc.message), True
+    if isinstance(exc, WarmingUp):
+        logger.info("%s: warming up", handler.__name__)
+        return WARMING_UP, False
     if isinstance(exc, UserError):
         message = public_text(exc)
         logger.info("%s: refused: %s", handler.__name__, message[:200])

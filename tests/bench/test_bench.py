@@ -156,12 +156,30 @@ def test_targets_and_table_from_partial_results():
     assert "NOT met" in text and "n/a" in text
 
 
+def test_host_choice_is_the_faster_backend_and_int8_only_where_it_agrees_on_every_labelled_photo():
+    forward = {"paths": {"ours_onnx": {"median_ms": 30.0}, "ours_tf": {"median_ms": 80.0}}}
+    photos = [{"label": "cup", "fp32_top1": 1, "int8_top1": 1}, {"label": "fork", "fp32_top1": 2, "int8_top1": 2},
+              {"label": None, "fp32_top1": 0, "int8_top1": 3}]  # unlabelled: not counted
+    choice = report.host_choice({"forward": forward, "reduced_precision": {"int8": {"speedup_vs_fp32_onnx": 2.5},
+                                                                          "photos": photos}})
+    assert choice["backend"]["winner"] == "onnx" and choice["precision"]["winner"] == "int8"
+    assert (choice["precision"]["labelled_agree"], choice["precision"]["labelled"]) == (2, 2)
+    photos[1]["int8_top1"] = 0  # one labelled disagreement keeps fp32, and says why
+    choice = report.host_choice({"forward": forward, "reduced_precision": {"int8": {"speedup_vs_fp32_onnx": 2.5},
+                                                                          "photos": photos}})
+    assert choice["precision"]["winner"] == "fp32" and "disagrees" in choice["precision"]["why"]
+    slow = report.host_choice({"reduced_precision": {"int8": {"speedup_vs_fp32_onnx": 0.9}, "photos": photos[:1]}})
+    assert slow["precision"]["winner"] == "fp32" and "not faster" in slow["precision"]["why"]
+    assert slow["backend"] is None
+
+
 def test_cli_defaults_and_errors():
     args = bench.parse_args([])
     assert (args.size, args.repeats, args.clients, args.weights) == (299, 25, [1, 4, 8], "kitchenware")
     assert args.forward_weights == "kitchenware-base" and args.sections == list(bench.SECTIONS)
     quick = bench.parse_args(["--quick", "--app-env", "XCEPTION_BACKEND=tf", "--no-precision"])
     assert quick.size == 96 and quick.app_env == {"XCEPTION_BACKEND": "tf"} and "precision" not in quick.sections
+    assert "lean" not in quick.sections and "lean" in bench.parse_args(["--quick", "--sections", "lean"]).sections
     assert bench.parse_args(["--weights", "imagenet"]).forward_weights == "imagenet"
     with pytest.raises(SystemExit):
         bench.parse_args(["--app-env", "NOEQUALS"])

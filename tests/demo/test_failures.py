@@ -32,12 +32,13 @@ FAILURES = [
 
 
 @pytest.mark.parametrize("failure", FAILURES, ids=lambda e: type(e).__name__)
-def test_any_loader_failure_ends_as_unavailable_with_a_reason_and_releases_waiters(monkeypatch, failure):
+def test_any_loader_failure_ends_as_unavailable_with_a_reason_and_releases_waiters(monkeypatch, failure, tmp_path):
     def load(key, settings):
         raise failure
 
     monkeypatch.setattr("demo.store.load_model", load)
-    store = ModelStore(Settings(), ["kitchenware"]).start()
+    # An empty cache: no translation to serve from, so the loader is what runs (and fails).
+    store = ModelStore(Settings(cache_dir=tmp_path), ["kitchenware"]).start()
     started = time.monotonic()
     with pytest.raises(Exception, match="unavailable|could be loaded"):
         store.get(timeout=30)
@@ -52,7 +53,7 @@ def test_any_loader_failure_ends_as_unavailable_with_a_reason_and_releases_waite
         assert "/srv" not in shown_text and "secret-home" not in shown_text, shown_text
 
 
-def test_the_store_records_the_cause_the_core_gave(monkeypatch):
+def test_the_store_records_the_cause_the_core_gave(monkeypatch, tmp_path):
     """The status carries the weights error's cause, so the page's words come from it, not from the
     message; the message is still scrubbed for the API."""
     from xception_core.weights.fetch import WeightsFailure, WeightsUnavailableError
@@ -61,7 +62,7 @@ def test_the_store_records_the_cause_the_core_gave(monkeypatch):
         raise WeightsUnavailableError(f"{SECRET} has sha256 abc, expected def", WeightsFailure.DAMAGED)
 
     monkeypatch.setattr("demo.store.load_model", load)
-    store = ModelStore(Settings(), ["kitchenware"]).start()
+    store = ModelStore(Settings(cache_dir=tmp_path), ["kitchenware"]).start()  # nothing cached: the loader runs
     with pytest.raises(Exception, match="unavailable"):
         store.get("kitchenware", timeout=30)
     (status,) = store.statuses()

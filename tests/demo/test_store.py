@@ -135,8 +135,11 @@ def test_reads_from_many_threads_while_the_loader_works_stay_consistent(monkeypa
             raise WeightsUnavailableError(f"{key} is offline")
         return SimpleNamespace(info=info, input_size=8)
 
-    monkeypatch.setattr("demo.store.load_model", load)
-    monkeypatch.setattr("demo.store.Classifier", _InstantClassifier)
+    def serve(self, key):  # the loader's one step, instant: loaded, "translated", wrapped
+        classifier = _InstantClassifier(load(key, self.settings))
+        return LocalServedModel(key, classifier, ("a", "b"), self.settings)
+
+    monkeypatch.setattr(ModelStore, "_serve", serve)
     store = ModelStore(Settings(), keys)
     readers = 4
     go = threading.Barrier(readers + 1)
@@ -203,3 +206,29 @@ def test_the_local_store_and_served_model_have_everything_the_protocols_declare(
         assert hasattr(served, name), f"LocalServedModel lacks ServedModel.{name}"
     assert served.backend in ("onnx", "tf") and served.precision == "fp32" and store.replicas() is None
     assert store.candidates == ("tiny",) and store.settled()
+
+
+# ------------------------------------------------------------------------------ what serves
+
+
+@pytest.mark.parametrize("backend", [None, "tf"])
+def test_the_translation_serves_unless_tensorflow_is_asked_for(monkeypatch, tiny_model, backend, tmp_path):
+    """By default the store serves the model's translation (ONNX Runtime, Grad-CAM by hand) and
+    keeps the Keras model it had to load for it; backend 'tf' serves a Keras `Classifier`. Both
+    answer the same."""
+    from xception_core.runtime.classifier import Classifier
+    from xception_core.runtime.translated import TranslatedModel
+
+    monkeypatch.setattr("demo.store.load_model", lambda key, settings: tiny_model)
+    store = ModelStore(Settings(backend=backend, cache_dir=tmp_path), ["tiny"]).start()
+    served = store.get(timeout=120)
+    assert isinstance(served.classifier, TranslatedModel if backend is None else Classifier)
+    assert served.backend == ("onnx" if backend is None else "tf") and served.keras_state() == "ready"
+    assert served.loaded is tiny_model and store.variant(None, "paper", timeout=0) is tiny_model
+    x = np.random.default_rng(0).uniform(-1, 1, (served.input_size, served.input_size, 3)).astype(np.float32)
+    prediction = served.predict(x)
+    reference = Classifier(tiny_model, backend="tf")
+    features, probabilities = reference.forward(x[None])
+    np.testing.assert_allclose(prediction.probabilities, probabilities[0], atol=1e-4)
+    np.testing.assert_allclose(served.gradcam(features[0], 1), reference.gradcam(features[0], 1), atol=1e-5)
+    assert served.description("article").variant == "article" and served.description("reference").input_shape[0] == 299

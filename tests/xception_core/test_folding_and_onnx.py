@@ -166,7 +166,7 @@ def test_onnx_translates_a_transfer_head():
     x = keras.layers.Dense(4)(x)
     model = keras.Model(base.input, x)
     randomize(model, 4)
-    forward = onnx_backend.OnnxForward.from_model(model, "block14_sepconv2_act")
+    forward = onnx_backend.forward_of(model, "block14_sepconv2_act")
     batch = _x(n=2)
     features, out = forward(batch)
     np.testing.assert_allclose(out, model(batch).numpy(), atol=1e-4)
@@ -280,7 +280,7 @@ def test_external_weights_give_the_inline_graphs_outputs_and_are_shared_per_mode
     assert arrays and proto.ByteSize() < 200_000  # the weights are not in the graph
     assert sum(a.nbytes for a in arrays.values()) > 0.95 * 4 * model.count_params() - 4 * 60_000
     inline = onnx_backend.OnnxForward(onnx_backend.to_onnx(model, features))
-    external = onnx_backend.OnnxForward.from_model(model, features)
+    external = onnx_backend.forward_of(model, features)
     for a, b in zip(inline(x), external(x)):
         np.testing.assert_array_equal(a, b)
     _, again = onnx_backend.to_onnx_parts(model, features, block_maps={"block4": "block4_add"})

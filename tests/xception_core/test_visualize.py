@@ -48,3 +48,17 @@ def test_grid_lines_are_drawn_between_cells_only_when_cells_are_wide():
 def test_an_empty_range_draws_the_low_end(value_range):
     tile = np.asarray(map_tile(np.ones((2, 2), np.float32), 8, nearest=True, value_range=value_range))
     assert (tile == colorize(np.zeros((1, 1), np.float32))[0, 0]).all()
+
+
+@pytest.mark.parametrize(("h", "side", "grid", "value_range"), [(10, 130, True, (0.0, 3.0)), (7, 133, True, (-1.0, 2.0)),
+                                                                 (19, 133, False, (0.5, 0.5)), (5, 128, True, (0.0, 1.0))])
+def test_the_stack_of_tiles_is_the_tiles_one_by_one(h, side, grid, value_range):
+    """`map_tiles` draws exactly what `map_tile` draws for each map (a side that is no whole number
+    of cells, 128 for 5 cells, goes tile by tile)."""
+    from xception_core.io.visualize import map_tiles
+
+    maps = np.random.default_rng(h).normal(size=(8, h, h)).astype(np.float32)
+    stack = map_tiles(maps, side, value_range, grid=grid)
+    for tile, m in zip(stack, maps, strict=True):
+        one = map_tile(m, side, nearest=True, value_range=value_range, grid=grid)
+        assert tile.size == (side, side) and np.array_equal(np.asarray(tile), np.asarray(one))

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import keras
+from typing import Any
 
 from xception_core.arch.spec import XCEPTION_SPEC, Block, Variant, get_variant
 
@@ -19,7 +19,7 @@ def block_output_layer(block: Block, variant: Variant | str = "paper") -> str:
     return f"{block.name}_add"
 
 
-def reference_layer_name(layer: keras.layers.Layer) -> str:
+def reference_layer_name(layer: Any) -> str:
     """Our name for a layer of `keras.applications.Xception` (or of ours: names pass through).
 
     Keras leaves the four 1×1 shortcut convs and their BatchNorms unnamed; they are told apart by
@@ -27,10 +27,12 @@ def reference_layer_name(layer: keras.layers.Layer) -> str:
     """
     if layer.name.startswith("block") or type(layer).__name__ not in ("Conv2D", "BatchNormalization"):
         return layer.name
-    width = layer.filters if isinstance(layer, keras.layers.Conv2D) else int(layer.gamma.shape[0])
+    # By type name, not isinstance: this module stays free of Keras (serving imports it).
+    conv = type(layer).__name__ == "Conv2D"
+    width = layer.filters if conv else int(layer.gamma.shape[0])
     for block in XCEPTION_SPEC.blocks:
         if block.spec.shortcut == "conv" and block.spec.out_channels == width:
-            return block.residual_conv_name if isinstance(layer, keras.layers.Conv2D) else block.residual_bn_name
+            return block.residual_conv_name if conv else block.residual_bn_name
     return layer.name
 
 

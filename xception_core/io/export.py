@@ -26,12 +26,14 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import keras
 import numpy as np
 
 from xception_core.files import PathLocks, write_atomically, write_bytes_atomically
+
+if TYPE_CHECKING:
+    import keras
 
 __all__ = [
     "ExportedFile",
@@ -99,6 +101,8 @@ def _check_name(name: str) -> None:
 
 
 def _check_model(model: Any) -> None:
+    import keras  # on first export only: listing exports needs no TensorFlow
+
     if not isinstance(model, keras.Model):
         raise ValueError(f"Expected a keras.Model, received {type(model).__name__}.")
 
@@ -109,6 +113,8 @@ def config_fingerprint(model: keras.Model) -> str:
     Returns:
         16 hex characters.
     """
+    import keras  # on first export only: listing exports needs no TensorFlow
+
     _check_model(model)
     config = model.to_json(sort_keys=True)
     key = json.dumps([_GRAPH_FORMAT, keras.__version__, config])
@@ -121,6 +127,8 @@ def weights_fingerprint(model: keras.Model) -> str:
     Returns:
         16 hex characters.
     """
+    import keras  # on first export only: listing exports needs no TensorFlow
+
     _check_model(model)
     digest = hashlib.blake2b(digest_size=_HASH_CHARS // 2)
     for variable in model.weights:
@@ -156,6 +164,8 @@ def graph_document(model: keras.Model) -> dict[str, Any]:
         ``keras.models.model_from_json(json.dumps(doc["modelTopology"]["model_config"]))`` rebuilds
         the architecture.
     """
+    import keras  # on first export only: listing exports needs no TensorFlow
+
     _check_model(model)
     config = json.loads(model.to_json())
     _add_input_shape_hints(config)

@@ -10,13 +10,15 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from xception_core.files import write_atomically
-from xception_core.model import LoadedModel
-from xception_core.runtime.extractor import transfer_model
 from xception_core.runtime.transfer import SoftmaxHead
+
+if TYPE_CHECKING:
+    from xception_core.model import LoadedModel
 
 __all__ = ["HeadFile", "load_head", "save_head", "save_taught_model", "taught_labels"]
 
@@ -88,6 +90,8 @@ def save_taught_model(path: str | os.PathLike, loaded: LoadedModel, head: Softma
         raise ValueError(f"a taught model is a .keras file; got {Path(path).name!r}")
     if class_names is not None and len(class_names) != head.classes:
         raise ValueError(f"{len(class_names)} class names for a head of {head.classes} classes")
+    from xception_core.runtime.extractor import transfer_model  # Keras: only when a .keras file is asked for
+
     model = transfer_model(loaded, head.weights, head.bias)
 
     def write(tmp: Path) -> None:

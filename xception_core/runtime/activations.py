@@ -33,16 +33,22 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-import keras
+from typing import TYPE_CHECKING, Any, Callable
+
 import numpy as np
-import tensorflow as tf
 
 from xception_core.arch.names import block_output_layer
 from xception_core.arch.spec import XCEPTION_SPEC, XceptionSpec
-from xception_core.model import LoadedModel
-from xception_core.runtime.classifier import softmax
-from xception_core.runtime.forward import Forward, build_forward
-from xception_core.runtime.onnx import OUTPUT, means_name
+from xception_core.runtime.ort import OUTPUT, means_name, softmax
+from xception_core.runtime.translated import TranslatedModel
+
+if TYPE_CHECKING:
+    from xception_core.model import LoadedModel
+    from xception_core.runtime.forward import Forward
+
+# A served model is a `TranslatedModel` (ONNX Runtime only); a Keras `LoadedModel` (the other
+# wiring, tests, benchmarks) is translated here, which imports TensorFlow then and only then.
+Model = Any  # LoadedModel | TranslatedModel
 
 __all__ = [
     "ActivationExplorer",
@@ -253,6 +259,8 @@ def compare_variants(
             raise ValueError(f"{name}: channel counts differ ({p.shape} vs {a.shape}); not the same architecture")
         resized = p.shape != a.shape
         if resized:
+            import tensorflow as tf  # only the article's wiring is compared, and it is a Keras model anyway
+
             a = tf.image.resize(a[None], p.shape[:2], method="bilinear").numpy()[0]
         p64, a64 = p.ravel().astype(np.float64), a.ravel().astype(np.float64)
         diff_norm, p_norm, a_norm = (float(np.linalg.norm(v)) for v in (a64 - p64, p64, a64))
@@ -271,7 +279,9 @@ def compare_variants(
 # ------------------------------------------------------------------------------------------ the cache
 
 
-def _is_relu(layer: keras.layers.Layer) -> bool:
+def _is_relu(layer: Any) -> bool:
+    import keras
+
     if isinstance(layer, keras.layers.ReLU):
         return True
     activation = getattr(layer, "activation", None)
@@ -280,7 +290,7 @@ def _is_relu(layer: keras.layers.Layer) -> bool:
 
 @dataclass
 class _Compiled:
-    loaded: LoadedModel  # the model it was built for, kept alive while this entry is
+    loaded: Model  # the model it was built for, kept alive while this entry is
     runner: Forward  # (1, S, S, 3) → {block, means_name(block), output}
     names: list[str]  # the outputs a record is made from
     after_relu: dict[str, bool]
@@ -330,7 +340,7 @@ class ActivationExplorer:
         self.max_models = max_models
         self._cache: OrderedDict[str, ImageActivations] = OrderedDict()
         # Keyed by the model object itself (held by the entry, so the key cannot be reused).
-        self._compiled: OrderedDict[keras.Model, _Compiled] = OrderedDict()
+        self._compiled: OrderedDict[Any, _Compiled] = OrderedDict()
         self._serials = itertools.count()
         self._differences: OrderedDict[tuple[str, str], list[BlockDifference]] = OrderedDict()
         self._lock = threading.RLock()
@@ -376,13 +386,21 @@ class ActivationExplorer:
 
     # ---------------------------------------------------------------- the forward pass
 
-    def _compile(self, loaded: LoadedModel) -> _Compiled:
-        model = loaded.model
+    def _compile(self, loaded: Model) -> _Compiled:
+        model = loaded if isinstance(loaded, TranslatedModel) else loaded.model
         with self._lock:
             compiled = self._compiled.get(model)
             if compiled is not None:
                 self._compiled.move_to_end(model)
                 return compiled
+            if isinstance(loaded, TranslatedModel):  # the cached translation's own pass: no Keras
+                size = loaded.input_size
+                compiled = _Compiled(loaded, loaded.blocks_forward(), loaded.block_output_names(),
+                                     {b.name: loaded.after_relu[b.name] for b in self.spec.blocks}, (size, size, 3),
+                                     next(self._serials))
+                return self._keep(model, compiled)
+            from xception_core.runtime.forward import build_forward
+
             variant = loaded.info.variant
             layers = {b.name: block_output_layer(b, variant) for b in self.spec.blocks}
             after_relu = {name: _is_relu(model.get_layer(layer)) for name, layer in layers.items()}
@@ -391,12 +409,16 @@ class ActivationExplorer:
             names = [n for name in layers for n in (name, means_name(name))] + [OUTPUT]
             compiled = _Compiled(loaded, runner, names, after_relu, tuple(model.inputs[0].shape[1:]),
                                  next(self._serials))
-            self._compiled[model] = compiled
-            while len(self._compiled) > self.max_models:
-                self._compiled.popitem(last=False)
-            return compiled
+            return self._keep(model, compiled)
 
-    def warm_up(self, loaded: LoadedModel) -> None:
+    def _keep(self, model: Any, compiled: _Compiled) -> _Compiled:
+        """Keeps `compiled` as the newest entry (caller holds the lock), dropping the oldest past `max_models`."""
+        self._compiled[model] = compiled
+        while len(self._compiled) > self.max_models:
+            self._compiled.popitem(last=False)
+        return compiled
+
+    def warm_up(self, loaded: Model) -> None:
         """Builds the pass for `loaded` (an ONNX Runtime session or a traced function) and runs
         it once on a blank image, so a user's first image does not pay for it. Not counted in
         `forward_calls` and not cached: it is no user's image."""
@@ -405,12 +427,12 @@ class ActivationExplorer:
         with self._forward_lock:
             compiled.runner.run(np.zeros([1, *shape], np.float32), compiled.names)
 
-    def backend_for(self, loaded: LoadedModel) -> str:
+    def backend_for(self, loaded: Model) -> str:
         """'onnx' or 'tf': what runs the pass for this model."""
         return self._compile(loaded).backend
 
     def compute(
-        self, loaded: LoadedModel, x: np.ndarray, *, weights_key: str | None = None
+        self, loaded: Model, x: np.ndarray, *, weights_key: str | None = None
     ) -> tuple[ImageActivations, bool]:
         """Every block's output for one preprocessed image, from the cache or ONE forward pass.
 
@@ -425,12 +447,12 @@ class ActivationExplorer:
             (record, cache_hit).
         """
         x = np.asarray(x, dtype=np.float32)
-        model = loaded.model
+        model = loaded if isinstance(loaded, TranslatedModel) else loaded.model
         compiled = self._compile(loaded)
         expected = compiled.input_shape
         if x.ndim != 3 or any(e is not None and e != d for e, d in zip(expected, x.shape)):
             raise ValueError(f"x must be one preprocessed image of shape {expected}, got {x.shape}")
-        weights_key = weights_key or f"{model.name}#{compiled.serial}"
+        weights_key = weights_key or f"{getattr(model, 'name', 'model')}#{compiled.serial}"
         key = self.key_for(x, weights_key, loaded.info.variant)
         if (record := self.lookup(key)) is not None:
             return record, True
@@ -464,7 +486,7 @@ class ActivationExplorer:
             self._evict()
         return record, False
 
-    def _record(self, key: str, weights_key: str, loaded: LoadedModel, compiled: _Compiled, x: np.ndarray,
+    def _record(self, key: str, weights_key: str, loaded: Model, compiled: _Compiled, x: np.ndarray,
                 raw: dict[str, np.ndarray], seconds: float) -> ImageActivations:
         names = [b.name for b in self.spec.blocks]
         maps = {name: raw[name][0] for name in names}

@@ -24,35 +24,10 @@ import tensorflow as tf
 
 from xception_core.model import LoadedModel
 from xception_core.runtime.forward import Forward, build_forward
+from xception_core.runtime.ort import softmax  # noqa: F401 - re-exported: its first home
 from xception_core.weights.load import layers_after
 
 logger = logging.getLogger(__name__)
-
-
-def softmax(logits: Any, axis: int = -1) -> np.ndarray:
-    """Numerically stable softmax.
-
-    Args:
-        logits: Array-like of shape ``(..., num_classes)``; ``-inf`` entries get probability 0.
-        axis: Axis to normalise over.
-
-    Returns:
-        Probabilities with the same shape, summing to 1 along ``axis``; float32 for float32
-        (or narrower) input, float64 otherwise.
-
-    Raises:
-        ValueError: for NaN or ``+inf`` logits, or a slice that is all ``-inf``.
-    """
-    x = np.asarray(logits)
-    x = x.astype(np.result_type(x.dtype, np.float32), copy=False)
-    if np.isnan(x).any() or np.isposinf(x).any():
-        raise ValueError("logits contain NaN or +inf.")
-    peak = np.max(x, axis=axis, keepdims=True)
-    if np.isneginf(peak).any():
-        raise ValueError("logits along the softmax axis are all -inf.")
-    # Subtracting the max keeps exp() in range: the largest term becomes exp(0) = 1.
-    shifted = np.exp(x - peak)
-    return shifted / np.sum(shifted, axis=axis, keepdims=True)
 
 
 class Classifier:

@@ -11,16 +11,20 @@ the same model with the chosen blocks' outputs averaged inside the graph
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
 from xception_core.arch.names import block_output_layer
 from xception_core.arch.spec import XCEPTION_SPEC
-from xception_core.model import LoadedModel
 from xception_core.runtime.forward import Forward, build_forward
-from xception_core.runtime.onnx import FEATURES, pooled_name
-from xception_core.weights.load import BuildRequest, copy_weights
+from xception_core.runtime.ort import FEATURES, means_name, pooled_name
+from xception_core.runtime.translated import TranslatedModel
+
+if TYPE_CHECKING:  # Keras is imported when a model is built, not with the Teach tab's constants
+    import keras
+
+    from xception_core.model import LoadedModel
 
 __all__ = ["FINAL_BLOCK", "TRANSFER_BLOCKS", "Extracted", "FeatureExtractor", "transfer_model"]
 
@@ -49,7 +53,8 @@ class FeatureExtractor:
     """Pooled block features of a loaded Xception in one forward pass. Thread-safe.
 
     Args:
-        loaded: Any model from `load_model` (its head, if any, is ignored).
+        loaded: Any model from `load_model` (its head, if any, is ignored), or a served
+            `TranslatedModel`, whose all-blocks pass gives the same numbers without TensorFlow.
         blocks: Block names to pool, from `TRANSFER_BLOCKS` or any of `XCEPTION_SPEC.blocks`.
         backend: 'onnx', 'tf', or None (ONNX Runtime when it can run the model, else TensorFlow,
             logged); see `xception_core.runtime.forward.build_forward`. `self.backend` says which
@@ -60,10 +65,19 @@ class FeatureExtractor:
         BackendUnavailableError: backend 'onnx' was asked for and cannot run this model.
     """
 
-    def __init__(self, loaded: LoadedModel, blocks: tuple[str, ...] = TRANSFER_BLOCKS, *, backend: str | None = None,
+    def __init__(self, loaded: LoadedModel | TranslatedModel, blocks: tuple[str, ...] = TRANSFER_BLOCKS, *, backend: str | None = None,
                  threads: int | None = None):
         if not blocks:
             raise ValueError("blocks must name at least one block")
+        if isinstance(loaded, TranslatedModel):  # the cached translation's all-blocks pass: no TensorFlow
+            self.loaded, self.input_size = loaded, loaded.input_size
+            self.blocks = tuple(XCEPTION_SPEC.block(b).name for b in blocks)
+            shapes = {b.name: b.output_shape for b in loaded.description(loaded.info.variant).blocks}
+            self.dims = {b: int(shapes[b][-1]) for b in self.blocks}
+            self._pooled_names = {b: means_name(b) for b in self.blocks}  # its channel means are the pooled features
+            self.runner = loaded.blocks_forward()
+            self.backend = self.runner.backend
+            return
         model, variant = loaded.model, loaded.info.variant
         self.loaded = loaded
         self.input_size = loaded.input_size
@@ -99,6 +113,10 @@ def transfer_model(loaded: LoadedModel, weights: np.ndarray, bias: np.ndarray, *
     Returns:
         A `keras.Model` (N, S, S, 3) in [-1, 1] → (N, K) probabilities.
     """
+    import keras
+
+    from xception_core.weights.load import BuildRequest, copy_weights
+
     weights, bias = np.asarray(weights, np.float32), np.asarray(bias, np.float32)
     if weights.ndim != 2 or bias.shape != (weights.shape[1],):
         raise ValueError(f"weights must be (D, K) and bias (K,), got {weights.shape} and {bias.shape}")

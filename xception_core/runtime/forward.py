@@ -119,7 +119,7 @@ def _tf(model: keras.Model, features_layer: str, precision: str, outputs: dict[s
 
 def _onnx(model: keras.Model, features_layer: str, precision: str, calibration: Sequence[np.ndarray],
           threads: int | None, outputs: dict[str, Any]) -> Forward:
-    from xception_core.runtime.onnx import OnnxForward, quantize_int8, to_onnx
+    from xception_core.runtime.onnx import OnnxForward, forward_of, quantize_int8, to_onnx
 
     if precision == "int8":
         # The translation's own errors propagate (they decide the backend); the quantizer's only cost int8.
@@ -133,7 +133,7 @@ def _onnx(model: keras.Model, features_layer: str, precision: str, calibration: 
         else:
             return OnnxForward(quantized, threads=threads, precision="int8")
         del proto  # fp32 from external weights holds them once, not inside a serialized graph too
-    return OnnxForward.from_model(model, features_layer, threads=threads, **outputs)
+    return forward_of(model, features_layer, threads=threads, **outputs)
 
 
 class TfForward:
@@ -152,7 +152,7 @@ class TfForward:
         import keras
         import tensorflow as tf
 
-        from xception_core.runtime.onnx import FEATURES, FLOAT16_MAX, OUTPUT, means_name, pooled_name
+        from xception_core.runtime.ort import FEATURES, FLOAT16_MAX, OUTPUT, means_name, pooled_name
 
         self._features, self._output = FEATURES, OUTPUT
         layer = model.get_layer

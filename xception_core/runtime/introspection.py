@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
-
-from xception_core.arch.builder import build_architecture
 from xception_core.arch.cost import SeparableCost, separable_cost
 from xception_core.arch.names import block_output_layer
 from xception_core.arch.spec import XCEPTION_SPEC, Block, XceptionSpec
+
+if TYPE_CHECKING:
+    import keras
+
+# Keras is imported inside the functions that read a Keras model, never at import: a served
+# translation (`xception_core.runtime.translated`) carries its `ModelDescription` as data.
 
 HEAD = "head"
 
@@ -75,6 +78,21 @@ class ModelDescription:
                 return b
         raise ValueError(f"unknown block {name!r}; expected one of {[b.name for b in self.blocks]}")
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelDescription":
+        """The description `to_dict(layers=True)` wrote (e.g. read back from JSON)."""
+        def shape(values: Any) -> tuple[int | None, ...]:
+            return tuple(values)
+
+        blocks = tuple(
+            BlockInfo(**{**b, "output_shape": shape(b["output_shape"]),
+                         "wiring_differences": tuple(b["wiring_differences"]),
+                         "layers": tuple(LayerInfo(**{**layer, "input_shape": shape(layer["input_shape"]),
+                                                      "output_shape": shape(layer["output_shape"])})
+                                         for layer in b["layers"])})
+            for b in data["blocks"])
+        return cls(**{**data, "input_shape": shape(data["input_shape"]), "blocks": blocks})
+
     def to_dict(self, *, layers: bool = False) -> dict[str, Any]:
         """JSON-ready form; `layers=True` includes every layer of every block."""
         out = asdict(self)
@@ -130,6 +148,8 @@ def describe(model: keras.Model, variant: str = "paper", spec: XceptionSpec = XC
     Layers named `blockN_*` belong to block N; every later layer (pooling, classifier, a transfer
     head) to 'head'. Totals are sums over layers, so they equal `model.count_params()`.
     """
+    import keras
+
     by_block: dict[str, list[LayerInfo]] = {b.name: [] for b in spec.blocks}
     by_block[HEAD] = []
     for layer in model.layers:
@@ -175,6 +195,8 @@ def block_outputs_model(model: keras.Model, variant: str = "paper", spec: Xcepti
         A model from (N, H, W, 3) images to a dict {block name: (N, h, w, c)} with the final output
         under 'output'; it shares the model's layers (no copy of the weights).
     """
+    import keras
+
     outputs = {b.name: model.get_layer(block_output_layer(b, variant)).output for b in spec.blocks}
     outputs["output"] = model.outputs[0]
     return keras.Model(model.inputs[0], outputs, name=f"{model.name}_blocks")
@@ -220,6 +242,8 @@ def separable_totals(description: ModelDescription) -> SeparableTotals:
 def reference_description(spec: XceptionSpec = XCEPTION_SPEC) -> ModelDescription:
     """`describe()` of the reference: Keras's Xception at its default input size (299×299) with the
     1000-class ImageNet head, whatever weights are loaded (built without weights, then dropped)."""
+    from xception_core.arch.builder import build_architecture
+
     size = spec.default_input_size
     return describe(build_architecture(input_shape=(size, size, 3), classes=spec.default_classes, spec=spec))
 

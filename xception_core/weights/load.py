@@ -18,7 +18,6 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 import keras
 
@@ -27,8 +26,7 @@ from xception_core.arch.names import reference_layer_name
 from xception_core.arch.spec import XCEPTION_SPEC, get_variant
 from xception_core.files import write_atomically, write_bytes_atomically
 from xception_core.weights.presets import Preset
-
-Outputs = Literal["probabilities", "logits", "features"]
+from xception_core.weights.source import Outputs, WeightsSource  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -54,28 +52,6 @@ class BuildRequest:
                     classes=XCEPTION_SPEC.default_classes if self.classes is None else self.classes,
                     classifier_activation=self.classifier_activation, variant=self.variant, name=self.name)
         return build_architecture(**{**args, **overrides})
-
-
-@dataclass(frozen=True)
-class WeightsSource:
-    """What a model's weights are.
-
-    Attributes:
-        preset: Preset name, 'file' for a user-supplied file, or None for random weights.
-        title: Human-readable description.
-        source: File the weights were read from, or 'random initialisation' (a server path: for
-            logs, never for clients).
-        labels: Label-set name (`xception_core.io.labels.load_labels`), or None if unknown.
-        input_size: Square input side the weights expect, or None when not fixed.
-        outputs: 'probabilities', 'logits' or 'features' (no classifier).
-    """
-
-    preset: str | None
-    title: str
-    source: str
-    labels: str | None
-    input_size: int | None
-    outputs: Outputs
 
 
 def copy_weights(source: keras.Model, target: keras.Model) -> int:

@@ -11,11 +11,14 @@ import secrets
 import shutil
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from demo.services.teach.records import Trained
 from xception_core.io.heads import save_head, save_taught_model
-from xception_core.model import LoadedModel
 from xception_core.runtime.extractor import FINAL_BLOCK
+
+if TYPE_CHECKING:
+    from xception_core.model import LoadedModel
 
 HEAD_FILE = "taught_head.npz"
 MODEL_FILE = "xception_taught.keras"

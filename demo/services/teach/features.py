@@ -73,8 +73,10 @@ class FeatureExtraction:
         with self._lock:
             extractor = self._extractors.get(served.key)
             if extractor is None:
-                # Built from the served weights in this process (a remote store hands a local copy).
-                extractor = FeatureExtractor(served.loaded, TRANSFER_BLOCKS, backend=self.settings.backend,
+                # Built from the served weights in this process: the cached translation's all-blocks
+                # pass (no TensorFlow), or the Keras model (backend 'tf'; a remote store's local copy).
+                extractor = FeatureExtractor(served.explorable(served.info.variant), TRANSFER_BLOCKS,
+                                             backend=self.settings.backend,
                                              threads=self.settings.onnx_threads)
                 self._extractors[served.key] = extractor
             return extractor
