@@ -40,7 +40,7 @@ def served(taught, tmp_path_factory):
 
     folder, path = taught
     tmp = tmp_path_factory.mktemp("app")
-    settings = Settings(weights=str(path), cache_dir=tmp / "cache", upload_dir=tmp / "gradio", backend="tf")
+    settings = Settings(weights=str(path), cache_dir=tmp / "cache", upload_dir=tmp / "gradio")
     store = ModelStore(settings).start()
     store.get(timeout=300)
     app = create_app(settings, store)
