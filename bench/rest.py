@@ -14,7 +14,6 @@ bench/README.md ("The plain HTTP API under load").
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import socket
 import tempfile
@@ -27,7 +26,7 @@ import httpx
 
 from bench.appserver import stop
 from bench.procstats import cpu_seconds
-from bench.soak import App, photo_jpeg, png_7000, start_app
+from bench.soak import App, photo_jpeg, png_7000, read_status, request_bytes, start_app
 
 ROUTE = "/api/v1/classify"
 SAMPLE_S = 0.02
@@ -67,34 +66,6 @@ def settle(app: App, quiet_s: float = 2.0, timeout_s: float = 120.0) -> float:
             break
         last = now
     return cpu_seconds(app.proc.pid) - start
-
-
-def request_bytes(port: int, body: bytes, content_type: str = "image/jpeg", length: int | None = None) -> bytes:
-    head = (f"POST {ROUTE} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body) if length is None else length}\r\n\r\n")
-    return head.encode() + body
-
-
-def read_status(sock: socket.socket) -> tuple[int, dict]:
-    """The status and JSON body of the answer on `sock` (0, {} when the server closed without one)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return 0, {}
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        body += chunk
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        parsed = {"text": body[:200].decode(errors="replace")}
-    return int(head.split()[1]), parsed
 
 
 def warm(app: App) -> None:

@@ -1,14 +1,23 @@
 """Soak and budget figures for a public URL (issue 9). Not run in CI: loopback only, bounded.
 
-    python -m bench.soak run --clients 4 --minutes 15      # mixed traffic, prints the table
+    python -m bench.soak run --clients 4 --minutes 15      # mixed traffic on 2 app processes, prints the table
     python -m bench.soak bigphoto                          # one 48 MP photo, then 8 at once
     python -m bench.soak sessions --n 2000                 # RSS after 100 vs N new-session classifies
     python -m bench.soak uploads --n 1000                  # disk after N uploads
+    python -m bench.soak echo --n 10 --mb 12               # huge values for a radio: bytes answered, logged
 
 Each starts `python app.py` (kitchenware weights) on a free loopback port with its own
 GRADIO_TEMP_DIR and export folder, drives it over Gradio's raw HTTP protocol (upload,
 queue/join + queue/data, call/<api>) the way the page and API clients do, and reads the server's
 RSS from /proc. Figures go in bench/README.md ("Soak").
+
+`run` starts `--apps` processes (2 by default) on one machine sharing one GRADIO_TEMP_DIR and one
+export folder, as a scale-out node runs them; each client talks to its own process (another while
+it restarts). The mix includes the plain REST route (`POST /api/v1/classify`: small photos, 48 MP
+photos, junk) and, beside the clients, `--slow` connections per process that trickle a request
+body a byte every 5 s (each must end in 408 while the rest is served). Halfway, process 0 is
+stopped and started again: the others' example photos must keep serving (each client checks the
+example files of its process now and then), and what the stopped process wrote must be gone.
 """
 
 from __future__ import annotations
@@ -19,7 +28,9 @@ import io
 import json
 import os
 import random
+import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +50,7 @@ from bench.appserver import app_env, free_port, stop
 from bench.procstats import proc_memory
 
 ROOT = Path(__file__).resolve().parents[1]
+REST_ROUTE = "/api/v1/classify"
 
 
 # ------------------------------------------------------------------------------------------ the app
@@ -81,14 +93,16 @@ def du(folder: Path) -> int:
     return total
 
 
-def start_app(work: Path, **env: str) -> App:
-    """`python app.py` with its own folders under `work`, once /healthz says ready."""
+def start_app(work: Path, name: str = "app", temp_dir: Path | None = None, export_dir: Path | None = None,
+              root: Path = ROOT, **env: str) -> App:
+    """`python app.py` with its folders under `work` (or the `temp_dir` and `export_dir` given, which
+    several processes may share), once /healthz says ready."""
     port = free_port()
-    temp_dir, export_dir, log = work / "gradio", work / "exports", work / "app.log"
-    temp_dir.mkdir(parents=True)
+    temp_dir, export_dir, log = temp_dir or work / "gradio", export_dir or work / "exports", work / f"{name}.log"
+    temp_dir.mkdir(parents=True, exist_ok=True)
     environ = app_env(port, "kitchenware", GRADIO_TEMP_DIR=str(temp_dir), XCEPTION_EXPORT_DIR=str(export_dir), **env)
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=root, env=environ, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -192,6 +206,35 @@ class Refused(Exception):
     """The server answered with an error (expected for bad inputs)."""
 
 
+def request_bytes(port: int, body: bytes, content_type: str = "image/jpeg", length: int | None = None) -> bytes:
+    """A raw `POST /api/v1/classify` request (its Content-Length may promise more than `body`)."""
+    head = (f"POST {REST_ROUTE} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body) if length is None else length}\r\n\r\n")
+    return head.encode() + body
+
+
+def read_status(sock: socket.socket) -> tuple[int, dict]:
+    """The status and JSON body of the answer on `sock` (0, {} when the server closed without one)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return 0, {}
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = {"text": body[:200].decode(errors="replace")}
+    return int(head.split()[1]), parsed
+
+
 # ------------------------------------------------------------------------------------------ inputs
 
 
@@ -238,6 +281,7 @@ class Stats:
     errors: Counter = field(default_factory=Counter)  # unexpected: kind -> count
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     error_samples: dict[str, str] = field(default_factory=dict)
+    slow_s: list[float] = field(default_factory=list)  # seconds a slow body took to be answered 408
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ok(self, kind: str, seconds: float) -> None:
@@ -256,11 +300,30 @@ class Stats:
             self.error_samples.setdefault(key, str(exc)[:160])
 
 
-class Traffic:
-    """One client's mix of requests; each `step` is one request (or a pair in one session)."""
+class AppPool:
+    """The app processes of a soak on one machine. A process being restarted is `down`: clients
+    whose own process it is use another meanwhile."""
 
-    def __init__(self, url: str, inputs: Inputs, stats: Stats, seed: int, big_share: float):
-        self.g = RawGradio(url)
+    def __init__(self, apps: list[App]):
+        self.apps = list(apps)
+        self.down: set[int] = set()
+        self.restarts = 0
+        self.lock = threading.Lock()
+
+    def url(self, home: int) -> str:
+        with self.lock:
+            live = [i for i in range(len(self.apps)) if i not in self.down]
+            return self.apps[home if home in live else live[home % len(live)]].url
+
+
+class Traffic:
+    """One client's mix of requests; each `step` is one request (or a pair in one session), sent
+    to the client's own app process (`home`) or, while that one restarts, to another."""
+
+    def __init__(self, pool: AppPool, home: int, inputs: Inputs, stats: Stats, seed: int, big_share: float):
+        self.pool, self.home = pool, home
+        self._clients: dict[str, RawGradio] = {}
+        self.g = self.client()
         self.inputs, self.stats, self.rng, self.big_share = inputs, stats, random.Random(seed), big_share
         self.fn_classify = self.g.fn("gradcam", "click")
         self.fn_explain = self.g.fn("gradcam", "input")
@@ -268,13 +331,28 @@ class Traffic:
         self.fn_view = self.g.fn("explore-gallery", "input", {"label": "Most active channels shown"})
         self.fn_channel = self.g.fn("explore-full", "input", {"label": "Channel (full size)"})
         self.fn_compare = self.g.fn("explore-diff", "click")
+        gallery = self.g._ids(elem_id="classify-examples")
+        self.fn_examples = next(d["id"] for d in self.g.deps if gallery & set(d["outputs"]) and len(d["inputs"]) == 2)
         self.session = uuid.uuid4().hex[:11]
         self.weights = [
             (self.classify_tab, 20), (self.api_classify, 15), (self.explain, 8), (self.explore, 12),
             (self.explore_view, 6), (self.bad_tiles, 4), (self.compare, 4), (self.activations_api, 6),
             (self.data_url_ok, 5), (self.data_url_over_cap, 3), (self.junk, 4), (self.huge_body, 2),
             (self.truncated, 3), (self.big_photo, big_share),
+            (self.rest_classify, 12), (self.rest_big, big_share), (self.rest_junk, 3), (self.examples, 3),
+            (self.huge_choice, 2),
         ]
+        block = self.g._ids(elem_id="teach-block")
+        self.fn_choice, self.choice_inputs = next((d["id"], d["inputs"]) for d in self.g.deps
+                                                  if block & set(d["inputs"]))
+        self.block_id = next(iter(block))
+
+    def client(self) -> RawGradio:
+        """The protocol client of the process this step goes to (its page config read once)."""
+        url = self.pool.url(self.home)
+        if url not in self._clients:
+            self._clients[url] = RawGradio(url)
+        return self._clients[url]
 
     def new_session(self) -> str:
         if self.rng.random() < 0.7:  # most requests come from new visitors
@@ -304,6 +382,12 @@ class Traffic:
 
     def step(self) -> None:
         fns, weights = zip(*self.weights)
+        try:
+            self.g = self.client()
+        except Exception as exc:  # noqa: BLE001 - counted, the soak goes on
+            self.stats.error("page config", exc)
+            time.sleep(1.0)
+            return
         self.rng.choices(fns, weights)[0]()
 
     # ---------------------------------------------------------------- requests
@@ -348,7 +432,7 @@ class Traffic:
         def go():
             file = self.g.upload("photo.jpg", self.small())
             self.g.run(self.fn_view, [None, file, "block14", 10**9, True, True, None], self.new_session())
-        self.timed("bad: 10**9 tiles", go, expect_refusal=True)
+        self.timed("10**9 tiles asked (the page clamps to 64)", go)
 
     def compare(self) -> None:
         def go():
@@ -398,60 +482,231 @@ class Traffic:
             self.g.run(self.fn_classify, [file, None], self.new_session())
         self.timed("48 MP photo (tab)", go)
 
+    def rest(self, body: bytes) -> dict:
+        r = self.g.http.post(self.g.url + REST_ROUTE, content=body, headers={"Content-Type": "image/jpeg"})
+        if r.status_code != 200:
+            raise Refused(f"HTTP {r.status_code}: {r.text[:120]}")
+        return r.json()
+
+    def rest_classify(self) -> None:
+        def go():
+            assert len(self.rest(self.small())["top"]) == 5
+        self.timed("classify (REST)", go)
+
+    def rest_big(self) -> None:
+        def go():
+            assert len(self.rest(self.inputs.big)["top"]) == 5
+        self.timed("48 MP photo (REST)", go)
+
+    def rest_junk(self) -> None:
+        def go():
+            self.rest(self.inputs.junk)
+        self.timed("bad: not an image (REST)", go, expect_refusal=True)
+
+    def huge_choice(self) -> None:
+        """A 2 MB string for a private radio: refused in a short answer (never echoed whole)."""
+        def go():
+            data = ["z" * 2_000_000 if i == self.block_id else None for i in self.choice_inputs]
+            try:
+                self.g.run(self.fn_choice, data, self.new_session())
+            except Refused as exc:
+                if len(str(exc)) > 200:
+                    raise RuntimeError(f"the refusal echoed {len(str(exc)):,} characters") from None
+                raise
+        self.timed("bad: 2 MB value for a choice", go, expect_refusal=True)
+
+    def examples(self) -> None:
+        """The Classify tab's example photos as the page gets them, and each file fetched: a process
+        must never lose them to another that stops."""
+        def go():
+            out = self.g.run(self.fn_examples, [None, None], uuid.uuid4().hex[:11])
+            urls = [item["image"]["url"] for item in out[0]] if out and out[0] else []
+            assert urls, out
+            for url in urls:
+                r = self.g.http.get(url)
+                assert r.status_code == 200, f"example file answered {r.status_code}"
+        self.timed("example photos (page, files fetched)", go)
+
+
+class SlowBodies:
+    """`n` connections per app process that each declare a 100 kB REST body and send one byte
+    every `every` seconds: each must be answered 408 (then it reconnects) while other clients are
+    served. Answers and their times go to `stats`."""
+
+    def __init__(self, pool: AppPool, n: int, stats: Stats, every: float = 5.0):
+        self.pool, self.n, self.stats, self.every = pool, n, stats, every
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._one, args=(i,), daemon=True)
+                        for i in range(len(pool.apps)) for _ in range(n)]
+
+    def start(self) -> "SlowBodies":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def _one(self, app: int) -> None:
+        while not self.stop.is_set():
+            if app in self.pool.down:
+                self.stop.wait(1.0)
+                continue
+            port = int(self.pool.apps[app].url.rsplit(":", 1)[1])
+            opened = time.monotonic()
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                    sock.sendall(request_bytes(port, b"\xff", length=100_000))
+                    while not self.stop.is_set() and app not in self.pool.down:
+                        ready, _, _ = select.select([sock], [], [], self.every)
+                        if ready:
+                            sock.settimeout(10)
+                            status, _ = read_status(sock)
+                            break
+                        sock.sendall(b"\xd8")
+                    else:  # stopping, or its process is being restarted: closed, not counted
+                        continue
+            except OSError as exc:
+                if app not in self.pool.down:
+                    self.stats.error("slow body (REST)", exc)
+                continue
+            if status == 408:
+                self.stats.refuse("slow body (REST) → 408")
+                with self.stats.lock:
+                    self.stats.slow_s.append(time.monotonic() - opened)
+            elif app in self.pool.down or status == 0:  # its process stopped under it (the restart)
+                self.stats.refuse("slow body (REST): closed by a process stopping")
+            else:
+                self.stats.error("slow body (REST)", RuntimeError(f"answered {status}"))
+
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def run_folders(root: Path) -> list[Path]:
+    """The per-process folders (demo.runs) under a shared upload root."""
+    from demo.runs import is_run_folder
+
+    return [p for p in root.iterdir() if is_run_folder(p)] if root.is_dir() else []
+
+
+def max_line(log: Path) -> int:
+    """Length of the longest line of a log."""
+    with open(log, "rb") as f:
+        return max((len(line) for line in f), default=0)
+
+
 def soak(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="xception-soak-"))
+    shared, exports = work / "gradio", work / "exports"
     inputs = Inputs.make()
-    app = start_app(work)
+    started_apps: list[App] = []
+
+    def launch(i: int, generation: int = 0) -> App:
+        app = start_app(work, name=f"app{i}-{generation}", temp_dir=shared, export_dir=exports)
+        started_apps.append(app)
+        return app
+
+    pool = AppPool([None] * args.apps)  # type: ignore[list-item]
+    threads = [threading.Thread(target=lambda i=i: pool.apps.__setitem__(i, launch(i))) for i in range(args.apps)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if any(app is None for app in pool.apps):
+        for app in started_apps:
+            stop(app.proc)
+        raise RuntimeError("an app process did not start")
     stats = Stats()
-    rss = {"start": app.rss_mb(), "peak": app.rss_mb(), "samples": []}
-    disk = {"start": app.disk_mb(), "peak": app.disk_mb()}
+    rss = [{"start": app.rss_mb(), "peak": app.rss_mb()} for app in pool.apps]
+    disk = {"start": du(shared) / 2**20, "peak": du(shared) / 2**20}
     stop_at = time.monotonic() + args.minutes * 60
+    restart_at = time.monotonic() + args.minutes * 60 * args.restart_at if args.apps > 1 and args.restart_at else None
     done = threading.Event()
+    restart_note: list[str] = []
 
     def monitor():
         last_disk = 0.0
         while not done.wait(1.0):
-            value = app.rss_mb()
-            rss["peak"] = max(rss["peak"], value)
-            rss["samples"].append(value)
+            for i, app in enumerate(list(pool.apps)):
+                if i not in pool.down:
+                    rss[i]["peak"] = max(rss[i]["peak"], app.rss_mb())
             if time.monotonic() - last_disk > 10:
-                disk["peak"] = max(disk["peak"], app.disk_mb())
+                disk["peak"] = max(disk["peak"], du(shared) / 2**20)
                 last_disk = time.monotonic()
 
+    def restarter():
+        """Process 0 stops (clients move to the others), its folder must go, and it starts again."""
+        if restart_at is None or done.wait(max(restart_at - time.monotonic(), 0)):
+            return
+        with pool.lock:
+            pool.down.add(0)
+        time.sleep(15.0)  # let its requests in flight finish (a slow body is closed at once, a 48 MP photo takes s)
+        old = pool.apps[0]
+        folders_before = {p.name for p in run_folders(shared)}
+        stop(old.proc)
+        gone = folders_before - {p.name for p in run_folders(shared)}
+        began = time.monotonic()
+        pool.apps[0] = launch(0, generation=1)
+        with pool.lock:
+            pool.down.discard(0)
+            pool.restarts += 1
+        restart_note.append(f"process 0 stopped at {(restart_at - started) / 60:.1f} min (its folder removed: "
+                            f"{len(gone) == 1}) and was serving again {time.monotonic() - began:.0f} s later")
+
     def client(i: int):
-        traffic = Traffic(app.url, inputs, stats, seed=i, big_share=args.big_share)
+        try:
+            traffic = Traffic(pool, i % args.apps, inputs, stats, seed=i, big_share=args.big_share)
+        except Exception as exc:  # noqa: BLE001
+            stats.error("client start", exc)
+            return
         while time.monotonic() < stop_at:
             traffic.step()
 
+    slow = SlowBodies(pool, args.slow, stats).start() if args.slow else None
     threading.Thread(target=monitor, daemon=True).start()
+    restart_thread = threading.Thread(target=restarter, daemon=True)
     started = time.monotonic()
+    restart_thread.start()
     try:
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
-        for t in threads:
+        clients = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+        for t in clients:
             t.start()
-        for t in threads:
+        for t in clients:
             t.join()
         elapsed = time.monotonic() - started
+        if slow is not None:  # closed before the processes stop: a stop cancels open requests, with tracebacks
+            slow.stop.set()
+            for thread in slow.threads:
+                thread.join(timeout=30)
+        restart_thread.join(timeout=600)
         done.set()
-        rss["end"], disk["end"] = app.rss_mb(), app.disk_mb()
-        healthy = httpx.get(app.url + "/healthz", timeout=10).json()["ready"]
-        tracebacks = app.log.read_text(errors="replace").count("Traceback")
-        log_mb = app.log.stat().st_size / 2**20
+        for i, app in enumerate(pool.apps):
+            rss[i]["end"] = app.rss_mb()
+        disk["end"] = du(shared) / 2**20
+        healthy = all(httpx.get(app.url + "/healthz", timeout=10).json()["ready"] for app in pool.apps)
+        running_folders = len(run_folders(shared))
     finally:
-        stop(app.proc)
-    print(report(stats, rss, disk, elapsed, args, healthy, tracebacks, log_mb, du(app.export_dir) / 2**20))
+        for app in pool.apps:
+            if app is not None and app.proc.poll() is None:
+                stop(app.proc)
+    logs = {"tracebacks": sum(a.log.read_text(errors="replace").count("Traceback") for a in started_apps),
+            "mb": sum(a.log.stat().st_size for a in started_apps) / 2**20,
+            "longest": max(max_line(a.log) for a in started_apps)}
+    left = len(run_folders(shared))
+    notes = restart_note + [f"per-process folders: {running_folders} while {args.apps} ran, "
+                            f"{left} left after all stopped"]
+    print(report(stats, rss, disk, elapsed, args, healthy, logs, du(exports) / 2**20, notes))
+    if args.keep_logs:
+        args.keep_logs.mkdir(parents=True, exist_ok=True)
+        for app in started_apps:
+            shutil.copy(app.log, args.keep_logs / app.log.name)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def report(stats: Stats, rss: dict, disk: dict, elapsed: float, args, healthy: bool, tracebacks: int,
-           log_mb: float, exports_mb: float) -> str:
+def report(stats: Stats, rss: list[dict], disk: dict, elapsed: float, args, healthy: bool, logs: dict,
+           exports_mb: float, notes: list[str]) -> str:
     all_latencies = [x for v in stats.latencies.values() for x in v]
-    lines = [f"Soak: {args.clients} clients × {elapsed / 60:.1f} min, mixed traffic (loopback)", "",
+    lines = [f"Soak: {args.clients} clients on {args.apps} app processes × {elapsed / 60:.1f} min, mixed traffic, "
+             f"{args.slow} slow REST bodies per process (loopback)", "",
              "| request | served | p50 s | p95 s |", "|---|---|---|---|"]
     for kind in sorted(stats.latencies):
         values = stats.latencies[kind]
@@ -460,13 +715,18 @@ def report(stats: Stats, rss: dict, disk: dict, elapsed: float, args, healthy: b
                  f"**{percentile(all_latencies, 95):.2f}** |")
     lines += ["", "| bad input (refused as expected) | count |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(stats.refused.items())]
+    if stats.slow_s:
+        lines += ["", f"Slow bodies answered 408 after {percentile(stats.slow_s, 50):.1f} s (p50), "
+                      f"{max(stats.slow_s):.1f} s (max)"]
     lines += ["", f"Unexpected errors: {sum(stats.errors.values())}"]
     lines += [f"- {k}: {v} (e.g. {stats.error_samples[k]!r})" for k, v in sorted(stats.errors.items())]
-    lines += ["", "| server | start | peak | end |", "|---|---|---|---|",
-              f"| RSS (MB) | {rss['start']:.0f} | {rss['peak']:.0f} | {rss['end']:.0f} |",
-              f"| upload/output folder (MB) | {disk['start']:.1f} | {disk['peak']:.1f} | {disk['end']:.1f} |",
-              "", f"Exports folder: {exports_mb:.1f} MB · server log: {log_mb:.2f} MB, {tracebacks} tracebacks · "
-                  f"healthy at the end: {healthy}"]
+    lines += ["", "| server | start | peak | end |", "|---|---|---|---|"]
+    lines += [f"| RSS of process {i} (MB) | {r['start']:.0f} | {r['peak']:.0f} | {r.get('end', float('nan')):.0f} |"
+              for i, r in enumerate(rss)]
+    lines += [f"| shared upload/output folder (MB) | {disk['start']:.1f} | {disk['peak']:.1f} | {disk['end']:.1f} |",
+              "", f"Exports folder: {exports_mb:.1f} MB · server logs: {logs['mb']:.2f} MB, {logs['tracebacks']} "
+                  f"tracebacks, longest line {logs['longest']:,} bytes · healthy at the end: {healthy}"]
+    lines += [f"- {note}" for note in notes]
     return "\n".join(lines)
 
 
@@ -573,6 +833,40 @@ def uploads(args: argparse.Namespace) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def echo(args: argparse.Namespace) -> None:
+    """`n` calls with a `mb` MB string for a private radio (Teach's block) through Gradio's queue:
+    bytes answered, bytes the server log grew by, and time. `--root` runs another checkout's
+    app.py (the figure before a change)."""
+    work = Path(tempfile.mkdtemp(prefix="xception-echo-"))
+    app = start_app(work, root=args.root)
+    try:
+        g = RawGradio(app.url)
+        block = next(iter(g._ids(elem_id="teach-block")))
+        dep = next(d for d in g.deps if block in d["inputs"])
+        value = "z" * int(args.mb * 1e6)
+        log_before = app.log.stat().st_size
+        answered = 0
+        start = time.perf_counter()
+        for _ in range(args.n):
+            session = uuid.uuid4().hex[:11]
+            body = {"data": [value if i == block else None for i in dep["inputs"]], "fn_index": dep["id"],
+                    "session_hash": session}
+            r = g.http.post(app.url + "/gradio_api/queue/join", json=body)
+            answered += len(r.content)
+            with g.http.stream("GET", app.url + "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+                for chunk in stream.iter_bytes():
+                    answered += len(chunk)
+        seconds = time.perf_counter() - start
+        time.sleep(1.0)  # the log's last lines
+        grown = app.log.stat().st_size - log_before
+        print(f"{args.n} calls with a {args.mb:g} MB value for a radio: {answered / 1e6:.2f} MB answered, "
+              f"log +{grown / 1e6:.2f} MB (longest line {max_line(app.log):,} bytes), {seconds:.2f} s; "
+              f"healthy: {httpx.get(app.url + '/healthz', timeout=10).json()['ready']}")
+    finally:
+        stop(app.proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -580,6 +874,11 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--clients", type=int, default=4)
     run.add_argument("--minutes", type=float, default=15.0)
     run.add_argument("--big-share", type=float, default=1.0, help="weight of 48 MP photos in the mix (of ~100)")
+    run.add_argument("--apps", type=int, default=2, help="app processes on this machine, sharing its folders")
+    run.add_argument("--slow", type=int, default=8, help="slow REST bodies held open per process")
+    run.add_argument("--restart-at", type=float, default=0.5,
+                     help="when process 0 is stopped and started again, as a share of the run (0: never)")
+    run.add_argument("--keep-logs", type=Path, default=None, help="copy the servers' logs to this folder")
     big = sub.add_parser("bigphoto", help="48 MP photo: peak RSS and time; 8 at once")
     big.add_argument("--repeats", type=int, default=2)
     sess = sub.add_parser("sessions", help="RSS after 100 vs N new-session classifies")
@@ -589,8 +888,12 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--n", type=int, default=1000)
     up.add_argument("--settle", type=float, default=45.0)
     up.add_argument("--width", type=int, default=1600, help="photo width (4:3); 4000 gives ~2 MB JPEGs")
+    ec = sub.add_parser("echo", help="huge values for a radio: bytes answered and logged")
+    ec.add_argument("--n", type=int, default=10)
+    ec.add_argument("--mb", type=float, default=12.0)
+    ec.add_argument("--root", type=Path, default=ROOT, help="the checkout whose app.py runs (default: this one)")
     args = parser.parse_args(argv)
-    {"run": soak, "bigphoto": bigphoto, "sessions": sessions, "uploads": uploads}[args.mode](args)
+    {"run": soak, "bigphoto": bigphoto, "sessions": sessions, "uploads": uploads, "echo": echo}[args.mode](args)
 
 
 if __name__ == "__main__":

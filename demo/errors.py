@@ -8,7 +8,9 @@ developer at a console and wrong for a stranger on a public page.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from xception_core.weights.fetch import WeightsFailure, WeightsUnavailableError
 
@@ -108,3 +110,18 @@ def unavailable_reason(failure: LoadFailure | None) -> str:
     if failure is not None and failure.kind:  # an error that is not ours: its kind says much (BadZipFile)
         return f"failed to load ({failure.kind}; the server log says why)"
     return "failed to load (the server log says why)"
+
+
+def unavailable_words(statuses: Sequence[Any], key: str | None) -> str:
+    """Why the weights `key` (None: the default, i.e. every candidate) cannot be served, in a
+    visitor's words from each failed slot's recorded cause (`SlotStatus`es), never from the
+    error's text, which names web addresses and OS error codes ('[Errno -2] ...'): "The weights
+    'imagenet' are unavailable on this server (ImageNet: could not be downloaded here ...)."."""
+    failed = [s for s in statuses if s.state == "failed" and (key is None or s.key == key)]
+    reasons = "; ".join(f"{s.title}: {unavailable_reason(s.failure)}" for s in failed) or "it failed to load"
+    which = "No weights could be loaded on this server" if key is None else \
+        f"The weights {echo(key)} are unavailable on this server"
+    return f"{which} ({reasons})."
+
+
+NO_SUCH_EVENT = "There is no such event on this page; reload it."

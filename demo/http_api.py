@@ -54,7 +54,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from demo.errors import MAX_MESSAGE, echo, public_text, unavailable_reason, without_addresses
+from demo.errors import MAX_MESSAGE, echo, public_text, unavailable_words, without_addresses
 from demo.services.payloads import decode_image
 from demo.store import ModelStore, ServedModel
 from xception_core.io.images import InvalidImageError
@@ -422,12 +422,9 @@ def _model(store: ModelStore, key: str | None) -> ServedModel:
         raise _Refused(503, f"{which} still loading; try again in a few seconds.",
                        {"Retry-After": str(RETRY_LOADING_S)}) from None
     except WeightsUnavailableError:
-        failed = [s for s in store.statuses() if s.state == "failed" and (key is None or s.key == key)]
-        reasons = "; ".join(f"{s.title}: {unavailable_reason(s.failure)}" for s in failed) or "it failed to load"
-        which = "No weights could be loaded on this server" if key is None else \
-            f"The weights {echo(key)} are unavailable on this server"
         others = "" if key is None else f" Weights you can ask for: {_weights_words(store)}."
-        raise _Refused(503, f"{which} ({reasons}).{others}", {"Retry-After": str(RETRY_FAILED_S)}) from None
+        raise _Refused(503, f"{unavailable_words(store.statuses(), key)}{others}",
+                       {"Retry-After": str(RETRY_FAILED_S)}) from None
     except ValueError as exc:
         raise _Refused(400, public_text(exc)) from None
 

@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import fastapi
 import gradio as gr
+from fastapi.responses import JSONResponse
+from starlette.routing import Mount
 
-from demo.errors import public_text
+from demo.errors import NO_SUCH_EVENT, public_text
 from demo.fonts import add_font_routes
 from demo.http_api import refusal_answer, register_http_api
+from demo.log_filter import cap_log_lines
 from demo.limits import (
     BodyLimitMiddleware,
     Chore,
@@ -37,9 +44,11 @@ from demo.limits import (
 from demo.netron.exports import register_exports
 from demo.netron.routes import add_netron_routes
 from demo.ports import exit_if_port_taken
+from demo.runs import claim, is_run_folder, sweep_dead
 from demo.services.payloads import MAX_UPLOAD_BYTES
 from demo.store import ModelStore, Store
 from demo.ui import text
+from demo.ui.events import INTERNAL_ERROR
 from demo.ui.layout import CSS, build_demo
 from xception_core.settings import Settings
 
@@ -86,7 +95,9 @@ class Budgets:
 
 
 def housekeeping(blocks: gr.Blocks, budgets: Budgets, upload_dir: Path) -> Housekeeping:
-    """The chores that keep sessions, files and memory within `budgets`, in the order they run."""
+    """The chores that keep sessions, files and memory within `budgets`, in the order they run.
+    `upload_dir` is this process's own folder (`use_own_folder`): no chore looks outside it, except
+    the sweep of the folders ended processes left beside it (`demo.runs`)."""
     sessions = SessionSweep(blocks, ttl_s=budgets.session_ttl_s)
     heartbeats = OrphanHeartbeats(blocks)
     folders = EmptyFolders(upload_dir, min_age_s=budgets.file_min_age_s)
@@ -100,13 +111,51 @@ def housekeeping(blocks: gr.Blocks, budgets: Budgets, upload_dir: Path) -> House
     def release_memory() -> None:  # nothing worth a log line
         release_free_memory()
 
-    return Housekeeping([
+    chores = [
         Chore("sessions", lambda: sessions().summary()),
         Chore("heartbeats", stop_orphans),
         Chore("files", lambda: files().summary(), blocking=True),
         Chore("empty folders", folders.sweep, blocking=True),
         Chore("memory", release_memory, blocking=True),
-    ], page_watchers=(sessions, heartbeats, files))
+    ]
+    if is_run_folder(upload_dir):  # the folders of processes that ended since this one started
+        chores.append(Chore("ended processes", lambda: sweep_dead(upload_dir.parent).summary(), blocking=True))
+    return Housekeeping(chores, page_watchers=(sessions, heartbeats, files))
+
+
+def use_own_folder(store: Store) -> Path:
+    """Points every file this process writes at a folder of its own under the configured upload
+    root (`demo.runs`), after sweeping the folders of ended processes: the store's settings (which
+    every service reads) and Gradio's cache (GRADIO_TEMP_DIR, which Gradio reads when a page and
+    its components are built, and whenever it checks a path). Idempotent; returns the folder."""
+    try:
+        run = claim(store.settings.upload_dir)
+    except OSError as exc:  # an upload root this process cannot write: uploads would fail anyway
+        fallback = Path(tempfile.gettempdir()) / "xception-uploads"
+        logger.warning("upload folder %s is not writable (%s); using %s", store.settings.upload_dir,
+                       type(exc).__name__, fallback)
+        run = claim(fallback)
+    if store.settings.upload_dir != run.path:
+        store.settings = dataclasses.replace(store.settings, upload_dir=run.path)
+    os.environ["GRADIO_TEMP_DIR"] = str(run.path)
+    return run.path
+
+
+def answer_unknown_events(app: fastapi.FastAPI) -> None:
+    """An event index the page does not have (`fn_index` 99) answers 404 with a sentence, as
+    Gradio's other refusals do ({"detail": ...}), not a bare 500 with a traceback in the log; any
+    other unhandled error in Gradio's routes answers a sentence too (uvicorn logs its traceback:
+    Starlette raises it again once answered)."""
+    gradio_app = next(route.app for route in app.routes if isinstance(route, Mount) and route.path == "")
+
+    async def unknown(request: fastapi.Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, KeyError) and exc.args and isinstance(exc.args[0], int):  # Gradio's `fns[fn_index]`
+            logger.info("%s: unknown event %d refused", request.url.path, exc.args[0])
+            return JSONResponse({"detail": NO_SUCH_EVENT}, status_code=404)
+        return JSONResponse({"detail": INTERNAL_ERROR.format(kind=type(exc).__name__)}, status_code=500)
+
+    gradio_app.add_exception_handler(KeyError, unknown)
+    gradio_app.add_exception_handler(Exception, unknown)
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None,
@@ -114,6 +163,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     """Builds the app; model loading starts in the background right away."""
     budgets = budgets or Budgets()
     store = (store or make_store(settings or Settings())).start()
+    run_folder = use_own_folder(store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: fastapi.FastAPI):
@@ -124,6 +174,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            # After Gradio's own shutdown (it deletes what it cached): the whole folder, where the
+            # app is the process's only one (`main`). uvicorn ends the process by re-raising
+            # SIGTERM, so no exit hook would run; a killed process's folder is swept by the others.
+            if getattr(app.state, "owns_folder", False):
+                shutil.rmtree(run_folder, ignore_errors=True)
 
     app = fastapi.FastAPI(title="Xception Explorer", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.store = store
@@ -152,6 +207,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         app, blocks, path="/", ssr_mode=False, max_file_size=budgets.upload_bytes, show_error=False, css=CSS,
         footer_links=["api"],
     )
+    answer_unknown_events(app)
     # Its refusals on the API's paths are problem documents, as the API's OpenAPI description says.
     app.add_middleware(BodyLimitMiddleware, max_bytes=budgets.body_bytes, answer=refusal_answer)
     # Gradio checks that a request's file paths were uploaded by a user only once the Blocks
@@ -173,10 +229,12 @@ def main(settings: Settings | None = None, store: Store | None = None,
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cap_log_lines()  # a client's huge value never becomes a huge log line
     settings = settings or Settings.from_env()
     exit_if_port_taken(settings)
     map_big_blocks()
     app = create_app(settings, store)
+    app.state.owns_folder = True  # the process's one app: its folder goes when it stops
     if on_app is not None:
         on_app(app)
     print(f"Xception Explorer on http://{settings.host}:{settings.port}", flush=True)

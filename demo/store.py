@@ -13,6 +13,7 @@ Page text is the UI's: this module only reports states.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -235,6 +236,26 @@ def default_candidates(settings: Settings) -> tuple[str, ...]:
     return (settings.weights,) if settings.weights else AUTO_ORDER
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+MAX_KEY = 40
+
+
+def weights_key(source: str) -> str:
+    """The one key weights are known by everywhere (status, /healthz, `?weights=`, every answer,
+    export and folder names): a preset's own name; for a file, its stem made safe (letters,
+    digits, '_' and '-', at most 40 characters: '/srv/m/xception_taught.keras' → 'xception_taught'),
+    never its folder, and never a preset's name (a file called kitchenware.keras → 'kitchenware-file')."""
+    if source in PRESETS:
+        return source
+    stem = _UNSAFE.sub("_", Path(source).stem).strip("_-")[:MAX_KEY] or "weights"
+    return f"{stem}-file" if stem in PRESETS else stem
+
+
+def candidate_sources(sources: Sequence[str]) -> dict[str, str]:
+    """{key: source} of the weights a store tries, in order (`weights_key`)."""
+    return {weights_key(source): source for source in sources}
+
+
 def weights_title(key: str) -> str:
     """What the page calls weights before they are loaded: a preset's title, a weights file by its
     file name (its folder is the server's business)."""
@@ -273,10 +294,11 @@ class LocalServedModel:
     """
 
     def __init__(self, key: str, classifier: TranslatedModel | Classifier, labels: tuple[str, ...], settings: Settings,
-                 keras: LoadedModel | None = None):
+                 keras: LoadedModel | None = None, source: str | None = None):
         if len(labels) != classifier.classes:
             raise ValueError(f"{len(labels)} labels for a classifier of {classifier.classes} classes")
         self.key, self.classifier, self.labels, self.settings = key, classifier, labels, settings
+        self.source = source or key  # what loads the Keras model: a preset's name or a file's path
         self.batcher = MicroBatcher(classifier.forward, max_batch=settings.max_batch, max_wait_s=settings.batch_wait_s)
         translated = isinstance(classifier, TranslatedModel)
         self.translated: TranslatedModel | None = classifier if translated else None
@@ -323,7 +345,7 @@ class LocalServedModel:
     def _load_keras(self) -> None:
         started = time.monotonic()
         try:
-            loaded = load_model(self.key, settings=self.settings)
+            loaded = load_model(self.source, settings=self.settings)
         except BaseException as exc:  # noqa: BLE001 - told to every waiter, never lost in a thread
             with self._keras_lock:
                 self._keras_error = exc
@@ -457,7 +479,9 @@ class ModelStore:
 
     def __init__(self, settings: Settings | None = None, candidates: Sequence[str] | None = None):
         self.settings = settings or Settings()
-        self.candidates: tuple[str, ...] = tuple(candidates or default_candidates(self.settings))
+        # Keys (`weights_key`) everywhere; the source (a preset name or a file path) only to load.
+        self._sources = candidate_sources(tuple(candidates or default_candidates(self.settings)))
+        self.candidates: tuple[str, ...] = tuple(self._sources)
         # A slot per candidate from the start: the loader changes slots, never this dict, and
         # every read of a slot's fields happens under `_lock`.
         self._slots: dict[str, _Slot] = {key: _Slot() for key in self.candidates}
@@ -538,15 +562,16 @@ class ModelStore:
         settings = self.settings
         if settings.backend == "tf" or not available():
             return self._serve_keras(key)
-        sha = cached_weights_sha256(key, settings.keras_home, settings.cache_dir)
+        source = self._sources[key]  # a preset's name or a file's path; `key` names it everywhere else
+        sha = cached_weights_sha256(source, settings.keras_home, settings.cache_dir)
         translation = open_translation(translation_dir(settings.cache_dir, sha), sha) if sha else None
         if translation is not None and not self._labels_current(translation):
             logger.warning("translation of %r has another label set than the app's; translating again", key)
             translation = None
         loaded = None
         if translation is None:
-            loaded = load_model(key, settings=self.settings)  # fetches the weights if need be
-            sha = sha or cached_weights_sha256(key, settings.keras_home, settings.cache_dir)
+            loaded = load_model(source, settings=self.settings)  # fetches the weights if need be
+            sha = sha or cached_weights_sha256(source, settings.keras_home, settings.cache_dir)
             translation = translate(loaded, self._labels(loaded.info, int(loaded.model.outputs[0].shape[-1])),
                                     sha or "")
             self._keep(translation, sha)
@@ -562,7 +587,7 @@ class ModelStore:
         model = TranslatedModel(translation, precision=settings.precision, threads=settings.onnx_threads,
                                 all_blocks=self._default is None)
         model.warm_up()
-        return LocalServedModel(key, model, model.labels, settings, keras=loaded)
+        return LocalServedModel(key, model, model.labels, settings, keras=loaded, source=source)
 
     def _keep(self, translation: Translation, sha: str | None) -> None:
         """Saves a translation for the next start; one that cannot be saved is still served."""
@@ -578,14 +603,15 @@ class ModelStore:
         """Backend 'tf', or no ONNX Runtime: the Keras model serves, as a `Classifier`."""
         from xception_core.runtime.classifier import Classifier
 
-        loaded = load_model(key, settings=self.settings)
+        loaded = load_model(self._sources[key], settings=self.settings)
         settings = self.settings
         calibration = (self._calibration(loaded.info.preset, loaded.input_size)
                        if settings.precision == "int8" else ())
         classifier = Classifier(loaded, backend=settings.backend, precision=settings.precision,
                                 calibration=calibration, threads=settings.onnx_threads)
         classifier.warm_up()
-        return LocalServedModel(key, classifier, self._labels(loaded.info, classifier.classes), settings)
+        return LocalServedModel(key, classifier, self._labels(loaded.info, classifier.classes), settings,
+                                source=self._sources[key])
 
     def _labels_current(self, translation: Translation) -> bool:
         """Whether a cached translation's labels are the label set the app ships now (a named set;
@@ -620,7 +646,7 @@ class ModelStore:
         slot = self._slots.get(key)
         with self._lock:
             served = slot.served if slot is not None else None
-        return served.title if served is not None else weights_title(key)
+        return served.title if served is not None else weights_title(self._sources.get(key, key))
 
     def statuses(self) -> list[SlotStatus]:
         """Each candidate's state, in loading order."""
@@ -628,7 +654,7 @@ class ModelStore:
         with self._lock:
             rows = [(key, slot.state, slot.started, slot.error, slot.failure, slot.served)
                     for key, slot in self._slots.items()]
-        return [SlotStatus(key, served.title if served is not None else weights_title(key), state,
+        return [SlotStatus(key, served.title if served is not None else weights_title(self._sources[key]), state,
                            0.0 if started is None else now - started, error, failure)
                 for key, state, started, error, failure, served in rows]
 
@@ -669,7 +695,7 @@ class ModelStore:
                 raise WeightsUnavailableError(f"no pretrained weights could be loaded ({errors})")
         slot = self._slots.get(key) if isinstance(key, str) else None
         if slot is None:
-            raise ValueError(f"unknown weights {echo(key)}; available: {self.available()}")
+            raise ValueError(f"unknown weights {echo(key)}; available: {', '.join(self.available()) or 'none yet'}")
         if not slot.ready.wait(timeout):
             raise TimeoutError(f"weights {key!r} are still loading; try again in a few seconds")
         with self._lock:

@@ -34,7 +34,8 @@ from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import DeploymentUnavailableError
 
-from demo.store import Prediction, SlotStatus, default_candidates, has_settled, prepared, weights_title
+from demo.store import (Prediction, SlotStatus, candidate_sources, default_candidates, has_settled, prepared,
+                        weights_title)
 from xception_core.weights.source import ModelInfo, WeightsUnavailableError
 from xception_core.runtime.activations import ActivationExplorer, BlockDifference, ImageActivations
 from xception_core.settings import Settings
@@ -187,7 +188,8 @@ class RemoteModelStore:
     def __init__(self, handle: Any, settings: Settings | None = None, clock: Callable[[], float] = time.monotonic):
         self.handle = handle
         self.settings = settings or Settings()
-        self.candidates: tuple[str, ...] = default_candidates(self.settings)
+        self._sources = candidate_sources(default_candidates(self.settings))  # {key: preset name or file}
+        self.candidates: tuple[str, ...] = tuple(self._sources)
         self.retries = 0  # calls sent again after a replica was lost (tests, bench)
         self._clock = clock
         self._started = clock()
@@ -276,7 +278,7 @@ class RemoteModelStore:
         status = self._remote_status()
         if status and key in status.titles:
             return status.titles[key]
-        return weights_title(key)
+        return weights_title(self._sources.get(key, key))
 
     def statuses(self) -> list[SlotStatus]:
         status = self._remote_status()
@@ -346,7 +348,7 @@ class RemoteModelStore:
                 if base is None:
                     from xception_core.model import load_model, rewire  # TensorFlow: on first need only
 
-                    base = load_model(served.key, settings=self.settings)
+                    base = load_model(self._sources.get(served.key, served.key), settings=self.settings)
                     self._local_copies[(served.key, base.info.variant)] = base
                 from xception_core.model import rewire
 

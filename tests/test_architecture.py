@@ -52,6 +52,7 @@ MODULE_RANKS = {
     "demo.http_api": 7,  # plain HTTP routes over the store, beside the services and Netron's routes
     "demo.limits": 9,  # the server's request-body limit and janitor
     "demo.ports": 9,  # the server's port check (app.py runs it before the weights load)
+    "demo.runs": 6,  # each process's own folder, and the sweep of ended processes' folders
     "demo.reload": 9,  # Gradio's reload mode around the server's app
     "demo.server": 9,
     "app": 10,  # the entry point: the top

@@ -53,7 +53,9 @@ class Settings:
         onnx_threads: ONNX Runtime intra-op threads [XCEPTION_ONNX_THREADS].
         max_batch: Most concurrent classifies grouped into one forward [XCEPTION_MAX_BATCH].
         batch_wait_s: How long a batch waits for more requests [XCEPTION_BATCH_WAIT_MS].
-        upload_dir: Gradio's upload folder; only files there are read [GRADIO_TEMP_DIR].
+        upload_dir: Gradio's upload folder; only files there are read [GRADIO_TEMP_DIR]. The
+            app (`demo.server.create_app`) replaces it with a folder of the process's own inside
+            it, so processes sharing a machine never touch each other's files.
         host: Address the server listens on [GRADIO_SERVER_NAME].
         port: Port the server listens on [GRADIO_SERVER_PORT].
         model_store: Where the app's models run [XCEPTION_MODEL_STORE]: 'local' (in the server

@@ -3,6 +3,7 @@ download, exported once per architecture into one folder and served by allowlist
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 import threading
@@ -11,6 +12,7 @@ from typing import Callable
 
 import fastapi
 
+from demo.runs import sweep_stale_temp_files
 from demo.store import ModelStore
 from xception_core.io.export import export_graph, export_keras, list_exports
 
@@ -53,7 +55,15 @@ class Exports:
         return self.store.variant(key, variant).model
 
     def _stem(self, variant: str, key: str | None) -> str:
-        return f"xception-{key or self.store.default_key}-{variant}"
+        """The export name: 'xception-<weights key>-<variant>'. The folder is a cache other processes
+        share, where the exporter replaces older files of a name: weights from a file also carry a
+        digest of where the file is, so another process serving another file of the same stem
+        never replaces (deletes) this one's exports."""
+        tag = str(key or self.store.default_key)[:32]
+        info = self.store.variant(key, variant).info
+        if info.preset is None and Path(str(info.source)).suffix in (".keras", ".h5", ".hdf5"):
+            tag += "-" + hashlib.sha256(str(info.source).encode()).hexdigest()[:8]
+        return f"xception-{tag}-{variant}"
 
     def graph(self, variant: str, key: str | None = None) -> str:
         """File name of the weight-free graph of the `variant` wiring of the store's model."""
@@ -73,6 +83,8 @@ def register_exports(app: fastapi.FastAPI, store: ModelStore, add_netron_routes:
     app.state.exports = None
     if folder is None:
         return None
+    if summary := sweep_stale_temp_files(folder).summary():  # a process killed mid-export
+        logger.info("exports: %s", summary)
     exports = Exports(store, folder)
     add_netron_routes(app, exports.folder, exports.names)
     app.state.exports = exports

@@ -90,6 +90,44 @@ def errors_as_messages(handler: Callable | None = None, *, clear: Callable[..., 
     return wrap(handler) if handler is not None else wrap
 
 
+# What a refused input is called, by the words of Gradio's own refusal (which quotes the whole
+# value, a 12 MB string included, and lists every choice).
+_REFUSALS = (
+    ("not in the list of choices", "A value sent is not one of the choices offered."),
+    ("cannot be accessed", "A file sent is not one this server received or gave out."),
+)
+INPUT_REFUSED = "A value sent could not be read."
+
+
+def _input_refusal(exc: Exception) -> str:
+    if type(exc).__name__ == "InvalidPathError":  # gradio.exceptions: a path outside the upload folder
+        return _REFUSALS[1][1]
+    text = str(exc.message) if isinstance(exc, gr.Error) else ""
+    for words, message in _REFUSALS:
+        if words in text:
+            return message
+    return INPUT_REFUSED
+
+
+def refuse_bad_inputs(blocks: gr.Blocks) -> gr.Blocks:
+    """Every event's inputs, as Gradio checks and converts them before a handler runs, refused in
+    a short message that echoes nothing and one log line, never a traceback: Gradio's own
+    refusals quote the client's value whole (a 12 MB string sent to a radio came back in the
+    answer and went into the log), and a forged file path cost a 25-line traceback."""
+    preprocess = blocks.preprocess_data
+
+    async def preprocess_data(block_fn, *args, **kwargs):
+        try:
+            return await preprocess(block_fn, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - whatever Gradio raised: a client's bad value
+            message = _input_refusal(exc)
+            logger.info("%s: input refused: %s (%s)", getattr(block_fn, "name", "event"), message, type(exc).__name__)
+            raise gr.Error(message, print_exception=False, title=REFUSED_TITLE) from None
+
+    blocks.preprocess_data = preprocess_data
+    return blocks
+
+
 def errors_as_api_errors(handler: Callable) -> Callable:
     """Runs a public API handler: a `UserError` becomes `gr.Error` with its message (the client
     raises it) and one log line; anything else is logged with its traceback and the client gets a

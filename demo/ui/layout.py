@@ -15,6 +15,7 @@ from demo.services.explore import ExploreService
 from demo.store import ModelStore
 from demo.ui import text
 from demo.ui.classify_tab import build_classify_tab
+from demo.ui.events import refuse_bad_inputs
 from demo.ui.explore.tab import build_explore_tab
 from demo.ui.netron_tab import build_netron_section
 from demo.ui.teach_tab import build_teach_tab
@@ -102,4 +103,4 @@ def build_demo(store: ModelStore, exports: Exports | None = None, max_upload: st
         explore_tab.select(explore_view.take_image, [classify_view.image, explore_view.image, explore_view.taken],
                            [explore_view.image, explore_view.taken], preprocess=False,
                            api_visibility="private", queue=False)
-    return blocks
+    return refuse_bad_inputs(blocks)

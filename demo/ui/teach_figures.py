@@ -59,12 +59,13 @@ def feature_map_figure(points: np.ndarray, labels: Sequence[int], predicted: Seq
     points = np.asarray(points, np.float32).reshape(-1, 2)
     labels, predicted = np.asarray(labels), np.asarray(predicted)
     fig = go.Figure()
-    for k, name in enumerate(class_names):
+    for k, raw_name in enumerate(class_names):
+        name = html.escape(raw_name)  # Plotly renders trace names (the legend) as HTML, like hover text
         for wrong in (False, True):
             idx = np.flatnonzero((labels == k) & ((predicted != labels) == wrong))
             if not len(idx):
                 continue
-            hover = [f"<b>{html.escape(photo_names[i])}</b><br>class: {html.escape(name)}"
+            hover = [f"<b>{html.escape(photo_names[i])}</b><br>class: {name}"
                      + (f"<br><b>cross-validated as: {html.escape(class_names[predicted[i]])}</b>" if wrong else "")
                      for i in idx]
             fig.add_trace(go.Scatter(

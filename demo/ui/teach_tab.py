@@ -306,6 +306,16 @@ def _wire_downloads(service: TeachService, view: TeachView) -> None:
 
     view.prepare.click(on_prepare, None, view.downloads, **HEAVY)
 
+    # The file budget may have trimmed a prepared download since: the click (which downloads in the
+    # browser) also asks the server, and a trimmed one says to prepare it again and hides itself.
+    for button, kind in ((view.model_file, "model"), (view.head_file, "head")):
+        @errors_as_messages(clear=lambda *_, **__: gr.update(visible=False, value=None))
+        def on_download(request: gr.Request, kind: str = kind):
+            service.check_download(_session(request), kind)
+            return gr.skip()
+
+        button.click(on_download, None, button, **LIGHT)
+
 
 def _wire_intro(store: ModelStore, service: TeachService, view: TeachView, blocks: gr.Blocks) -> None:
     """The introduction names the live weights once they are known (on load, and while they load)."""

@@ -259,10 +259,12 @@ def test_int8_is_said_on_the_page_and_in_the_api(tiny_model, served_app, monkeyp
 
 
 def test_messages_carry_no_server_paths(tiny_model, tmp_path):
-    """A store whose weights key is a file path: an unknown-weights answer names the file, not its folder."""
+    """A store serving weights from a file: an unknown-weights answer names them by their key (the
+    file's stem, what `?weights=` takes), never the folder."""
     key = str(tmp_path / "secret-folder" / "weights.keras")
     app = fastapi.FastAPI()
     register_http_api(app, store_serving(tiny_model, Settings(), key=key), max_bytes=CAP)
     r = TestClient(app).post("/api/v1/classify?weights=resnet", content=jpeg())
     detail = assert_problem(r, 400)
-    assert "Unknown weights" in detail and "weights.keras" in detail and "secret-folder" not in detail
+    assert "Unknown weights" in detail and "has: 'weights'." in detail and "secret-folder" not in detail
+    assert TestClient(app).post("/api/v1/classify?weights=weights", content=jpeg()).status_code == 200

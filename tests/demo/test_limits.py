@@ -383,6 +383,9 @@ def test_the_apps_housekeeping_has_each_chore_once():
     chores = housekeeping(blocks, Budgets(), Path("/tmp/no-such-upload-folder"))
     assert [c.name for c in chores.chores] == ["sessions", "heartbeats", "files", "empty folders", "memory"]
     assert [c.blocking for c in chores.chores] == [False, False, True, True, True]
+    # In a process's own folder (the app's case) the folders of ended processes beside it are swept too.
+    chores = housekeeping(blocks, Budgets(), Path("/tmp/no-such-root/xception-run-1-0123abcd"))
+    assert [c.name for c in chores.chores][-1] == "ended processes" and chores.chores[-1].blocking
 
 
 def test_the_body_limit_answers_the_apis_problem_shape_on_its_paths_only(app_client):

@@ -80,7 +80,8 @@ def test_unavailable_weights_become_a_message(monkeypatch):
 
     monkeypatch.setattr("demo.store.load_model", fail)
     store = ModelStore(Settings(), ["a"]).start()
-    with pytest.raises(UserError, match="a: offline"):
+    # Worded from the recorded cause (none here), never from the error's text, as the REST API does.
+    with pytest.raises(UserError, match=r"a: failed to load \(the server log says why\)"):
         ClassifyService(store, wait_s=30).classify(None)
 
 

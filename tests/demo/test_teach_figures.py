@@ -18,6 +18,10 @@ def test_feature_map_marks_the_misclassified_and_draws_thumbnails():
     crosses = [t for t in fig.data if t.marker.symbol == "x"]
     assert len(crosses) == 1 and list(crosses[0].x) == [1.0] and "cross-validated as" in crosses[0].hovertext[0]
     assert "&lt;b&gt;spoon" in json.dumps(data["data"])  # class names are escaped in hover text
+    for trace in data["data"]:  # and in the legend's trace names and groups (issue 21 item 9)
+        for field in ("name", "legendgroup", "hovertext"):
+            assert "<b>spoon" not in json.dumps(trace.get(field, "")), (field, trace.get(field))
+    assert {t["legendgroup"] for t in data["data"]} == {"mug", "&lt;b&gt;spoon&lt;/b&gt;"}
     assert len(data["layout"]["images"]) == 4
     assert "50%" in data["layout"]["xaxis"]["title"]["text"]
     many = teach_figures.feature_map_figure(np.zeros((61, 2)), [0] * 61, [0] * 61, ["a"], ["p"] * 61,

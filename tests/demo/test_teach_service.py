@@ -269,3 +269,33 @@ def test_starter_set_trains_and_a_concurrent_classify_still_answers(settings):
     worker.join(120)
     assert answered == alone
     assert during, "the classify waited for the whole extraction"
+
+
+def test_prepare_works_again_after_the_janitor_trimmed_the_files_and_removed_the_folders(store, settings):
+    """The file budget trims old downloads and the janitor removes the emptied folders, the teach
+    root included: Prepare makes what it needs again, and a trimmed download says to prepare it."""
+    import shutil
+
+    from demo.limits import EmptyFolders
+    from demo.services.teach import DOWNLOAD_GONE
+
+    teach = service(store, settings)
+    teach.add_photos("s1", "red", photos((220, 30, 30), 3))
+    teach.add_photos("s1", "blue", photos((30, 30, 220), 3, seed=1))
+    teach.train("s1")
+    with pytest.raises(UserError, match="Prepare downloads"):  # never prepared
+        teach.check_download("s1", "head")
+    head = teach.export_head("s1")
+    teach.check_download("s1", "head")  # there: no complaint
+    head.unlink()  # what FileBudget does to an old file; then the janitor's sweep of empty folders
+    EmptyFolders(head.parent.parent, min_age_s=0).remove({head.parent})
+    assert not head.parent.exists()
+    with pytest.raises(UserError) as gone:
+        teach.check_download("s1", "head")
+    assert str(gone.value) == DOWNLOAD_GONE
+    with pytest.raises(UserError, match="no such download"):
+        teach.check_download("s1", "x" * 10_000)
+    shutil.rmtree(settings.upload_dir / "teach")  # the teach root too
+    again = teach.export_head("s1")
+    assert again == head and again.is_file()
+    teach.check_download("s1", "head")

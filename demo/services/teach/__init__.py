@@ -51,6 +51,8 @@ from xception_core.runtime.extractor import FeatureExtractor
 
 _SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 LOADING = "The starter set is still loading; wait until it has finished."
+DOWNLOAD_GONE = ("This download is no longer on the server (old files are removed to save room): "
+                 "press “Prepare downloads” to prepare it again.")
 
 
 @dataclass
@@ -328,6 +330,16 @@ class TeachService:
         with session.lock:
             session.downloads = self.downloads.folder(session.downloads)
             return self.downloads.head(session.downloads, trained, served.input_size)
+
+    def check_download(self, session_id: str, kind: Any) -> None:
+        """Refuses (`UserError`) a download ('head' or 'model') that was prepared but has since
+        been trimmed by the server's file budget, or never prepared."""
+        if kind not in ("head", "model"):
+            raise UserError("There is no such download.")
+        session = self._session(session_id)
+        with session.lock:
+            if not Downloads.present(session.downloads, kind):
+                raise UserError(DOWNLOAD_GONE)
 
     def export_model(self, session_id: str) -> Path:
         """Xception with the taught head as a `.keras` file (~90 MB) that the app loads back with

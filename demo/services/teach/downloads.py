@@ -1,5 +1,9 @@
 """Teach's downloads: the taught head alone (`.npz`) or Xception with it (`.keras`), written to a
-folder of the session's own, named at random, that goes with the session."""
+folder of the session's own, named at random, that goes with the session.
+
+The server's file budget may trim those files (oldest first) and its janitor remove the emptied
+folders: a folder is made again whenever a download is prepared, and `present` tells a download
+that was trimmed (the page then asks for it to be prepared again)."""
 
 from __future__ import annotations
 
@@ -16,6 +20,10 @@ from xception_core.runtime.extractor import FINAL_BLOCK
 if TYPE_CHECKING:
     from xception_core.model import LoadedModel
 
+HEAD_FILE = "taught_head.npz"
+MODEL_FILE = "xception_taught.keras"
+FILES = {"head": HEAD_FILE, "model": MODEL_FILE}
+
 
 class Downloads:
     """Per-session download folders under `root`, and the files written there.
@@ -30,8 +38,9 @@ class Downloads:
         self._export_lock = threading.Lock()  # one ~90 MB .keras build at a time
 
     def folder(self, current: Path | None) -> Path:
-        """The session's folder (`current`, else a new one)."""
+        """The session's folder (`current`, made again if the janitor removed it, else a new one)."""
         if current is not None:
+            current.mkdir(parents=True, exist_ok=True)
             return current
         folder = self.root / secrets.token_hex(16)
         folder.mkdir(parents=True, exist_ok=False)
@@ -44,9 +53,14 @@ class Downloads:
             shutil.rmtree(folder, ignore_errors=True)
 
     @staticmethod
+    def present(folder: Path | None, kind: str) -> bool:
+        """Whether the `kind` ('head' or 'model') download prepared in `folder` is still there."""
+        return folder is not None and (folder / FILES[kind]).is_file()
+
+    @staticmethod
     def head(folder: Path, trained: Trained, input_size: int) -> Path:
         """The taught head alone as a small `.npz` (weights, bias, class names)."""
-        return save_head(folder / "taught_head.npz", trained.head, trained.class_names, block=FINAL_BLOCK,
+        return save_head(folder / HEAD_FILE, trained.head, trained.class_names, block=FINAL_BLOCK,
                          input_size=input_size, base=trained.weights_title)
 
     def model(self, folder: Path, trained: Trained, loaded: LoadedModel) -> Path:
@@ -55,4 +69,4 @@ class Downloads:
         with self._export_lock:
             for old in folder.glob("*.keras"):
                 old.unlink(missing_ok=True)
-            return save_taught_model(folder / "xception_taught.keras", loaded, trained.head, trained.class_names)
+            return save_taught_model(folder / MODEL_FILE, loaded, trained.head, trained.class_names)
