@@ -87,8 +87,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip the reduced-precision section (int8, bf16)")
     p.add_argument("--no-browser", dest="browser", action="store_false",
                    help="skip the Chromium click-to-result figures of the server section")
-    p.add_argument("--before", type=Path, default=Path("/work/main"),
-                   help="checkout whose app is the 'before' column of the lean section (default %(default)s)")
+    p.add_argument("--before", type=Path, default=None,
+                   help="a checkout of the version to compare (e.g. `git worktree add ../before <rev>`): its app is "
+                        "the 'before' column of the lean section, which is skipped without it")
     p.add_argument("--browser-repeats", type=int, default=None,
                    help="timed clicks per interaction (default 7; quick 2)")
     args = p.parse_args(argv)
