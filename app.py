@@ -42,9 +42,10 @@ if __name__ == "__main__" and "served" in globals():
     page = build_page(served)  # noqa: F821 - set by _serving on the first run
 elif __name__ == "__main__":
     # TensorFlow's native start-up lines bypass TF_CPP_MIN_LOG_LEVEL: filtered from the log.
-    from demo.log_filter import drop_native_startup_lines
+    from demo.log_filter import configure_logging, drop_native_startup_lines
 
     drop_native_startup_lines()
+    configure_logging()  # before the store logs its first line
     # The weights start loading before the UI (Gradio) is imported, so the two overlap on the
     # cores instead of running one after the other (cold start: bench/README.md).
     from demo.ports import exit_if_port_taken

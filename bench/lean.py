@@ -83,10 +83,15 @@ def _session(cwd: Path, weights: list[str], log: Path, timeout: float, *, timed:
         first = wait_first_classify(url, data, t0, t0 + timeout, proc)
         out: dict[str, Any] = {"first_classify_s": first["first_classify_s"]}
         with httpx.Client(timeout=300) as http:
-            for key in weights:
+            for source in weights:
+                # A file's weights are known by the file's stem since issue 21 and by their path before.
+                names = [source] if Path(source).name == source else [Path(source).stem, source]
                 while True:  # the second weight set may still be loading
-                    r = http.post(url + "api/v1/classify", content=data, params={"weights": key},
-                                  headers={"Content-Type": "image/jpeg"})
+                    for key in names:
+                        r = http.post(url + "api/v1/classify", content=data, params={"weights": key},
+                                      headers={"Content-Type": "image/jpeg"})
+                        if r.status_code == 200:
+                            break
                     if r.status_code == 200:
                         break
                     if time.perf_counter() - t0 > timeout:

@@ -259,11 +259,11 @@ def bench_two_weights(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]
                         break
                     time.sleep(0.2)
                 section["both_ready_s"] = round(time.perf_counter() - t0, 2)
-                # /healthz names weights files without their folder; the API takes the key itself.
-                for key in (str(weights_file), "kitchenware"):
+                # Weights from a file are known by their key (the file's stem), as /healthz lists them.
+                big = next(key for key in health["weights"] if key != "kitchenware")
+                for key in (big, "kitchenware"):
                     api_classify(http, url, data, weights=key)
                 raw_gradio_call(http, url, "activations", example_path(), "block4", 1)  # the explorer too
-                big = str(weights_file)
                 for _ in range(2):
                     api_classify(http, url, data, weights=big)
                 times = [api_classify(http, url, data, weights=big)[0] for _ in range(args.requests)]

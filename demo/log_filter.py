@@ -61,6 +61,14 @@ def cap_log_lines(logger: logging.Logger | None = None) -> None:
             handler.addFilter(CappedLines())
 
 
+def configure_logging() -> None:
+    """The server's log format at INFO, every line capped. Called by the entry point before the
+    weights start loading (a translation cached loads in well under a second, before Gradio is
+    imported) so that no record is written before there is a handler for it; later calls keep it."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cap_log_lines()  # a client's huge value never becomes a huge log line
+
+
 def is_noise(line: bytes) -> bool:
     return NOISE.match(line) is not None
 

@@ -29,7 +29,7 @@ from starlette.routing import Mount
 from demo.errors import NO_SUCH_EVENT, public_text
 from demo.fonts import add_font_routes
 from demo.http_api import refusal_answer, register_http_api
-from demo.log_filter import cap_log_lines
+from demo.log_filter import configure_logging
 from demo.limits import (
     BodyLimitMiddleware,
     Chore,
@@ -228,8 +228,7 @@ def main(settings: Settings | None = None, store: Store | None = None,
     """
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cap_log_lines()  # a client's huge value never becomes a huge log line
+    configure_logging()
     settings = settings or Settings.from_env()
     exit_if_port_taken(settings)
     map_big_blocks()
