@@ -31,6 +31,7 @@ from typing import Any
 from bench.appserver import app_env, free_port, stop
 from bench.common import REPO, _say, load
 from bench.live import api_classify, raw_gradio_call, wait_first_classify, write_imagenet_layout_file
+from demo.store import weights_key
 
 REPLICA = """
 import os, sys, time, resource
@@ -84,8 +85,8 @@ def _session(cwd: Path, weights: list[str], log: Path, timeout: float, *, timed:
         out: dict[str, Any] = {"first_classify_s": first["first_classify_s"]}
         with httpx.Client(timeout=300) as http:
             for source in weights:
-                # A file's weights are known by the file's stem since issue 21 and by their path before.
-                names = [source] if Path(source).name == source else [Path(source).stem, source]
+                # A file's weights are known by a key from its stem since issue 21, and by their path before.
+                names = list(dict.fromkeys([weights_key(source), source]))
                 while True:  # the second weight set may still be loading
                     for key in names:
                         r = http.post(url + "api/v1/classify", content=data, params={"weights": key},
