@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -145,14 +145,11 @@ def cpu_of(pids: dict[str, list[int]]) -> dict[str, float]:
     return {role: sum(cpu_seconds(p) for p in ps) for role, ps in pids.items()}
 
 
-def run_clients(url: str, image: Path, clients: int, seconds: float, pids: dict[str, list[int]]) -> dict[str, Any]:
-    """`clients` gradio_client clients classifying `image` in a loop for `seconds`; latency,
-    throughput and CPU seconds per request of each role in `pids`."""
-    from gradio_client import Client, handle_file
-
-    pool = [Client(url, verbose=False) for _ in range(clients)]
-    for c in pool:  # warm: every client's first call, every replica's first batch
-        c.predict(handle_file(str(image)), api_name="/classify")
+def drive(call: Callable[[int], None], clients: int, seconds: float, pids: dict[str, list[int]],
+          fail: Callable[[int], None] = lambda i: None) -> dict[str, Any]:
+    """`clients` threads, each calling `call(i)` in a loop for `seconds` (an exception is an error,
+    after which `fail(i)`); latency, throughput and CPU seconds per request of each role in `pids`
+    and of this process (the clients)."""
     barrier = threading.Barrier(clients + 1)
     latencies: list[float] = []
     errors: list[str] = []
@@ -163,10 +160,11 @@ def run_clients(url: str, image: Path, clients: int, seconds: float, pids: dict[
         while time.perf_counter() < box["end"]:
             t = time.perf_counter()
             try:
-                pool[i].predict(handle_file(str(image)), api_name="/classify")
+                call(i)
                 latencies.append(time.perf_counter() - t)
             except Exception as exc:  # noqa: BLE001 - counted
                 errors.append(str(exc)[:200])
+                fail(i)
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
     for t in threads:
@@ -179,15 +177,27 @@ def run_clients(url: str, image: Path, clients: int, seconds: float, pids: dict[
         t.join()
     wall = time.perf_counter() - start
     cpu1, client1 = cpu_of(pids), cpu_seconds()
-    for c in pool:
-        with contextlib.suppress(Exception):
-            c.close()
     n = max(len(latencies), 1)
     cpu = {f"{role}_cpu_ms_per_request": round((cpu1[role] - cpu0[role]) * 1000 / n, 1) for role in pids}
     cpu["total_cpu_ms_per_request"] = round(sum(cpu1[r] - cpu0[r] for r in pids) * 1000 / n, 1)
-    cpu["clients_cpu_ms_per_request"] = round((client1 - client0) * 1000 / n, 1)  # gradio_client, this process
+    cpu["clients_cpu_ms_per_request"] = round((client1 - client0) * 1000 / n, 1)
     return {"clients": clients, "requests": len(latencies), "errors": len(errors), "wall_s": round(wall, 2),
             "throughput_rps": round(len(latencies) / wall, 2), "latency": summarize(latencies), "cpu": cpu}
+
+
+def run_clients(url: str, image: Path, clients: int, seconds: float, pids: dict[str, list[int]]) -> dict[str, Any]:
+    """`clients` gradio_client clients classifying `image` in a loop for `seconds` (`drive`)."""
+    from gradio_client import Client, handle_file
+
+    pool = [Client(url, verbose=False) for _ in range(clients)]
+    for c in pool:  # warm: every client's first call, every replica's first batch
+        c.predict(handle_file(str(image)), api_name="/classify")
+    try:
+        return drive(lambda i: pool[i].predict(handle_file(str(image)), api_name="/classify"), clients, seconds, pids)
+    finally:
+        for c in pool:
+            with contextlib.suppress(Exception):
+                c.close()
 
 
 def run_rest_clients(url: str, data: bytes, clients: int, seconds: float, pids: dict[str, list[int]]
@@ -199,52 +209,21 @@ def run_rest_clients(url: str, data: bytes, clients: int, seconds: float, pids: 
 
     parts = urllib.parse.urlsplit(url)
 
-    def post(conn: http.client.HTTPConnection) -> bool:
+    def post(conn: http.client.HTTPConnection) -> None:
         conn.request("POST", parts.path, body=data, headers={"Content-Type": "image/jpeg"})
         response = conn.getresponse()
         response.read()
-        return response.status == 200
+        if response.status != 200:
+            raise RuntimeError(f"status {response.status}")
 
     pool = [http.client.HTTPConnection(parts.hostname, parts.port, timeout=120) for _ in range(clients)]
     for conn in pool:  # warm: the connection, every replica's first batch
         post(conn)
-    barrier = threading.Barrier(clients + 1)
-    latencies: list[float] = []
-    errors: list[str] = []
-    box: dict[str, float] = {}
-
-    def worker(i: int) -> None:
-        barrier.wait()
-        while time.perf_counter() < box["end"]:
-            t = time.perf_counter()
-            try:
-                if post(pool[i]):
-                    latencies.append(time.perf_counter() - t)
-                else:
-                    errors.append("status")
-            except Exception as exc:  # noqa: BLE001 - counted
-                errors.append(str(exc)[:200])
-                pool[i].close()
-
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
-    for t in threads:
-        t.start()
-    cpu0, client0 = cpu_of(pids), cpu_seconds()
-    start = time.perf_counter()
-    box["end"] = start + seconds
-    barrier.wait()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - start
-    cpu1, client1 = cpu_of(pids), cpu_seconds()
-    for conn in pool:
-        conn.close()
-    n = max(len(latencies), 1)
-    cpu = {f"{role}_cpu_ms_per_request": round((cpu1[role] - cpu0[role]) * 1000 / n, 1) for role in pids}
-    cpu["total_cpu_ms_per_request"] = round(sum(cpu1[r] - cpu0[r] for r in pids) * 1000 / n, 1)
-    cpu["clients_cpu_ms_per_request"] = round((client1 - client0) * 1000 / n, 1)  # http.client, this process
-    return {"clients": clients, "requests": len(latencies), "errors": len(errors), "wall_s": round(wall, 2),
-            "throughput_rps": round(len(latencies) / wall, 2), "latency": summarize(latencies), "cpu": cpu}
+    try:
+        return drive(lambda i: post(pool[i]), clients, seconds, pids, fail=lambda i: pool[i].close())
+    finally:
+        for conn in pool:
+            conn.close()
 
 
 # ------------------------------------------------------------------------------------------ 1. serving

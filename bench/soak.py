@@ -48,6 +48,7 @@ from PIL import Image
 
 from bench.appserver import app_env, free_port, stop
 from bench.procstats import proc_memory
+from demo.runs import folder_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 REST_ROUTE = "/api/v1/classify"
@@ -79,18 +80,7 @@ class App:
             return False
 
     def disk_mb(self) -> float:
-        return du(self.temp_dir) / 2**20
-
-
-def du(folder: Path) -> int:
-    total = 0
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
+        return folder_bytes(self.temp_dir) / 2**20
 
 
 def start_app(work: Path, name: str = "app", temp_dir: Path | None = None, export_dir: Path | None = None,
@@ -617,7 +607,7 @@ def soak(args: argparse.Namespace) -> None:
         raise RuntimeError("an app process did not start")
     stats = Stats()
     rss = [{"start": app.rss_mb(), "peak": app.rss_mb()} for app in pool.apps]
-    disk = {"start": du(shared) / 2**20, "peak": du(shared) / 2**20}
+    disk = {"start": folder_bytes(shared) / 2**20, "peak": folder_bytes(shared) / 2**20}
     stop_at = time.monotonic() + args.minutes * 60
     restart_at = time.monotonic() + args.minutes * 60 * args.restart_at if args.apps > 1 and args.restart_at else None
     done = threading.Event()
@@ -630,7 +620,7 @@ def soak(args: argparse.Namespace) -> None:
                 if i not in pool.down:
                     rss[i]["peak"] = max(rss[i]["peak"], app.rss_mb())
             if time.monotonic() - last_disk > 10:
-                disk["peak"] = max(disk["peak"], du(shared) / 2**20)
+                disk["peak"] = max(disk["peak"], folder_bytes(shared) / 2**20)
                 last_disk = time.monotonic()
 
     def restarter():
@@ -681,7 +671,7 @@ def soak(args: argparse.Namespace) -> None:
         done.set()
         for i, app in enumerate(pool.apps):
             rss[i]["end"] = app.rss_mb()
-        disk["end"] = du(shared) / 2**20
+        disk["end"] = folder_bytes(shared) / 2**20
         healthy = all(httpx.get(app.url + "/healthz", timeout=10).json()["ready"] for app in pool.apps)
         running_folders = len(run_folders(shared))
     finally:
@@ -694,7 +684,7 @@ def soak(args: argparse.Namespace) -> None:
     left = len(run_folders(shared))
     notes = restart_note + [f"per-process folders: {running_folders} while {args.apps} ran, "
                             f"{left} left after all stopped"]
-    print(report(stats, rss, disk, elapsed, args, healthy, logs, du(exports) / 2**20, notes))
+    print(report(stats, rss, disk, elapsed, args, healthy, logs, folder_bytes(exports) / 2**20, notes))
     if args.keep_logs:
         args.keep_logs.mkdir(parents=True, exist_ok=True)
         for app in started_apps:
@@ -827,7 +817,7 @@ def uploads(args: argparse.Namespace) -> None:
         print(f"{args.n} uploads of ~{size:.1f} MB ({args.n * size:.0f} MB sent) in {time.perf_counter() - start:.0f} s: "
               f"folder holds {app.disk_mb():.0f} MB right after")
         time.sleep(args.settle)
-        print(f"... and {app.disk_mb():.0f} MB {args.settle:.0f} s later (exports {du(app.export_dir) / 2**20:.0f} MB)")
+        print(f"... and {app.disk_mb():.0f} MB {args.settle:.0f} s later (exports {folder_bytes(app.export_dir) / 2**20:.0f} MB)")
     finally:
         stop(app.proc)
         shutil.rmtree(work, ignore_errors=True)

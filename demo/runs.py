@@ -134,7 +134,8 @@ def _owner_gone(folder: Path, now: float) -> bool:
     return True
 
 
-def _size(folder: Path) -> int:
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under `folder` (links not followed; files gone meanwhile count 0)."""
     total = 0
     for dirpath, _, files in os.walk(folder):
         for name in files:
@@ -156,7 +157,7 @@ def sweep_dead(root: Path, now: float | None = None) -> SweepResult:
     for folder in candidates:
         if not _owner_gone(folder, now):
             continue
-        size = _size(folder)
+        size = folder_bytes(folder)
         shutil.rmtree(folder, ignore_errors=True)
         if not folder.exists():
             removed, freed = removed + 1, freed + size
