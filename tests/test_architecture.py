@@ -103,17 +103,22 @@ def imports(path: Path, root: Path = ROOT) -> set[str]:
     own = module_name(path, root)
     names: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = own.split(".")[: -node.level + (1 if path.name == "__init__.py" else 0) or None]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            names.add(module)
-            names.update(f"{module}.{alias.name}" for alias in node.names)  # `from pkg import module`
+        names.update(_imported(node, own, path))
     return names
+
+
+def _imported(node: ast.AST, own: str, path: Path) -> set[str]:
+    """The module names one statement imports (none if it is not an import)."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    if not isinstance(node, ast.ImportFrom):
+        return set()
+    if node.level:
+        base = own.split(".")[: -node.level + (1 if path.name == "__init__.py" else 0) or None]
+        module = ".".join(base + ([node.module] if node.module else []))
+    else:
+        module = node.module or ""
+    return {module} | {f"{module}.{alias.name}" for alias in node.names}  # `from pkg import module`
 
 
 def _is_type_checking(node: ast.AST) -> bool:
@@ -136,16 +141,8 @@ def import_time_imports(path: Path, root: Path = ROOT) -> set[str]:
         if isinstance(node, ast.ClassDef):
             todo.extend(n for n in node.body if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
             continue
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = own.split(".")[: -node.level + (1 if path.name == "__init__.py" else 0) or None]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            names.add(module)
-            names.update(f"{module}.{alias.name}" for alias in node.names)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(_imported(node, own, path))
         else:
             todo.extend(ast.iter_child_nodes(node))
     return names
