@@ -12,9 +12,9 @@ import gradio as gr
 
 from demo.services.explore import N_MAX, ExploreService, check_block
 from demo.ui import figures, text
-from demo.ui.classify_tab import EXAMPLE_COLUMNS, example_items
+from demo.ui.classify_tab import EXAMPLE_COLUMNS
 from demo.ui.events import errors_as_messages
-from demo.ui.explore.context import Described, ExploreContext, Photo, SubTab
+from demo.ui.explore.context import ExploreContext, Photo, SubTab
 from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.runtime.activations import ImageActivations
 
@@ -214,29 +214,11 @@ def _wire_channel(ctx: ExploreContext, view: ActivationsView) -> None:
         on_channel, channel_inputs, [view.full, view.tiles, view.channel], preprocess=False, api_visibility="private")
 
 
-def _wire_examples(ctx: ExploreContext, view: ActivationsView) -> None:
-    """The live weights' example photos, once the model is ready; a click puts one in the photo."""
-
-    def fill(described: Described) -> tuple:
-        return (example_items(ctx.examples.examples(described.served)),)
-
-    ctx.fill([view.examples], fill, again=False)
-
-    @errors_as_messages
-    def on_example(evt: gr.SelectData):
-        photos = ctx.examples.examples(ctx.service.model())
-        if not isinstance(evt.index, int) or not 0 <= evt.index < len(photos):
-            return gr.skip()
-        return str(photos[evt.index].path)
-
-    view.examples.select(on_example, None, ctx.photo.image, api_visibility="private", queue=False)
-
-
 def build(ctx: ExploreContext, tab: gr.Tab) -> ActivationsView:
     view = _layout(ctx.photo)
     _wire_views(ctx, view)
     _wire_channel(ctx, view)
-    _wire_examples(ctx, view)
+    ctx.wire_examples(view.examples)
     return view
 
 

@@ -23,6 +23,8 @@ from demo.services.examples import ExampleService
 from demo.services.explore import ExploreService
 from demo.services.operation import OperationService
 from demo.store import ModelStore, ServedModel
+from demo.ui.classify_tab import example_items
+from demo.ui.events import errors_as_messages
 from demo.ui.figures import Theme
 from xception_core.runtime.introspection import ModelDescription
 
@@ -142,6 +144,21 @@ class ExploreContext:
              inputs: Sequence[gr.components.Component] = (), again: bool = True) -> None:
         """Registers a `Fill` (see there)."""
         self.fills.append(Fill(tuple(outputs), make, tuple(inputs), again))
+
+    def wire_examples(self, gallery: gr.Gallery) -> None:
+        """`gallery` shows the live weights' example photos once the model is ready; a click on one
+        makes it Explore's photo (every sub-tab that shows examples wires its gallery here)."""
+        self.fill([gallery], lambda described: (example_items(self.examples.examples(described.served)),),
+                  again=False)
+
+        @errors_as_messages
+        def on_example(evt: gr.SelectData):
+            photos = self.examples.examples(self.service.model())
+            if not isinstance(evt.index, int) or not 0 <= evt.index < len(photos):
+                return gr.skip()
+            return str(photos[evt.index].path)
+
+        gallery.select(on_example, None, self.photo.image, api_visibility="private", queue=False)
 
 
 @dataclass(frozen=True)

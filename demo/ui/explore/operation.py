@@ -27,7 +27,6 @@ from demo.services.explore import cell_side, check_block
 from demo.services.operation import MAX_TOP, STEP_BLOCKS, OperationService, StepAnswer, check_number
 from demo.ui import figures
 from demo.ui import operation_text as words
-from demo.ui.classify_tab import example_items
 from demo.ui.events import errors_as_messages
 from demo.ui.explore.context import ExploreContext, SubTab
 from xception_core.arch.receptive import BlockField
@@ -418,25 +417,10 @@ def _wire(ctx: ExploreContext, view: OperationView, tab: gr.Tab, service: Operat
                       [view.patches, view.patches_note], **common)
 
 
-def _wire_examples(ctx: ExploreContext, view: OperationView) -> None:
-    """The live weights' example photos, once the model is ready; a click makes one Explore's photo."""
-    ctx.fill([view.examples], lambda described: (example_items(ctx.examples.examples(described.served)),),
-             again=False)
-
-    @errors_as_messages
-    def op_example(evt: gr.SelectData):
-        photos = ctx.examples.examples(ctx.service.model())
-        if not isinstance(evt.index, int) or not 0 <= evt.index < len(photos):
-            return gr.skip()
-        return str(photos[evt.index].path)
-
-    view.examples.select(op_example, None, ctx.photo.image, api_visibility="private", queue=False)
-
-
 def build(ctx: ExploreContext, tab: gr.Tab) -> OperationView:
     view = _layout()
     _wire(ctx, view, tab, ctx.operation)
-    _wire_examples(ctx, view)
+    ctx.wire_examples(view.examples)
     # The receptive-field table before any photo (the paper's wiring; a shown step has its own).
     ctx.fill([view.rf_table], lambda described: (receptive_frame(ctx.operation.receptive_table("paper")),),
              again=False)
