@@ -3,9 +3,12 @@ the tests that drive the live server."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import time
+import urllib.request
 
 
 def free_port() -> int:
@@ -29,3 +32,21 @@ def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 180.0, pause: float = 0.5) -> dict:
+    """Polls `url`/healthz until it says ready; its answer. RuntimeError if `proc` exits first,
+    TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"app exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+                health = json.load(r)
+            if health.get("ready"):
+                return health
+        except (OSError, ValueError):  # not listening yet, or an answer cut short
+            pass
+        time.sleep(pause)
+    raise TimeoutError(f"app at {url} not ready after {timeout:.0f} s")

@@ -27,13 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from bench.appserver import app_env, free_port, stop
+from bench.appserver import app_env, free_port, stop, wait_ready
 from bench.common import REPO, _say, example_path, load, machine, summarize
 
 
@@ -87,21 +86,6 @@ def measure(weights: str, clicks: int, seed: int) -> dict[str, Any]:
             "cache_mb": round(service.cache.nbytes / 2**20, 1)}
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-                if json.load(r)["ready"]:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"app at {url} not ready after {timeout} s")
-
-
 def page_clicks(clicks: int) -> dict[str, Any]:
     """Click to the new answer in the DOM on the real page, `clicks` cells of the map (a warm-up first)."""
     from playwright.sync_api import sync_playwright
@@ -115,7 +99,7 @@ def page_clicks(clicks: int) -> dict[str, Any]:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=app_env(port, "kitchenware"), stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
-        _wait_ready(url, proc)
+        wait_ready(url, proc, timeout=300.0)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             try:

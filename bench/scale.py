@@ -40,10 +40,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.appserver import app_env, free_port, stop
+from bench.appserver import app_env, free_port, stop, wait_ready
 from bench.common import calibration, load, machine, photo, summarize
 from bench.procstats import cpu_seconds, proc_memory
-from bench.server import _get
 from demo.store_remote import MODEL_DEPLOYMENT
 from scale.api import API_DEPLOYMENT, API_PREFIX
 from scale.ingress import INGRESS_DEPLOYMENT
@@ -126,19 +125,6 @@ def running_replicas(app_name: str) -> int:
     deployment = app.deployments.get(MODEL_DEPLOYMENT) if app else None
     states = deployment.replica_states if deployment else {}
     return sum(v for k, v in states.items() if str(getattr(k, "value", k)) == "RUNNING")
-
-
-def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 180.0) -> None:
-    """Until `url`/healthz says ready (or the app exits, or `timeout`)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"app exited with {proc.returncode}")
-        with contextlib.suppress(Exception):
-            if json.loads(_get(url + "/healthz") or b"{}").get("ready"):
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
 
 
 def cpu_of(pids: dict[str, list[int]]) -> dict[str, float]:

@@ -3,39 +3,20 @@ offline kitchenware weights; and one headless Chromium for the browser tests."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from bench.appserver import app_env, free_port, stop
+from bench.appserver import app_env, free_port, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-                health = json.load(r)
-            if health["ready"]:
-                return health
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"app at {url} not ready after {timeout} s")
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import appserver
 from bench.appserver import free_port, stop
 from demo.runs import LOCK_NAME, PREFIX, claim, is_run_folder, sweep_dead
 
@@ -50,17 +51,11 @@ def start(root: Path, log: Path) -> tuple[subprocess.Popen, str]:
 
 
 def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-                if json.load(r)["ready"]:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(log.read_text()[-3000:])
+    """`bench.appserver.wait_ready`, failing with the end of the app's log."""
+    try:
+        appserver.wait_ready(url, proc, timeout, pause=0.3)
+    except (RuntimeError, TimeoutError):
+        pytest.fail(log.read_text()[-3000:])
 
 
 def example_urls(url: str) -> list[str]:

@@ -113,7 +113,7 @@ def test_the_graph_and_the_keras_download_have_valid_names_and_serve(served, tau
     exports = app.state.exports
     for variant in ("paper", "article"):
         graph = exports.graph(variant)
-        assert graph.startswith(f"xception-xception_taught-") and taught[0].name not in graph
+        assert graph.startswith("xception-xception_taught-") and taught[0].name not in graph
         assert client.get(f"/models/{graph}").status_code == 200
     keras_file = exports.full_keras("paper")
     assert keras_file.name.startswith("xception-xception_taught-")
