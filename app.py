@@ -49,7 +49,7 @@ elif __name__ == "__main__":
     # The weights start loading before the UI (Gradio) is imported, so the two overlap on the
     # cores instead of running one after the other (cold start: bench/README.md).
     from demo.ports import exit_if_port_taken
-    from demo.store import ModelStore
+    from demo.store import IMPORTS, ModelStore
     from xception_core.settings import Settings
 
     settings = Settings.from_env()
@@ -57,6 +57,7 @@ elif __name__ == "__main__":
     # Only the in-process store loads weights here; a Ray store connects in create_app.
     store = ModelStore(settings).start() if settings.model_store == "local" else None
 
-    from demo.server import main
+    with IMPORTS:  # never beside a loader thread's TensorFlow import (`demo.store.IMPORTS`)
+        from demo.server import main
 
     main(settings, store, on_app=_serving)

