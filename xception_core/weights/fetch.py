@@ -374,6 +374,11 @@ class FileHashes:
 _HASHES = FileHashes()
 
 
+def file_sha256(path: Path) -> str:
+    """A file's sha256, computed once while it is unchanged (`FileHashes`)."""
+    return _HASHES.sha256(path)
+
+
 def verify_extracted(preset: Preset, target: Path) -> str | None:
     """Why the extracted files in `target` cannot be trusted, or None when they check out: the
     model against the preset's recorded sha256 and every file against the extraction manifest."""

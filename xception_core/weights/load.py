@@ -25,13 +25,14 @@ from xception_core.arch.builder import build_architecture, output_kind, pool
 from xception_core.arch.names import reference_layer_name
 from xception_core.arch.spec import XCEPTION_SPEC, get_variant
 from xception_core.files import write_atomically, write_bytes_atomically
+from xception_core.weights.fetch import file_sha256
 from xception_core.weights.presets import Preset
 from xception_core.weights.source import Outputs, WeightsSource  # noqa: F401 - re-exported
 
 logger = logging.getLogger(__name__)
 
 # Bump when the conversion or our layer names change: converted copies of older code are ignored.
-CONVERTED_VERSION = 1
+CONVERTED_VERSION = 2  # 2: the sidecar records the copy's sha256
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,9 @@ def from_keras_model(path: Path, preset: Preset | None, request: BuildRequest) -
 
     For a preset, the result is also saved as our own `.keras` in the weights cache, and later
     starts load that instead: one model to build rather than the file's model plus ours
-    (the cold start in bench/README.md). A copy that fails to load is deleted and rebuilt.
+    (the cold start in bench/README.md). The copy's sha256 is in its sidecar, written after it,
+    and checked at every load: a copy that is missing it, does not match it (damaged or altered)
+    or fails to load is deleted and converted again, never served.
     """
     if preset is None:
         return _convert_keras_model(path, preset, request)
@@ -219,16 +222,20 @@ def from_keras_model(path: Path, preset: Preset | None, request: BuildRequest) -
     sidecar = cached.with_suffix(".json")
     if cached.is_file() and sidecar.is_file():
         try:
-            source = WeightsSource(**json.loads(sidecar.read_text()))
+            record = json.loads(sidecar.read_text())
+            if file_sha256(cached) != record["sha256"]:
+                raise ValueError("it does not match the sha256 recorded for it (damaged or altered)")
+            source = WeightsSource(**record["source"])
             return keras.saving.load_model(cached, safe_mode=True, compile=False), source
-        except Exception as exc:  # noqa: BLE001 - a damaged or foreign copy: convert again
+        except Exception as exc:  # noqa: BLE001 - a damaged, altered or foreign copy: convert again
             logger.warning("converted copy %s unusable (%s); converting %s again", cached.name, exc, path.name)
             for stale in (cached, sidecar):
                 stale.unlink(missing_ok=True)
     model, source = _convert_keras_model(path, preset, request)
     try:  # the sidecar last: a crash in between leaves a copy without one, which is converted again
         write_atomically(cached, lambda tmp: model.save(str(tmp)))
-        write_bytes_atomically(sidecar, json.dumps(dataclasses.asdict(source)).encode())
+        record = {"source": dataclasses.asdict(source), "sha256": file_sha256(cached)}
+        write_bytes_atomically(sidecar, json.dumps(record).encode())
     except OSError as exc:  # a read-only cache only costs the next start time
         logger.warning("could not keep a converted copy of %s: %s", path.name, exc)
     return model, source
