@@ -102,8 +102,8 @@ def example_path() -> Path:
 
 def photo(size: int) -> np.ndarray:
     """The benchmark photo, preprocessed: (1, size, size, 3) float32."""
-    from xception_core.io.images import load_image
-    from xception_core.io.preprocessing import preprocess
+    from xception_core.inputs.images import load_image
+    from xception_core.inputs.preprocessing import preprocess
 
     return preprocess(load_image(example_path()), size)[None]
 
@@ -118,7 +118,7 @@ def calibration_photos(size: int) -> list[tuple[Path, np.ndarray]]:
     """The app's own choice of calibration photos (`demo.store.calibration_paths`) for the
     kitchenware preset, preprocessed at `size`."""
     from demo.store import calibration_paths
-    from xception_core.io.preprocessing import preprocess
+    from xception_core.inputs.preprocessing import preprocess
     from xception_core.settings import Settings
 
     return [(p, preprocess(p, size)) for p in calibration_paths("kitchenware", Settings.from_env())]

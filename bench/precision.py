@@ -65,7 +65,7 @@ def bench_precision(args: argparse.Namespace) -> dict[str, Any]:
     import tensorflow as tf
 
     from xception_core.io.labels import load_labels
-    from xception_core.io.preprocessing import preprocess
+    from xception_core.inputs.preprocessing import preprocess
     from xception_core.model import build_xception, load_model
     from xception_core.runtime.classifier import Classifier, softmax
 

@@ -93,8 +93,8 @@ def bench_server(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     import httpx
     from gradio_client import Client, handle_file
 
-    from xception_core.io.images import load_image
-    from xception_core.io.preprocessing import preprocess
+    from xception_core.inputs.images import load_image
+    from xception_core.inputs.preprocessing import preprocess
     from xception_core.model import load_model
     from xception_core.runtime.classifier import Classifier
 
@@ -228,7 +228,7 @@ def bench_two_weights(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]
     loaded and used, and the plain HTTP API at 299 px against that model's bare forward."""
     import httpx
 
-    from xception_core.io.preprocessing import preprocess
+    from xception_core.inputs.preprocessing import preprocess
     from xception_core.model import load_model
     from xception_core.runtime.classifier import Classifier
 

@@ -116,8 +116,8 @@ def _accuracy(extractor, samples, examples, size: int) -> dict[str, Any]:
     import gradio
 
     from demo.services.teach.training import best_block
-    from xception_core.io.images import load_image
-    from xception_core.io.preprocessing import preprocess
+    from xception_core.inputs.images import load_image
+    from xception_core.inputs.preprocessing import preprocess
     from xception_core.runtime.extractor import TRANSFER_BLOCKS
     from xception_core.runtime.transfer import cross_validate, fit_softmax_head
     from xception_core.weights.presets import KITCHENWARE
@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from demo.services.teach import TeachService
     from demo.store import ModelStore
     from xception_core.io.assets import example_images
-    from xception_core.io.images import load_image
-    from xception_core.io.preprocessing import preprocess
+    from xception_core.inputs.images import load_image
+    from xception_core.inputs.preprocessing import preprocess
     from xception_core.settings import Settings
     from xception_core.weights.fetch import preset_samples
 
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def _timings(report: dict[str, Any], teach, served, photos: list, x: np.ndarray, rounds: int) -> None:
     """Sections 1 and 2, into `report`."""
-    from xception_core.io.preprocessing import preprocess
+    from xception_core.inputs.preprocessing import preprocess
 
     extractor = teach.extractor(served)
     size = served.input_size

@@ -57,7 +57,7 @@ from starlette.requests import ClientDisconnect
 from demo.errors import MAX_MESSAGE, echo, public_text, unavailable_words, without_addresses
 from demo.services.payloads import decode_image
 from demo.store import ModelStore, ServedModel
-from xception_core.io.images import InvalidImageError
+from xception_core.inputs.images import InvalidImageError
 from xception_core.weights.source import WeightsUnavailableError
 
 logger = logging.getLogger(__name__)

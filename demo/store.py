@@ -26,9 +26,9 @@ import numpy as np
 
 from demo.errors import LoadFailure, echo, failure_reason, load_failure
 from xception_core.io.assets import example_images
-from xception_core.io.images import load_image
+from xception_core.inputs.images import load_image
 from xception_core.io.labels import load_labels, top_k
-from xception_core.io.preprocessing import preprocess
+from xception_core.inputs.preprocessing import preprocess
 from xception_core.runtime.activations import ActivationExplorer, BlockDifference, ImageActivations
 from xception_core.runtime.batching import MicroBatcher
 from xception_core.runtime.introspection import ModelDescription

@@ -1,7 +1,7 @@
 """The layering the project promises, checked on the source itself:
 
-    xception_core.settings → xception_core.arch → xception_core.weights → xception_core.model → xception_core.runtime
-    → xception_core.io → demo.store → demo.services / demo.netron / demo.http_api → demo.ui → demo.server
+    xception_core.settings → xception_core.arch / xception_core.inputs → xception_core.weights → xception_core.model
+    → xception_core.runtime → xception_core.io → demo.store → demo.services / demo.netron / demo.http_api → demo.ui → demo.server
     → app.py, bench, scale (Ray Serve: the model deployment and the ingress around demo.server)
 
 Every module of the project has a rank (a new module gets one here, or this test fails); each
@@ -27,9 +27,10 @@ ENTRY_POINTS = ("app.py",)
 # Folders that are one layer each: every module inside has the folder's rank.
 LAYER_FOLDERS = {
     "xception_core.arch": 1,
+    "xception_core.inputs": 1,  # decoding and preprocessing: below what runs a model, beside the architecture
     "xception_core.weights": 2,
     "xception_core.runtime": 4,
-    "xception_core.io": 5,
+    "xception_core.io": 5,  # labels, assets, pictures, exports: above the runtime
     "demo.services": 7,
     "demo.netron": 7,
     "demo.ui": 8,
@@ -67,7 +68,6 @@ MODEL_MATH = {"tensorflow", "keras"}
 # (`test_serving_imports_no_tensorflow_at_import_time`): serving answers without TensorFlow.
 TENSORFLOW_DEBT = {
     "xception_core.arch.builder",  # the Keras layers the model is built from
-    "xception_core.weights.fetch",  # checks a fetched file loads in Keras
     "xception_core.weights.load",  # weights into the Keras model
     "xception_core.model",  # the one factory: a Keras model
     "xception_core.runtime.classifier",  # TensorFlow forward and Grad-CAM's GradientTape
@@ -79,8 +79,8 @@ TENSORFLOW_DEBT = {
     "xception_core.runtime.onnx",  # the ONNX translation reads Keras layers
     "xception_core.io.export",  # .keras and graph exports for Netron and downloads
 }
-LIGHT = ["xception_core/settings.py", "xception_core/arch/spec.py", "xception_core/weights/presets.py", "xception_core/io/images.py",
-         "xception_core/io/preprocessing.py", "xception_core/io/labels.py", "xception_core/io/assets.py", "xception_core/io/visualize.py",
+LIGHT = ["xception_core/settings.py", "xception_core/arch/spec.py", "xception_core/weights/presets.py", "xception_core/inputs/images.py",
+         "xception_core/inputs/preprocessing.py", "xception_core/io/labels.py", "xception_core/io/assets.py", "xception_core/io/visualize.py",
          "xception_core/files.py",
          "xception_core/arch/graph.py", "xception_core/arch/receptive.py", "xception_core/arch/cost.py",
          "xception_core/runtime/operation.py", "xception_core/runtime/patches.py"]

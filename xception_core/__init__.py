@@ -1,11 +1,11 @@
 """Xception (Chollet 2017) from its building blocks, in layers that each import only downward:
 
-    arch (spec, builder, names) → weights (presets, fetch, load) → model (the one factory)
-    → runtime (classifier, ONNX, folding, batching, activations, introspection: numbers only)
-    → io (images, preprocessing, labels, assets, visualize, export)
+    arch (spec, builder, names) and inputs (images, preprocessing) → weights (presets, fetch, load)
+    → model (the one factory) → runtime (classifier, ONNX, folding, batching, activations,
+    introspection: numbers only) → io (labels, assets, visualize, export)
 
 Pure TensorFlow/Keras/NumPy/Pillow: no UI code, no page text, and no environment reads outside
-`xception_core.settings`. The names below are imported lazily, so `xception_core.io.images` and
+`xception_core.settings`. The names below are imported lazily, so `xception_core.inputs.images` and
 `xception_core.io.labels` can be used without paying for TensorFlow's import.
 """
 

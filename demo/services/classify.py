@@ -17,7 +17,7 @@ from demo.services.models import MODEL_WAIT_S, served_model
 from demo.services.payloads import payload_to_image
 from demo.services.sessions import SessionRegistry
 from demo.store import Prediction, ServedModel, Store
-from xception_core.io.images import display_copy
+from xception_core.inputs.images import display_copy
 from xception_core.io.visualize import overlay
 
 CAM_ALPHA = 0.5

@@ -18,7 +18,7 @@ from PIL import Image
 from demo.store import ServedModel, Store
 from xception_core.files import write_atomically
 from xception_core.io.assets import example_images
-from xception_core.io.images import display_copy, load_image
+from xception_core.inputs.images import display_copy, load_image
 from xception_core.weights.fetch import preset_samples
 from xception_core.weights.presets import PRESETS
 

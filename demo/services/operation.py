@@ -32,8 +32,8 @@ from xception_core.arch.receptive import (BlockField, ReceptiveField, layer_grid
                                           receptive_table)
 from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.io.assets import example_images
-from xception_core.io.images import load_image
-from xception_core.io.preprocessing import preprocess
+from xception_core.inputs.images import load_image
+from xception_core.inputs.preprocessing import preprocess
 from xception_core.runtime.operation import (BlockParams, LayerSource, OperationCache, SeparableStep, image_key,
                                              separable_step)
 from xception_core.runtime.patches import MAX_PHOTOS, ChannelPatches, KnownPhoto, PatchSearch

@@ -1,7 +1,7 @@
 """Turning what Gradio hands a handler (an image payload) into a PIL image, with clear errors.
 
 Events take their image with `preprocess=False`, so Gradio never decodes an upload itself: every
-upload goes through `xception_core.io.images.load_image`, whose limits and messages apply to
+upload goes through `xception_core.inputs.images.load_image`, whose limits and messages apply to
 the page and the API alike.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 from PIL import Image
 
 from demo.services import UserError
-from xception_core.io.images import load_image
+from xception_core.inputs.images import load_image
 
 MAX_UPLOAD_BYTES = 10 * 2**20  # one image, uploaded or sent as a data URL
 # Longest side decoded: 1.5× the display copy (1024) and far above any model input (299), so

@@ -127,7 +127,7 @@ def test_error_messages_say_what_was_wrong(client, odd_inputs):
 
 
 def test_exif_rotation_is_applied(odd_inputs):
-    from xception_core.io.images import load_image
+    from xception_core.inputs.images import load_image
 
     upright = Image.open(preset_samples("kitchenware")[0].path)
     assert load_image(odd_inputs["exif_rotated.jpg"][0]).size == (upright.height, upright.width)

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from demo.services.payloads import DECODE_SIDE, payload_to_image
-from xception_core.io.images import DISPLAY_SIDE, display_copy, load_image
+from xception_core.inputs.images import DISPLAY_SIDE, display_copy, load_image
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,7 +83,7 @@ def test_peak_memory_of_decoding_a_48_mp_photo_is_a_fraction_of_its_full_size(tm
     code = textwrap.dedent(f"""
         from pathlib import Path
         from demo.services.payloads import payload_to_image
-        from xception_core.io.images import display_copy
+        from xception_core.inputs.images import display_copy
 
         def status(key):
             line = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith(key))

@@ -17,7 +17,7 @@ from PIL import Image
 from tests.conftest import random_loaded, store_serving
 from demo.http_api import NO_IMAGE, PREFIX, PROBLEM, ROUTE, register_http_api
 from demo.store import ModelStore
-from xception_core.io.images import load_image
+from xception_core.inputs.images import load_image
 from xception_core.settings import Settings
 
 CAP = 200_000

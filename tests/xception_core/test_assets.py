@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from xception_core.io.assets import ExampleImage, assets_dir, example_images
-from xception_core.io.images import load_image
+from xception_core.inputs.images import load_image
 
 REPO_ASSETS = Path(__file__).resolve().parents[2] / "assets"
 

@@ -255,7 +255,7 @@ def test_precision_switch():
 @needs_onnx
 @pytest.mark.slow
 def test_int8_classifier_calibrates_on_real_photos(kitchenware_samples):
-    from xception_core.io.preprocessing import preprocess
+    from xception_core.inputs.preprocessing import preprocess
 
     model = _model("paper", size=71, seed=11)
     calibration = [preprocess(s.path, 71) for s in kitchenware_samples if not s.label]

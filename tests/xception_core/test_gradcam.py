@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from xception_core.io.labels import load_labels
-from xception_core.io.preprocessing import preprocess
+from xception_core.inputs.preprocessing import preprocess
 from xception_core.io.visualize import upsample
 from xception_core.runtime.classifier import Classifier
 

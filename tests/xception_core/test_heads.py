@@ -50,8 +50,8 @@ def test_a_taught_model_is_written_whole_as_a_keras_file(tmp_path):
 def test_taught_keras_loads_back_with_equal_outputs(tmp_path, kitchenware_loaded, kitchenware_samples):
     from xception_core import build_xception
     from xception_core.io.heads import save_taught_model
-    from xception_core.io.images import load_image
-    from xception_core.io.preprocessing import preprocess
+    from xception_core.inputs.images import load_image
+    from xception_core.inputs.preprocessing import preprocess
     from xception_core.model import load_model
     from xception_core.runtime.extractor import transfer_model
     from xception_core.settings import Settings

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from xception_core.io.labels import load_labels, top_k
-from xception_core.io.preprocessing import preprocess
+from xception_core.inputs.preprocessing import preprocess
 from xception_core.model import load_model
 from xception_core.runtime.classifier import Classifier, softmax
 

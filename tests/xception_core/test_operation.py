@@ -16,7 +16,7 @@ from tests.conftest import random_loaded
 from xception_core.arch.graph import separable_names, separable_plan
 from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.io.assets import example_images
-from xception_core.io.preprocessing import preprocess
+from xception_core.inputs.preprocessing import preprocess
 from xception_core.model import rewire
 from xception_core.runtime.introspection import describe, separable_layers
 from xception_core.runtime.operation import BlockParams, OperationCache, SeparableStep, image_key, separable_step

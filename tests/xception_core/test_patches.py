@@ -10,7 +10,7 @@ from tests.conftest import random_loaded
 from xception_core.arch.graph import block_output
 from xception_core.arch.receptive import receptive_field
 from xception_core.arch.spec import XCEPTION_SPEC
-from xception_core.io.preprocessing import preprocess
+from xception_core.inputs.preprocessing import preprocess
 from xception_core.runtime.operation_pass import layer_source
 from xception_core.runtime.patches import MAX_PHOTOS, PatchSearch, summarize, top_patches
 

@@ -1,4 +1,4 @@
-"""Tests for xception_core.io.images: every input kind, odd modes, bad and hostile files.
+"""Tests for xception_core.inputs.images: every input kind, odd modes, bad and hostile files.
 
 All images are made in memory with Pillow and are tiny, except a 20000x20 strip (1.2 MB).
 """
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, PngImagePlugin
 
-from xception_core.io import images as preprocessing
-from xception_core.io.images import (
+from xception_core.inputs import images as preprocessing
+from xception_core.inputs.images import (
     MAX_PIXELS,
     MAX_SIDE,
     InvalidImageError,
@@ -23,7 +23,7 @@ from xception_core.io.images import (
     load_image,
     to_rgb,
 )
-from xception_core.io.preprocessing import preprocess, preprocess_batch
+from xception_core.inputs.preprocessing import preprocess, preprocess_batch
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import randomize
-from xception_core.io.images import load_image
-from xception_core.io.preprocessing import preprocess
+from xception_core.inputs.images import load_image
+from xception_core.inputs.preprocessing import preprocess
 from xception_core.model import WeightsFailure, WeightsUnavailableError, build_xception, load_model
 from xception_core.weights import presets as presets_module
 

@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 TRANSLATOR_VERSION = 2
 MANIFEST = "manifest.json"
 FORWARD, BLOCKS, WEIGHTS, INT8 = "forward.onnx", "blocks.onnx", "weights.bin", "forward-int8.onnx"
-PREPROCESSING = "resize bicubic to input_size, RGB, x / 127.5 - 1"  # `xception_core.io.preprocessing.preprocess`
+PREPROCESSING = "resize bicubic to input_size, RGB, x / 127.5 - 1"  # `xception_core.inputs.preprocessing.preprocess`
 ALIGN = 64  # bytes: each array starts on a cache line
 REFERENCE = "reference"  # the descriptions' key of Keras's 299×299 ImageNet Xception, whatever the weights
 

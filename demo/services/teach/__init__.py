@@ -46,7 +46,7 @@ from demo.services.teach.records import (
 from demo.services.teach.starter import held_out_photos, starter_set
 from demo.services.teach.training import classify_taught, train
 from demo.store import ServedModel, Store
-from xception_core.io.images import load_image
+from xception_core.inputs.images import load_image
 from xception_core.runtime.extractor import FeatureExtractor
 
 _SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")

@@ -13,8 +13,8 @@ from PIL import Image
 
 from demo.services.teach.records import Photo, Progress, TeachLimits
 from demo.store import ServedModel
-from xception_core.io.images import display_copy
-from xception_core.io.preprocessing import preprocess
+from xception_core.inputs.images import display_copy
+from xception_core.inputs.preprocessing import preprocess
 from xception_core.runtime.extractor import TRANSFER_BLOCKS, FeatureExtractor
 from xception_core.settings import Settings
 

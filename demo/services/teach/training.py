@@ -12,8 +12,8 @@ from PIL import Image
 from demo.services import UserError
 from demo.services.teach.records import BlockResult, Photo, TaughtPrediction, TeachLimits, Trained
 from demo.store import ServedModel
-from xception_core.io.images import display_copy
-from xception_core.io.preprocessing import preprocess
+from xception_core.inputs.images import display_copy
+from xception_core.inputs.preprocessing import preprocess
 from xception_core.io.visualize import overlay
 from xception_core.runtime.extractor import FINAL_BLOCK, TRANSFER_BLOCKS, FeatureExtractor
 from xception_core.runtime.transfer import (

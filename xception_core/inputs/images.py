@@ -2,7 +2,7 @@
 
 Everything a user can upload goes through :func:`load_image`, which returns a fully decoded RGB
 ``PIL.Image.Image`` or raises :class:`InvalidImageError` (a ``ValueError``) whose message says what
-was received and what is allowed. `xception_core.io.preprocessing` turns it into the model's input.
+was received and what is allowed. `xception_core.inputs.preprocessing` turns it into the model's input.
 
 Limits (module constants, checked explicitly so the module never changes global Pillow state):
 

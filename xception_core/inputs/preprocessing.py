@@ -1,5 +1,5 @@
 """Xception's input from an image: resized, RGB, float32 in [-1, 1] (Keras "tf" mode:
-``x / 127.5 - 1``). Decoding and validation are `xception_core.io.images.load_image`'s."""
+``x / 127.5 - 1``). Decoding and validation are `xception_core.inputs.images.load_image`'s."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from xception_core.io.images import MAX_SIDE, MIN_SIDE, ImageSource, InvalidImageError, load_image
+from xception_core.inputs.images import MAX_SIDE, MIN_SIDE, ImageSource, InvalidImageError, load_image
 
 __all__ = ["preprocess", "preprocess_batch"]
 
