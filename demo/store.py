@@ -28,7 +28,7 @@ from demo.errors import LoadFailure, echo, failure_reason, load_failure
 from xception_core.io.assets import example_images
 from xception_core.inputs.images import load_image
 from xception_core.io.labels import load_labels, top_k
-from xception_core.inputs.preprocessing import preprocess
+from xception_core.inputs.preprocessing import Preprocessing
 from xception_core.runtime.activations import ActivationExplorer, BlockDifference, ImageActivations
 from xception_core.runtime.batching import MicroBatcher
 from xception_core.runtime.introspection import ModelDescription
@@ -38,7 +38,7 @@ from xception_core.runtime.translated import (
 )
 from xception_core.settings import Settings
 from xception_core.weights.fetch import cached_weights_sha256, fetched_weights_sha256, preset_samples
-from xception_core.weights.presets import AUTO_ORDER, PRESETS
+from xception_core.weights.presets import AUTO_ORDER, PRESETS, preprocessing_for
 from xception_core.weights.source import ModelInfo, WeightsUnavailableError
 
 if TYPE_CHECKING:  # Keras records: imported where a feature needs TensorFlow, never at import
@@ -120,8 +120,13 @@ class ServedModel(Protocol):
         """'fp32' or 'int8' (the quantized model); None when the model runs elsewhere."""
         ...
 
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How these weights want their images (their preset's resize filter)."""
+        ...
+
     def preprocess(self, image: Any) -> np.ndarray:
-        """Any image `load_image` accepts → (size, size, 3) float32 in [-1, 1]."""
+        """Any image `load_image` accepts → (size, size, 3) float32 in [-1, 1], by `preprocessing`."""
         ...
 
     def predict(self, x: np.ndarray, k: int = 5) -> Prediction:
@@ -298,10 +303,10 @@ def load_model(weights: str, settings: Settings) -> LoadedModel:
     return load(weights, settings=settings)
 
 
-def prepared(image: Any, size: int) -> np.ndarray:
-    """Any image `load_image` accepts → (size, size, 3) float32 in [-1, 1]: every served model's
-    preprocessing, wherever its forward runs."""
-    return preprocess(load_image(image), size)
+def prepared(image: Any, size: int, preprocessing: Preprocessing) -> np.ndarray:
+    """Any image `load_image` accepts → (size, size, 3) float32 in [-1, 1], as the weights want it
+    (`preprocessing`, their preset's): every served model's preprocessing, wherever its forward runs."""
+    return preprocessing(load_image(image), size)
 
 
 # ------------------------------------------------------------------------------------- in this process
@@ -408,8 +413,12 @@ class LocalServedModel:
     def input_size(self) -> int:
         return self.classifier.input_size
 
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return preprocessing_for(self.info.preset)
+
     def preprocess(self, image: Any) -> np.ndarray:
-        return prepared(image, self.input_size)
+        return prepared(image, self.input_size, self.preprocessing)
 
     def predict(self, x: np.ndarray, k: int = 5) -> Prediction:
         return Prediction.of(*self.batcher.run(x), self.labels, k)
@@ -652,7 +661,7 @@ class ModelStore:
                 or tuple(f"class {i}" for i in range(classes)))
 
     def _calibration(self, preset: str | None, size: int) -> list[np.ndarray]:
-        return [prepared(p, size) for p in calibration_paths(preset, self.settings)]
+        return [prepared(p, size, preprocessing_for(preset)) for p in calibration_paths(preset, self.settings)]
 
     # ---------------------------------------------------------------- queries
 

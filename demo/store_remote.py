@@ -36,6 +36,8 @@ from ray.serve.exceptions import DeploymentUnavailableError
 
 from demo.store import (Prediction, SlotStatus, candidate_sources, default_candidates, has_settled, prepared,
                         weights_title)
+from xception_core.inputs.preprocessing import Preprocessing
+from xception_core.weights.presets import preprocessing_for
 from xception_core.weights.source import ModelInfo, WeightsUnavailableError
 from xception_core.runtime.activations import ActivationExplorer, BlockDifference, ImageActivations
 from xception_core.settings import Settings
@@ -108,8 +110,12 @@ class RemoteServedModel:
     def precision(self) -> None:
         return None
 
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return preprocessing_for(self._info.preset)
+
     def preprocess(self, image: Any) -> np.ndarray:
-        return prepared(image, self._input_size)
+        return prepared(image, self._input_size, self.preprocessing)
 
     def predict(self, x: np.ndarray, k: int = 5) -> Prediction:
         """(size, size, 3) → `Prediction`: the forward batched in the replica, top-k here."""

@@ -109,13 +109,15 @@ class ExploreService:
         """The `/architecture` answer: totals and, per block, shape, parameters and cost."""
         description = self.description(which)
         table = description.to_dict()
-        fields = ("name", "flow", "kind", "output_shape", "params", "trainable_params", "non_trainable_params", "macs")
+        fields = ("name", "flow", "kind", "output_shape", "params", "learned_params", "moving_statistics_params", "macs")
         blocks = [{name: block[name] for name in fields} for block in table["blocks"]]
         weights = None if which == REFERENCE else self.store.default_key
         return {"weights": weights, "model": description.name, "variant": description.variant,
                 "input_shape": table["input_shape"], "total_params": description.total_params,
-                "trainable_params": description.trainable_params,
-                "non_trainable_params": description.non_trainable_params,
+                # Named for what they are: Keras's `trainable` flags of a shipped transfer model
+                # (its body frozen) would count only its head.
+                "learned_params": description.learned_params,
+                "moving_statistics_params": description.moving_statistics_params,
                 "total_macs": description.total_macs, "blocks": blocks}
 
     def warm_up_in_background(self) -> None:

@@ -33,7 +33,6 @@ from xception_core.arch.receptive import (BlockField, ReceptiveField, layer_grid
 from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.io.assets import example_images
 from xception_core.inputs.images import load_image
-from xception_core.inputs.preprocessing import preprocess
 from xception_core.runtime.operation import (BlockParams, LayerSource, OperationCache, SeparableStep, image_key,
                                              separable_step)
 from xception_core.runtime.patches import MAX_PHOTOS, ChannelPatches, KnownPhoto, PatchSearch
@@ -314,7 +313,7 @@ class OperationService:
 
         def load() -> np.ndarray:
             try:
-                return preprocess(read(), served.input_size)
+                return served.preprocess(read())
             except UserError as exc:
                 raise UserError(f"Photo {index + 1} ({label}): {exc}") from None
             except ValueError as exc:

@@ -218,7 +218,7 @@ def _refreshes(store: ModelStore, service: ClassifyService, examples: ExampleSer
             return gr.skip()
         photos = examples.examples(served)
         return (example_items(photos), text.examples_credit(photos),
-                text.upload_note(max_upload, served.input_size), served.key)
+                text.upload_note(max_upload, served.input_size, served.preprocessing.resize), served.key)
 
     examples_refresh = Refresh(refresh_examples, [view.weights, view.examples_for],
                                [view.examples, view.examples_credit, view.upload_note, view.examples_for])

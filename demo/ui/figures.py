@@ -158,8 +158,8 @@ def block_hover(block: BlockInfo, notes: Sequence[str] = ()) -> str:
     lines = [
         f"<b>{block.name}</b> · {block.flow} flow · {block.kind}",
         f"output shape: {shape_text(block.output_shape)}",
-        f"parameters: {fmt_count(block.params)} (trainable {fmt_count(block.trainable_params)}, "
-        f"non-trainable {fmt_count(block.non_trainable_params)})",
+        f"parameters: {fmt_count(block.params)} (learned {fmt_count(block.learned_params)}, "
+        f"BatchNorm moving statistics {fmt_count(block.moving_statistics_params)})",
         f"multiply-accumulates: {fmt_macs(block.macs)} ({fmt_count(block.macs)})",
     ]
     if block.flow != "head":
@@ -371,7 +371,7 @@ def cost_figure(description: ModelDescription, kind: str = "bar", theme: Theme =
     """
     blocks = list(description.blocks)
     title = (f"Parameters and cost per block<br><sup>total {fmt_count(description.total_params)} parameters "
-             f"({fmt_count(description.trainable_params)} trainable) · {fmt_macs(description.total_macs)} "
+             f"({fmt_count(description.learned_params)} learned) · {fmt_macs(description.total_macs)} "
              f"multiply-accumulates per {shape_text(description.input_shape[:2])} image</sup>")
     if theme.narrow:
         title = title.replace(" · ", "<br>")

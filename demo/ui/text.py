@@ -60,11 +60,23 @@ def gradcam_note(grid: int | None = None, input_size: int | None = None) -> str:
 GRADCAM_NOTE = gradcam_note()
 
 
-def upload_note(max_upload: str, input_size: int | None = None) -> str:
-    """Under the image input: what may be uploaded, and what the model does to its shape."""
+# A resize filter (`Preprocessing.resize`, Keras's `load_img` names) in words.
+RESIZE_WORDS = {"nearest": "nearest-neighbour", "bilinear": "bilinear", "bicubic": "bicubic", "hamming": "Hamming",
+                "box": "box", "lanczos": "Lanczos"}
+
+
+def resize_words(resize: str) -> str:
+    """How the weights' images are resized, for the page: 'nearest-neighbour resize, as Keras's load_img'."""
+    return f"{RESIZE_WORDS.get(resize, resize)} resize, as Keras's `load_img` feeds these weights"
+
+
+def upload_note(max_upload: str, input_size: int | None = None, resize: str | None = None) -> str:
+    """Under the image input: what may be uploaded, and what the model does to its shape (and with
+    which filter, once the weights are known)."""
     size = f"{input_size}×{input_size}" if input_size else "square"
+    how = f"; {resize_words(resize)}" if resize else ""
     return (f"JPEG, PNG, WebP, GIF, BMP, TIFF or AVIF, up to {max_upload.upper().replace('MB', ' MB')}. "
-            f"The model sees every photo squashed to its {size} input (not cropped): a wide photo "
+            f"The model sees every photo squashed to its {size} input (not cropped{how}): a wide photo "
             "looks narrower to it.")
 
 
@@ -205,7 +217,7 @@ def model_status(statuses: Sequence[SlotStatus], served: ServedModel | None) -> 
     if served is None:
         return status_line(statuses, False)
     line = (f"**Model status: ready** · live weights **{served.title}** ({served.input_size}×{served.input_size} "
-            f"input): they know {knows(served)}.")
+            f"input, {resize_words(served.preprocessing.resize)}): they know {knows(served)}.")
     others = [f"{s.title} {_state_word(s)}" for s in statuses if s.key != served.key and s.state != "ready"]
     if others:
         line += " " + "; ".join(others) + "."
@@ -268,8 +280,8 @@ def architecture_summary(d: ModelDescription, served: ServedModel | None) -> str
                 f"input {served.input_size}×{served.input_size}. ")
     else:
         note = "Reference Keras Xception (random weights; only the architecture is shown). "
-    return (f"{note}**{d.total_params:,}** parameters ({d.trainable_params:,} trainable, "
-            f"{d.non_trainable_params:,} non-trainable BatchNorm statistics) · "
+    return (f"{note}**{d.total_params:,}** parameters ({d.learned_params:,} learned, "
+            f"{d.moving_statistics_params:,} BatchNorm moving statistics) · "
             f"**{fmt_macs(d.total_macs)}** multiply-accumulates per {shape_text(d.input_shape[:2])} image.")
 
 
@@ -411,7 +423,7 @@ def block_details(block: BlockInfo | None) -> str:
         return BLOCK_PICK_NONE
     shortcut = {"conv": "a 1×1 stride-2 conv (+ BatchNorm)", "identity": "identity", "none": "none"}[block.shortcut]
     line = (f"**{block.name}** · {block.flow} flow · {block.kind} · output **{shape_text(block.output_shape)}** · "
-            f"**{block.params:,}** parameters ({block.trainable_params:,} trainable) · "
+            f"**{block.params:,}** parameters ({block.learned_params:,} learned) · "
             f"**{fmt_macs(block.macs)}** multiply-accumulates")
     return line + (f" · shortcut: {shortcut}" if block.flow != "head" else "")
 

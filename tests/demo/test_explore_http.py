@@ -25,7 +25,7 @@ def activations(client, path, block: str) -> dict:
 
 def test_architecture_json(client):
     arch = client.predict(api_name="/architecture")
-    assert isinstance(arch["total_params"], int) and isinstance(arch["trainable_params"], int)
+    assert isinstance(arch["total_params"], int) and isinstance(arch["learned_params"], int)
     blocks = arch["blocks"]
     assert [b["name"] for b in blocks] == BLOCKS + ["head"]
     for b in blocks:
@@ -36,7 +36,7 @@ def test_architecture_json(client):
     assert {b["name"]: b["output_shape"] for b in blocks[:14]} == SHAPES_150
     assert blocks[-1]["output_shape"] == [6]
     assert arch["total_params"] == sum(b["params"] for b in blocks)
-    assert arch["trainable_params"] + arch["non_trainable_params"] == arch["total_params"]
+    assert arch["learned_params"] + arch["moving_statistics_params"] == arch["total_params"]
     # The kitchenware head (Dense 100 + Dense 6) on Xception's 20,861,480 feature-extractor weights.
     assert sum(b["params"] for b in blocks[:14]) == 20_861_480
     assert arch["input_shape"] == [150, 150, 3] and arch["weights"] == "kitchenware"

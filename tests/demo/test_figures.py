@@ -35,7 +35,7 @@ def test_block_view_hover_shows_shapes_params_and_macs(description, paper_model)
     assert "147×147×64" in hover["block1"]
     assert "19×19×728" in hover["block4"] and "10×10×2048" in hover["block14"]
     b4 = description.block("block4")
-    assert f"parameters: {b4.params:,} (trainable {b4.trainable_params:,}" in hover["block4"]
+    assert f"parameters: {b4.params:,} (learned {b4.learned_params:,}" in hover["block4"]
     assert f"({b4.macs:,})" in hover["block4"] and "1×1 conv, stride 2" in hover["block4"]
     assert "shortcut: identity" in hover["block7"]
     assert "299×299×3" in hover["input"]
@@ -81,7 +81,7 @@ def test_cost_totals_equal_the_model(description, paper_model):
     assert sum(macs.y) == description.total_macs
     assert abs(sum(macs.y) - 8.36e9) / 8.36e9 < 0.01
     assert "22,910,480 parameters" in fig.layout.title.text and "8.36 G" in fig.layout.title.text
-    assert "22,855,952 trainable" in fig.layout.title.text
+    assert "22,855,952 learned" in fig.layout.title.text
     treemap = figures.cost_figure(description, kind="treemap").data[0]
     roots = [v for v, parent in zip(treemap.values, treemap.parents) if parent == ""]
     assert sum(roots) == description.total_params

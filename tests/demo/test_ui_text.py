@@ -14,11 +14,13 @@ from demo.ui import text
 from demo.ui.explore.separable import calculator_markdown
 from xception_core.runtime.introspection import describe
 from xception_core.weights.fetch import WeightsFailure
+from xception_core.weights.presets import preprocessing_for
 
 
 def served(preset: str, labels: tuple[str, ...], size: int, key: str | None = None):
     info = SimpleNamespace(preset=preset, variant="paper")
-    return SimpleNamespace(key=key or preset, info=info, title=f"{preset} weights", labels=labels, input_size=size)
+    return SimpleNamespace(key=key or preset, info=info, title=f"{preset} weights", labels=labels, input_size=size,
+                           preprocessing=preprocessing_for(preset))
 
 
 KITCHEN = ("cup", "fork", "glass", "knife", "plate", "spoon")
@@ -33,6 +35,7 @@ def test_the_status_says_which_weights_are_live_what_they_know_and_why_not_image
     status = text.model_status(statuses, served("kitchenware", KITCHEN, 150))
     assert status.startswith("**Model status: ready**") and "live weights **kitchenware weights**" in status
     assert "150×150" in status and "cup, fork, glass, knife, plate, spoon" in status and "even a cat" in status
+    assert "nearest-neighbour resize, as Keras's `load_img` feeds these weights" in status  # the weights' own filter
     assert "ImageNet-1k, Keras official weights unavailable: could not be downloaded here (no network" in status
     assert status.count("cup, fork") == 1  # said once, not three times
     help_text = text.imagenet_help(statuses, served("kitchenware", KITCHEN, 150))

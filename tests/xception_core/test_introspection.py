@@ -17,8 +17,8 @@ def _trainable(model) -> int:
 def test_totals_equal_the_model(paper_model):
     d = describe(paper_model)
     assert d.total_params == paper_model.count_params() == 22_910_480
-    assert d.trainable_params == _trainable(paper_model) == 22_855_952
-    assert d.non_trainable_params == 54_528
+    assert d.learned_params == _trainable(paper_model) == 22_855_952  # built to train: every learned weight trainable
+    assert d.moving_statistics_params == 54_528
     assert [b.name for b in d.blocks] == [f"block{i}" for i in range(1, 15)] + ["head"]
     assert [b.flow for b in d.blocks[:14]] == ["entry"] * 4 + ["middle"] * 8 + ["exit"] * 2
 
@@ -73,7 +73,7 @@ def test_json_form(paper_model):
     data = describe(paper_model).to_dict()
     assert data["total_params"] == 22_910_480
     assert data["blocks"][3] == {
-        **{k: data["blocks"][3][k] for k in ("params", "trainable_params", "non_trainable_params", "macs")},
+        **{k: data["blocks"][3][k] for k in ("params", "learned_params", "moving_statistics_params", "macs")},
         "name": "block4", "flow": "entry", "kind": "downsample", "output_layer": "block4_add",
         "output_shape": [19, 19, 728], "shortcut": "conv", "wiring_differences": ["entry_shortcut_from"],
     }

@@ -23,7 +23,8 @@ from xception_core.inputs.images import (
     load_image,
     to_rgb,
 )
-from xception_core.inputs.preprocessing import preprocess, preprocess_batch
+from xception_core.inputs.preprocessing import (KERAS_LOAD_IMG, RESIZE_FILTERS, Preprocessing, preprocess, preprocess_batch,
+                                               scale, to_pixels)
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)
@@ -497,12 +498,31 @@ def test_preprocess_dtype_shape_range_and_formula(reference):
     assert x.min() >= -1.0 and x.max() <= 1.0
 
 
-def test_preprocess_resizes_whole_image_with_bicubic(reference):
-    x = preprocess(reference, 299)
+@pytest.mark.parametrize("resize", ["nearest", "bilinear", "bicubic"])
+def test_preprocess_resizes_the_whole_image_with_the_filter_named(reference, resize):
+    x = preprocess(reference, 299, resize)
     assert x.shape == (299, 299, 3) and x.dtype == np.float32
     assert x.min() >= -1.0 and x.max() <= 1.0
-    expected = np.asarray(Image.fromarray(reference).resize((299, 299), Image.Resampling.BICUBIC), np.float32)
+    expected = np.asarray(Image.fromarray(reference).resize((299, 299), RESIZE_FILTERS[resize]), np.float32)
     np.testing.assert_array_equal(x, expected / np.float32(127.5) - np.float32(1.0))
+    np.testing.assert_array_equal(Preprocessing(resize)(reference, 299), x)
+
+
+def test_the_default_filter_is_keras_load_imgs_and_an_unknown_one_is_refused(reference):
+    import inspect
+
+    load_img = pytest.importorskip("keras.src.utils.image_utils").load_img
+    assert inspect.signature(load_img).parameters["interpolation"].default == KERAS_LOAD_IMG.resize
+    np.testing.assert_array_equal(preprocess(reference, 299), preprocess(reference, 299, "nearest"))
+    with pytest.raises(ValueError, match="resize must be one of"):
+        preprocess(reference, 299, "sinc")
+    with pytest.raises(ValueError, match="resize must be one of"):
+        Preprocessing("sinc")
+
+
+def test_scale_and_to_pixels_are_inverse(reference):
+    np.testing.assert_array_equal(to_pixels(scale(reference)), reference)
+    np.testing.assert_array_equal(scale(reference), reference.astype(np.float32) / np.float32(127.5) - np.float32(1))
 
 
 def test_preprocess_size_is_height_width():

@@ -39,6 +39,7 @@ import numpy as np
 
 from xception_core.arch.names import block_output_layer
 from xception_core.arch.spec import XCEPTION_SPEC, XceptionSpec
+from xception_core.inputs.preprocessing import to_pixels
 from xception_core.runtime.ort import OUTPUT, means_name, softmax
 from xception_core.runtime.translated import TranslatedModel
 
@@ -493,7 +494,7 @@ class ActivationExplorer:
         means = {name: raw[means_name(name)][0].astype(np.float32) for name in names}
         out = raw[OUTPUT][0].astype(np.float32)
         probabilities = softmax(out) if loaded.info.outputs == "logits" else out
-        image = np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        image = to_pixels(x)
         stats = _LazyStats(maps, compiled.after_relu, self.bins)
         return ImageActivations(key, weights_key, loaded.info.variant, image, maps, means, stats,
                                 np.asarray(probabilities, np.float32), seconds, compiled.backend)

@@ -23,11 +23,19 @@ if TYPE_CHECKING:
 HEAD = "head"
 
 
+# The two kinds of parameter, named for what they are, whatever Keras's `trainable` flags say (a
+# shipped transfer model freezes its whole body, so Keras counts only its head as trainable):
+# `learned_params`: fitted by gradient descent (kernels, biases, BatchNorm's γ and β);
+# `moving_statistics_params`: BatchNorm's moving mean and variance, averaged over the training data.
+MOVING_STATISTICS = ("moving_mean", "moving_variance")
+_OLD_NAMES = {"trainable_params": "learned_params", "non_trainable_params": "moving_statistics_params"}
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     """One layer. `output_shape` excludes the batch axis; `macs` counts multiply-accumulates of
     convolutions and dense layers for one image (BatchNorm, ReLU, pooling and sums are ~0.1% and
-    fold away at inference)."""
+    fold away at inference). `params` = `learned_params` + `moving_statistics_params`."""
 
     name: str
     class_name: str
@@ -36,8 +44,8 @@ class LayerInfo:
     output_shape: tuple[int | None, ...]
     kernel_size: int | None
     params: int
-    trainable_params: int
-    non_trainable_params: int
+    learned_params: int
+    moving_statistics_params: int
     macs: int
 
 
@@ -51,8 +59,8 @@ class BlockInfo:
     output_layer: str
     output_shape: tuple[int | None, ...]
     params: int
-    trainable_params: int
-    non_trainable_params: int
+    learned_params: int
+    moving_statistics_params: int
     macs: int
     layers: tuple[LayerInfo, ...]
     shortcut: str = "none"  # 'conv', 'identity' or 'none', from the spec
@@ -68,8 +76,8 @@ class ModelDescription:
     input_shape: tuple[int | None, ...]
     blocks: tuple[BlockInfo, ...]
     total_params: int
-    trainable_params: int
-    non_trainable_params: int
+    learned_params: int
+    moving_statistics_params: int
     total_macs: int
 
     def block(self, name: str) -> BlockInfo:
@@ -83,6 +91,12 @@ class ModelDescription:
         """The description `to_dict(layers=True)` wrote (e.g. read back from JSON)."""
         def shape(values: Any) -> tuple[int | None, ...]:
             return tuple(values)
+
+        def renamed(record: dict[str, Any]) -> dict[str, Any]:  # a description cached before the counts were named
+            return {_OLD_NAMES.get(k, k): v for k, v in record.items()}
+
+        data = renamed(data)
+        data["blocks"] = [{**renamed(b), "layers": [renamed(layer) for layer in b["layers"]]} for b in data["blocks"]]
 
         blocks = tuple(
             BlockInfo(**{**b, "output_shape": shape(b["output_shape"]),
@@ -111,6 +125,11 @@ class ModelDescription:
 
 def _count(weights: list) -> int:
     return int(sum(math.prod(w.shape) for w in weights))
+
+
+def _moving_statistics(layer: keras.layers.Layer) -> int:
+    """BatchNorm's moving mean and variance in `layer` (0 for any other layer), by role, not by flag."""
+    return _count([w for w in layer.weights if w.path.rsplit("/", 1)[-1] in MOVING_STATISTICS])
 
 
 def _shape(tensor) -> tuple[int | None, ...]:
@@ -157,12 +176,13 @@ def describe(model: keras.Model, variant: str = "paper", spec: XceptionSpec = XC
             continue
         prefix = layer.name.split("_", 1)[0]
         block = prefix if prefix in by_block and prefix != HEAD else HEAD
-        trainable, frozen = _count(layer.trainable_weights), _count(layer.non_trainable_weights)
+        moving = _moving_statistics(layer)
+        learned = _count(layer.weights) - moving
         by_block[block].append(LayerInfo(
             name=layer.name, class_name=type(layer).__name__, block=block,
             input_shape=_shape(keras.tree.flatten(layer.input)[0]), output_shape=_shape(layer.output),
             kernel_size=getattr(layer, "kernel_size", (None,))[0],
-            params=trainable + frozen, trainable_params=trainable, non_trainable_params=frozen, macs=layer_macs(layer),
+            params=learned + moving, learned_params=learned, moving_statistics_params=moving, macs=layer_macs(layer),
         ))
 
     def summarise(name: str, flow: str, kind: str, output_layer: str, layers: list[LayerInfo],
@@ -172,8 +192,8 @@ def describe(model: keras.Model, variant: str = "paper", spec: XceptionSpec = XC
             shortcut=block.spec.shortcut if block else "none",
             wiring_differences=block.wiring_differences if block else (),
             output_shape=next(layer.output_shape for layer in layers if layer.name == output_layer),
-            params=sum(x.params for x in layers), trainable_params=sum(x.trainable_params for x in layers),
-            non_trainable_params=sum(x.non_trainable_params for x in layers), macs=sum(x.macs for x in layers),
+            params=sum(x.params for x in layers), learned_params=sum(x.learned_params for x in layers),
+            moving_statistics_params=sum(x.moving_statistics_params for x in layers), macs=sum(x.macs for x in layers),
             layers=tuple(layers),
         )
 
@@ -183,8 +203,8 @@ def describe(model: keras.Model, variant: str = "paper", spec: XceptionSpec = XC
         blocks.append(summarise(HEAD, HEAD, HEAD, by_block[HEAD][-1].name, by_block[HEAD]))
     return ModelDescription(
         name=model.name, variant=variant, input_shape=_shape(model.inputs[0]), blocks=tuple(blocks),
-        total_params=sum(b.params for b in blocks), trainable_params=sum(b.trainable_params for b in blocks),
-        non_trainable_params=sum(b.non_trainable_params for b in blocks), total_macs=sum(b.macs for b in blocks),
+        total_params=sum(b.params for b in blocks), learned_params=sum(b.learned_params for b in blocks),
+        moving_statistics_params=sum(b.moving_statistics_params for b in blocks), total_macs=sum(b.macs for b in blocks),
     )
 
 

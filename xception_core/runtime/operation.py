@@ -38,6 +38,7 @@ from xception_core.arch.cost import SeparableCost, separable_cost
 from xception_core.arch.graph import SeparablePlan, layer_graph, padding_before, separable_names, separable_plan
 from xception_core.arch.receptive import ReceptiveField, receptive_field
 from xception_core.arch.spec import XCEPTION_SPEC, XceptionSpec
+from xception_core.inputs.preprocessing import scale, to_pixels
 
 __all__ = [
     "AddStep", "BatchNormParams", "BatchNormStep", "BlockParams", "BlockTensors", "Contribution", "DepthwiseChannel",
@@ -276,19 +277,6 @@ def image_key(x: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def to_image(x: np.ndarray) -> np.ndarray:
-    """(S, S, 3) float32 in [-1, 1] → the uint8 image it was scaled from (exact for `preprocess`)."""
-    return np.clip(np.rint((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
-def from_image(image: np.ndarray) -> np.ndarray:
-    """The inverse of `to_image`, with the same two float32 operations as `preprocess`."""
-    x = np.asarray(image, np.float32)
-    x /= np.float32(127.5)
-    x -= np.float32(1.0)
-    return x
-
-
 def block_layers(block: str, variant: str, spec: XceptionSpec = XCEPTION_SPEC) -> tuple[str, ...]:
     """Every layer output a block's separable steps read (the union of their plans' `layers`)."""
     names = separable_names(spec.block(block))
@@ -331,9 +319,9 @@ class OperationCache:
     def remember(self, x: np.ndarray) -> str:
         """Keeps a preprocessed photo (S, S, 3) and returns its key."""
         key = image_key(x)
-        image = to_image(x)
+        image = to_pixels(x)
         # A photo from `preprocess` is kept as its uint8 pixels (4× smaller); anything else as it is.
-        kept = image if np.array_equal(from_image(image), x) else np.array(x, np.float32)
+        kept = image if np.array_equal(scale(image), x) else np.array(x, np.float32)
         with self._lock:
             self._photos[key] = kept
             self._photos.move_to_end(key)
@@ -348,7 +336,7 @@ class OperationCache:
             if kept is None:
                 return None
             self._photos.move_to_end(key)
-        return from_image(kept) if kept.dtype == np.uint8 else kept.copy()
+        return scale(kept) if kept.dtype == np.uint8 else kept.copy()
 
     def lookup(self, photo: str, weights_key: str, variant: str, block: str) -> BlockTensors | None:
         with self._lock:
@@ -382,7 +370,7 @@ class OperationCache:
             out = source.run(x[None], names)
             seconds = time.perf_counter() - start
             arrays = {n: np.ascontiguousarray(out[n][0], np.float32) for n in names}
-            entry = BlockTensors(photo, weights_key, variant, block, to_image(x), arrays, seconds)
+            entry = BlockTensors(photo, weights_key, variant, block, to_pixels(x), arrays, seconds)
             with self._lock:
                 self.forward_calls += 1
                 self._entries[(photo, weights_key, variant, block)] = entry

@@ -23,7 +23,8 @@ import numpy as np
 from xception_core.arch.graph import block_output
 from xception_core.arch.receptive import ReceptiveField, receptive_field
 from xception_core.arch.spec import XCEPTION_SPEC, XceptionSpec
-from xception_core.runtime.operation import LayerSource, image_key, to_image
+from xception_core.inputs.preprocessing import to_pixels
+from xception_core.runtime.operation import LayerSource, image_key
 
 __all__ = ["ChannelPatch", "ChannelPatches", "KnownPhoto", "PatchSearch", "PhotoSummary", "summarize", "top_patches"]
 
@@ -222,7 +223,7 @@ class PatchSearch:
                 chunk = missing[start:start + BATCH]
                 out = source.run(np.stack([todo[k] for k in chunk]), list(blocks.values()))
                 for i, k in enumerate(chunk):
-                    summary = summarize(k, weights_key, variant, to_image(todo[k]),
+                    summary = summarize(k, weights_key, variant, to_pixels(todo[k]),
                                         {b: out[layer][i] for b, layer in blocks.items()})
                     found[k] = summary
                     self._put((k, weights_key, variant), summary)

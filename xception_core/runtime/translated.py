@@ -39,6 +39,7 @@ from xception_core.arch.spec import XCEPTION_SPEC, get_variant
 from xception_core.files import write_atomically
 from xception_core.runtime.introspection import ModelDescription
 from xception_core.runtime.ort import OUTPUT, OnnxForward, means_name, quantize_int8, softmax
+from xception_core.weights.presets import preprocessing_for
 from xception_core.weights.source import ModelInfo
 
 if TYPE_CHECKING:
@@ -53,7 +54,6 @@ logger = logging.getLogger(__name__)
 TRANSLATOR_VERSION = 2
 MANIFEST = "manifest.json"
 FORWARD, BLOCKS, WEIGHTS, INT8 = "forward.onnx", "blocks.onnx", "weights.bin", "forward-int8.onnx"
-PREPROCESSING = "resize bicubic to input_size, RGB, x / 127.5 - 1"  # `xception_core.inputs.preprocessing.preprocess`
 ALIGN = 64  # bytes: each array starts on a cache line
 REFERENCE = "reference"  # the descriptions' key of Keras's 299×299 ImageNet Xception, whatever the weights
 
@@ -213,7 +213,7 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
     meta = {
         "translator_version": TRANSLATOR_VERSION, "weights_sha256": weights_sha256,
         "info": dataclasses.asdict(info), "labels": list(labels), "input_size": loaded.input_size,
-        "classes": classes, "preprocessing": PREPROCESSING, "head": head, "descriptions": descriptions,
+        "classes": classes, "preprocessing": preprocessing_for(info.preset).describe(), "head": head, "descriptions": descriptions,
         "block_maps": layers, "after_relu": {b: _is_relu(model.get_layer(layer)) for b, layer in layers.items()},
         "initializers": initializers,
     }

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from xception_core.inputs.preprocessing import KERAS_LOAD_IMG, Preprocessing
+
 
 @dataclass(frozen=True)
 class RemoteFile:
@@ -74,6 +76,8 @@ class Preset:
         classes: Classifier width.
         outputs: What the classifier emits: 'probabilities' (softmax) or 'logits'.
         samples: What its shipped sample photos are for (pip-wheel presets that ship photos).
+        preprocessing: How its weights want their images (the resize filter: the one they were
+            trained or shipped with), as timm's pretrained configs carry theirs.
     """
 
     name: str
@@ -94,6 +98,7 @@ class Preset:
     samples_dir: str | None = None
     samples_csv: str | None = None
     samples: SampleUses | None = None
+    preprocessing: Preprocessing = KERAS_LOAD_IMG
 
 
 _KERAS_XCEPTION = "https://storage.googleapis.com/tensorflow/keras-applications/xception/"
@@ -117,6 +122,11 @@ IMAGENET = Preset(
         _KERAS_XCEPTION + "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
         "b0042744bf5b25fce3cb969f33bebb97",
     ),
+    # Keras publishes these weights without their training pipeline; its reference pipeline for
+    # them is the one its applications documentation classifies with: `keras.utils.load_img(path,
+    # target_size=(299, 299))` (interpolation "nearest", load_img's default), `preprocess_input`,
+    # `predict`. The app feeds them exactly that (tests/xception_core/test_keras_preprocessing.py).
+    preprocessing=KERAS_LOAD_IMG,
 )
 
 # A Keras 3 transfer-learning model on PyPI whose frozen base is keras.applications.Xception
@@ -143,6 +153,9 @@ KITCHENWARE = Preset(
         starter_examples=(("coffee.jpg", "cup"),),  # an espresso cup; the others are no kitchenware
         starter_other="not kitchenware",
     ),
+    # The package fed its model through `keras.utils.load_img(path, target_size=(150, 150))`:
+    # "nearest", load_img's default (bicubic moves its probabilities by up to 0.59, issue 25).
+    preprocessing=KERAS_LOAD_IMG,
 )
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (IMAGENET, KITCHENWARE)}
@@ -152,6 +165,14 @@ AUTO_ORDER: tuple[str, ...] = ("imagenet", "kitchenware")
 
 # The preset whose shipped photos make the Teach tab's starter set (whatever weights are served).
 STARTER_PRESET = "kitchenware"
+
+
+def preprocessing_for(preset: str | None) -> Preprocessing:
+    """The preprocessing of weights known by their preset's name (`ModelInfo.preset`); weights
+    from a file (a taught model learnt on the served weights' inputs) or random ones get
+    `keras.utils.load_img`'s."""
+    known = PRESETS.get(preset or "")
+    return known.preprocessing if known is not None else KERAS_LOAD_IMG
 
 
 def get_preset(name: str) -> Preset:

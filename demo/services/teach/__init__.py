@@ -306,7 +306,7 @@ class TeachService:
             image = self.intake.image(payload)
         finally:
             self.intake.delete_upload(payload)
-        return classify_taught(trained, self.extractor(served), image, served.input_size, k)
+        return classify_taught(trained, self.extractor(served), served.preprocess(image), image, k)
 
     def unseen_photos(self) -> list[Path]:
         """Photos to try a starter-set head on, never trained on (`starter.held_out_photos`); []

@@ -14,7 +14,6 @@ from PIL import Image
 from demo.services.teach.records import Photo, Progress, TeachLimits
 from demo.store import ServedModel
 from xception_core.inputs.images import display_copy
-from xception_core.inputs.preprocessing import preprocess
 from xception_core.runtime.extractor import TRANSFER_BLOCKS, FeatureExtractor
 from xception_core.settings import Settings
 
@@ -87,7 +86,7 @@ class FeatureExtraction:
         total = len(images)
         prepared = []
         for name, image in images:
-            x = preprocess(image, served.input_size)
+            x = served.preprocess(image)
             key = (served.key, hashlib.sha256(x.tobytes()).hexdigest()[:32])
             prepared.append((name, image, x, key))
         cached = {key[1] for _, _, _, key in prepared if key in cache}

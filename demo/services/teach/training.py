@@ -13,7 +13,6 @@ from demo.services import UserError
 from demo.services.teach.records import BlockResult, Photo, TaughtPrediction, TeachLimits, Trained
 from demo.store import ServedModel
 from xception_core.inputs.images import display_copy
-from xception_core.inputs.preprocessing import preprocess
 from xception_core.io.visualize import overlay
 from xception_core.runtime.extractor import FINAL_BLOCK, TRANSFER_BLOCKS, FeatureExtractor
 from xception_core.runtime.transfer import (
@@ -72,10 +71,15 @@ def best_block(blocks: dict[str, BlockResult]) -> str:
     return min(order, key=lambda b: (-blocks[b].cv.accuracy, blocks[b].cv.log_loss, -order.index(b)))
 
 
-def classify_taught(trained: Trained, extractor: FeatureExtractor, image: Image.Image, input_size: int,
+def classify_taught(trained: Trained, extractor: FeatureExtractor, x: np.ndarray, image: Image.Image,
                     k: int = 5) -> TaughtPrediction:
-    """A new photo through the taught head: top-k and the top class's activation map."""
-    out = extractor(preprocess(image, input_size)[None])
+    """A new photo through the taught head: top-k and the top class's activation map.
+
+    Args:
+        x: (S, S, 3) the photo preprocessed as the served weights want it (`ServedModel.preprocess`).
+        image: The photo itself, for the picture.
+    """
+    out = extractor(x[None])
     probabilities = trained.head.probabilities(out.pooled[FINAL_BLOCK])[0]
     order = np.argsort(-probabilities)[: min(k, len(trained.class_names))]
     display = display_copy(image)

@@ -48,16 +48,16 @@ def block_table(description: ModelDescription, layers: bool) -> pd.DataFrame:
     d = description
     if layers:
         rows = [[layer.block, layer.name, layer.class_name, shape_text(layer.input_shape),
-                 shape_text(layer.output_shape), fmt_count(layer.params), fmt_count(layer.trainable_params),
-                 fmt_count(layer.non_trainable_params), fmt_count(layer.macs)] for b in d.blocks for layer in b.layers]
+                 shape_text(layer.output_shape), fmt_count(layer.params), fmt_count(layer.learned_params),
+                 fmt_count(layer.moving_statistics_params), fmt_count(layer.macs)] for b in d.blocks for layer in b.layers]
         return pd.DataFrame(rows, columns=["block", "layer", "type", "input shape", "output shape", "params",
-                                           "trainable", "non-trainable", "multiply-accumulates"])
-    rows = [[b.name, b.flow, b.kind, shape_text(b.output_shape), fmt_count(b.params), fmt_count(b.trainable_params),
-             fmt_count(b.non_trainable_params), fmt_count(b.macs)] for b in d.blocks]
-    rows.append(["total", "", "", "", fmt_count(d.total_params), fmt_count(d.trainable_params),
-                 fmt_count(d.non_trainable_params), fmt_count(d.total_macs)])
-    return pd.DataFrame(rows, columns=["block", "flow", "kind", "output shape", "params", "trainable",
-                                       "non-trainable", "multiply-accumulates"])
+                                           "learned", "BatchNorm moving statistics", "multiply-accumulates"])
+    rows = [[b.name, b.flow, b.kind, shape_text(b.output_shape), fmt_count(b.params), fmt_count(b.learned_params),
+             fmt_count(b.moving_statistics_params), fmt_count(b.macs)] for b in d.blocks]
+    rows.append(["total", "", "", "", fmt_count(d.total_params), fmt_count(d.learned_params),
+                 fmt_count(d.moving_statistics_params), fmt_count(d.total_macs)])
+    return pd.DataFrame(rows, columns=["block", "flow", "kind", "output shape", "params", "learned",
+                                       "BatchNorm moving statistics", "multiply-accumulates"])
 
 
 def _layout() -> GlanceView:
