@@ -3,8 +3,9 @@
 Two checkouts run the same measurements, interleaved round by round so that the load of a shared
 machine falls on both alike: `--before DIR` (a checkout of the earlier version) and this one. For each:
 - a warm restart (every cache already filled by an untimed first start: weights extracted, and in
-  this checkout the translation cached) of `python app.py` to the first successful
-  `POST /api/v1/classify`;
+  this checkout the translation cached) of `python app.py` as the README starts it (no
+  XCEPTION_WEIGHTS: ImageNet tried first, then kitchenware; offline here, so ImageNet fails) to
+  the first successful `POST /api/v1/classify`;
 - then a Grad-CAM and an `/activations` (Gradio's raw API), and the process's RSS (VmRSS) and
   peak (VmHWM), and whether /proc/PID/maps holds a TensorFlow library;
 - classify p50 over the plain HTTP API, and `/activations` with 8 maps (cache misses: other
@@ -62,14 +63,22 @@ def _photos() -> list[Path]:
     return sorted((REPO / "assets" / "examples").glob("*.jpg"))
 
 
-def _serve(cwd: Path, port: int, weights: list[str], log: Path) -> subprocess.Popen:
-    """`python app.py` (one weight set) or `python -m bench.live` (two) in checkout `cwd`."""
+# The README's start: `python app.py` with no XCEPTION_WEIGHTS (the presets in their automatic order).
+DEFAULT: list[str | None] = [None]
+
+
+def _serve(cwd: Path, port: int, weights: list[str | None], log: Path) -> subprocess.Popen:
+    """`python app.py` (one weight set; `DEFAULT`: no XCEPTION_WEIGHTS) or `python -m bench.live`
+    (two) in checkout `cwd`."""
     cmd = [sys.executable, "app.py"] if len(weights) == 1 else [sys.executable, "-m", "bench.live", str(port), *weights]
+    env = app_env(port, weights[0] or "")
+    if weights[0] is None:
+        del env["XCEPTION_WEIGHTS"]
     out = open(log, "ab")
-    return subprocess.Popen(cmd, cwd=cwd, env=app_env(port, weights[0]), stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _session(cwd: Path, weights: list[str], log: Path, timeout: float, *, timed: bool) -> dict[str, Any]:
+def _session(cwd: Path, weights: list[str | None], log: Path, timeout: float, *, timed: bool) -> dict[str, Any]:
     """One start of the app in `cwd`: first classify, then Grad-CAM and activations on every
     weight set, memory, and (timed, one weight set) classify and 8-map activations p50."""
     import httpx
@@ -85,20 +94,21 @@ def _session(cwd: Path, weights: list[str], log: Path, timeout: float, *, timed:
         out: dict[str, Any] = {"first_classify_s": first["first_classify_s"]}
         with httpx.Client(timeout=300) as http:
             for source in weights:
-                # A file's weights are known by a key from its stem since issue 21, and by their path before.
-                names = list(dict.fromkeys([weights_key(source), source]))
+                # A file's weights are known by a key from its stem since issue 21, and by their path before;
+                # the default start's default weights by no key at all.
+                names = list(dict.fromkeys([weights_key(source), source])) if source else [None]
                 while True:  # the second weight set may still be loading
                     for key in names:
-                        r = http.post(url + "api/v1/classify", content=data, params={"weights": key},
+                        r = http.post(url + "api/v1/classify", content=data, params={"weights": key} if key else {},
                                       headers={"Content-Type": "image/jpeg"})
                         if r.status_code == 200:
                             break
                     if r.status_code == 200:
                         break
                     if time.perf_counter() - t0 > timeout:
-                        raise RuntimeError(f"weights {Path(key).name} not served: {r.status_code} {r.text[:200]}")
+                        raise RuntimeError(f"weights {key} not served: {r.status_code} {r.text[:200]}")
                     time.sleep(0.2)
-                raw_gradio_call(http, url, "gradcam", photos[0], "", key)
+                raw_gradio_call(http, url, "gradcam", photos[0], "", key or r.json()["weights"])
             raw_gradio_call(http, url, "activations", photos[0], "block4", 8)
             out.update(_status(proc.pid), tf_mapped=_tf_mapped(proc.pid))
             if timed:
@@ -134,11 +144,10 @@ def _replica(cwd: Path, log: Path, timeout: float) -> dict[str, Any]:
 
 
 def bench_lean(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
-    """Section 6: before (`args.before`) and after (this checkout), interleaved."""
-    if args.before is None:
-        return {"skipped": True, "reason": "no --before checkout to compare with"}
-    before, after = Path(args.before), REPO
-    if not (before / "app.py").is_file():
+    """Section 6: before (`args.before`) and after (this checkout), interleaved; this checkout
+    alone without `--before`."""
+    before, after = (Path(args.before) if args.before is not None else None), REPO
+    if before is not None and not (before / "app.py").is_file():
         return {"skipped": True, "reason": f"no checkout at {before}"}
     out_dir = out_dir.resolve()  # the 'before' app runs in its own checkout: every path absolute
     log = out_dir / "lean.log"
@@ -147,33 +156,36 @@ def bench_lean(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     rounds = 1 if args.quick else 2
     section: dict[str, Any] = {"before": str(before), "after": str(after), "load_before": load(), "rounds": rounds,
                                "note": "the machine's CPUs are shared: before and after alternate round by round"}
-    sides = {"before": before, "after": after}
+    sides = {"before": before, "after": after} if before is not None else {"after": after}
     for name, cwd in sides.items():  # untimed first starts: every cache filled (translations made here)
         _say(f"lean: filling caches ({name})")
-        _session(cwd, ["kitchenware"], log, args.start_timeout, timed=False)
+        _session(cwd, DEFAULT, log, args.start_timeout, timed=False)
         _session(cwd, two, log, args.start_timeout, timed=False)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {n: {"one": [], "two": [], "replica": []} for n in sides}
     for i in range(rounds):
         for name, cwd in sides.items():
             _say(f"lean: round {i + 1}/{rounds} ({name})")
-            runs[name]["one"].append(_session(cwd, ["kitchenware"], log, args.start_timeout, timed=True))
+            runs[name]["one"].append(_session(cwd, DEFAULT, log, args.start_timeout, timed=True))
             runs[name]["two"].append(_session(cwd, two, log, args.start_timeout, timed=False))
             runs[name]["replica"].append(_replica(cwd, log, args.start_timeout))
     section["runs"] = runs
     section["load_after"] = load()
 
     def med(name: str, kind: str, key: str) -> float | None:
-        values = [r[key] for r in runs[name][kind] if r.get(key) is not None]
+        values = [r[key] for r in runs.get(name, {}).get(kind, []) if r.get(key) is not None]
         return round(statistics.median(values), 2) if values else None
 
-    def any_tf(name: str) -> str:
-        return "yes" if any(r.get("tf_mapped") for kind in runs[name].values() for r in kind) else "no"
+    def any_tf(name: str, kinds: tuple[str, ...] = ("one", "two", "replica")) -> str:
+        if name not in runs:
+            return "-"
+        return "yes" if any(r.get("tf_mapped") for kind in kinds for r in runs[name][kind]) else "no"
 
     rows = []
-    for what, kind, key, unit in (("warm restart → first POST /api/v1/classify", "one", "first_classify_s", "s"),
-                                  ("RSS after classify + Grad-CAM + activations, 1 weight set", "one", "VmRSS", "MB"),
+    for what, kind, key, unit in (("warm restart, README's start (no XCEPTION_WEIGHTS) → first POST /api/v1/classify",
+                                   "one", "first_classify_s", "s"),
+                                  ("RSS after classify + Grad-CAM + activations, README's start", "one", "VmRSS", "MB"),
                                   ("RSS after classify + Grad-CAM + activations, 2 weight sets", "two", "VmRSS", "MB"),
-                                  ("peak RSS (VmHWM), 1 weight set", "one", "VmHWM", "MB"),
+                                  ("peak RSS (VmHWM), README's start", "one", "VmHWM", "MB"),
                                   ("classify p50 over REST", "one", "classify_p50_ms", "ms"),
                                   ("/activations 8 maps p50 (cache misses)", "one", "activations8_p50_ms", "ms"),
                                   ("classify p50 over Gradio's API", "one", "gradio_classify_p50_ms", "ms"),
@@ -184,6 +196,8 @@ def bench_lean(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
                                   ("replica: RSS after its first answer", "replica", "rss_mb", "MB")):
         b, a = med("before", kind, key), med("after", kind, key)
         rows.append({"what": what, "before": f"{b} {unit}", "after": f"{a} {unit}", "note": f"median of {rounds}"})
+    rows.append({"what": "TensorFlow library in /proc/PID/maps, README's start", "before": any_tf("before", ("one",)),
+                 "after": any_tf("after", ("one",)), "note": "after classify, Grad-CAM and activations"})
     rows.append({"what": "TensorFlow library in /proc/PID/maps", "before": any_tf("before"), "after": any_tf("after"),
                  "note": "any process of the side"})
     section["rows"] = rows

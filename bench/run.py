@@ -22,8 +22,9 @@ Sections (each figure is explained in bench/README.md):
                 real photos (the kitchenware wheel's photos and assets/examples), per labelled
                 class (labels: the wheel's train.csv, and bench/photo_labels.json by eye).
 6. lean         serving from the cached translation (issue 18), before and after side by side in
-                one run: `python app.py` of a second checkout (`--before`, e.g. main) and of this
-                one, each restarted on warm caches: first `POST /api/v1/classify`, RSS after a
+                one run: `python app.py` as the README starts it (no XCEPTION_WEIGHTS) of a second
+                checkout (`--before`, e.g. main; without it, this one alone) and of this one, each
+                restarted on warm caches: first `POST /api/v1/classify`, RSS after a
                 classify, a Grad-CAM and an `/activations` with one and two weight sets, TensorFlow
                 libraries in /proc/PID/maps, `/activations` (8 maps) vs classify; and the model
                 replica's load (`scale.deployment`'s store) in a process of its own: seconds and RSS.
@@ -89,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip the Chromium click-to-result figures of the server section")
     p.add_argument("--before", type=Path, default=None,
                    help="a checkout of the version to compare (e.g. `git worktree add ../before <rev>`): its app is "
-                        "the 'before' column of the lean section, which is skipped without it")
+                        "the 'before' column of the lean section (without it, the section measures this checkout alone)")
     p.add_argument("--browser-repeats", type=int, default=None,
                    help="timed clicks per interaction (default 7; quick 2)")
     args = p.parse_args(argv)

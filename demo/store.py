@@ -293,13 +293,14 @@ def load_model(weights: str, settings: Settings) -> LoadedModel:
     """`xception_core.model.load_model`, imported on first call: the one way this module gets a
     Keras model (TensorFlow), so a process serving cached translations never imports it. The
     import holds `IMPORTS`, with what translation imports after it."""
-    started, first = time.monotonic(), "keras" not in sys.modules
+    asked, first = time.monotonic(), "keras" not in sys.modules
     with IMPORTS:
+        started = time.monotonic()
         import xception_core.runtime.onnx  # noqa: F401 - the translator, imported with Keras
         from xception_core.model import load_model as load
     if first:
-        logger.info("TensorFlow imported in %.1f s (for the weights %r)", time.monotonic() - started,
-                    Path(weights).name)
+        logger.info("TensorFlow imported in %.1f s, after %.1f s waiting for other imports (for the weights %r)",
+                    time.monotonic() - started, started - asked, Path(weights).name)
     return load(weights, settings=settings)
 
 
