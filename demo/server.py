@@ -46,7 +46,7 @@ from demo.netron.routes import add_netron_routes
 from demo.ports import exit_if_port_taken
 from demo.runs import claim, is_run_folder, sweep_dead
 from demo.services.payloads import MAX_UPLOAD_BYTES
-from demo.store import ModelStore, Store
+from demo.store import IMPORTS, ModelStore, Store
 from demo.ui import text
 from demo.ui.events import INTERNAL_ERROR
 from demo.ui.layout import CSS, build_demo
@@ -226,13 +226,14 @@ def main(settings: Settings | None = None, store: Store | None = None,
     `app.py` passes a store it already started, so the weights load while Gradio is imported,
     and `on_app`, called with the app before it serves (Gradio's reload mode starts there).
     """
-    import uvicorn
-
     configure_logging()
     settings = settings or Settings.from_env()
     exit_if_port_taken(settings)
     map_big_blocks()
-    app = create_app(settings, store)
+    with IMPORTS:  # the page's build imports too (Gradio's lazy modules): never beside a loader's TensorFlow import
+        import uvicorn
+
+        app = create_app(settings, store)
     app.state.owns_folder = True  # the process's one app: its folder goes when it stops
     if on_app is not None:
         on_app(app)

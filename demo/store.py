@@ -527,7 +527,11 @@ class ModelStore:
     # ---------------------------------------------------------------- loading
 
     def start(self) -> "ModelStore":
-        """Starts background loading (idempotent)."""
+        """Starts background loading (idempotent). What serving a cached translation imports (ONNX
+        Runtime) is imported here, before the loader thread starts: that thread then imports
+        nothing, unless it must translate (TensorFlow, under `IMPORTS`)."""
+        if self._thread is None:
+            import_serving()
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._load_all, name="model-loader", daemon=True)
@@ -536,7 +540,6 @@ class ModelStore:
 
     def _load_all(self) -> None:
         try:
-            import_serving()
             for key in self.candidates:
                 if self._load(key) and self._default is None:
                     with self._lock:
