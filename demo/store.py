@@ -281,12 +281,16 @@ def has_settled(ready: bool, statuses: Sequence[SlotStatus]) -> bool:
 IMPORTS = threading.RLock()
 
 
-def import_serving() -> None:
-    """Imports what serving a cached translation needs (ONNX Runtime), holding `IMPORTS`."""
+def import_serving(int8: bool = False) -> None:
+    """Imports what serving a cached translation needs (ONNX Runtime, and its quantizer for
+    `int8`), holding `IMPORTS`."""
     if available():
         with IMPORTS:
             import onnx  # noqa: F401 - imported here, not first in a request or loader thread
             import onnxruntime  # noqa: F401
+
+            if int8:
+                import onnxruntime.quantization  # noqa: F401 - `add_int8` quantizes in the loader thread
 
 
 def load_model(weights: str, settings: Settings) -> LoadedModel:
@@ -531,7 +535,7 @@ class ModelStore:
         Runtime) is imported here, before the loader thread starts: that thread then imports
         nothing, unless it must translate (TensorFlow, under `IMPORTS`)."""
         if self._thread is None:
-            import_serving()
+            import_serving(int8=self.settings.precision == "int8")
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._load_all, name="model-loader", daemon=True)

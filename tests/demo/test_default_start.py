@@ -143,3 +143,33 @@ def test_starts_with_both_presets_loading_never_lose_weights_to_an_import_race(w
             assert failures == [("imagenet", "WeightsUnavailableError")], text[-3000:]
         finally:
             stop(proc)
+
+
+TRACE = """
+import sys, threading
+first = {}
+class Tracer:
+    def find_spec(self, name, path=None, target=None):
+        if name not in sys.modules:
+            first.setdefault(name, threading.current_thread().name)
+        return None
+sys.meta_path.insert(0, Tracer())
+from demo.store import ModelStore
+from xception_core.settings import Settings
+store = ModelStore(Settings.from_env()).start()
+served = store.get(None, timeout=600)
+import numpy as np
+served.predict(np.zeros((served.input_size, served.input_size, 3), np.float32))
+print("LOADER", sorted(n for n, t in first.items() if t == "model-loader"), served.key)
+"""
+
+
+def test_a_warm_loader_thread_imports_nothing(warm_cache):
+    """What the loader thread needs on a warm start (ONNX Runtime) is imported before it starts:
+    with the default presets offline (ImageNet's download fails, kitchenware's translation
+    serves), the thread itself imports no module, so it cannot race the main thread's imports."""
+    out = subprocess.run([sys.executable, "-c", TRACE], cwd=ROOT, env=offline_env(free_port()), capture_output=True,
+                         text=True, timeout=600)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("LOADER ")), None)
+    assert line is not None, out.stderr[-3000:]
+    assert line == "LOADER [] kitchenware", line

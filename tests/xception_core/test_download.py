@@ -96,6 +96,12 @@ def test_the_file_is_downloaded_checked_and_then_served_from_the_cache(server, t
     assert _leftovers(tmp_path) == [NAME]  # no temporary file left
 
 
+def test_a_keras_home_not_made_yet_is_made_not_replaced_by_tmp(server, tmp_path):
+    """A fresh machine has no ~/.keras until Keras is imported: the download makes it, as Keras would."""
+    home = tmp_path / "fresh" / ".keras"
+    assert fetch_keras_file(_preset(_url(server)), True, home) == home / "models" / NAME
+
+
 def test_an_altered_cached_file_is_downloaded_again(server, tmp_path, caplog):
     preset = _preset(_url(server))
     path = fetch_keras_file(preset, True, tmp_path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import csv
+import encodings.idna  # noqa: F401 - a host name's encoding: imported with this module, not first in a loader thread
 import hashlib
 import http.client
 import json
@@ -69,9 +70,13 @@ PROGRESS_EVERY_S = 5.0  # a download's progress line in the log at most this oft
 
 def keras_models_dir(keras_home: Path) -> Path:
     """Where Keras keeps (and looks for) its downloaded model files: `<keras_home>/models`, or
-    `/tmp/.keras/models` when `keras_home` cannot be written, as `keras.utils.get_file` decides."""
+    `/tmp/.keras/models` when `keras_home` cannot be written, as `keras.utils.get_file` decides (a
+    `keras_home` not made yet counts as writable where it can be made: importing Keras makes it)."""
     home = Path(keras_home).expanduser()
-    if not os.access(home, os.W_OK):
+    existing = home
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
         home = Path("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()) / ".keras"
     return home / "models"
 
