@@ -604,7 +604,7 @@ class ModelStore:
         if settings.backend == "tf" or not available():
             return self._serve_keras(key)
         source = self._sources[key]  # a preset's name or a file's path; `key` names it everywhere else
-        # Fetched here without Keras: weights that cannot be had fail before TensorFlow is imported.
+        # ImageNet's file is fetched here without Keras: offline, it fails before TensorFlow is imported.
         sha = fetched_weights_sha256(source, settings.keras_home, settings.cache_dir)
         translation = open_translation(translation_dir(settings.cache_dir, sha), sha) if sha else None
         if translation is not None and not self._labels_current(translation):

