@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import randomize
 from xception_core.arch.names import block_output_layer
-from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.arch.registry import architecture
 from xception_core.model import LoadedModel, ModelInfo, build_xception
 from xception_core.runtime import onnx as onnx_backend
 from xception_core.runtime.classifier import Classifier
@@ -42,7 +42,7 @@ def _x(size: int = SIZE, n: int = 2, seed: int = 0) -> np.ndarray:
 
 
 def _blocks(folded, variant: str) -> list[str]:
-    return [folded.resolve(block_output_layer(b, variant)) for b in XCEPTION_SPEC.blocks]
+    return [folded.resolve(block_output_layer(b, variant)) for b in architecture().spec.blocks]
 
 
 @pytest.fixture(scope="module", params=["paper", "article"])
@@ -69,7 +69,7 @@ def test_folded_model_matches_every_block(original_and_folded):
     folded = result.model
     x = _x()
     names = _blocks(result, variant)  # a folded BatchNorm output is its conv's output
-    ours = keras.Model(model.input, [model.get_layer(block_output_layer(b, variant)).output for b in XCEPTION_SPEC.blocks]
+    ours = keras.Model(model.input, [model.get_layer(block_output_layer(b, variant)).output for b in architecture().spec.blocks]
                        + [model.output])(x)
     theirs = keras.Model(folded.input, [folded.get_layer(n).output for n in names] + [folded.output])(x)
     for name, a, b in zip(names + ["logits"], ours, theirs):
@@ -144,7 +144,7 @@ def test_onnx_forward_matches_the_tf_forward(variant, size):
 @needs_onnx
 def test_onnx_graph_is_valid_and_exposes_block_outputs():
     model = _model("paper", classifier_activation=None)
-    blocks = [block_output_layer(b, "paper") for b in XCEPTION_SPEC.blocks]
+    blocks = [block_output_layer(b, "paper") for b in architecture().spec.blocks]
     proto = onnx_backend.to_onnx(model, blocks[-1], extra_outputs=blocks[:3], check=True)
     assert [o.name for o in proto.graph.output] == ["features", "output", *blocks[:3]]
     ops = {n.op_type for n in proto.graph.node}
@@ -274,7 +274,7 @@ def test_external_weights_give_the_inline_graphs_outputs_and_are_shared_per_mode
     self-contained `to_onnx` graph; a second session of the same model reuses its arrays, and
     changed weights are not mistaken for the old ones."""
     model = _model("paper", seed=4, classifier_activation=None)
-    features = block_output_layer(XCEPTION_SPEC.blocks[-1], "paper")
+    features = block_output_layer(architecture().spec.blocks[-1], "paper")
     x = _x(n=1, seed=5)
     proto, arrays = onnx_backend.to_onnx_parts(model, features)
     assert arrays and proto.ByteSize() < 200_000  # the weights are not in the graph
@@ -296,7 +296,7 @@ def test_shared_arrays_hold_only_what_a_live_session_uses():
     """The pool that lets two sessions of one model share arrays keeps nothing alive itself: once
     no translation's arrays are referenced, it is empty although the model lives on."""
     model = _model("paper", size=71, seed=13, classifier_activation=None)
-    features = block_output_layer(XCEPTION_SPEC.blocks[-1], "paper")
+    features = block_output_layer(architecture().spec.blocks[-1], "paper")
     shared = onnx_backend.SharedArrays()
     _, first = onnx_backend.to_onnx_parts(model, features, shared=shared)
     _, second = onnx_backend.to_onnx_parts(model, features, shared=shared)

@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import randomize
 from xception_core.arch.builder import build_architecture
 from xception_core.arch.names import block_output_layer
-from xception_core.arch.spec import VARIANT_SPECS, WIRING_DIFFERENCES, XCEPTION_SPEC
+from xception_core.arch.registry import architecture
+from xception_core.arch.spec import VARIANT_SPECS, WIRING_DIFFERENCES
 from xception_core.model import build_xception
 from xception_core.weights.load import copy_weights
 
@@ -117,8 +118,8 @@ def test_each_wiring_difference_names_the_blocks_it_lives_in():
         "middle_relu_before_add": tuple(f"block{i}" for i in range(5, 13)),
         "exit_final_relu": ("block14",),
     }
-    assert XCEPTION_SPEC.block("block7").wiring_differences == ("middle_relu_before_add",)
-    assert XCEPTION_SPEC.block("block2").wiring_differences == ()
+    assert architecture().spec.block("block7").wiring_differences == ("middle_relu_before_add",)
+    assert architecture().spec.block("block2").wiring_differences == ()
     assert all(d.label and d.note for d in WIRING_DIFFERENCES)
 
 
@@ -134,11 +135,11 @@ def test_variants_compute_different_functions():
 
 
 def test_block_output_layers_exist(paper_model, article_model):
-    for block in XCEPTION_SPEC.blocks:
+    for block in architecture().spec.blocks:
         paper_model.get_layer(block_output_layer(block, "paper"))
         article_model.get_layer(block_output_layer(block, "article"))
-    assert len(XCEPTION_SPEC.blocks) == 14
-    assert [b.name for b in XCEPTION_SPEC.flow_blocks("middle")] == [f"block{i}" for i in range(5, 13)]
+    assert len(architecture().spec.blocks) == 14
+    assert [b.name for b in architecture().spec.flow_blocks("middle")] == [f"block{i}" for i in range(5, 13)]
 
 
 @pytest.mark.parametrize(
@@ -184,7 +185,7 @@ def test_model_info_is_the_weights_source_plus_its_wiring():
     info = loaded.info
     assert (info.preset, info.title, info.source, info.labels, info.input_size, info.outputs, info.variant) == (
         None, "random initialisation (untrained)", "random initialisation", None, 71, "probabilities", "paper")
-    assert info.features_layer == block_output_layer(XCEPTION_SPEC.blocks[-1], "paper")
+    assert info.features_layer == block_output_layer(architecture().spec.blocks[-1], "paper")
     article = rewire(loaded, "article").info
     assert article.variant == "article" and article.features_layer != info.features_layer
     assert {n: getattr(article, n) for n in source_fields} == {n: getattr(info, n) for n in source_fields}
