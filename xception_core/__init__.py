@@ -1,6 +1,6 @@
 """Xception (Chollet 2017) from its building blocks, in layers that each import only downward:
 
-    arch (spec, builder, names) → weights (presets, fetch, load) → model (the one factory)
+    arch (nodes, spec, registry, graph, builder, names) → weights (presets, fetch, load) → model (the one factory)
     → runtime (classifier, ONNX, folding, batching, activations, introspection: numbers only)
     → io (images, preprocessing, labels, assets, visualize, export)
 

@@ -23,13 +23,13 @@ from typing import Literal
 from xception_core.arch.nodes import (  # noqa: F401 - re-exported
     LayerGraph, LayerNode, Op, Padding, head_nodes, output_size, padding_before, same_padding,
 )
-from xception_core.arch.spec import INPUT_LAYER, XCEPTION_SPEC, Block, XceptionSpec, get_variant
+from xception_core.arch.spec import INPUT_LAYER, XCEPTION_SPEC, Block, XceptionSpec
 
 @functools.lru_cache(maxsize=8)
 def layer_graph(variant: str = "paper", spec: XceptionSpec = XCEPTION_SPEC) -> LayerGraph:
     """The feature extractor's layers in one wiring ('paper' or 'article'), as the builder wires
     them: the architecture's own reading of its spec (`spec.graph`), made once per wiring."""
-    return spec.graph(get_variant(variant).name)
+    return spec.graph(variant)  # the spec checks the wiring's name
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,12 @@
 """Xception's architecture as data.
 
-The paper (Chollet 2017, Fig. 5) describes Xception as three flows of blocks. Both the model
-builder (`xception_core.arch.builder`) and the explorer (`xception_core.runtime.introspection`, the Explore tab)
-read the frozen spec below, so the picture the user sees is the network that runs.
+The paper (Chollet 2017, Fig. 5) describes Xception as three flows of blocks. This module is
+Xception's whole architecture: the frozen spec below, its two wirings (`VARIANT_SPECS`, the
+article's four departures declared once in `WIRING_DIFFERENCES`) and the one reading of the spec,
+`XceptionSpec.graph` (`xception_graph`), which expands it into the layer graph's nodes
+(`xception_core.arch.nodes`). The Keras builder, the ONNX translator, the receptive fields and the
+explorer read those nodes, so the picture the user sees is the network that runs. The registry
+(`xception_core.arch.registry`) names it 'xception'.
 
 Blocks are declared in order; their names (`block1` ... `block14`) follow from that order, the
 middle flow's one declaration expanding into eight blocks (`repeats=8`). These names are the
