@@ -68,7 +68,8 @@ def load_model(
     settings = settings or Settings.from_env()
     model, source = _load(weights, request, settings)
     preset = PRESETS.get(source.preset or "")
-    return LoadedModel(model, ModelInfo.wired(source, variant, request.arch_name if preset is None else preset.architecture))
+    arch_name = request.arch_name if preset is None else preset.architecture
+    return LoadedModel(model, ModelInfo.wired(source, variant, arch_name))
 
 
 def _load(weights, request: BuildRequest, settings: Settings) -> tuple[keras.Model, WeightsSource]:

@@ -73,7 +73,7 @@ def test_folded_model_matches_every_block(original_and_folded):
     folded = result.model
     x = _x()
     names = _blocks(result, variant)  # a folded BatchNorm output is its conv's output
-    ours = keras.Model(model.input, [model.get_layer(block_output_layer(b, variant)).output for b in architecture().spec.blocks]
+    ours = keras.Model(model.input, [model.get_layer(layer).output for layer in architecture().block_outputs(variant).values()]
                        + [model.output])(x)
     theirs = keras.Model(folded.input, [folded.get_layer(n).output for n in names] + [folded.output])(x)
     for name, a, b in zip(names + ["logits"], ours, theirs):
@@ -184,7 +184,7 @@ def test_both_emitters_emit_the_one_graph_against_the_keras_reference(variant):
         assert theirs == _unblocked(graph.nodes)
     else:
         mine = _unblocked(graph.nodes)
-        differing = {name for name in set(theirs) | set(mine) if theirs.get(name) != mine.get(name)}
+        differing = {n for n in set(theirs) | set(mine) if theirs.get(n) != mine.get(n)}
         assert differing == {"block1_conv1", "block1_conv2", "block3_residual_conv", "block4_residual_conv",
                              "block14_sepconv2_act", "avg_pool"} | {f"block{i}_sepconv3_post_act" for i in range(5, 13)} \
             | {f"block{i}_add" for i in range(5, 13)}

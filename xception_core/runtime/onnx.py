@@ -5,15 +5,17 @@
 each BatchNorm into the conv before it (`xception_core.runtime.folding`), and emits one ONNX op
 (or two) per node through one table keyed by the node's op (`EMITTERS`), with the `onnx.helper`
 API: Conv (group=C for the depthwise half of a separable conv), Relu, MaxPool, AveragePool, Sum,
-Concat, GlobalAveragePool, Gemm, Softmax. The weights come from the Keras layer of the node's name. Translation is far quicker than a tf2onnx export of the same
-model, and no tf2onnx is needed at run time; ONNX Runtime then runs it faster than the TensorFlow
-forward (both figures in bench/README.md). The graph runs in NCHW, ONNX Runtime's native
+Concat, GlobalAveragePool, Gemm, Softmax; the weights come from the Keras layer of the node's
+name. Translation is far quicker than a tf2onnx export of the same model, and no tf2onnx is
+needed at run time; ONNX Runtime then runs it faster than the TensorFlow forward (both figures in
+bench/README.md). The graph runs in NCHW, ONNX Runtime's native
 layout (it re-blocks convolutions to NCHWc); one Transpose brings the NHWC input in and one takes
 the exit-flow features out, so `OnnxForward` returns exactly what `Classifier`'s TensorFlow
 forward returns: (features (N, h, w, 2048) NHWC, model output (N, classes)).
 
 Only the layer types the node vocabulary has (`xception_core.arch.nodes`: Xception's, Inception's,
-simple transfer heads') are supported; anything else raises `UnsupportedLayerError`. Which backend runs is chosen in one place, `xception_core.runtime.forward`.
+simple transfer heads') are supported; anything else raises `UnsupportedLayerError`. Which
+backend runs is chosen in one place, `xception_core.runtime.forward`.
 
 Needs `onnx` and `onnxruntime` (both optional for the package: `available()` says whether they
 are importable). Pure NumPy besides those; no UI code.

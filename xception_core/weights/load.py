@@ -263,7 +263,8 @@ def _convert_keras_model(path: Path, preset: Preset | None, request: BuildReques
     shape = request.input_shape or ((size, size, 3) if size else (None, None, 3))
 
     if not nested:
-        model = request.architecture(input_shape=shape, classes=head_classes or architecture(request.arch_name).spec.default_classes)
+        classes = head_classes or architecture(request.arch_name).spec.default_classes
+        model = request.architecture(input_shape=shape, classes=classes)
         copy_weights(loaded, model)
         outputs: Outputs = output_kind(request.include_top, request.classifier_activation)  # type: ignore[assignment]
     else:
