@@ -49,7 +49,7 @@ __all__ = ["TRANSLATOR_VERSION", "Translation", "TranslatedModel", "cam", "open_
 logger = logging.getLogger(__name__)
 
 # Bump when the graphs, the weights layout or the manifest change: older translations are rebuilt.
-TRANSLATOR_VERSION = 2
+TRANSLATOR_VERSION = 3  # 3: the manifest's model record names its architecture (graphs unchanged)
 MANIFEST = "manifest.json"
 FORWARD, BLOCKS, WEIGHTS, INT8 = "forward.onnx", "blocks.onnx", "weights.bin", "forward-int8.onnx"
 PREPROCESSING = "resize bicubic to input_size, RGB, x / 127.5 - 1"  # `xception_core.io.preprocessing.preprocess`
