@@ -62,6 +62,7 @@ EMITTERS: dict[str, Callable[[LayerNode], keras.layers.Layer]] = {
     "global_max_pool": lambda node: layers.GlobalMaxPooling2D(name=node.name),
     "dense": lambda node: layers.Dense(node.filters, activation=node.activation, use_bias=node.bias, name=node.name),
 }
+MERGES = frozenset({"add", "concat"})  # ops whose layer is called on the list of its inputs
 
 
 def emit(nodes: Iterable[LayerNode], tensors: dict[str, KerasTensor]) -> KerasTensor:
@@ -86,9 +87,6 @@ def emit(nodes: Iterable[LayerNode], tensors: dict[str, KerasTensor]) -> KerasTe
         inputs = [tensors[name] for name in node.inputs]
         x = tensors[node.name] = layer(inputs if node.op in MERGES else inputs[0])
     return x
-
-
-MERGES = frozenset({"add", "concat"})  # ops whose layer is called on the list of its inputs
 
 
 def conv_bn(
