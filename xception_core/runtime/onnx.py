@@ -233,8 +233,8 @@ READERS: tuple[tuple[type, Callable[[keras.layers.Layer], dict[str, Any]]], ...]
 
 
 def keras_graph(model: keras.Model) -> LayerGraph:
-    """The layer graph of a functional Keras model, in its own layer order: the nodes the
-    translator emits. For a model of ours it is the architecture's own graph
+    """The layer graph of a functional Keras model (named after the model), in the model's own
+    layer order: the nodes the translator emits. For a model of ours it is the architecture's own graph
     (`xception_core.arch.graph.layer_graph`) plus its head's nodes, node for node (a test checks).
 
     Raises:
