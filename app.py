@@ -47,7 +47,8 @@ elif __name__ == "__main__":
     drop_native_startup_lines()
     configure_logging()  # before the store logs its first line
     # The weights start loading before the UI (Gradio) is imported, so the two overlap on the
-    # cores instead of running one after the other (cold start: bench/README.md).
+    # cores instead of running one after the other (cold start: bench/README.md); only their
+    # imports take turns (`demo.store.IMPORTS`: concurrent imports can deadlock).
     from demo.ports import exit_if_port_taken
     from demo.store import IMPORTS, ModelStore
     from xception_core.settings import Settings
