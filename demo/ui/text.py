@@ -375,7 +375,9 @@ API_GRADCAM = ("Where the model looked for one class. Returns heatmap: a Grad-CA
                "photo (PNG, display size), and score: {class_name, probability, rank} of the class. class_name is "
                "matched ignoring case and extra spaces ('  Fork ' is 'fork').")
 API_ARCHITECTURE = ("Xception block by block. Returns architecture: totals and, per block, name, flow, output shape, "
-                    "parameters and multiply-accumulates; for the loaded weights or the 299 px reference.")
+                    "parameters (learned_params: kernels, biases and BatchNorm's scale and shift; "
+                    "moving_statistics_params: BatchNorm's moving mean and variance) and multiply-accumulates; "
+                    "for the loaded weights or the 299 px reference.")
 API_ACTIVATIONS = ("One block's activations for a photo. Returns activations: its output shape, the mean activation "
                    "of every channel, the top channels, the maps' value range and timings; and maps: the top_n most "
                    "active channels as pictures on their true grid, one colour scale, captioned '#channel · mean' "

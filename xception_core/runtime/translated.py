@@ -212,7 +212,8 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
     meta = {
         "translator_version": TRANSLATOR_VERSION, "weights_sha256": weights_sha256,
         "info": dataclasses.asdict(info), "labels": list(labels), "input_size": loaded.input_size,
-        "classes": classes, "preprocessing": preprocessing_for(info.preset).describe(), "head": head, "descriptions": descriptions,
+        "classes": classes, "preprocessing": preprocessing_for(info.preset).describe(), "head": head,
+        "descriptions": descriptions,
         "block_maps": layers, "after_relu": {b: _is_relu(model.get_layer(layer)) for b, layer in layers.items()},
         "initializers": initializers,
     }
