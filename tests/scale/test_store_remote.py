@@ -126,7 +126,8 @@ def test_a_weights_file_is_named_without_its_folder_while_replicas_start():
     assert [s.title for s in store.statuses()] == ["mine.keras"]
 
 
-INFO = SimpleNamespace(title="Kitchenware", variant="paper")  # what the replicas' ModelInfo is read for here
+# What the replicas' ModelInfo is read for here.
+INFO = SimpleNamespace(title="Kitchenware", variant="paper", preset="kitchenware")
 
 
 def test_the_remote_implementations_have_everything_the_protocols_declare():
