@@ -347,7 +347,8 @@ API_WEIGHTS = "weights: '' for the live default, else a name from /healthz's 'we
 API_CLASS = "class_name: a class of the weights (see /classify's answer); '' explains the top class"
 API_BLOCK = "block: 'block1' (stem) … 'block14' (last exit-flow block)"
 API_TOP_N = "top_n: how many of the most active channels to return as maps (1-64)"
-API_WHICH = "which: 'loaded' (the weights that run here) or 'reference' (Keras's 299×299 ImageNet Xception, whatever is loaded)"
+API_WHICH = ("which: 'loaded' (the weights that run here), 'reference' (Keras's 299×299 ImageNet Xception, whatever is "
+             "loaded) or 'inception_v3' (Keras's 299×299 Inception V3, its structure and cost)")
 
 API_OP_BLOCK = "block: 'block2' … 'block14' (a block with separable convs)"
 API_OP_LAYER = "layer: one of the block's separable convs, e.g. 'block5_sepconv3' (blocks 2–4 and 13–14 have 2)"
