@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xception_core.arch.cost import SeparableCost, separable_cost
+from xception_core.arch.cost import SeparableCost, check_positive, separable_cost
 
 
 @dataclass(frozen=True)
@@ -54,15 +54,9 @@ class InceptionStep:
         return self.pointwise_macs + self.spatial_macs
 
 
-def _positive(**values: int) -> None:
-    for label, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{label} must be a positive integer, got {str(value)[:40]!r}")
-
-
 def segment_counts(out_channels: int) -> tuple[int, ...]:
     """The numbers of equal channel segments `out_channels` splits into: its divisors, 1 to itself."""
-    _positive(out_channels=out_channels)
+    check_positive(out_channels=out_channels)
     return tuple(s for s in range(1, out_channels + 1) if out_channels % s == 0)
 
 
@@ -73,7 +67,7 @@ def inception_step(in_channels: int, out_channels: int, height: int, width: int,
     Raises:
         ValueError: A size that is not a positive integer, or `segments` not dividing `out_channels`.
     """
-    _positive(in_channels=in_channels, out_channels=out_channels, height=height, width=width, segments=segments,
+    check_positive(in_channels=in_channels, out_channels=out_channels, height=height, width=width, segments=segments,
               kernel_size=kernel_size)
     if out_channels % segments:
         raise ValueError(f"{segments} segments do not split {out_channels} channels evenly; "
