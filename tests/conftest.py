@@ -8,7 +8,16 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+import peak_rss  # noqa: E402
 import pytest  # noqa: E402
+
+
+def pytest_addoption(parser) -> None:
+    peak_rss.add_option(parser)
+
+
+def pytest_configure(config) -> None:
+    peak_rss.configure(config)  # the run's peak memory, printed at its end (tests/peak_rss.py)
 
 
 def randomize(model, seed: int = 0) -> None:
