@@ -4,12 +4,14 @@ kitchenware load ~3 s), and shared read-only between tests."""
 from __future__ import annotations
 
 import os
+import subprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import peak_rss  # noqa: E402
 import pytest  # noqa: E402
+
+from tests import peak_rss  # noqa: E402
 
 
 def pytest_addoption(parser) -> None:
@@ -18,6 +20,70 @@ def pytest_addoption(parser) -> None:
 
 def pytest_configure(config) -> None:
     peak_rss.configure(config)  # the run's peak memory, printed at its end (tests/peak_rss.py)
+
+
+def release_memory() -> None:
+    """Lets go of what a finished test module's fixtures built (stores, Blocks, Keras models, ONNX
+    sessions) and hands the freed heap back to the OS.
+
+    Without this a module's objects outlive it: FastAPI caches, without a bound that matters here,
+    the callables of every route and dependency it has classified (`fastapi.dependencies.models`),
+    and Gradio's event functions close over their Blocks, its services and the store with its
+    models. Keras's global state (and TensorFlow's default graph and kernel cache) is cleared
+    too; the session's models stay valid (eager execution, their own variables). glibc keeps freed
+    memory in its arenas unless asked to return it (`malloc_trim`)."""
+    import ctypes
+    import gc
+    import sys
+
+    classify = sys.modules.get("fastapi.dependencies.models")
+    for name in dir(classify) if classify else ():
+        if name.endswith("_cached") and hasattr(cached := getattr(classify, name), "cache_clear"):
+            cached.cache_clear()
+    gc.collect()
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()  # also gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_memory_after_each_module():
+    """Set up before, so torn down after, every other fixture of the module: see `release_memory`."""
+    yield
+    release_memory()
+
+
+class FakeClock:
+    """Seconds that pass only when a test says so (`clock.now += 5`): a `clock=` argument that
+    takes `time.monotonic`'s place."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_checked(args: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run` with the output captured as text; a non-zero exit or a timeout fails the
+    test with the command and the tail of its stderr (and stdout), so the failure says why."""
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(map(str, args))} still running after {timeout:.0f} s" + _tails(exc.stdout, exc.stderr))
+    if done.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, args))} exited with {done.returncode}" + _tails(done.stdout, done.stderr))
+    return done
+
+
+def _tails(stdout, stderr, chars: int = 4000) -> str:
+    def text(out) -> str:
+        return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
+
+    return f"\n--- stderr (end) ---\n{text(stderr)[-chars:]}\n--- stdout (end) ---\n{text(stdout)[-chars // 4:]}"
 
 
 def randomize(model, seed: int = 0) -> None:

@@ -106,6 +106,7 @@ class PeakRss:
     """Samples in a daemon thread from `pytest_sessionstart` to the terminal summary."""
 
     top: int = 0
+    log: Path | None = None  # a line per module as it ends: what a run that is killed leaves
     pid: int = field(default_factory=os.getpid)
     peak: Sample = field(default_factory=lambda: Sample(0, 0, 0, 0))
     modules: dict[str, ModuleMemory] = field(default_factory=dict)
@@ -154,6 +155,11 @@ class PeakRss:
         memory = self.modules[self._module]
         memory.end_kib = _status_kib(self.pid, "VmRSS")
         memory.seconds += time.monotonic() - self._module_started
+        if self.log is not None:
+            with self.log.open("a") as out:
+                out.write(f"{self._module} grown_mib={(memory.end_kib - memory.start_kib) / 1024:+.0f} "
+                          f"end_gib={memory.end_kib / 2**20:.2f} peak_gib={memory.peak_kib / 2**20:.2f} "
+                          f"tree_pss_peak_gib={memory.tree_peak_kib / 2**20:.2f} s={memory.seconds:.1f}\n")
 
     def pytest_sessionfinish(self, session) -> None:
         self._end_module()  # the last module's fixtures are torn down by now
@@ -183,10 +189,12 @@ def add_option(parser) -> None:
     """`--rss-top N` (the conftest's `pytest_addoption` calls this)."""
     parser.addoption("--rss-top", type=int, default=0, metavar="N",
                      help="list the N test modules that grew the pytest process's resident memory most")
+    parser.addoption("--rss-log", type=Path, default=None, metavar="FILE",
+                     help="append each test module's memory figures to FILE as the module ends")
 
 
 def configure(config) -> None:
     """Starts the sampler for this run (the conftest's `pytest_configure` calls this)."""
     if not (PROC / "self" / "smaps_rollup").exists():
         return
-    config.pluginmanager.register(PeakRss(top=config.getoption("--rss-top")), "peak-rss-sampler")
+    config.pluginmanager.register(PeakRss(top=config.getoption("--rss-top"), log=config.getoption("--rss-log")), "peak-rss-sampler")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import random_loaded, store_serving
+from tests.conftest import FakeClock, random_loaded, store_serving
 from demo.services import UserError
 from demo.services.teach import TeachLimits, TeachService
 from demo.store import ModelStore
@@ -38,16 +38,6 @@ def store(tiny_model, settings):
 
 def service(store, settings, clock=time.monotonic, **limits) -> TeachService:
     return TeachService(store, settings.upload_dir / "teach", TeachLimits(**limits), clock=clock)
-
-
-class FakeClock:
-    """Seconds that pass only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def photos(color, n, seed=0):
