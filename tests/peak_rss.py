@@ -37,6 +37,11 @@ def _status_kib(pid: int | str, key: str) -> int:
     return 0
 
 
+def resident_kib() -> int:
+    """This process's resident memory now (VmRSS), in KiB."""
+    return _status_kib("self", "VmRSS")
+
+
 def descendants(root: int) -> list[int]:
     """Every live process below `root` (children, their children, …), from /proc/*/stat."""
     parents: dict[int, int] = {}

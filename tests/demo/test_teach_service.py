@@ -31,9 +31,19 @@ def settings(tmp_path):
     return Settings(upload_dir=tmp_path / "uploads", cache_dir=tmp_path / "cache")
 
 
+@pytest.fixture(scope="module")
+def served(tiny_model, tmp_path_factory):
+    """One store serving the tiny model for the module (a store translates its model once)."""
+    folder = tmp_path_factory.mktemp("teach-store")
+    (folder / "uploads").mkdir()
+    return store_serving(tiny_model, Settings(upload_dir=folder / "uploads", cache_dir=folder / "cache"))
+
+
 @pytest.fixture()
-def store(tiny_model, settings):
-    return store_serving(tiny_model, settings)
+def store(served, settings):
+    """The module's store, with this test's own folders (the services read them from the store)."""
+    served.settings = settings
+    return served
 
 
 def service(store, settings, clock=time.monotonic, **limits) -> TeachService:
