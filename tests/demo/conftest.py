@@ -28,9 +28,28 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 
 
+LIVE_SERVER_STOP = pytest.StashKey[object]()  # stops the live app: set by `live_server`
+LAST_LIVE_USER = pytest.StashKey[str]()  # the node id of the run's last test that uses it
+
+
+def pytest_collection_finish(session) -> None:
+    users = [item.nodeid for item in session.items if "live_server" in getattr(item, "fixturenames", ())]
+    if users:
+        session.config.stash[LAST_LIVE_USER] = users[-1]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem) -> None:
+    """The live app stops after the last test that uses it, not at the end of the session: the
+    tests after it (Ray's replicas, the core's models) do not run beside its ~1.4 GB."""
+    if item.nodeid == item.config.stash.get(LAST_LIVE_USER, None) and (stop_it := item.config.stash.get(
+            LIVE_SERVER_STOP, None)):
+        stop_it()
+
+
 @pytest.fixture(scope="session")
-def live_server(tmp_path_factory):
-    """Base URL (no trailing slash) of a running `python app.py`."""
+def live_server(tmp_path_factory, request):
+    """Base URL (no trailing slash) of a running `python app.py` (stopped after its last user)."""
     port = free_port()
     log = tmp_path_factory.mktemp("app") / "app.log"
     # The default export folder (<cache>/exports, outside the working directory and the temp
@@ -40,11 +59,12 @@ def live_server(tmp_path_factory):
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    request.config.stash[LIVE_SERVER_STOP] = lambda: stop(proc)
     try:
         wait_ready(url, proc, log=log)  # its error ends with the app's log
         yield url
     finally:
-        stop(proc)
+        stop(proc)  # at once if it has stopped already
 
 
 @pytest.fixture(scope="session")

@@ -256,7 +256,9 @@ def test_a_replica_killed_under_load_costs_no_request_and_is_replaced(serve_app,
     # The health report answered throughout. Whether a poll catches the moment with one replica
     # fewer depends on how fast the controller replaces it (under a second on an idle machine), so
     # the replacement is checked by the replicas' identities below, not by catching the gap.
-    assert seen and all(running_replicas(r) >= REPLICAS - 1 for r in seen), seen
+    assert seen and all(running_replicas(r) >= REPLICAS - 1 for r in seen), (
+        f"{len(seen)} reports, these with fewer than {REPLICAS - 1} running: "
+        f"{[r for r in seen if running_replicas(r) < REPLICAS - 1]}")
     after = wait_for(lambda: all_replicas(model_handle), 180, "both replicas answering again")
     assert victim_id not in after and len(set(after) - set(before)) == 1
 
