@@ -106,7 +106,7 @@ class ModuleMemory:
     seconds: float = 0.0
 
 
-@dataclass
+@dataclass(eq=False)  # a plugin must be hashable: pluggy keeps plugins in sets
 class PeakRss:
     """Samples in a daemon thread from `pytest_sessionstart` to the terminal summary."""
 
