@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-SAMPLE_S = 0.25
+SAMPLE_S = 0.5  # a sample reads /proc for every process on the machine: a few ms of one core
 PROC = Path("/proc")
 
 
