@@ -167,8 +167,8 @@ def _wire_views(ctx: ExploreContext, view: ActivationsView) -> None:
                      channel_index)
 
     controls = [view.block, view.n_top, view.overlay, view.shared_scale, ctx.client]
-    photo.image.change(on_image, [photo.image, *controls], outputs, preprocess=False, api_visibility="private",
-                       concurrency_id="explore-forward", concurrency_limit=2)
+    photo.on_new(on_image, [photo.image, *controls], outputs, preprocess=False, api_visibility="private",
+                 concurrency_id="explore-forward", concurrency_limit=2)
     for control in (view.block, view.n_top):
         control.input(on_view, [photo.record_key, photo.image, *controls], outputs, preprocess=False,
                       api_visibility="private", trigger_mode="always_last")

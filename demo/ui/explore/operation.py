@@ -28,7 +28,7 @@ from demo.services.operation import MAX_TOP, STEP_BLOCKS, OperationService, Step
 from demo.ui import figures
 from demo.ui import operation_text as words
 from demo.ui.events import errors_as_messages
-from demo.ui.explore.context import ExploreContext, SubTab
+from demo.ui.explore.context import ExploreContext, SubTab, payload_path
 from xception_core.arch.receptive import BlockField
 from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.io.visualize import map_tile
@@ -146,11 +146,6 @@ def click_point(index: Any, width: int, height: int) -> tuple[float, float]:
     x = check_number(index[0], "x", 0, width - 1)
     y = check_number(index[1], "y", 0, height - 1)
     return y, x
-
-
-def payload_path(payload: Any) -> str | None:
-    path = payload.get("path") if isinstance(payload, dict) else None
-    return path if isinstance(path, str) else None
 
 
 def known_key(state: Any, payload: Any) -> str | None:
@@ -395,7 +390,7 @@ def _wire(ctx: ExploreContext, view: OperationView, tab: gr.Tab, service: Operat
     common = dict(preprocess=False, api_visibility="private", concurrency_id="explore-forward", concurrency_limit=2)
     settings = [view.block, view.layer, view.variant, view.channel, view.shown, client]
     tab.select(h["op_show"], [photo, view.state, *settings], [view.opened, *outputs], **common)
-    photo.change(h["op_photo"], [view.opened, photo, *settings], outputs, **common)
+    ctx.photo.on_new(h["op_photo"], [view.opened, photo, *settings], outputs, **common)
     photo.upload(h["op_upload"], [photo, view.uploads], view.uploads, preprocess=False, api_visibility="private",
                  queue=False)
     view.block.input(h["op_block"], [photo, view.state, view.block, view.variant, view.channel, view.shown, client],
