@@ -136,8 +136,9 @@ def _wire_classify(view: ClassifyView, service: ClassifyService, examples: Examp
     view.run.click(on_classify, [view.image, view.weights], outputs, **classify)
     # A new photo never sits beside the last one's answer: the answer goes at once, and the new
     # photo is classified without a click (as an example is).
-    # ...and an example stays marked only while it is the photo shown.
-    view.image.input(fn=lambda: {**_cleared(view), view.examples: gr.update(selected_index=None)},
+    # ...and an example stays marked only while it is the photo shown (-1: Gradio 6's gallery keeps
+    # its mark on an update to None; no thumbnail has index -1).
+    view.image.input(fn=lambda: {**_cleared(view), view.examples: gr.update(selected_index=-1)},
                      inputs=None, outputs=[*outputs, view.examples], api_visibility="private", queue=False,
                      show_progress="hidden").then(on_classify, [view.image, view.weights], outputs, **classify)
     view.weights.input(**clear)

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from demo.services import UserError
 from demo.services.explore import cell_side, check_block
 from demo.services.operation import MAX_TOP, STEP_BLOCKS, OperationService, StepAnswer, check_number
-from demo.ui import figures
+from demo.ui import figures, text
 from demo.ui import operation_text as words
 from demo.ui.events import errors_as_messages
 from demo.ui.explore.context import ExploreContext, SubTab, payload_path
@@ -59,6 +59,7 @@ class OperationView:
     where: gr.Markdown
     photo_view: gr.Image
     map_view: gr.Image
+    map_scale: gr.HTML  # the map's colour scale: the values its two ends stand for
     row: gr.Number
     col: gr.Number
     rf_table: gr.Dataframe
@@ -75,7 +76,7 @@ class OperationView:
     uploads: gr.State  # this session's uploads in Explore, for the channel search
 
     def step_outputs(self) -> list[gr.components.Component]:
-        return [self.where, self.photo_view, self.map_view, self.depthwise, self.pointwise, self.stages, self.macs,
+        return [self.where, self.photo_view, self.map_view, self.map_scale, self.depthwise, self.pointwise, self.stages, self.macs,
                 self.cost, self.state, self.row, self.col, self.channel, self.layer, self.rf_table]
 
 
@@ -120,6 +121,15 @@ def map_picture(answer: StepAnswer) -> Image.Image:
     draw.rectangle((c * cell, r * cell, (c + 1) * cell - 1, (r + 1) * cell - 1), outline=(255, 255, 255), width=3)
     draw.rectangle((c * cell + 3, r * cell + 3, (c + 1) * cell - 4, (r + 1) * cell - 4), outline=(0, 0, 0), width=1)
     return picture
+
+
+def map_scale_html(answer: StepAnswer) -> str:
+    """The colour bar under the map: `map_picture` stretches the channel's own minimum and maximum
+    over the ramp."""
+    values = answer.output_map
+    return text.colour_bar(figures.ramp_css(), (float(values.min()), float(values.max())),
+                           kind=f"{answer.step.plan.batchnorm} output, channel #{answer.step.channel} "
+                                "(this map's own minimum to maximum; can be negative)")
 
 
 def patch_picture(patch: np.ndarray, at_least: int = 96) -> Image.Image:
@@ -191,9 +201,10 @@ def _layout() -> OperationView:
         photo_view = gr.Image(label="Your photo as the model sees it: click to pick a position", type="pil",
                               interactive=False, format="jpeg", buttons=[], height=VIEW_SIDE + 60, elem_id="op-photo",
                               min_width=280)
-        map_view = gr.Image(label="The conv's output channel (after BatchNorm): click a cell", type="pil",
-                            interactive=False, format="png", buttons=[], height=VIEW_SIDE + 60, elem_id="op-map",
-                            min_width=280)
+        with gr.Column(min_width=280):
+            map_view = gr.Image(label="The conv's output channel (after BatchNorm): click a cell", type="pil",
+                                interactive=False, format="png", buttons=[], height=VIEW_SIDE + 60, elem_id="op-map")
+            map_scale = gr.HTML(elem_id="op-map-scale")
     with gr.Row():
         row = gr.Number(None, label="Row", precision=0, minimum=0, elem_id="op-row", min_width=100)
         col = gr.Number(None, label="Column", precision=0, minimum=0, elem_id="op-col", min_width=100)
@@ -217,7 +228,7 @@ def _layout() -> OperationView:
                          object_fit="contain", interactive=False, elem_id="op-patches", format="png")
     patches_note = gr.Markdown(elem_id="op-patches-note")
     return OperationView(block, layer, variant, channel, strongest, shown, examples, upload, where, photo_view,
-                         map_view, row, col, rf_table, depthwise, pointwise, stages, macs, cost, search, patches,
+                         map_view, map_scale, row, col, rf_table, depthwise, pointwise, stages, macs, cost, search, patches,
                          patches_note, gr.State(None), gr.State(False), gr.State([]))
 
 
@@ -233,6 +244,7 @@ def _answer(service: OperationService, view: OperationView, answer: StepAnswer, 
         view.photo_view: photo_picture(answer),
         view.map_view: gr.update(value=map_picture(answer),
                                  label=f"{step.plan.batchnorm}, channel #{step.channel}: click a cell"),
+        view.map_scale: map_scale_html(answer),
         view.depthwise: words.depthwise_html(step, _shown(shown)),
         view.pointwise: figures.contributions_figure(
             [c.channel for c in pw.top], [c.value for c in pw.top], [c.weight for c in pw.top],
@@ -259,7 +271,7 @@ def _answer(service: OperationService, view: OperationView, answer: StepAnswer, 
 
 def _empty(view: OperationView, message: str = words.NO_PHOTO) -> dict:
     """No photo: nothing of an earlier one stays."""
-    return {view.where: message, view.photo_view: None, view.map_view: None, view.depthwise: "",
+    return {view.where: message, view.photo_view: None, view.map_view: None, view.map_scale: "", view.depthwise: "",
             view.pointwise: None, view.stages: "", view.macs: None, view.cost: "", view.state: None}
 
 
