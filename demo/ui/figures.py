@@ -362,7 +362,8 @@ def resolution_figure(description: ModelDescription, theme: Theme = LIGHT) -> go
     _base_layout(fig, 380 if theme.narrow else 360, title, theme)
     # On a phone the last sizes (18, 9, 5) sit a few pixels apart near zero and their labels run into
     # each other: a log axis gives every halving the same height.
-    yaxis = (dict(title=dict(text="height = width (px, log scale)"), type="log",
+    # (ticks at 10 and 100 only: Plotly's small in-between 2s and 5s read as more labels.)
+    yaxis = (dict(title=dict(text="height = width (px, log scale)"), type="log", dtick=1,
                   range=[math.log10(min(sides)) - 0.2, math.log10(max(sides)) + 0.25])
              if theme.narrow else
              dict(title=dict(text="height = width (pixels)"), rangemode="tozero", range=[0, max(sides) * 1.15]))

@@ -83,7 +83,8 @@ def feature_map_figure(points: np.ndarray, labels: Sequence[int], predicted: Seq
     if len(idx):
         fig.add_trace(go.Scatter(
             x=points[idx, 0], y=points[idx, 1], mode="markers", name=MISCLASSIFIED, legendgroup="misclassified",
-            marker=dict(color="rgba(0,0,0,0)", size=21, symbol="circle-open", line=dict(color=theme.ink, width=2.5)),
+            # An "-open" symbol is drawn in the marker's colour (its line colour is not used).
+            marker=dict(color=theme.ink, size=21, symbol="circle-open", line=dict(width=2.5)),
             hoverinfo="skip",
         ))
     thumbs = list(thumbnails)

@@ -38,8 +38,8 @@ CHART_TEXT = """(selector) => [...document.querySelectorAll(selector)].flatMap(r
   [...root.querySelectorAll('svg text, svg tspan')].filter(t =>
     [...t.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()) && t.getBoundingClientRect().width > 0)
   .map(t => ({chart: root.id, text: t.textContent.trim().slice(0, 40),
-              px: parseFloat(getComputedStyle(t).fontSize) * (t.getScreenCTM() ? Math.hypot(t.getScreenCTM().a,
-                                                                                          t.getScreenCTM().b) : 1)})))"""
+              px: parseFloat(getComputedStyle(t).fontSize)
+                  * (t.getScreenCTM() ? Math.hypot(t.getScreenCTM().a, t.getScreenCTM().b) : 1)})))"""
 
 
 # The share of the tiles' pixels whose colour is on the colour bar's ramp (within 40 of one of 64
@@ -48,13 +48,16 @@ CHART_TEXT = """(selector) => [...document.querySelectorAll(selector)].flatMap(r
 ON_THE_RAMP = """() => {
   const stops = [...document.querySelector('#explore-colour-bar .colour-bar span:nth-child(2)').style.background
     .matchAll(/rgb\\((\\d+), (\\d+), (\\d+)\\)/g)].map(m => [+m[1], +m[2], +m[3]]);
-  const ramp = []; for (let i = 0; i < 64; i++) { const t = i / 63 * (stops.length - 1), k = Math.min(Math.floor(t), stops.length - 2);
-    const f = t - k; ramp.push(stops[k].map((v, j) => v + (stops[k + 1][j] - v) * f)); }
+  const ramp = []; for (let i = 0; i < 64; i++) {
+    const t = i / 63 * (stops.length - 1), k = Math.min(Math.floor(t), stops.length - 2), f = t - k;
+    ramp.push(stops[k].map((v, j) => v + (stops[k + 1][j] - v) * f)); }
   const imgs = [...document.querySelectorAll('#explore-gallery img')]; let on = 0, all = 0;
-  for (const img of imgs) { const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
+  for (const img of imgs) {
+    const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;
     const g = c.getContext('2d'); g.drawImage(img, 0, 0); const d = g.getImageData(0, 0, c.width, c.height).data;
     for (let y = 0; y < 12; y++) for (let x = 0; x < 12; x++) {
-      const px = Math.floor((x + 0.37) / 12 * c.width), py = Math.floor((y + 0.41) / 12 * c.height), o = (py * c.width + px) * 4;
+      const px = Math.floor((x + 0.37) / 12 * c.width), py = Math.floor((y + 0.41) / 12 * c.height);
+      const o = (py * c.width + px) * 4;
       const near = ramp.some(r => Math.hypot(r[0] - d[o], r[1] - d[o + 1], r[2] - d[o + 2]) < 40);
       on += near ? 1 : 0; all += 1; } }
   return {share: on / all, first: imgs[0].src, stops: stops.length}; }"""
@@ -211,7 +214,8 @@ def test_chart_text_is_projector_sized_and_every_map_has_its_scale(chromium, liv
                            " return i && i.complete && i.src !== before; }", arg=plain["first"], timeout=30_000)
     gallery_loaded(page)
     over = page.evaluate(ON_THE_RAMP)
-    print(f"\n[{scheme}] tile pixels on the colour bar's ramp: {plain['share']:.2f} plain, {over['share']:.2f} overlaid")
+    print(f"\n[{scheme}] tile pixels on the colour bar's ramp: {plain['share']:.2f} plain, "
+          f"{over['share']:.2f} overlaid")
     assert plain["share"] > 2 * over["share"], (plain, over)
     page.locator("#explore-overlay input").click()
     page.locator("#explore-cache-status").filter(has_text="Cache hit").wait_for(timeout=30_000)
@@ -289,6 +293,9 @@ def test_teach_names_the_block_it_tries_and_maps_photos_legibly(chromium, live_s
     legend = chart.locator("g.legend g.traces").evaluate_all("els => els.map(e => e.textContent.trim())")
     assert sorted(legend[:-1]) == ["cup", "cutlery", "not kitchenware", "plate"], legend  # one entry a class
     assert legend[-1] == "misclassified (cross-validated)", legend  # and one for every misclassified photo
+    ring = chart.locator("g.legend g.traces").last.locator("path.scatterpts")  # its marker is drawn, in ink
+    stroke = ring.evaluate("e => getComputedStyle(e).stroke")
+    assert ring.count() == 1 and stroke not in ("", "none", "rgba(0, 0, 0, 0)"), stroke
     sides = chart.locator("svg image").evaluate_all(
         "els => els.map(e => Math.min(e.getBoundingClientRect().width, e.getBoundingClientRect().height))")
     assert len(sides) == 14 and min(sides) >= (40 if width > 700 else 24), sides

@@ -76,8 +76,9 @@ class OperationView:
     uploads: gr.State  # this session's uploads in Explore, for the channel search
 
     def step_outputs(self) -> list[gr.components.Component]:
-        return [self.where, self.photo_view, self.map_view, self.map_scale, self.depthwise, self.pointwise, self.stages, self.macs,
-                self.cost, self.state, self.row, self.col, self.channel, self.layer, self.rf_table]
+        return [self.where, self.photo_view, self.map_view, self.map_scale, self.depthwise, self.pointwise,
+                self.stages, self.macs, self.cost, self.state, self.row, self.col, self.channel, self.layer,
+                self.rf_table]
 
 
 # ------------------------------------------------------------------------------------------ pictures
@@ -228,8 +229,8 @@ def _layout() -> OperationView:
                          object_fit="contain", interactive=False, elem_id="op-patches", format="png")
     patches_note = gr.Markdown(elem_id="op-patches-note")
     return OperationView(block, layer, variant, channel, strongest, shown, examples, upload, where, photo_view,
-                         map_view, map_scale, row, col, rf_table, depthwise, pointwise, stages, macs, cost, search, patches,
-                         patches_note, gr.State(None), gr.State(False), gr.State([]))
+                         map_view, map_scale, row, col, rf_table, depthwise, pointwise, stages, macs, cost, search,
+                         patches, patches_note, gr.State(None), gr.State(False), gr.State([]))
 
 
 def _answer(service: OperationService, view: OperationView, answer: StepAnswer, payload: Any, shown: Any,
