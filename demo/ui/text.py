@@ -432,18 +432,21 @@ def tile_caption(channel: int, mean: float) -> str:
     return f"#{channel} · mean {mean:.2f}"
 
 
-def colour_bar(gradient_css: str, value_range: tuple[float, float] | None, after_relu: bool) -> str:
-    """The colour bar over the tiles: the shared scale's ends, or a note that each tile has its own."""
+def colour_bar(gradient_css: str, value_range: tuple[float, float] | None, after_relu: bool = False,
+               kind: str | None = None) -> str:
+    """A map's colour bar: the shared scale's ends, or a note that each tile has its own; `kind`
+    says what the colour stands for (default: a block's activation, after ReLU or not)."""
     if value_range is None:
         low, high = "each tile's own minimum", "its maximum"
     else:
         low, high = f"{value_range[0]:.3g}", f"{value_range[1]:.3g}"
-    kind = "activation (after ReLU)" if after_relu else "activation (a sum: can be negative)"
+    if kind is None:
+        kind = "activation (after ReLU)" if after_relu else "activation (a sum: can be negative)"
     return (f'<div class="colour-bar" style="display:flex;align-items:center;gap:8px;font-size:0.85em">'
             f'<span>{html.escape(low)}</span>'
             f'<span style="flex:1;height:12px;border-radius:3px;background:{gradient_css}"></span>'
             f'<span>{html.escape(high)}</span></div>'
-            f'<div style="font-size:0.8em;opacity:0.8">colour = {kind}</div>')
+            f'<div style="font-size:0.8em;opacity:0.8">colour = {html.escape(kind)}</div>')
 
 
 def file_size(size_bytes: int) -> str:
