@@ -311,7 +311,7 @@ def test_the_downloaded_model_answers_as_the_classifier_tried_in_the_tab(store, 
     which the try box names), on the same features."""
     from xception_core import build_xception
     from xception_core.io.heads import taught_labels
-    from xception_core.io.preprocessing import preprocess
+    from xception_core.inputs.preprocessing import preprocess
     from xception_core.runtime.extractor import FINAL_BLOCK
 
     teach = service(store, settings)
