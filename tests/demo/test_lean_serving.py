@@ -118,7 +118,7 @@ def test_a_translation_with_other_labels_is_made_again(warm_cache, tmp_path, mon
     shutil.copytree(warm_cache.cache_dir / "kitchenware", settings.cache_dir / "kitchenware")
     shutil.copytree(translation_dir(warm_cache.cache_dir, sha), translation_dir(settings.cache_dir, sha))
     renamed = tuple(f"new {name}" for name in ModelStore(settings, ["kitchenware"]).start().get(timeout=120).labels)
-    monkeypatch.setattr("demo.store.load_labels", lambda name, folder=None: renamed)
+    monkeypatch.setattr("demo.store.cache.load_labels", lambda name, folder=None: renamed)
     served = ModelStore(settings, ["kitchenware"]).start().get(timeout=600)
     assert served.labels == renamed
     assert tuple(open_translation(translation_dir(settings.cache_dir, sha), sha).meta["labels"]) == renamed

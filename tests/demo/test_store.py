@@ -42,7 +42,7 @@ def test_store_answers_while_loading_then_serves(monkeypatch, tiny_model):
         release.wait(10)
         return tiny_model
 
-    monkeypatch.setattr("demo.store.load_model", slow_load)
+    monkeypatch.setattr("demo.store.cache.load_model", slow_load)
     store = ModelStore(Settings(), ["broken", "slow"])
     assert states(store) == {"broken": "waiting", "slow": "waiting"}
     store.start()
@@ -68,7 +68,7 @@ def test_store_reports_when_nothing_loads(monkeypatch):
     def fail(key, settings):
         raise WeightsUnavailableError(f"{key} is offline")
 
-    monkeypatch.setattr("demo.store.load_model", fail)
+    monkeypatch.setattr("demo.store.cache.load_model", fail)
     store = ModelStore(Settings(), ["a", "b"]).start()
     with pytest.raises(WeightsUnavailableError, match="a is offline.*b is offline"):
         store.get(timeout=10)
@@ -86,7 +86,7 @@ def test_when_ready_runs_after_the_default_loads_and_before_the_others(monkeypat
             release.wait(10)
         return tiny_model
 
-    monkeypatch.setattr("demo.store.load_model", load)
+    monkeypatch.setattr("demo.store.cache.load_model", load)
     store = ModelStore(Settings(), ["first", "second"])
     store.when_ready(lambda served: order.append(f"warm {served.key}"))
     store.when_ready(lambda served: 1 / 0)  # logged, does not stop loading
@@ -219,7 +219,7 @@ def test_the_translation_serves_unless_tensorflow_is_asked_for(monkeypatch, tiny
     from xception_core.runtime.classifier import Classifier
     from xception_core.runtime.translated import TranslatedModel
 
-    monkeypatch.setattr("demo.store.load_model", lambda key, settings: tiny_model)
+    monkeypatch.setattr("demo.store.cache.load_model", lambda key, settings: tiny_model)
     store = ModelStore(Settings(backend=backend, cache_dir=tmp_path), ["tiny"]).start()
     served = store.get(timeout=120)
     assert isinstance(served.classifier, TranslatedModel if backend is None else Classifier)
