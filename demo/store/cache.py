@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from demo.store import prepared
+from demo.store.interface import prepared
 from xception_core.io.assets import example_images
+from xception_core.io.export import export_files
 from xception_core.io.labels import load_labels
 from xception_core.runtime.translated import (
     INT8, Translation, add_int8, open_translation, save, translate, translation_dir,
@@ -101,7 +102,8 @@ class TranslationCache:
             loaded = load_model(source, settings=settings)  # fetches the weights if need be
             sha = sha or cached_weights_sha256(source, settings.keras_home, settings.cache_dir)
             classes = int(loaded.model.outputs[0].shape[-1])
-            translation = translate(loaded, model_labels(loaded.info, classes, settings), sha or "")
+            translation = translate(loaded, model_labels(loaded.info, classes, settings), sha or "",
+                                    exporter=export_files)
             self._keep(translation, sha)
         if settings.precision == "int8" and INT8 not in translation.graphs:
             try:

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from demo.errors import LoadFailure, echo, failure_reason, load_failure
-from demo.store import SlotStatus, State, candidate_sources, default_candidates, has_settled, weights_title
-from demo.store.cache import TranslationCache, calibration, load_model, model_labels
+from demo.store.interface import (SlotStatus, State, candidate_sources, default_candidates, has_settled,
+                                  weights_title)
+import demo.store.cache as store_cache  # its `load_model`, looked up at each call (tests replace it)
+from demo.store.cache import TranslationCache, calibration, model_labels
 from demo.store.served import KerasServedModel, LocalServedModel
 from xception_core.runtime.activations import ActivationExplorer
 from xception_core.runtime.ort import available
@@ -152,7 +154,7 @@ class ModelStore:
         from xception_core.runtime.classifier import Classifier
 
         settings = self.settings
-        loaded = load_model(source, settings=settings)
+        loaded = store_cache.load_model(source, settings=settings)
         classifier = Classifier(loaded, backend=settings.backend, precision=settings.precision,
                                 calibration=(calibration(loaded.info.preset, loaded.input_size, settings)
                                              if settings.precision == "int8" else ()),

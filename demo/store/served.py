@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from demo.store import Prediction, WarmingUp, prepared
-from demo.store.cache import load_model
+from demo.store.interface import Prediction, WarmingUp, prepared
+import demo.store.cache as store_cache  # its `load_model`, looked up at each call (tests replace it)
 from xception_core.io.export import place_export
 from xception_core.runtime.batching import MicroBatcher
 from xception_core.runtime.introspection import ModelDescription
@@ -81,7 +81,7 @@ class _KerasOnNeed:
     def _load(self) -> None:
         started = time.monotonic()
         try:
-            loaded = load_model(self.source, settings=self.settings)
+            loaded = store_cache.load_model(self.source, settings=self.settings)
         except BaseException as exc:  # noqa: BLE001 - told to every waiter, never lost in a thread
             with self._lock:
                 self._error = exc

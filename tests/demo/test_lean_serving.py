@@ -71,34 +71,40 @@ def test_a_warm_start_answers_everything_without_tensorflow(warm_cache, tmp_path
         stop(proc)
 
 
-def test_tensorflow_features_warm_up_in_the_background_then_work(warm_cache, tmp_path):
-    """A store serving from the cache has no Keras model until a feature asks for it: the first
-    ask is told it is warming up (the page's words: `demo.ui.events.WARMING_UP`), and once loaded
-    the article's wiring, the .keras export and a taught .keras all work."""
+def test_every_explore_feature_answers_from_the_translation(warm_cache, tmp_path):
+    """A store serving from the cache has no Keras model, and needs none for the article's wiring,
+    Inside one operation (both wirings), Netron's graph and the .keras download; only Teach's
+    taught `.keras` loads it (in the background: the first ask is told it is warming up, in the
+    page's words `demo.ui.events.WARMING_UP`)."""
     from demo.netron.exports import Exports
     from demo.services.explore import ExploreService
+    from demo.services.operation import OperationService
     from demo.ui.events import WARMING_UP, _message
 
     store = ModelStore(dataclasses.replace(warm_cache, export_dir=tmp_path, upload_dir=tmp_path),
                        ["kitchenware"]).start()
     served = store.get(timeout=120)
     assert isinstance(served.classifier, TranslatedModel) and served.keras_state() == "idle"
+    photo = {"path": str(_copy(EXAMPLE, tmp_path)), "meta": {"_type": "gradio.FileData"}}
+    comparison = ExploreService(store).compare(None, photo)
+    assert [d.block for d in comparison.differences][-1] == "block14"
+    operation = OperationService(store)
+    for variant in ("paper", "article"):
+        answer = operation.step(None, photo, "block5", 2, 1, 1, 3, variant)
+        assert answer.step.variant == variant and answer.step.model
+    exports = Exports(store, tmp_path / "exports")
+    assert exports.graph("article").startswith("xception-kitchenware-article.graph-")
+    assert exports.full_keras("paper").stat().st_size > 1_000_000
+    assert served.keras_state() == "idle"  # none of the above loaded Keras
     with pytest.raises(WarmingUp) as refused:
-        store.variant(None, "article", timeout=0)
+        served.keras(timeout=0)
     message, mistake = _message(lambda: None, refused.value)
     assert message == WARMING_UP and not mistake
-    assert served.keras_state() in ("warming", "ready")
-    article = store.variant(None, "article", timeout=300)
-    assert article.info.variant == "article" and served.keras_state() == "ready"
-    comparison = ExploreService(store).compare(None, {"path": str(_copy(EXAMPLE, tmp_path)),
-                                                      "meta": {"_type": "gradio.FileData"}})
-    assert [d.block for d in comparison.differences][-1] == "block14"
-    assert Exports(store, tmp_path / "exports").full_keras("paper").stat().st_size > 1_000_000
     from xception_core.io.heads import save_taught_model
     from xception_core.runtime.transfer import SoftmaxHead
 
     head = SoftmaxHead(np.zeros((2048, 2), np.float32), np.zeros(2, np.float32))
-    path = save_taught_model(tmp_path / "taught.keras", served.loaded, head, ("a", "b"))
+    path = save_taught_model(tmp_path / "taught.keras", served.keras(timeout=300), head, ("a", "b"))
     assert Path(path).stat().st_size > 1_000_000
 
 

@@ -30,7 +30,9 @@ def loaded():
 
 @pytest.fixture(scope="module")
 def translation(loaded):
-    return translate(loaded, [f"c{i}" for i in range(CLASSES)], SHA)
+    from xception_core.io.export import export_files
+
+    return translate(loaded, [f"c{i}" for i in range(CLASSES)], SHA, exporter=export_files)
 
 
 @pytest.fixture(scope="module")

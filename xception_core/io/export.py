@@ -40,6 +40,7 @@ __all__ = [
     "ExportedFile",
     "ExportKind",
     "config_fingerprint",
+    "export_files",
     "export_graph",
     "export_keras",
     "graph_document",
@@ -201,6 +202,21 @@ def _prune(export_dir: Path, keep: str, pattern: re.Pattern[str], model_name: st
         match = pattern.match(other.name)
         if match and match["name"] == model_name and other.name != keep and other.is_file():
             other.unlink(missing_ok=True)
+
+
+def export_files(model: keras.Model) -> tuple[bytes, bytes, dict[str, str]]:
+    """Both exports of ``model`` in memory, for a cached translation to hold
+    (`xception_core.runtime.translated.translate`'s ``exporter``): the graph document's JSON, the
+    full ``.keras`` and ``{"config": config_fingerprint, "weights": weights_fingerprint}``, the
+    hashes ``place_export`` names the files by."""
+    import tempfile
+
+    graph = json.dumps(graph_document(model), separators=(",", ":")).encode("utf-8")
+    with tempfile.TemporaryDirectory(prefix="xception-export-") as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(str(path))
+        data = path.read_bytes()
+    return graph, data, {"config": config_fingerprint(model), "weights": weights_fingerprint(model)}
 
 
 def export_graph(model: keras.Model, export_dir: Path, name: str) -> Path:

@@ -36,7 +36,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,8 +187,15 @@ class Translation:
 
     def export(self, kind: str, variant: str) -> bytes | Path:
         """A wiring's export: kind 'graph' (the weight-free JSON Netron shows) or 'keras' (the full
-        `.keras`), as bytes or as the checked file's path."""
-        return self.files[export_name(kind, get_variant(variant).name)]
+        `.keras`), as bytes or as the checked file's path.
+
+        Raises:
+            LookupError: a translation made without exports.
+        """
+        name = export_name(kind, get_variant(variant).name)
+        if name not in self.files:
+            raise LookupError(f"this translation holds no {kind} export of the {variant} wiring")
+        return self.files[name]
 
 
 # ------------------------------------------------------------------------------------- making one
@@ -226,8 +233,11 @@ def _is_relu(layer: Any) -> bool:
     return type(layer).__name__ == "Activation" and getattr(layer.activation, "__name__", "") == "relu"
 
 
+Exporter = Callable[[Any], tuple[bytes, bytes, dict[str, str]]]
+
+
 def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *, precision: str = "fp32",
-              calibration: Sequence[np.ndarray] = ()) -> Translation:
+              calibration: Sequence[np.ndarray] = (), exporter: Exporter | None = None) -> Translation:
     """Translates a classifier from `load_model` (imports Keras and the translator: TensorFlow),
     in both wirings: everything a serving process reads.
 
@@ -237,6 +247,9 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
         weights_sha256: Of the weights file it was loaded from (names the translation).
         precision: 'int8' adds the quantized forward (calibrated on `calibration`).
         calibration: Preprocessed (S, S, 3) images for int8.
+        exporter: Keras model → (Netron's graph document, the full `.keras`, their fingerprints
+            {'config', 'weights'}), run on each wiring (`xception_core.io.export.export_files`,
+            which sits above this layer); None: a translation without exports.
     """
     from xception_core.model import rewire
     from xception_core.runtime.introspection import describe, reference_description
@@ -277,8 +290,8 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
     params_layout, params_bytes = _layout(params)
     files: dict[str, bytes | Path] = {PARAMS: params_bytes}
     exports = {}
-    for v in VARIANTS:
-        files[export_name("graph", v)], files[export_name("keras", v)], exports[v] = _exports(wired[v].model)
+    for v in VARIANTS if exporter is not None else ():
+        files[export_name("graph", v)], files[export_name("keras", v)], exports[v] = exporter(wired[v].model)
     meta = {
         "translator_version": TRANSLATOR_VERSION, "weights_sha256": weights_sha256,
         "info": dataclasses.asdict(info), "labels": list(labels), "input_size": loaded.input_size,
@@ -292,20 +305,6 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
     if precision == "int8":
         add_int8(translation, calibration)
     return translation
-
-
-def _exports(model: Any) -> tuple[bytes, bytes, dict[str, str]]:
-    """(Netron's graph document, the full `.keras`, their fingerprints) of one wiring's Keras model."""
-    import tempfile
-
-    from xception_core.io.export import config_fingerprint, graph_document, weights_fingerprint
-
-    graph = json.dumps(graph_document(model), separators=(",", ":")).encode("utf-8")
-    with tempfile.TemporaryDirectory(prefix="xception-export-") as tmp:
-        path = Path(tmp) / "model.keras"
-        model.save(str(path))
-        data = path.read_bytes()
-    return graph, data, {"config": config_fingerprint(model), "weights": weights_fingerprint(model)}
 
 
 def add_int8(translation: Translation, calibration: Sequence[np.ndarray]) -> None:
@@ -404,10 +403,10 @@ def _lazy(name: str) -> bool:
 
 
 def required_files(meta: dict[str, Any]) -> set[str]:
-    """Every file a translation of this version holds (int8 aside)."""
+    """Every file a translation of this version holds (int8 aside; the exports it was made with)."""
     own = meta["info"]["variant"]
-    return {FORWARD, WEIGHTS, PARAMS} | {n for v in VARIANTS for n in (
-        blocks_graph(own, v), operation_graph(v), export_name("graph", v), export_name("keras", v))}
+    return ({FORWARD, WEIGHTS, PARAMS} | {n for v in VARIANTS for n in (blocks_graph(own, v), operation_graph(v))}
+            | {export_name(kind, v) for v in meta["exports"] for kind in ("graph", "keras")})
 
 
 def open_translation(folder: Path, weights_sha256: str, *, precision: str = "fp32") -> Translation | None:
