@@ -1,6 +1,7 @@
-"""Serving from the cached translation (issue 18): a process started with a warm cache answers
-classify, Grad-CAM, activations and the architecture with no TensorFlow loaded, and the features
-that need TensorFlow still work, after saying they are warming up."""
+"""Serving from the cached translation (issues 18, 25): a process started with a warm cache answers
+classify, Grad-CAM, activations, the architecture, both wirings and Inside one operation with no
+TensorFlow loaded; Teach's `.keras`, the one feature that needs it, works after saying it is
+warming up."""
 
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ def warm_cache(settings):
 
 
 def test_a_warm_start_answers_everything_without_tensorflow(warm_cache, tmp_path):
-    """`python app.py` on a warm cache: a REST classify, then Grad-CAM, activations and the
-    architecture through the page's API; its memory map holds no TensorFlow library after all of it."""
+    """`python app.py` on a warm cache: a REST classify, then Grad-CAM, activations, the
+    architecture and Inside one operation (both wirings) through the page's API; its memory map
+    holds no TensorFlow library after all of it, and it holds at most 600 MB."""
     from gradio_client import Client, handle_file
 
     port = free_port()
@@ -64,9 +66,21 @@ def test_a_warm_start_answers_everything_without_tensorflow(warm_cache, tmp_path
         assert activations["block"] == "block4" and len(activations["channel_means"]) == activations["shape"][-1]
         architecture = client.predict(api_name="/architecture")
         assert architecture["weights"] == "kitchenware" and len(architecture["blocks"]) == 15
+        step = client.predict(handle_file(str(EXAMPLE)), "block5", "block5_sepconv2", 1, 1, 3, "paper", 2,
+                              api_name="/operation")
+        assert step["variant"] == "paper" and step["stages"]
         libraries = Path(f"/proc/{proc.pid}/maps").read_text()
         assert "tensorflow" not in libraries and "_pywrap" not in libraries
         assert "onnxruntime" in libraries  # the check reads the right process
+        rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                      if line.startswith("VmRSS:"))
+        assert rss_kb <= 600 * 1024, f"{rss_kb / 1024:.0f} MB resident"
+        # The article's wiring (two more ONNX Runtime sessions, ~100 MB each) needs no TensorFlow either.
+        step = client.predict(handle_file(str(EXAMPLE)), "block5", "block5_sepconv2", 1, 1, 3, "article", 2,
+                              api_name="/operation")
+        assert step["variant"] == "article" and step["stages"]
+        libraries = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "tensorflow" not in libraries and "_pywrap" not in libraries
     finally:
         stop(proc)
 
