@@ -54,12 +54,13 @@ def measure(weights: str, clicks: int, seed: int) -> dict[str, Any]:
     service = OperationService(store)  # readies the pass in the background, as the page's does
     photo = Image.open(example_path()).convert("RGB")
     start = time.perf_counter()
-    service.source(served, "paper")  # waits for the warm-up's build when it is still running
+    service.warmed.wait(120)  # a visitor's first click comes after the page has loaded
     build_s = time.perf_counter() - start
     # The first click of a fresh store against the same click (a new photo, same block) once warm.
-    others = [Image.open(p).convert("RGB") for p in sorted((REPO / "assets" / "examples").glob("*.jpg"))[:4]]
-    first = service.step(None, others[0], "block5", 2, 1, 1, 0).seconds
-    warm = sorted(service.step(None, other, "block5", 2, 1, 1, 0).seconds for other in others[1:])
+    others = [Image.open(p).convert("RGB") for p in sorted((REPO / "assets" / "examples").glob("*.jpg"))
+              if p.resolve() != Path(example_path()).resolve()][:4]
+    fresh_s = service.step(None, others[0], "block5", 2, 1, 1, 0).seconds
+    warm_s = sorted(service.step(None, other, "block5", 2, 1, 1, 0).seconds for other in others[1:])[len(others) // 2 - 1]
     rng = random.Random(seed)
     misses, hits, per_block = [], [], {}
     key = None
@@ -91,8 +92,8 @@ def measure(weights: str, clicks: int, seed: int) -> dict[str, Any]:
     search_again_s = time.perf_counter() - start
     return {"weights": weights, "input_size": served.input_size, "threads": settings.onnx_threads,
             "store_ready_s": round(ready_s, 2), "pass_build_left_s": round(build_s, 2),
-            "first_click_fresh_ms": round(first * 1000, 1), "first_click_warm_ms": round(warm[len(warm) // 2] * 1000, 1),
-            "first_over_warm": round(first / warm[len(warm) // 2], 2), "first_click_in_block": summarize(misses), "click": summarize(hits),
+            "first_click_fresh_ms": round(fresh_s * 1000, 1), "first_click_warm_ms": round(warm_s * 1000, 1),
+            "first_over_warm": round(fresh_s / warm_s, 2), "first_click_in_block": summarize(misses), "click": summarize(hits),
             "per_block": per_block, "search_photos": len(photos), "search_passes": first_search.passes,
             "search_first_s": round(search_first_s, 2), "search_again_ms": round(search_again_s * 1000, 1),
             "cache_mb": round(service.cache.nbytes / 2**20, 1)}

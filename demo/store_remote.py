@@ -371,6 +371,7 @@ class RemoteModelStore:
 
     def warm_operation_view(self) -> None:
         """Nothing ahead of time: the page process's local copy is made on first need."""
+        return None
 
     def activation_explorer(self) -> RemoteExplorer:
         """A new activation cache for the Explore tab whose forwards run in the replicas."""

@@ -125,7 +125,8 @@ class OperationService:
         self._lock = threading.Lock()
         self._params: dict[tuple[str, str], BlockParams] = {}
         self._photo_keys: OrderedDict[str, str] = OrderedDict()  # payload identity → photo key
-        store.warm_operation_view()  # a visitor's first click then costs what any new photo's does
+        # A visitor's first click then costs what any new photo's does (`warmed`: set once ready).
+        self.warmed = store.warm_operation_view()
 
     # ---------------------------------------------------------------- the model
 

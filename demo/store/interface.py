@@ -7,6 +7,7 @@ text is the UI's: this module only reports states.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,8 +217,9 @@ class Store(Protocol):
         """A new activation cache for the Explore tab, running its forwards where the models run."""
         ...
 
-    def warm_operation_view(self) -> None:
-        """Readies Inside one operation's pass of the default weights once they are loaded."""
+    def warm_operation_view(self) -> threading.Event | None:
+        """Readies Inside one operation's pass of the default weights once they are loaded (the
+        event, where there is one, is set when that is done)."""
         ...
 
 

@@ -19,6 +19,9 @@ from demo.store.interface import (SlotStatus, State, candidate_sources, default_
 import demo.store.cache as store_cache  # its `load_model`, looked up at each call (tests replace it)
 from demo.store.cache import TranslationCache, calibration, model_labels
 from demo.store.served import KerasServedModel, LocalServedModel
+from xception_core.arch.graph import separable_names
+from xception_core.arch.receptive import receptive_field
+from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.runtime.activations import ActivationExplorer
 from xception_core.runtime.ort import available
 from xception_core.runtime.translated import TranslatedModel
@@ -210,16 +213,27 @@ class ModelStore:
         self.when_ready(lambda served: explorer.warm_up(served.explorable(served.info.variant)))
         return explorer
 
-    def warm_operation_view(self) -> None:
+    def warm_operation_view(self) -> threading.Event:
         """Builds Inside one operation's pass of the default weights (their own wiring) and runs
         it once as soon as they are ready, so a visitor's first click costs what any other
-        photo's first click costs."""
+        photo's first click costs. Returns an event set once that is done (or has failed)."""
+        done = threading.Event()
+
         def warm(served: Served) -> None:
-            source = served.operation_pass(served.info.variant)
-            size = served.input_size
-            source.run(np.zeros((1, size, size, 3), np.float32), [])
+            try:
+                variant, size = served.info.variant, served.input_size
+                source = served.operation_pass(variant)
+                source.run(np.zeros((1, size, size, 3), np.float32), [])
+                # What else a first click reads once: the weights' index (memory-mapped, not read)
+                # and the layers' geometry at this input size.
+                block = next(b for b in XCEPTION_SPEC.blocks if separable_names(b))
+                served.operation_params(block.name)
+                receptive_field(separable_names(block)[0], 0, 0, size, variant)
+            finally:
+                done.set()
 
         self.when_ready(warm)
+        return done
 
     def get(self, key: str | None = None, timeout: float | None = None) -> Served:
         """The served model for `key` (default weights when None), waiting for it to load.
