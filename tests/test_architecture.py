@@ -65,8 +65,8 @@ UI_LIBRARIES = {"gradio", "gradio_client", "plotly", "fastapi", "starlette", "uv
 MODEL_MATH = {"tensorflow", "keras"}
 # The core modules that import TensorFlow or Keras and that the app layer (demo, app.py) still
 # reaches through its project imports, lazily: the features that need TensorFlow (the first
-# translation of new weights, the article's wiring, Teach, exports, the operation view, backend
-# 'tf'). Anything beyond it fails; an entry that is no longer reached or no longer imports them
+# translation of new weights, Teach's .keras export, a Grad-CAM of a head that is not dense
+# layers, backend 'tf'). Anything beyond it fails; an entry that is no longer reached or no longer imports them
 # fails too, so the list only shrinks. At import time the app reaches none of them
 # (`test_serving_imports_no_tensorflow_at_import_time`): serving answers without TensorFlow.
 TENSORFLOW_DEBT = {

@@ -233,3 +233,17 @@ def test_the_translation_serves_unless_tensorflow_is_asked_for(monkeypatch, tiny
     np.testing.assert_allclose(prediction.probabilities, probabilities[0], atol=1e-4)
     np.testing.assert_allclose(served.gradcam(features[0], 1), reference.gradcam(features[0], 1), atol=1e-5)
     assert served.description("article").variant == "article" and served.description("reference").input_shape[0] == 299
+    # Every other feature, from the translation or (backend 'tf') the Keras model, with the same numbers.
+    from xception_core.model import rewire
+    from xception_core.runtime.operation import BlockParams
+    from xception_core.runtime.operation_pass import layer_source
+
+    article = rewire(tiny_model, "article")
+    ours = served.operation_pass("article").run(x[None], ["block5_sepconv2_bn"])["block5_sepconv2_bn"]
+    theirs = layer_source(article, backend="tf").run(x[None], ["block5_sepconv2_bn"])["block5_sepconv2_bn"]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
+    params, reference = served.operation_params("block5").to_arrays(), BlockParams.from_model(tiny_model.model, "block5")
+    assert all(np.array_equal(params[name], array) for name, array in reference.to_arrays().items())
+    assert served.explorable("article").info.variant == "article"
+    graph = served.export("graph", "article", tmp_path / "exports", "xception-tiny-article")
+    assert graph.name.startswith("xception-tiny-article.graph-") and graph.stat().st_size > 1000
