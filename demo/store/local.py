@@ -21,7 +21,6 @@ from demo.store.cache import TranslationCache, calibration, model_labels
 from demo.store.served import KerasServedModel, LocalServedModel
 from xception_core.arch.graph import separable_names
 from xception_core.arch.receptive import receptive_field
-from xception_core.arch.spec import XCEPTION_SPEC
 from xception_core.runtime.activations import ActivationExplorer
 from xception_core.runtime.ort import available
 from xception_core.runtime.translated import TranslatedModel
@@ -226,7 +225,7 @@ class ModelStore:
                 source.run(np.zeros((1, size, size, 3), np.float32), [])
                 # What else a first click reads once: the weights' index (memory-mapped, not read)
                 # and the layers' geometry at this input size.
-                block = next(b for b in XCEPTION_SPEC.blocks if separable_names(b))
+                block = next(b for b in served.info.arch.spec.blocks if separable_names(b))
                 served.operation_params(block.name)
                 receptive_field(separable_names(block)[0], 0, 0, size, variant)
             finally:

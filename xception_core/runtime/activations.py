@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from xception_core.arch.names import block_output_layer
-from xception_core.arch.spec import XCEPTION_SPEC, XceptionSpec
+from xception_core.arch.graph import block_output
+from xception_core.arch.registry import architecture
+from xception_core.arch.spec import XceptionSpec
 from xception_core.runtime.ort import OUTPUT, means_name, softmax
 
 if TYPE_CHECKING:
@@ -243,7 +244,7 @@ class BlockDifference:
 
 
 def compare_variants(
-    paper: ImageActivations, article: ImageActivations, spec: XceptionSpec = XCEPTION_SPEC
+    paper: ImageActivations, article: ImageActivations, spec: XceptionSpec = architecture().spec
 ) -> list[BlockDifference]:
     """Per-block difference between two wirings' outputs for the same image and weights.
 
@@ -310,10 +311,11 @@ class KerasBlocksPass:
     'tf', and for the tests' references. Built on first use."""
 
     def __init__(self, loaded: LoadedModel, *, backend: str | None = None, threads: int | None = None,
-                 spec: XceptionSpec = XCEPTION_SPEC):
+                 spec: XceptionSpec | None = None):
         self.loaded, self.info, self.input_size = loaded, loaded.info, loaded.input_size
         self.backend, self.threads = backend, threads
-        self.layers = {b.name: block_output_layer(b, loaded.info.variant) for b in spec.blocks}
+        spec = spec or loaded.info.arch.spec
+        self.layers = {b.name: block_output(b.name, loaded.info.variant, spec) for b in spec.blocks}
         self.after_relu = {name: _is_relu(loaded.model.get_layer(layer)) for name, layer in self.layers.items()}
         self._runner: Forward | None = None
         self._lock = threading.Lock()
@@ -369,7 +371,7 @@ class ActivationExplorer:
     """
 
     def __init__(self, max_entries: int = 8, max_bytes: int = 256 * 2**20, *, bins: int = HISTOGRAM_BINS,
-                 spec: XceptionSpec = XCEPTION_SPEC, backend: str | None = None, threads: int | None = None,
+                 spec: XceptionSpec = architecture().spec, backend: str | None = None, threads: int | None = None,
                  max_models: int = 4):
         if max_entries < 1:
             raise ValueError(f"max_entries must be ≥ 1, got {max_entries}")
@@ -462,7 +464,7 @@ class ActivationExplorer:
         it once on a blank image, so a user's first image does not pay for it. Not counted in
         `forward_calls` and not cached: it is no user's image."""
         compiled = self._compile(loaded)
-        shape = [d if d is not None else XCEPTION_SPEC.default_input_size for d in compiled.input_shape]
+        shape = [d if d is not None else self.spec.default_input_size for d in compiled.input_shape]
         with self._forward_lock:
             compiled.runner.run(np.zeros([1, *shape], np.float32), compiled.names)
 

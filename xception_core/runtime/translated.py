@@ -44,8 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xception_core.arch.graph import separable_names
-from xception_core.arch.names import block_output_layer
-from xception_core.arch.spec import XCEPTION_SPEC, get_variant
+from xception_core.arch.spec import get_variant
 from xception_core.files import write_atomically
 from xception_core.runtime.introspection import ModelDescription
 from xception_core.runtime.operation import BlockParams, pass_layers
@@ -61,7 +60,9 @@ __all__ = ["TRANSLATOR_VERSION", "Translation", "TranslatedModel", "cam", "expor
 logger = logging.getLogger(__name__)
 
 # Bump when the graphs, the weights layout or the manifest change: older translations are rebuilt.
-TRANSLATOR_VERSION = 3  # 3: both wirings' graphs, the operation pass and params, the exports
+# 3: the manifest's model record names its architecture; 4: both wirings' graphs, the operation
+# pass and its weights, the exports.
+TRANSLATOR_VERSION = 4
 MANIFEST = "manifest.json"
 FORWARD, BLOCKS, WEIGHTS, INT8 = "forward.onnx", "blocks.onnx", "weights.bin", "forward-int8.onnx"
 PARAMS = "params.bin"
@@ -262,12 +263,12 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
     if len(labels) != classes:
         raise ValueError(f"{len(labels)} labels for a classifier of {classes} classes")
     wired = {v: loaded if v == info.variant else rewire(loaded, v) for v in VARIANTS}
-    maps = {v: {b.name: block_output_layer(b, v) for b in XCEPTION_SPEC.blocks} for v in VARIANTS}
+    maps = {v: info.arch.block_outputs(v) for v in VARIANTS}
     graphs, by_content, arrays, initializers = {}, {}, {}, {}
     work = [(FORWARD, loaded, {})]
     for v in VARIANTS:
         work += [(blocks_graph(info.variant, v), wired[v], {"block_maps": maps[v]}),
-                 (operation_graph(v), wired[v], {"extra_outputs": pass_layers(v)})]
+                 (operation_graph(v), wired[v], {"extra_outputs": pass_layers(v, info.arch.spec)})]
     for name, which, outputs in work:
         proto, weights = to_onnx_parts(which.model, which.info.features_layer, shared=SharedArrays(), **outputs)
         graphs[name] = proto.SerializeToString()
@@ -285,8 +286,8 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
     arrays.update(head_arrays)
     descriptions = {v: describe(wired[v].model, v).to_dict(layers=True) for v in VARIANTS}
     descriptions[REFERENCE] = reference_description().to_dict(layers=True)
-    params = {k: a for b in XCEPTION_SPEC.blocks if separable_names(b)
-              for k, a in BlockParams.from_model(model, b.name).to_arrays().items()}
+    params = {k: a for b in info.arch.spec.blocks if separable_names(b)
+              for k, a in BlockParams.from_model(model, b.name, info.arch.spec).to_arrays().items()}
     params_layout, params_bytes = _layout(params)
     files: dict[str, bytes | Path] = {PARAMS: params_bytes}
     exports = {}
