@@ -94,7 +94,7 @@ def test_when_ready_runs_after_the_default_loads_and_before_the_others(monkeypat
     assert loading_first.wait(10)
     assert order == []
     release.set()
-    store.get("second", timeout=30)
+    store.get("second", timeout=120)  # two translations, each of both wirings
     assert order == ["warm first", "load second"]
     done = threading.Event()
     store.when_ready(lambda served: (order.append(f"late {served.key}"), done.set()))  # already ready: runs at once

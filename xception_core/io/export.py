@@ -211,12 +211,14 @@ def export_files(model: keras.Model) -> tuple[bytes, bytes, dict[str, str]]:
     hashes ``place_export`` names the files by."""
     import tempfile
 
-    graph = json.dumps(graph_document(model), separators=(",", ":")).encode("utf-8")
+    document = graph_document(model)
+    graph = json.dumps(document, separators=(",", ":")).encode("utf-8")
     with tempfile.TemporaryDirectory(prefix="xception-export-") as tmp:
         path = Path(tmp) / "model.keras"
         model.save(str(path))
         data = path.read_bytes()
-    return graph, data, {"config": config_fingerprint(model), "weights": weights_fingerprint(model)}
+    config = document["xception_explorer"]["config_hash"]  # `config_fingerprint(model)`, made once
+    return graph, data, {"config": config, "weights": weights_fingerprint(model)}
 
 
 def export_graph(model: keras.Model, export_dir: Path, name: str) -> Path:
