@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 import time
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -369,7 +369,7 @@ class RemoteModelStore:
                                                                           keras=loaded, source=source)
             return local
 
-    def warm_operation_view(self) -> None:
+    def warm_operation_view(self, blocks: Sequence[str] = ()) -> None:
         """Nothing ahead of time: the page process's local copy is made on first need."""
         return None
 

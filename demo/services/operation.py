@@ -44,6 +44,7 @@ DEFAULT_TOP = 4
 MAX_PATCHES = 16  # patches one channel search returns
 DEFAULT_PATCHES = 8
 MAX_LABEL = 60
+OPENING_BLOCK = "block5"  # where the sub-tab opens (`demo.ui.explore.operation.DEFAULT_BLOCK`): readied at start
 STEP_BLOCKS = tuple(b.name for b in architecture().spec.blocks if separable_names(b))
 
 
@@ -126,7 +127,7 @@ class OperationService:
         self._params: dict[tuple[str, str], BlockParams] = {}
         self._photo_keys: OrderedDict[str, str] = OrderedDict()  # payload identity → photo key
         # A visitor's first click then costs what any new photo's does (`warmed`: set once ready).
-        self.warmed = store.warm_operation_view()
+        self.warmed = store.warm_operation_view((OPENING_BLOCK,))
 
     # ---------------------------------------------------------------- the model
 

@@ -217,9 +217,9 @@ class Store(Protocol):
         """A new activation cache for the Explore tab, running its forwards where the models run."""
         ...
 
-    def warm_operation_view(self) -> threading.Event | None:
-        """Readies Inside one operation's pass of the default weights once they are loaded (the
-        event, where there is one, is set when that is done)."""
+    def warm_operation_view(self, blocks: Sequence[str] = ()) -> threading.Event | None:
+        """Readies Inside one operation's pass of the default weights for `blocks` once they are
+        loaded (the event, where there is one, is set when that is done)."""
         ...
 
 

@@ -22,6 +22,7 @@ from demo.store.served import KerasServedModel, LocalServedModel
 from xception_core.arch.graph import separable_names
 from xception_core.arch.receptive import receptive_field
 from xception_core.runtime.activations import ActivationExplorer
+from xception_core.runtime.operation import block_layers
 from xception_core.runtime.ort import available
 from xception_core.runtime.translated import TranslatedModel
 from xception_core.settings import Settings
@@ -212,22 +213,25 @@ class ModelStore:
         self.when_ready(lambda served: explorer.warm_up(served.explorable(served.info.variant)))
         return explorer
 
-    def warm_operation_view(self) -> threading.Event:
+    def warm_operation_view(self, blocks: Sequence[str] = ()) -> threading.Event:
         """Builds Inside one operation's pass of the default weights (their own wiring) and runs
-        it once as soon as they are ready, so a visitor's first click costs what any other
-        photo's first click costs. Returns an event set once that is done (or has failed)."""
+        it once for each of `blocks` (ONNX Runtime's first run of a set of outputs costs more
+        than the next ones) as soon as they are ready, so a visitor's first click there costs
+        what any other photo's first click costs. Returns an event set once that is done (or
+        has failed)."""
         done = threading.Event()
 
         def warm(served: Served) -> None:
             try:
                 variant, size = served.info.variant, served.input_size
-                source = served.operation_pass(variant)
-                source.run(np.zeros((1, size, size, 3), np.float32), [])
-                # What else a first click reads once: the weights' index (memory-mapped, not read)
-                # and the layers' geometry at this input size.
-                block = next(b for b in served.info.arch.spec.blocks if separable_names(b))
-                served.operation_params(block.name)
-                receptive_field(separable_names(block)[0], 0, 0, size, variant)
+                source, spec = served.operation_pass(variant), served.info.arch.spec
+                zeros = np.zeros((1, size, size, 3), np.float32)
+                for block in blocks or [next(b.name for b in spec.blocks if separable_names(b))]:
+                    source.run(zeros, list(block_layers(block, variant, spec)))
+                    # What else a first click reads once: the weights' index (memory-mapped, not
+                    # read) and the layers' geometry at this input size.
+                    served.operation_params(block)
+                    receptive_field(separable_names(spec.block(block))[0], 0, 0, size, variant)
             finally:
                 done.set()
 
