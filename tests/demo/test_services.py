@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import random_loaded, store_serving
 from demo.services import UserError
 from demo.services.classify import ClassifyService
 from demo.services.explore import N_MAX, ExploreService
@@ -17,21 +16,7 @@ from xception_core.model import WeightsUnavailableError
 from xception_core.settings import Settings
 
 SIZE = 96
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return random_loaded(SIZE, 6, seed=2)
-
-
-@pytest.fixture(scope="module")
-def upload_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("uploads")
-
-
-@pytest.fixture(scope="module")
-def store(tiny, upload_dir):
-    return store_serving(tiny, Settings(upload_dir=upload_dir))
+STORE_SEED = 2  # the weights of the `store` fixture (tests/demo/conftest.py)
 
 
 @pytest.fixture(scope="module")

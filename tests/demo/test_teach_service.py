@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import random_loaded, store_serving
+from tests.conftest import FakeClock, random_loaded, store_serving
 from demo.services import UserError
 from demo.services.teach import TeachLimits, TeachService
 from demo.store import ModelStore
@@ -31,23 +31,23 @@ def settings(tmp_path):
     return Settings(upload_dir=tmp_path / "uploads", cache_dir=tmp_path / "cache")
 
 
+@pytest.fixture(scope="module")
+def served(tiny_model, tmp_path_factory):
+    """One store serving the tiny model for the module (a store translates its model once)."""
+    folder = tmp_path_factory.mktemp("teach-store")
+    (folder / "uploads").mkdir()
+    return store_serving(tiny_model, Settings(upload_dir=folder / "uploads", cache_dir=folder / "cache"))
+
+
 @pytest.fixture()
-def store(tiny_model, settings):
-    return store_serving(tiny_model, settings)
+def store(served, settings):
+    """The module's store, with this test's own folders (the services read them from the store)."""
+    served.settings = settings
+    return served
 
 
 def service(store, settings, clock=time.monotonic, **limits) -> TeachService:
     return TeachService(store, settings.upload_dir / "teach", TeachLimits(**limits), clock=clock)
-
-
-class FakeClock:
-    """Seconds that pass only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def photos(color, n, seed=0):
