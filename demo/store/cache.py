@@ -9,10 +9,10 @@ translation, backend 'tf', Teach's `.keras` export) and the label sets of a mode
 
 from __future__ import annotations
 
-import atexit
 import logging
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,9 +75,11 @@ def calibration(preset: str | None, size: int, settings: Settings) -> list[np.nd
     return [prepared(p, size) for p in calibration_paths(preset, settings)]
 
 
-def _private_folder() -> Path:
+def _private_folder(translation: Translation) -> Path:
+    """A folder of this process's own for `translation`'s files, removed when the translation is
+    let go or the process exits."""
     folder = Path(tempfile.mkdtemp(prefix="xception-translation-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    weakref.finalize(translation, shutil.rmtree, folder, True)
     return folder
 
 
@@ -121,7 +123,7 @@ class TranslationCache:
         to a folder of this process's own, removed at exit, so that its exports (two `.keras`
         files) are read from disk when asked for instead of held in memory."""
         try:
-            save(translation, translation_dir(self.settings.cache_dir, sha) if sha else _private_folder())
+            save(translation, translation_dir(self.settings.cache_dir, sha) if sha else _private_folder(translation))
         except OSError as exc:
             logger.warning("translation not cached (%s: %s); the next start translates again",
                            type(exc).__name__, exc.strerror)
