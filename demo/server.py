@@ -28,23 +28,26 @@ from starlette.routing import Mount
 
 from demo.errors import NO_SUCH_EVENT, public_text
 from demo.fonts import add_font_routes
-from demo.http_api import refusal_answer, register_http_api
+from demo.http_api import refusal_answer, register_http_api, under_api
 from demo.log_filter import configure_logging
 from demo.limits import (
     BodyLimitMiddleware,
+    BodyLoad,
     Chore,
     EmptyFolders,
     FileBudget,
     Housekeeping,
     OrphanHeartbeats,
     SessionSweep,
+    deadline_protocol,
     map_big_blocks,
     release_free_memory,
 )
 from demo.netron.exports import register_exports
 from demo.netron.routes import add_netron_routes
 from demo.ports import exit_if_port_taken
-from demo.runs import claim, is_run_folder, sweep_dead
+from demo.runs import FILES_NAME, claim, is_run_folder, sweep_dead
+from demo.services.examples import EXAMPLES_FOLDER
 from demo.services.payloads import MAX_UPLOAD_BYTES
 from demo.store import ModelStore, Store
 from demo.ui import text
@@ -82,6 +85,14 @@ class Budgets:
         files_budget_bytes: Uploads and generated images kept at most, oldest deleted first.
         file_min_age_s: Never delete a file younger than this (an upload about to be used).
         sweep_s: How often housekeeping runs.
+        body_deadline_s: A request's whole body must arrive within this long of its start, on
+            every route (408 otherwise); a trickle does not extend it.
+        header_deadline_s: A request's line and headers must arrive within this long (uvicorn
+            answers 408 and closes otherwise: `demo.limits.deadline_protocol`).
+        held_body_bytes: Most bytes held at once by request bodies still arriving, all requests
+            together; a body that would pass it is refused (503).
+        json_items: Most objects, arrays and items in a JSON body (`demo.limits.json_items`);
+            Gradio's largest legitimate one (Teach's add of 30 files) has a few hundred.
     """
 
     upload_bytes: int = MAX_UPLOAD_BYTES
@@ -92,17 +103,43 @@ class Budgets:
     files_budget_bytes: int = 200 * 2**20
     file_min_age_s: float = 30.0
     sweep_s: float = 10.0
+    body_deadline_s: float = 60.0
+    header_deadline_s: float = 10.0
+    held_body_bytes: int = 160 * 2**20
+    json_items: int = 20_000
+
+
+def page_folders(upload_dir: Path) -> tuple[Path, ...]:
+    """The folders of the page's own files under `upload_dir` (the examples): read-only to events,
+    outside every budget and cleaner, never expiring."""
+    return (Path(upload_dir) / EXAMPLES_FOLDER,)
+
+
+def protect_page_files(upload_dir: Path) -> tuple[Path, ...]:
+    """Makes the page's own folders Gradio static paths: a file there is served and read where it
+    lies, never copied into Gradio's cache nor added to the file sets its age-based cleaner
+    (`delete_cache`) and `FileBudget` delete from, also when a client names it as an event's input.
+    Returns the folders (made if missing)."""
+    from gradio.data_classes import _StaticFiles
+
+    folders = page_folders(upload_dir)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    known = set(_StaticFiles.all_paths)
+    gr.set_static_paths([f for f in folders if f.resolve() not in known])
+    return folders
 
 
 def housekeeping(blocks: gr.Blocks, budgets: Budgets, upload_dir: Path) -> Housekeeping:
     """The chores that keep sessions, files and memory within `budgets`, in the order they run.
-    `upload_dir` is this process's own folder (`use_own_folder`): no chore looks outside it, except
-    the sweep of the folders ended processes left beside it (`demo.runs`)."""
+    `upload_dir` is this process's own upload folder (`use_own_folder`): no chore looks outside it,
+    except the sweep of the folders ended processes left beside its run folder (`demo.runs`), and
+    none touches the page's own files (`page_folders`)."""
     sessions = SessionSweep(blocks, ttl_s=budgets.session_ttl_s)
     heartbeats = OrphanHeartbeats(blocks)
-    folders = EmptyFolders(upload_dir, min_age_s=budgets.file_min_age_s)
+    folders = EmptyFolders(upload_dir, min_age_s=budgets.file_min_age_s, keep=page_folders(upload_dir))
     files = FileBudget(blocks, budget_bytes=budgets.files_budget_bytes, min_age_s=budgets.file_min_age_s,
-                       folders=folders)
+                       folders=folders, protected=page_folders(upload_dir))
 
     def stop_orphans() -> str | None:
         stopped = heartbeats()
@@ -118,16 +155,18 @@ def housekeeping(blocks: gr.Blocks, budgets: Budgets, upload_dir: Path) -> House
         Chore("empty folders", folders.sweep, blocking=True),
         Chore("memory", release_memory, blocking=True),
     ]
-    if is_run_folder(upload_dir):  # the folders of processes that ended since this one started
-        chores.append(Chore("ended processes", lambda: sweep_dead(upload_dir.parent).summary(), blocking=True))
+    run = Path(upload_dir).parent
+    if Path(upload_dir).name == FILES_NAME and is_run_folder(run):  # folders of processes that ended since
+        chores.append(Chore("ended processes", lambda: sweep_dead(run.parent).summary(), blocking=True))
     return Housekeeping(chores, page_watchers=(sessions, heartbeats, files))
 
 
 def use_own_folder(store: Store) -> Path:
     """Points every file this process writes at a folder of its own under the configured upload
-    root (`demo.runs`), after sweeping the folders of ended processes: the store's settings (which
-    every service reads) and Gradio's cache (GRADIO_TEMP_DIR, which Gradio reads when a page and
-    its components are built, and whenever it checks a path). Idempotent; returns the folder."""
+    root (`demo.runs`: the run folder's `files/`, beside its lock), after sweeping the folders of
+    ended processes: the store's settings (which every service reads) and Gradio's cache
+    (GRADIO_TEMP_DIR, which Gradio reads when a page and its components are built, and whenever
+    it checks a path). Idempotent; returns the folder."""
     try:
         run = claim(store.settings.upload_dir)
     except OSError as exc:  # an upload root this process cannot write: uploads would fail anyway
@@ -135,10 +174,10 @@ def use_own_folder(store: Store) -> Path:
         logger.warning("upload folder %s is not writable (%s); using %s", store.settings.upload_dir,
                        type(exc).__name__, fallback)
         run = claim(fallback)
-    if store.settings.upload_dir != run.path:
-        store.settings = dataclasses.replace(store.settings, upload_dir=run.path)
-    os.environ["GRADIO_TEMP_DIR"] = str(run.path)
-    return run.path
+    if store.settings.upload_dir != run.files:
+        store.settings = dataclasses.replace(store.settings, upload_dir=run.files)
+    os.environ["GRADIO_TEMP_DIR"] = str(run.files)
+    return run.files
 
 
 def answer_unknown_events(app: fastapi.FastAPI) -> None:
@@ -163,7 +202,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     """Builds the app; model loading starts in the background right away."""
     budgets = budgets or Budgets()
     store = (store or make_store(settings or Settings())).start()
-    run_folder = use_own_folder(store)
+    run_folder = use_own_folder(store).parent
+    protect_page_files(store.settings.upload_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: fastapi.FastAPI):
@@ -182,6 +222,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
 
     app = fastapi.FastAPI(title="Xception Explorer", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.store = store
+    app.state.budgets = budgets
+    app.state.body_load = BodyLoad()
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -195,7 +237,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     add_font_routes(app)  # the page's and Netron's fallback font, from the app itself
     exports = register_exports(app, store, add_netron_routes)
     # The plain HTTP API takes the page's upload cap, so both refuse the same files.
-    register_http_api(app, store, max_bytes=budgets.upload_bytes, max_waiting=QUEUE_SIZE)
+    register_http_api(app, store, max_bytes=budgets.upload_bytes, max_waiting=QUEUE_SIZE,
+                      body_deadline_s=budgets.body_deadline_s)
     blocks = build_demo(store, exports, max_upload=f"{budgets.upload_bytes // 2**20}mb")
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
     # Age-based deletion of uploads and generated images by Gradio itself (every 5 minutes).
@@ -209,7 +252,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     )
     answer_unknown_events(app)
     # Its refusals on the API's paths are problem documents, as the API's OpenAPI description says.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=budgets.body_bytes, answer=refusal_answer)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=budgets.body_bytes, answer=refusal_answer,
+                       deadline_s=budgets.body_deadline_s, held_cap=budgets.held_body_bytes,
+                       max_json_items=budgets.json_items, raw_body=under_api, load=app.state.body_load)
     # Gradio checks that a request's file paths were uploaded by a user only once the Blocks
     # "have launched", which mount_gradio_app never marks: without this, an API caller could
     # name any file on the server ({"path": "/etc/passwd"}) and have it copied into the cache.
@@ -219,6 +264,18 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     return app
 
 
+def server_config(app: fastapi.FastAPI, host: str, port: int | None = None, **options):
+    """The `uvicorn.Config` the app is served with: its budgets' header and body deadlines kept by
+    the HTTP protocol itself (`demo.limits.deadline_protocol`, h11 with its limit on header size)."""
+    import uvicorn
+
+    budgets: Budgets = app.state.budgets
+    # The protocol's body deadline is the backstop: the middleware's answers in words first.
+    http = deadline_protocol(budgets.header_deadline_s, budgets.body_deadline_s + 5.0)
+    options.setdefault("log_level", "warning")
+    return uvicorn.Config(app, host=host, port=port or 0, http=http, **options)
+
+
 def main(settings: Settings | None = None, store: Store | None = None,
          on_app: Callable[[fastapi.FastAPI], None] | None = None) -> None:
     """`python app.py`: settings from the environment, read once here, then the server.
@@ -226,8 +283,6 @@ def main(settings: Settings | None = None, store: Store | None = None,
     `app.py` passes a store it already started, so the weights load while Gradio is imported,
     and `on_app`, called with the app before it serves (Gradio's reload mode starts there).
     """
-    import uvicorn
-
     configure_logging()
     settings = settings or Settings.from_env()
     exit_if_port_taken(settings)
@@ -237,4 +292,4 @@ def main(settings: Settings | None = None, store: Store | None = None,
     if on_app is not None:
         on_app(app)
     print(f"Xception Explorer on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=2)
+    uvicorn.Server(server_config(app, settings.host, settings.port, timeout_graceful_shutdown=2)).run()
