@@ -359,6 +359,112 @@ def deadline_protocol(header_s: float, body_s: float) -> type:
     return DeadlineH11Protocol
 
 
+# ----------------------------------------------------------------------------------- the queue
+
+
+def client_key(request: Any) -> str:
+    """Who sent `request` (a Starlette request or Gradio's wrapper of one): the socket's peer, or
+    behind a proxy that uvicorn trusts (its `forwarded_allow_ips`, env FORWARDED_ALLOW_IPS), the
+    address that proxy put in X-Forwarded-For (uvicorn writes it into the request's client)."""
+    client = getattr(request, "client", None)
+    return str(getattr(client, "host", None) or "?")
+
+
+def _needs_event_data(fn: Any) -> bool:
+    """Whether a handler takes Gradio event data (`gr.SelectData` and the like), which a client
+    must then send (`event_data`)."""
+    import inspect
+
+    from gradio.events import EventData
+
+    try:
+        parameters = inspect.signature(fn, eval_str=True).parameters.values()
+    except (TypeError, ValueError, NameError):
+        return False
+    return any(isinstance(p.annotation, type) and issubclass(p.annotation, EventData) for p in parameters)
+
+
+class EventGate:
+    """In front of Gradio's queue (`Queue.push`, the one door of `queue/join`) and of its direct
+    calls (`Blocks.process_api`, behind `run/predict` for events outside the queue): refuses in
+    one sentence and one log line, before anything runs, an event that cannot run (one that runs
+    in the browser only, or a select handler sent without its event data: Gradio would run it and
+    log a traceback), and in the queue, an event from a session or a client address that already
+    has `share` events waiting: one client cannot fill the queue for everyone.
+
+    Args:
+        blocks: The page, after `blocks.queue(...)`.
+        share: Most waiting events per session and per client address (`client_key`).
+    """
+
+    BROWSER_ONLY = "This event runs in the browser only; there is nothing to run on the server."
+    NO_EVENT_DATA = "This event needs the clicked item's data (event_data), and none was sent."
+    OVER_SHARE = ("You already have {n} requests waiting; wait for them to finish (this server shares its "
+                  "queue between visitors).")
+
+    def __init__(self, blocks: Any, share: int):
+        self.blocks, self.share = blocks, share
+        self.refused = 0
+        self._needs_data: dict[int, bool] = {}
+        queue = blocks._queue
+        self._push, self._process_api = queue.push, blocks.process_api
+        queue.push, blocks.process_api = self.push, self.process_api
+
+    def waiting(self) -> list[Any]:
+        """The events waiting in every concurrency group's queue."""
+        queues = getattr(self.blocks._queue, "event_queue_per_concurrency_id", {})
+        return [event for q in list(queues.values()) for event in list(q.queue)]
+
+    def cannot_run(self, index: Any, fn: Any, event_data: Any) -> str | None:
+        """Why event `index` (`fn`, Gradio's BlockFunction) cannot run with `event_data` (the
+        client's raw value), or None."""
+        if fn is None:
+            return None
+        if fn.fn is None:
+            return self.BROWSER_ONLY
+        if event_data is None and self._takes_data(index, fn):
+            return self.NO_EVENT_DATA
+        return None
+
+    def _refuse(self, index: Any, words: str) -> None:
+        self.refused += 1
+        logger.info("event %s refused: %s", index, words)
+
+    async def push(self, body: Any, request: Any, username: str | None):
+        fns = getattr(self.blocks, "fns", {})
+        fn = fns.get(body.fn_index) if isinstance(body.fn_index, int) else None
+        refusal = None
+        if words := self.cannot_run(body.fn_index, fn, getattr(body, "event_data", None)):
+            refusal = words, "error"
+        else:
+            mine = client_key(request)
+            waiting = self.waiting()
+            same_session = sum(1 for e in waiting if getattr(e, "session_hash", None) == body.session_hash)
+            same_client = sum(1 for e in waiting if client_key(getattr(e, "request", None)) == mine)
+            if max(same_session, same_client) >= self.share:
+                refusal = self.OVER_SHARE.format(n=max(same_session, same_client)), "queue_full"
+        if refusal is not None:
+            self._refuse(body.fn_index, refusal[0])
+            return False, refusal[0], refusal[1]
+        return await self._push(body=body, request=request, username=username)
+
+    async def process_api(self, block_fn: Any, *args: Any, **kwargs: Any):
+        import gradio as gr
+
+        fn = self.blocks.fns.get(block_fn) if isinstance(block_fn, int) else block_fn
+        index = getattr(fn, "_id", block_fn)
+        data = kwargs.get("event_data")
+        if words := self.cannot_run(index, fn, getattr(data, "_data", data)):
+            self._refuse(index, words)
+            raise gr.Error(words, print_exception=False)
+        return await self._process_api(block_fn, *args, **kwargs)
+
+    def _takes_data(self, index: int, fn: Any) -> bool:
+        if index not in self._needs_data:
+            self._needs_data[index] = _needs_event_data(fn.fn)
+        return self._needs_data[index]
+
+
 # ----------------------------------------------------------------------------------- sessions
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import fastapi
 import gradio as gr
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.routing import Mount
 
@@ -38,6 +39,7 @@ from demo.limits import (
     FileBudget,
     Housekeeping,
     OrphanHeartbeats,
+    EventGate,
     SessionSweep,
     deadline_protocol,
     map_big_blocks,
@@ -93,6 +95,9 @@ class Budgets:
             together; a body that would pass it is refused (503).
         json_items: Most objects, arrays and items in a JSON body (`demo.limits.json_items`);
             Gradio's largest legitimate one (Teach's add of 30 files) has a few hundred.
+        queue_share: Most events one session or one client address may have waiting in the
+            queue (`demo.limits.EventGate`; behind a proxy, uvicorn's FORWARDED_ALLOW_IPS names
+            the proxy whose X-Forwarded-For gives the address).
     """
 
     upload_bytes: int = MAX_UPLOAD_BYTES
@@ -107,6 +112,7 @@ class Budgets:
     header_deadline_s: float = 10.0
     held_body_bytes: int = 160 * 2**20
     json_items: int = 20_000
+    queue_share: int = 8
 
 
 def page_folders(upload_dir: Path) -> tuple[Path, ...]:
@@ -193,7 +199,16 @@ def answer_unknown_events(app: fastapi.FastAPI) -> None:
             return JSONResponse({"detail": NO_SUCH_EVENT}, status_code=404)
         return JSONResponse({"detail": INTERNAL_ERROR.format(kind=type(exc).__name__)}, status_code=500)
 
+    async def malformed(request: fastapi.Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer repeats each bad value whole (5 MB in, 5 MB out), and one it cannot
+        # write as JSON (fn_index 1e400, a float infinity) turns into a 500 with a traceback.
+        words = "; ".join(public_text(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg', '')}", 200)
+                          for e in exc.errors()[:3])
+        logger.info("%s: malformed request refused: %s", request.url.path, words)
+        return JSONResponse({"detail": f"Malformed request: {words}."}, status_code=422)
+
     gradio_app.add_exception_handler(KeyError, unknown)
+    gradio_app.add_exception_handler(RequestValidationError, malformed)
     gradio_app.add_exception_handler(Exception, unknown)
 
 
@@ -241,6 +256,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
                       body_deadline_s=budgets.body_deadline_s)
     blocks = build_demo(store, exports, max_upload=f"{budgets.upload_bytes // 2**20}mb")
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
+    app.state.events = EventGate(blocks, budgets.queue_share)
     # Age-based deletion of uploads and generated images by Gradio itself (every 5 minutes).
     blocks.delete_cache = (300, budgets.files_age_s)
     blocks.state_session_capacity = budgets.max_sessions
