@@ -39,6 +39,7 @@ import ctypes
 import datetime
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -568,6 +569,7 @@ class FileTrimResult:
 
     files_deleted: int = 0
     bytes_freed: int = 0
+    bytes_kept: int = 0  # of the files counted, those left
 
     def summary(self) -> str | None:
         if not self.files_deleted:
@@ -593,6 +595,7 @@ class FileBudget:
                  protected: Sequence[Path] = ()):
         self.blocks, self.budget_bytes, self.min_age_s, self.folders = blocks, budget_bytes, min_age_s, folders
         self.protected = tuple(Path(p).resolve() for p in protected)
+        self._lock = threading.Lock()
 
     def is_protected(self, name: str) -> bool:
         """Whether `name` lies in one of the page's own folders (links resolved)."""
@@ -602,8 +605,17 @@ class FileBudget:
             return True  # a path that cannot be resolved is never deleted
         return any(resolved.is_relative_to(folder) for folder in self.protected)
 
-    def __call__(self, now: float | None = None) -> FileTrimResult:
-        now = time.time() if now is None else now
+    def __call__(self, now: float | None = None, room: int = 0) -> FileTrimResult:
+        """Deletes the oldest files until they and `room` more bytes fit the budget (files younger
+        than `min_age_s` excepted)."""
+        with self._lock:  # the housekeeping's thread and the upload gate's
+            return self._trim(time.time() if now is None else now, room)
+
+    def make_room(self, size: int) -> bool:
+        """Whether `size` more bytes fit the budget, once the oldest files that must go are gone."""
+        return self(room=size).bytes_kept + size <= self.budget_bytes
+
+    def _trim(self, now: float, room: int) -> FileTrimResult:
         keep: set[str] = set()
         for component in list(self.blocks.blocks.values()):
             keep.update(getattr(component, "keep_in_cache", ()))
@@ -626,7 +638,7 @@ class FileBudget:
         deleted = freed = 0
         emptied: set[Path] = set()
         for mtime, name, size, file_set in entries:
-            if total <= self.budget_bytes or now - mtime < self.min_age_s:
+            if total + room <= self.budget_bytes or now - mtime < self.min_age_s:
                 break
             try:
                 os.remove(name)
@@ -638,7 +650,53 @@ class FileBudget:
             freed += size
             emptied.add(Path(name).parent)
         self.folders.remove(emptied)
-        return FileTrimResult(deleted, freed)
+        return FileTrimResult(deleted, freed, total)
+
+
+class UploadGate:
+    """Pure ASGI middleware: the disk budget enforced when an upload arrives, not only when
+    housekeeping next runs. Before Gradio's upload route (`path`) reads a body, room is made for
+    it and for the uploads still arriving (`FileBudget.make_room`: visitors' oldest files go,
+    never the page's own nor a file younger than the budget's `min_age_s`); when there is none,
+    the upload is refused with 507 and a sentence, before a byte is written.
+
+    Args:
+        app: The ASGI app.
+        budget: Gives the app's `FileBudget` (None: no gate yet).
+        path: Gradio's upload route.
+        max_bytes: What an upload without a Content-Length is taken to need.
+    """
+
+    FULL = "The server's space for uploads is full right now; try again in a minute."
+
+    def __init__(self, app: Any, budget: Callable[[], "FileBudget | None"], path: str, max_bytes: int):
+        self.app, self.budget, self.path, self.max_bytes = app, budget, path, max_bytes
+        self.arriving = 0  # bytes declared by uploads being written now
+        self.refused = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") != self.path:
+            await self.app(scope, receive, send)
+            return
+        budget = self.budget()
+        size = self.max_bytes
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit():
+                size = min(int(value), self.max_bytes)
+        if budget is not None and not await asyncio.to_thread(budget.make_room, size + self.arriving):
+            self.refused += 1
+            logger.info("upload refused: the file budget is full")
+            body = self.FULL.encode()
+            await send({"type": "http.response.start", "status": 507,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                    (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.arriving += size
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.arriving -= size
 
 
 # ----------------------------------------------------------------------------------- orphaned heartbeats

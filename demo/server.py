@@ -41,6 +41,7 @@ from demo.limits import (
     OrphanHeartbeats,
     EventGate,
     SessionSweep,
+    UploadGate,
     deadline_protocol,
     map_big_blocks,
     release_free_memory,
@@ -268,6 +269,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     )
     answer_unknown_events(app)
     # Its refusals on the API's paths are problem documents, as the API's OpenAPI description says.
+    # The disk budget holds when an upload arrives (its refusal comes after the body limit's).
+    app.add_middleware(UploadGate, budget=lambda: getattr(app.state, "file_budget", None),
+                       path="/gradio_api/upload", max_bytes=budgets.body_bytes)
     app.add_middleware(BodyLimitMiddleware, max_bytes=budgets.body_bytes, answer=refusal_answer,
                        deadline_s=budgets.body_deadline_s, held_cap=budgets.held_body_bytes,
                        max_json_items=budgets.json_items, raw_body=under_api, load=app.state.body_load)
@@ -276,6 +280,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     # name any file on the server ({"path": "/etc/passwd"}) and have it copied into the cache.
     blocks.has_launched = True
     app.state.housekeeping = housekeeping(blocks, budgets, store.settings.upload_dir)
+    app.state.file_budget = next(w for w in app.state.housekeeping.page_watchers if isinstance(w, FileBudget))
     app.state.blocks = blocks
     return app
 

@@ -150,3 +150,34 @@ def test_teach_add_deletes_nothing_it_is_given(page):
     # The other session adds its own upload afterwards: it is still there to read.
     again = teach.add_photos("visitor-a", "red", [{"path": theirs, "orig_name": "theirs.png"}])
     assert again.added == 1 and not again.refused
+
+
+@pytest.mark.parametrize("min_age_s", [3600.0, 0.0], ids=["all-young-refused", "oldest-evicted"])
+def test_the_disk_budget_holds_at_upload_time(tmp_path, monkeypatch, min_age_s):
+    """Uploads past the file budget: with every file too young to delete the next upload is
+    refused in words (507); otherwise the oldest visitors' files make room. Either way the files
+    on disk never pass the budget, before any housekeeping runs."""
+    import os
+
+    from demo.store import ModelStore
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    settings = Settings(upload_dir=tmp_path / "uploads", cache_dir=tmp_path / "cache")
+    budget = 300_000
+    app = create_app(settings, ModelStore(settings, ["no-such-weights"]),
+                     Budgets(files_budget_bytes=budget, file_min_age_s=min_age_s))
+    upload_dir = Path(app.state.store.settings.upload_dir)
+    statuses = []
+    with TestClient(app) as client:
+        for i in range(8):
+            response = client.post("/gradio_api/upload",
+                                   files={"files": (f"p{i}.png", os.urandom(100_000), "image/png")})
+            statuses.append(response.status_code)
+            if response.status_code == 507:
+                assert "space for uploads is full" in response.text and str(upload_dir) not in response.text
+            on_disk = sum(f.stat().st_size for f in upload_dir.rglob("*.png"))
+            assert on_disk <= budget, f"{on_disk:,} bytes on disk after upload {i}"
+    if min_age_s:
+        assert statuses[:2] == [200, 200] and statuses[3:] == [507] * 5
+    else:
+        assert statuses == [200] * 8
