@@ -390,12 +390,15 @@ class EventGate:
     calls (`Blocks.process_api`, behind `run/predict` for events outside the queue): refuses in
     one sentence and one log line, before anything runs, an event that cannot run (one that runs
     in the browser only, or a select handler sent without its event data: Gradio would run it and
-    log a traceback), and in the queue, an event from a session or a client address that already
-    has `share` events waiting: one client cannot fill the queue for everyone.
+    log a traceback), and in the queue, an event from a session that already has `share` events
+    waiting, or from a client address that has `address_share`: one client cannot fill the queue
+    for everyone. (Behind a proxy that uvicorn is not told to trust, every visitor has the
+    proxy's address: the address share is then everyone's, hence larger than a session's.)
 
     Args:
         blocks: The page, after `blocks.queue(...)`.
-        share: Most waiting events per session and per client address (`client_key`).
+        share: Most waiting events per session.
+        address_share: Most waiting events per client address (`client_key`).
     """
 
     BROWSER_ONLY = "This event runs in the browser only; there is nothing to run on the server."
@@ -403,8 +406,8 @@ class EventGate:
     OVER_SHARE = ("You already have {n} requests waiting; wait for them to finish (this server shares its "
                   "queue between visitors).")
 
-    def __init__(self, blocks: Any, share: int):
-        self.blocks, self.share = blocks, share
+    def __init__(self, blocks: Any, share: int, address_share: int):
+        self.blocks, self.share, self.address_share = blocks, share, address_share
         self.refused = 0
         self._needs_data: dict[int, bool] = {}
         queue = blocks._queue
@@ -442,7 +445,7 @@ class EventGate:
             waiting = self.waiting()
             same_session = sum(1 for e in waiting if getattr(e, "session_hash", None) == body.session_hash)
             same_client = sum(1 for e in waiting if client_key(getattr(e, "request", None)) == mine)
-            if max(same_session, same_client) >= self.share:
+            if same_session >= self.share or same_client >= self.address_share:
                 refusal = self.OVER_SHARE.format(n=max(same_session, same_client)), "queue_full"
         if refusal is not None:
             self._refuse(body.fn_index, refusal[0])

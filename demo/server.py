@@ -96,9 +96,11 @@ class Budgets:
             together; a body that would pass it is refused (503).
         json_items: Most objects, arrays and items in a JSON body (`demo.limits.json_items`);
             Gradio's largest legitimate one (Teach's add of 30 files) has a few hundred.
-        queue_share: Most events one session or one client address may have waiting in the
-            queue (`demo.limits.EventGate`; behind a proxy, uvicorn's FORWARDED_ALLOW_IPS names
-            the proxy whose X-Forwarded-For gives the address).
+        queue_share: Most events one session may have waiting in the queue (`demo.limits.EventGate`).
+        address_share: Most events one client address may have waiting: behind a proxy,
+            uvicorn's FORWARDED_ALLOW_IPS must name it (on a Space, `*`: only its proxy reaches the
+            container) for its X-Forwarded-For to give the visitor's address; otherwise every
+            visitor shares this one share.
     """
 
     upload_bytes: int = MAX_UPLOAD_BYTES
@@ -114,6 +116,7 @@ class Budgets:
     held_body_bytes: int = 160 * 2**20
     json_items: int = 20_000
     queue_share: int = 8
+    address_share: int = 32
 
 
 def page_folders(upload_dir: Path) -> tuple[Path, ...]:
@@ -257,7 +260,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
                       body_deadline_s=budgets.body_deadline_s)
     blocks = build_demo(store, exports, max_upload=f"{budgets.upload_bytes // 2**20}mb")
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
-    app.state.events = EventGate(blocks, budgets.queue_share)
+    app.state.events = EventGate(blocks, budgets.queue_share, budgets.address_share)
     # Age-based deletion of uploads and generated images by Gradio itself (every 5 minutes).
     blocks.delete_cache = (300, budgets.files_age_s)
     blocks.state_session_capacity = budgets.max_sessions

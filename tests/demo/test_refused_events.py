@@ -34,7 +34,7 @@ def test_one_client_gets_its_share_of_the_queue_and_a_visitor_is_served_within_a
     running and waiting events have run."""
     release = threading.Event()
     ran: list[str] = []
-    share = Budgets().queue_share
+    share, address_share = Budgets().queue_share, Budgets().address_share
 
     def heavy(x, request: gr.Request):
         release.wait(WAIT)
@@ -50,14 +50,17 @@ def test_one_client_gets_its_share_of_the_queue_and_a_visitor_is_served_within_a
         gr.Button().click(heavy, box, out)
         gr.Button().click(classify, box, out)
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)  # as the app's
-    EventGate(blocks, share)
+    EventGate(blocks, share, address_share)
     app = gr.mount_gradio_app(FastAPI(), blocks, path="/")
     with TestClient(app, client=("203.0.113.9", 40000)) as attacker, \
             TestClient(app, client=("198.51.100.7", 40001)) as visitor:
         try:
+            # One session: its share waits. Many sessions from one address: the address's share.
+            alone = [_join(attacker, 0, "attacker") for _ in range(share + 8)]
+            assert [status for status, _ in alone].count(200) <= share + 2, "running (2) and its share"
             answers = [_join(attacker, 0, f"attacker{i:02d}") for i in range(QUEUE_SIZE + 8)]
-            refused = [a for status, a in answers if status == 503]
-            assert len(answers) - len(refused) <= share + 2, "running (2) and waiting (its share), no more"
+            refused = [a for status, a in answers + alone if status == 503]
+            assert len(answers + alone) - len(refused) <= address_share + 2, "running (2) and waiting, no more"
             assert refused and all("wait for them to finish" in a["detail"] for a in refused)
             status, answer = _join(visitor, 1, "visitor")
             assert status == 200, answer
@@ -68,7 +71,7 @@ def test_one_client_gets_its_share_of_the_queue_and_a_visitor_is_served_within_a
                 if "process_completed" in line:
                     assert '"classified"' in line
                     break
-    assert ran.index("visitor") <= share + 2, "served after at most the running and the waiting heavy events"
+    assert ran.index("visitor") <= address_share + 2, "served after at most the running and the waiting heavy events"
 
 
 @pytest.fixture(scope="module")
