@@ -307,6 +307,8 @@ def main(settings: Settings | None = None, store: Store | None = None,
     `app.py` passes a store it already started, so the weights load while Gradio is imported,
     and `on_app`, called with the app before it serves (Gradio's reload mode starts there).
     """
+    import uvicorn
+
     configure_logging()
     settings = settings or Settings.from_env()
     exit_if_port_taken(settings)
