@@ -935,6 +935,8 @@ def attacks(args: argparse.Namespace) -> None:
                 sock.close()
             if time.monotonic() >= end:
                 break
+            if time.monotonic() + args.every >= end:  # the last round: its checks wait for the deadlines
+                end = time.monotonic() + max(args.every, 65.0)
             # The examples fetched at the start, and the ones the page gives now.
             check("first examples still 200", all(g.http.get(u).status_code == 200 for u in first_urls))
             now = g.run(fn_examples, [None, None], uuid.uuid4().hex[:11])
@@ -969,6 +971,13 @@ def attacks(args: argparse.Namespace) -> None:
                     sock.sendall(body)
                     answer.append(read_status(sock)[0])
 
+            quiet = 0.0  # the same calls without the attack, for the machine's own latency
+            for _ in range(10):
+                t = time.perf_counter()
+                with contextlib.suppress(httpx.HTTPError):
+                    httpx.get(app.url + "/healthz", timeout=5)
+                quiet = max(quiet, time.perf_counter() - t)
+            notes["/healthz worst, no attack (s)"].append(quiet)
             sender = threading.Thread(target=send_json)
             sender.start()
             worst = 0.0
@@ -1002,9 +1011,10 @@ def attacks(args: argparse.Namespace) -> None:
             for i in range(args.burst):
                 with contextlib.suppress(Refused):
                     g.upload(f"burst{i}.png", blob[:-1] + bytes([i % 256]))
-                peak_disk = max(peak_disk, app.disk_mb())
-            notes["upload burst: most on disk (MB)"].append(peak_disk)
-            check("upload burst: disk under the 200 MB budget", peak_disk <= 200)
+                page = sum(folder_bytes(f) for f in app.temp_dir.rglob("xception-examples"))
+                peak_disk = max(peak_disk, app.disk_mb() - page / 2**20)
+            notes["upload burst: most visitors' files on disk (MB)"].append(peak_disk)
+            check("upload burst: visitors' files under the 200 MB budget", peak_disk <= 200)
             # HTML uploaded as .jpg is served with nosniff.
             pwn = g.upload("pwn.jpg", b"<html><script>alert(1)</script></html>")
             served = g.http.get(app.url + "/gradio_api/file=" + pwn["path"])
