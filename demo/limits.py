@@ -407,12 +407,24 @@ class EventGate:
                   "queue between visitors).")
 
     def __init__(self, blocks: Any, share: int, address_share: int):
-        self.blocks, self.share, self.address_share = blocks, share, address_share
+        self.share, self.address_share = share, address_share
         self.refused = 0
+        self.blocks = blocks
+
+    @property
+    def blocks(self) -> Any:
+        return self._blocks
+
+    @blocks.setter
+    def blocks(self, blocks: Any) -> None:
+        """Guards `blocks` (also a page that reload mode swaps in, which keeps the old queue)."""
+        self._blocks = blocks
         self._needs_data: dict[int, bool] = {}
         queue = blocks._queue
-        self._push, self._process_api = queue.push, blocks.process_api
-        queue.push, blocks.process_api = self.push, self.process_api
+        if queue.push != self.push:
+            self._push, queue.push = queue.push, self.push
+        if blocks.process_api != self.process_api:
+            self._process_api, blocks.process_api = blocks.process_api, self.process_api
 
     def waiting(self) -> list[Any]:
         """The events waiting in every concurrency group's queue."""

@@ -283,6 +283,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     # name any file on the server ({"path": "/etc/passwd"}) and have it copied into the cache.
     blocks.has_launched = True
     app.state.housekeeping = housekeeping(blocks, budgets, store.settings.upload_dir)
+    app.state.housekeeping.page_watchers += (app.state.events,)  # it follows a reloaded page too
     app.state.file_budget = next(w for w in app.state.housekeeping.page_watchers if isinstance(w, FileBudget))
     app.state.blocks = blocks
     return app
