@@ -147,6 +147,11 @@ def test_teach_add_deletes_nothing_it_is_given(page):
     assert report.added == 2 and len(report.refused) == 1 and report.refused[0].startswith("lock: ")
     assert str(upload_dir.parent) not in " ".join(report.refused), "no server path in the answer"
     assert Path(examples[0]).is_file() and lock.is_file() and Path(theirs).is_file()
+    gone = teach.add_photos("visitor-b", "red", [{"path": str(upload_dir / "f00d" / "gone.png"), "orig_name": "gone.png"},
+                                                {"path": str(upload_dir), "orig_name": "folder"}])
+    words = " ".join(gone.refused)
+    assert gone.added == 0 and "no longer on the server" in words
+    assert str(upload_dir.parent) not in words and "Errno" not in words, words
     # The other session adds its own upload afterwards: it is still there to read.
     again = teach.add_photos("visitor-a", "red", [{"path": theirs, "orig_name": "theirs.png"}])
     assert again.added == 1 and not again.refused
