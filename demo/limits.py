@@ -129,6 +129,8 @@ class BodyLimitMiddleware:
             return
         send = self._nosniff(send)
         content_type = ""
+        declared: int | None = None
+        chunked = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
@@ -141,6 +143,14 @@ class BodyLimitMiddleware:
                     return
             elif name == b"content-type":
                 content_type = value.decode("latin-1")
+            elif name == b"transfer-encoding":
+                chunked = True
+        if not chunked and not declared:
+            # No body: nothing to count or time. Its receive is left alone, also for the app's
+            # disconnect checks (Starlette's `is_disconnected` calls it in a cancelled scope, every
+            # 50 ms in Gradio's streams: a deadline here would end a long stream).
+            await self.app(scope, receive, send)
+            return
         body = _Body(self, scope, receive)
         try:
             if (self.max_json_items is not None and scope.get("method") in ("POST", "PUT", "PATCH")
@@ -291,8 +301,9 @@ class _Body:
 def deadline_protocol(header_s: float, body_s: float) -> type:
     """uvicorn's HTTP/1.1 protocol (h11) with two deadlines per request, kept by the event loop
     whatever the app does: the request line and headers must be complete within `header_s` of the
-    connection's first byte (or of its opening), else it is answered 408 and closed (uvicorn has
-    no such deadline: a half-sent request line holds its socket for ever); and the body within
+    connection's first byte (or of its opening), else it is answered 408 and closed (just closed
+    when nothing came: a browser's preconnect; uvicorn has no such deadline: a half-sent request
+    line holds its socket for ever); and the body within
     `body_s` of the headers, else the connection is closed (the app sees a disconnect). The body's
     deadline is a backstop under `BodyLimitMiddleware`'s, which answers first and in words;
     this one also ends a body the app is not reading. Pass the class as `uvicorn.Config(http=...)`."""
@@ -306,6 +317,7 @@ def deadline_protocol(header_s: float, body_s: float) -> type:
     class DeadlineH11Protocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
         _body_timer: asyncio.TimerHandle | None = None
+        _started = False  # bytes of a request head have arrived since the last request
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
@@ -314,6 +326,7 @@ def deadline_protocol(header_s: float, body_s: float) -> type:
         def data_received(self, data: bytes) -> None:
             if self._header_timer is None and self.conn.their_state is h11.IDLE:
                 self._header_timer = self.loop.call_later(header_s, self._headers_late)
+            self._started = True
             super().data_received(data)
             self._follow()
 
@@ -331,6 +344,7 @@ def deadline_protocol(header_s: float, body_s: float) -> type:
             if state is not h11.IDLE and self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
+                self._started = False
             if state is h11.SEND_BODY:
                 if self._body_timer is None:
                     self._body_timer = self.loop.call_later(body_s, self._body_late)
@@ -347,8 +361,9 @@ def deadline_protocol(header_s: float, body_s: float) -> type:
         def _headers_late(self) -> None:
             self._header_timer = None
             if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                logger.info("request headers not complete after %g s: connection closed", header_s)
-                self.transport.write(late_headers % (len(words), words))
+                if self._started:  # a connection that sent nothing (a browser's preconnect) is just closed
+                    logger.info("request headers not complete after %g s: connection closed", header_s)
+                    self.transport.write(late_headers % (len(words), words))
                 self.transport.close()
 
         def _body_late(self) -> None:

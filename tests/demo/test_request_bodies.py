@@ -167,17 +167,23 @@ def test_bodies_held_one_byte_short_end_by_their_deadline_and_hold_at_most_the_c
 
 
 def test_half_sent_headers_are_answered_408_and_closed(small):
+    """Half-sent request heads get 408 and are closed; connections that sent nothing (a
+    browser's preconnect) are closed without an answer."""
     port, _ = small
     socks = []
+    silent = []
     try:
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
         for _ in range(50):
             s = socket.create_connection(("127.0.0.1", port))
             s.sendall(b"POST /gradio_api/queue/join HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-")
             socks.append(s)
         closed = _until_closed(socks)
+        quiet = _until_closed(silent)
     finally:
-        for s in socks:
+        for s in socks + silent:
             s.close()
+    assert len(quiet) == 5 and all(a == b"" for a in quiet.values())
     assert len(closed) == 50, f"{50 - len(closed)} of 50 connections still open"
     assert all(_status(a) == 408 and b"headers did not arrive" in a for a in closed.values())
 
@@ -225,3 +231,39 @@ def test_a_served_file_is_never_sniffed(default):
     assert upload.status_code == 200, upload.text
     served = httpx.get(f"http://127.0.0.1:{port}/gradio_api/file={upload.json()[0]}", timeout=WAIT)
     assert served.status_code == 200 and served.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_request_without_a_body_is_never_ended_by_the_body_deadline():
+    """A stream's disconnect checks (Starlette's `is_disconnected`, in a cancelled scope, as
+    Gradio's SSE routes poll it) see the client still there however long the stream lasts: a
+    request without a body has no body deadline."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from demo.limits import BodyLimitMiddleware
+
+    seen: list[bool] = []
+
+    async def app(scope, receive, send):
+        request = Request(scope, receive)
+        for _ in range(5):
+            seen.append(await request.is_disconnected())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    guard = BodyLimitMiddleware(app, max_bytes=100, deadline_s=0.0, held_cap=10, max_json_items=10)
+    sent: list[dict] = []
+    first = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive():
+        if first:
+            return first.pop()
+        await asyncio.Event().wait()  # the client stays
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/gradio_api/queue/data", "headers": []}
+    asyncio.run(guard(scope, receive, send))
+    assert seen == [False] * 5 and sent[0]["status"] == 200
