@@ -7,6 +7,10 @@
   with no deadline and in the event loop.
 - `deadline_protocol`: uvicorn's HTTP/1.1 protocol with deadlines on the request's headers and,
   as a backstop, on its body, that hold whether or not the app is reading.
+- `UploadGate`: the disk budget enforced as an upload arrives (room made from visitors' oldest
+  files, or the upload refused in words).
+- `EventGate`: events refused before they run, in one sentence: browser-only events, select
+  handlers without event data, and a session's or address's events past its share of the queue.
 - Chores, each with one job, that `Housekeeping` runs every few seconds:
   - `SessionSweep` drops whole sessions idle for longer than a TTL (Gradio keeps a session,
     ~220 KB of page config plus its state, until 10,000 newer ones push it out), and drops each
@@ -25,11 +29,12 @@
   - `release_free_memory` returns freed heap memory to the system; `map_big_blocks` (once, at
     start) makes big allocations go back to it at once.
 
-Gradio internals used (gradio 6.31): `StateHolder.session_data`, `.time_last_used`, `.lock`,
-`.delete_state`; `SessionState.config_values`; `Blocks.temp_file_sets`, component
-`keep_in_cache` (examples, which must survive); the queue's `pending_event_ids_session` and
+Gradio internals used (gradio 6.31): `Queue.push`, `Blocks.process_api`, the queue's
+`event_queue_per_concurrency_id`, `BlockFunction.fn`; `StateHolder.session_data`,
+`.time_last_used`, `.lock`, `.delete_state`; `SessionState.config_values`; `Blocks.temp_file_sets`,
+component `keep_in_cache`; the queue's `pending_event_ids_session` and
 `pending_messages_per_session`, and the heartbeat task of `queue_data_helper`. The tests in
-tests/demo/test_limits.py fail if these move.
+tests/demo/test_limits.py, test_refused_events.py and test_page_files.py fail if these move.
 """
 
 from __future__ import annotations
