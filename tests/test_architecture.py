@@ -79,7 +79,8 @@ TENSORFLOW_DEBT = {
     "xception_core.runtime.onnx",  # the ONNX translation reads Keras layers
     "xception_core.io.export",  # .keras and graph exports for Netron and downloads
 }
-LIGHT = ["xception_core/settings.py", "xception_core/arch/spec.py", "xception_core/weights/presets.py", "xception_core/io/images.py",
+LIGHT = ["xception_core/settings.py", "xception_core/arch/spec.py", "xception_core/arch/nodes.py",
+         "xception_core/arch/registry.py", "xception_core/arch/names.py", "xception_core/weights/presets.py", "xception_core/io/images.py",
          "xception_core/io/preprocessing.py", "xception_core/io/labels.py", "xception_core/io/assets.py", "xception_core/io/visualize.py",
          "xception_core/files.py",
          "xception_core/arch/graph.py", "xception_core/arch/receptive.py", "xception_core/arch/cost.py",
@@ -311,6 +312,54 @@ def test_the_tensorflow_debt_names_only_what_is_still_owed():
 def test_services_hold_no_gradio(module):
     roots = {name.split(".")[0] for name in imports(KNOWN[module])}
     assert not roots & UI_LIBRARIES, f"{module} imports {sorted(roots & UI_LIBRARIES)}"
+
+
+# The architecture is read through its record (`xception_core.arch.registry.architecture`, a model's
+# `ModelInfo.arch`), never by the constant of one spec: a second architecture then needs no edit
+# outside `arch/` and its preset. Tests are held to it too (this file only names it to look for it).
+ONE_SPEC = "XCEPTION_SPEC"
+ARCH_FOLDER = "xception_core/arch/"
+
+
+def names_used(path: Path) -> set[str]:
+    """Every identifier a file uses: names, attributes, imported names, and whole strings (a
+    lazy-export table names modules' attributes in strings)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.alias):
+            found.update({node.name.split(".")[-1], node.asname or ""})
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
+            found.add(node.value)
+    return found
+
+
+def readers_of_the_spec_constant(root: Path = ROOT) -> list[str]:
+    paths = list(sources(root).values()) + sorted((root / "tests").rglob("*.py"))
+    return sorted(str(p.relative_to(root)) for p in paths
+                  if not str(p.relative_to(root)).startswith(ARCH_FOLDER) and p.resolve() != Path(__file__).resolve()
+                  and ONE_SPEC in names_used(p))
+
+
+def test_only_arch_names_the_spec_constant():
+    assert readers_of_the_spec_constant() == []
+
+
+def test_the_spec_check_sees_a_reader(tmp_path):
+    files = {"xception_core/arch/spec.py": f"{ONE_SPEC} = 1\n",
+             "xception_core/runtime/a.py": f"from xception_core.arch.spec import {ONE_SPEC}\n",
+             "xception_core/runtime/b.py": f"import xception_core.arch.spec as s\nx = s.{ONE_SPEC}\n",
+             "xception_core/__init__.py": f"EXPORTS = {{'{ONE_SPEC}': 'xception_core.arch.spec'}}\n",
+             "demo/c.py": "from xception_core.arch.registry import architecture\nx = architecture().spec\n",
+             "tests/test_d.py": f"from xception_core.arch.spec import {ONE_SPEC} as S\n"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert readers_of_the_spec_constant(tmp_path) == ["tests/test_d.py", "xception_core/__init__.py",
+                                                      "xception_core/runtime/a.py", "xception_core/runtime/b.py"]
 
 
 @pytest.mark.parametrize("path", LIGHT)

@@ -1,6 +1,6 @@
 """Xception (Chollet 2017) from its building blocks, in layers that each import only downward:
 
-    arch (spec, builder, names) → weights (presets, fetch, load) → model (the one factory)
+    arch (nodes, spec, registry, graph, builder, names) → weights (presets, fetch, load) → model (the one factory)
     → runtime (classifier, ONNX, folding, batching, activations, introspection: numbers only)
     → io (images, preprocessing, labels, assets, visualize, export)
 
@@ -25,7 +25,8 @@ _EXPORTS = {
     "build_architecture": "xception_core.arch.builder",
     "conv_bn": "xception_core.arch.builder",
     "sep_bn": "xception_core.arch.builder",
-    "XCEPTION_SPEC": "xception_core.arch.spec",
+    "architecture": "xception_core.arch.registry",
+    "ARCHITECTURES": "xception_core.arch.registry",
     "VARIANT_SPECS": "xception_core.arch.spec",
     "WIRING_DIFFERENCES": "xception_core.arch.spec",
     "Settings": "xception_core.settings",

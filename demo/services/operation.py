@@ -30,7 +30,7 @@ from demo.store import ModelStore, ServedModel
 from xception_core.arch.graph import SeparablePlan, block_output, layer_graph, separable_names, separable_plan
 from xception_core.arch.receptive import (BlockField, ReceptiveField, layer_grid, position_at, receptive_field,
                                           receptive_table)
-from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.arch.registry import architecture
 from xception_core.io.assets import example_images
 from xception_core.io.images import load_image
 from xception_core.io.preprocessing import preprocess
@@ -44,7 +44,7 @@ DEFAULT_TOP = 4
 MAX_PATCHES = 16  # patches one channel search returns
 DEFAULT_PATCHES = 8
 MAX_LABEL = 60
-STEP_BLOCKS = tuple(b.name for b in XCEPTION_SPEC.blocks if separable_names(b))
+STEP_BLOCKS = tuple(b.name for b in architecture().spec.blocks if separable_names(b))
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def check_step_block(block: Any) -> str:
 
 def check_separable(block: str, layer: Any) -> int:
     """A separable conv of `block`, by name ('block5_sepconv2') or number (2); returns its number."""
-    names = separable_names(XCEPTION_SPEC.block(block))
+    names = separable_names(architecture().block(block))
     if isinstance(layer, str) and layer.strip() in names:
         return names.index(layer.strip()) + 1
     if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool) and 1 <= layer <= len(names):
@@ -163,7 +163,7 @@ class OperationService:
 
     def separable_layers(self, block: Any) -> tuple[str, ...]:
         """The block's separable convs, in order."""
-        return separable_names(XCEPTION_SPEC.block(check_step_block(block)))
+        return separable_names(architecture().block(check_step_block(block)))
 
     def plan(self, block: Any, layer: Any, variant: Any = "paper") -> SeparablePlan:
         """The layers around one separable conv (what feeds it, what reads it)."""

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from demo.errors import echo, unavailable_reason
 from demo.store import ServedModel, SlotStatus
 from demo.ui.figures import fmt_macs, shape_text
-from xception_core.arch.spec import WIRING_DIFFERENCES, XCEPTION_SPEC
+from xception_core.arch.registry import architecture
 from xception_core.runtime.activations import ActivationExplorer, BlockStats, ImageActivations
 from xception_core.runtime.introspection import BlockInfo, ModelDescription, SeparableCost, SeparableTotals
 
@@ -128,8 +128,8 @@ name; scroll to zoom, drag to pan.
 
 def _difference_nodes() -> tuple[tuple[str, str, str], ...]:
     """(button label, layer name to find, what to look at) for each wiring difference."""
-    by_field = {d.field: d for d in WIRING_DIFFERENCES}
-    blocks = {b.name: b for b in XCEPTION_SPEC.blocks}
+    by_field = {d.field: d for d in architecture().differences}
+    blocks = {b.name: b for b in architecture().spec.blocks}
 
     def first(field: str):
         return blocks[by_field[field].blocks[0]]
@@ -249,7 +249,7 @@ def difference_list(loaded: ModelDescription | None = None) -> str:
     """The four wiring differences as a Markdown list, with the blocks they live in; with a loaded
     model, its own stem sizes in the paper's wiring after the reference's."""
     lines = []
-    for d in WIRING_DIFFERENCES:
+    for d in architecture().differences:
         line = f"- **{d.label}** ({', '.join(d.blocks)}). {d.note}"
         if d.field == "stem_padding" and loaded is not None:
             stem = loaded.block(d.blocks[0])

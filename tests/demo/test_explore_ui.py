@@ -18,7 +18,7 @@ from demo.ui.explore.context import FigureCache, SubTab
 from demo.ui.figures import Theme
 from demo.ui.layout import build_demo
 from tests.conftest import random_loaded, store_serving
-from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.arch.registry import architecture
 from xception_core.runtime.introspection import ModelDescription
 from xception_core.settings import Settings
 
@@ -143,7 +143,7 @@ def test_the_channel_slider_spans_the_chosen_blocks_channels(blocks, store):
         on_view.fn(None, None, "block99", 16, True, True, None)
     # The spec's counts are the live model's: the slider's bound before a photo is the one after.
     live = {layer.name: layer.output.shape[-1] for layer in store.get().loaded.model.layers}
-    for block in XCEPTION_SPEC.blocks:
+    for block in architecture().spec.blocks:
         last = block.add_name or f"{block.conv_names()[-1]}_act"
         assert block_channels(block.name) == live[last], block.name
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import randomize
-from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.arch.registry import architecture
 from xception_core.model import load_model, rewire
 from xception_core.runtime.activations import ActivationExplorer, compare_variants
 
 SIZE = 96
-BLOCKS = [b.name for b in XCEPTION_SPEC.blocks]
+BLOCKS = [b.name for b in architecture().spec.blocks]
 
 
 @pytest.fixture(scope="module")

@@ -25,10 +25,10 @@ def _reference(loaded, batch, blocks):
     import keras
 
     from xception_core.arch.names import block_output_layer
-    from xception_core.arch.spec import XCEPTION_SPEC
+    from xception_core.arch.registry import architecture
 
     model = loaded.model
-    names = [block_output_layer(XCEPTION_SPEC.block(b)) for b in blocks]
+    names = [block_output_layer(architecture().spec.block(b)) for b in blocks]
     multi = keras.Model(model.inputs[0], [model.get_layer(n).output for n in names])
     maps = multi(batch, training=False)
     return {b: np.asarray(m).mean(axis=(1, 2)) for b, m in zip(blocks, maps)}, np.asarray(maps[-1])

@@ -4,6 +4,7 @@ randomised BatchNorm statistics, so a mis-folded or mis-wired layer cannot hide.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 
 import keras
@@ -11,13 +12,16 @@ import numpy as np
 import pytest
 
 from tests.conftest import randomize
-from xception_core.arch.names import block_output_layer
-from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.arch.builder import build_architecture, emit
+from xception_core.arch.graph import INPUT_LAYER, LayerGraph, LayerNode, head_nodes, layer_graph
+from xception_core.arch.names import block_output_layer, reference_layer_name
+from xception_core.arch.registry import architecture
 from xception_core.model import LoadedModel, ModelInfo, build_xception
 from xception_core.runtime import onnx as onnx_backend
 from xception_core.runtime.classifier import Classifier
 from xception_core.runtime.folding import fold_batchnorm, foldable_pairs
 from xception_core.runtime.forward import BackendUnavailableError
+from xception_core.weights.load import copy_weights
 from xception_core.settings import Settings
 
 SIZE = 96
@@ -42,7 +46,7 @@ def _x(size: int = SIZE, n: int = 2, seed: int = 0) -> np.ndarray:
 
 
 def _blocks(folded, variant: str) -> list[str]:
-    return [folded.resolve(block_output_layer(b, variant)) for b in XCEPTION_SPEC.blocks]
+    return [folded.resolve(block_output_layer(b, variant)) for b in architecture().spec.blocks]
 
 
 @pytest.fixture(scope="module", params=["paper", "article"])
@@ -69,7 +73,7 @@ def test_folded_model_matches_every_block(original_and_folded):
     folded = result.model
     x = _x()
     names = _blocks(result, variant)  # a folded BatchNorm output is its conv's output
-    ours = keras.Model(model.input, [model.get_layer(block_output_layer(b, variant)).output for b in XCEPTION_SPEC.blocks]
+    ours = keras.Model(model.input, [model.get_layer(layer).output for layer in architecture().block_outputs(variant).values()]
                        + [model.output])(x)
     theirs = keras.Model(folded.input, [folded.get_layer(n).output for n in names] + [folded.output])(x)
     for name, a, b in zip(names + ["logits"], ours, theirs):
@@ -141,10 +145,109 @@ def test_onnx_forward_matches_the_tf_forward(variant, size):
     np.testing.assert_allclose(logits, model(x).numpy(), atol=1e-4 * max(1.0, float(np.abs(logits).max())))
 
 
+def _unblocked(nodes) -> dict[str, LayerNode]:
+    """{name: node} without the block each node belongs to (a Keras model does not record it)."""
+    return {n.name: dataclasses.replace(n, block="") for n in nodes}
+
+
+def _reference_nodes(reference: keras.Model) -> dict[str, LayerNode]:
+    """`keras.applications.Xception`'s nodes under our names: it leaves its shortcuts unnamed
+    (`reference_layer_name` names them) and its sums too (block by block, in order)."""
+    names = {layer.name: reference_layer_name(layer) for layer in reference.layers}
+    sums = [layer.name for layer in reference.layers if isinstance(layer, keras.layers.Add)]
+    names.update(zip(sums, [n.name for n in layer_graph("paper").nodes if n.op == "add"], strict=True))
+    names[reference.layers[0].name] = INPUT_LAYER  # Keras numbers a second model's input
+    return {names[n.name]: dataclasses.replace(n, name=names[n.name], inputs=tuple(names[i] for i in n.inputs))
+            for n in onnx_backend.keras_graph(reference).nodes}
+
+
+@needs_onnx
+@pytest.mark.parametrize("variant", ["paper", "article"])
+def test_both_emitters_emit_the_one_graph_against_the_keras_reference(variant):
+    """The layer graph (and its head) is what the Keras builder builds and what the ONNX translator
+    emits, node for node; in the paper's wiring it is `keras.applications.Xception`'s own graph and
+    both emitted models compute the reference's function on its random weights (BatchNorm
+    statistics randomised); in the article's, the ONNX graph computes the Keras model's, and the
+    graph differs from the reference's in exactly the nodes of the four wiring differences."""
+    reference = keras.applications.Xception(weights=None, input_shape=(SIZE, SIZE, 3), classes=7,
+                                            classifier_activation=None)
+    randomize(reference, seed=21)
+    ours = build_architecture(input_shape=(SIZE, SIZE, 3), classes=7, classifier_activation=None, variant=variant)
+    copy_weights(reference, ours)
+    graph = layer_graph(variant)
+    graph = graph.extended(head_nodes(graph.output, include_top=True, pooling=None, classes=7,
+                                      classifier_activation=None))
+    assert [layer.name for layer in ours.layers if layer.name not in graph] == []
+    assert _unblocked(onnx_backend.keras_graph(ours).nodes) == _unblocked(graph.nodes)
+    theirs = _reference_nodes(reference)
+    if variant == "paper":
+        assert theirs == _unblocked(graph.nodes)
+    else:
+        mine = _unblocked(graph.nodes)
+        differing = {n for n in set(theirs) | set(mine) if theirs.get(n) != mine.get(n)}
+        assert differing == {"block1_conv1", "block1_conv2", "block3_residual_conv", "block4_residual_conv",
+                             "block14_sepconv2_act", "avg_pool"} | {f"block{i}_sepconv3_post_act" for i in range(5, 13)} \
+            | {f"block{i}_add" for i in range(5, 13)}
+    proto = onnx_backend.to_onnx(ours, graph.node("avg_pool").inputs[0], check=True)
+    emitted = {n.name.rsplit("/", 1)[0] for n in proto.graph.node}
+    folded = {n.name for n in graph.nodes if n.op == "batchnorm"}
+    assert {n.name for n in graph.nodes if n.op != "input"} - folded <= emitted
+    x = _x(seed=22)
+    keras_out = ours(x, training=False).numpy()
+    assert np.abs(keras_out).max() > 1e-3
+    tol = 1e-4 * max(1.0, float(np.abs(keras_out).max()))
+    if variant == "paper":
+        np.testing.assert_allclose(keras_out, reference(x, training=False).numpy(), atol=tol)
+    np.testing.assert_allclose(onnx_backend.OnnxForward(proto)(x)[1], keras_out, atol=tol)
+
+
+def _inception_like() -> LayerGraph:
+    """Inception V3's ops as nodes, with no walker of its own: conv without bias + BatchNorm
+    without γ + ReLU ('valid' and 'same', a 1×7 and a 7×1), 'valid' max-pool, 'same' average pool,
+    a concatenation of three branches, global average pool and a dense softmax."""
+    nodes = [LayerNode(INPUT_LAYER, "input", ())]
+
+    def conv_bn_relu(x: str, name: str, filters: int, kernel: int, width: int | None = None, stride: int = 1,
+                     padding: str = "same") -> str:
+        nodes.extend([LayerNode(name, "conv", (x,), kernel=kernel, kernel_width=width, stride=stride,
+                                padding=padding, filters=filters),
+                      LayerNode(f"{name}_bn", "batchnorm", (name,), scale=False),
+                      LayerNode(f"{name}_act", "relu", (f"{name}_bn",))])
+        return f"{name}_act"
+
+    stem = conv_bn_relu(INPUT_LAYER, "stem", 8, 3, stride=2, padding="valid")
+    nodes.append(LayerNode("stem_pool", "maxpool", (stem,), kernel=3, stride=2, padding="valid"))
+    a = conv_bn_relu("stem_pool", "branch1x1", 4, 1)
+    b = conv_bn_relu(conv_bn_relu("stem_pool", "branch7_a", 4, 1, 7), "branch7_b", 6, 7, 1)
+    nodes.append(LayerNode("branch_pool", "avgpool", ("stem_pool",), kernel=3, stride=1, padding="same"))
+    c = conv_bn_relu("branch_pool", "branch_pool_conv", 2, 1)
+    nodes.append(LayerNode("mixed0", "concat", (a, b, c)))
+    nodes.extend(head_nodes("mixed0", include_top=True, pooling=None, classes=5, classifier_activation="softmax"))
+    return LayerGraph("inception-like", tuple(nodes))
+
+
+@needs_onnx
+def test_inception_v3s_ops_fit_the_vocabulary_of_both_emitters():
+    graph = _inception_like()
+    inputs = keras.Input((29, 31, 3), name=INPUT_LAYER)
+    model = keras.Model(inputs, emit(graph.nodes, {INPUT_LAYER: inputs}))
+    randomize(model, seed=23)
+    assert _unblocked(onnx_backend.keras_graph(model).nodes) == _unblocked(graph.nodes)
+    sizes, channels = graph.sizes((29, 31)), graph.channels()
+    for layer in model.layers:
+        if len(layer.output.shape) == 4:
+            assert tuple(layer.output.shape[1:]) == (*sizes[layer.name], channels[layer.name]), layer.name
+    assert channels["mixed0"] == 12 and not model.get_layer("stem_bn").scale
+    x = np.random.default_rng(24).uniform(-1, 1, (2, 29, 31, 3)).astype("float32")
+    features, probabilities = onnx_backend.forward_of(model, "mixed0")(x)
+    np.testing.assert_allclose(probabilities, model(x, training=False).numpy(), atol=1e-5)
+    np.testing.assert_allclose(features, keras.Model(inputs, model.get_layer("mixed0").output)(x).numpy(), atol=1e-4)
+
+
 @needs_onnx
 def test_onnx_graph_is_valid_and_exposes_block_outputs():
     model = _model("paper", classifier_activation=None)
-    blocks = [block_output_layer(b, "paper") for b in XCEPTION_SPEC.blocks]
+    blocks = [block_output_layer(b, "paper") for b in architecture().spec.blocks]
     proto = onnx_backend.to_onnx(model, blocks[-1], extra_outputs=blocks[:3], check=True)
     assert [o.name for o in proto.graph.output] == ["features", "output", *blocks[:3]]
     ops = {n.op_type for n in proto.graph.node}
@@ -274,7 +377,7 @@ def test_external_weights_give_the_inline_graphs_outputs_and_are_shared_per_mode
     self-contained `to_onnx` graph; a second session of the same model reuses its arrays, and
     changed weights are not mistaken for the old ones."""
     model = _model("paper", seed=4, classifier_activation=None)
-    features = block_output_layer(XCEPTION_SPEC.blocks[-1], "paper")
+    features = block_output_layer(architecture().spec.blocks[-1], "paper")
     x = _x(n=1, seed=5)
     proto, arrays = onnx_backend.to_onnx_parts(model, features)
     assert arrays and proto.ByteSize() < 200_000  # the weights are not in the graph
@@ -296,7 +399,7 @@ def test_shared_arrays_hold_only_what_a_live_session_uses():
     """The pool that lets two sessions of one model share arrays keeps nothing alive itself: once
     no translation's arrays are referenced, it is empty although the model lives on."""
     model = _model("paper", size=71, seed=13, classifier_activation=None)
-    features = block_output_layer(XCEPTION_SPEC.blocks[-1], "paper")
+    features = block_output_layer(architecture().spec.blocks[-1], "paper")
     shared = onnx_backend.SharedArrays()
     _, first = onnx_backend.to_onnx_parts(model, features, shared=shared)
     _, second = onnx_backend.to_onnx_parts(model, features, shared=shared)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from xception_core import build_xception
-from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.arch.registry import architecture
 from xception_core.runtime.introspection import block_outputs_model, describe, layer_macs, separable_cost, separable_layers
 
 
@@ -63,7 +63,7 @@ def test_block_outputs_come_from_one_forward_pass(paper_model):
     multi = block_outputs_model(paper_model)
     x = np.random.default_rng(0).uniform(-1, 1, (1, 299, 299, 3)).astype("float32")
     outputs = multi(x)
-    assert len(outputs) == len(XCEPTION_SPEC.blocks) + 1
+    assert len(outputs) == len(architecture().spec.blocks) + 1
     np.testing.assert_allclose(outputs["output"].numpy(), paper_model(x).numpy(), atol=1e-6)
     # Shares the model's layers: no second copy of the weights.
     assert multi.count_params() == paper_model.count_params()

@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import randomize
 from xception_core.arch.builder import build_architecture
 from xception_core.arch.names import block_output_layer
-from xception_core.arch.spec import VARIANT_SPECS, WIRING_DIFFERENCES, XCEPTION_SPEC
+from xception_core.arch.registry import architecture
+from xception_core.arch.spec import VARIANT_SPECS, WIRING_DIFFERENCES
 from xception_core.model import build_xception
 from xception_core.weights.load import copy_weights
 
@@ -117,8 +118,8 @@ def test_each_wiring_difference_names_the_blocks_it_lives_in():
         "middle_relu_before_add": tuple(f"block{i}" for i in range(5, 13)),
         "exit_final_relu": ("block14",),
     }
-    assert XCEPTION_SPEC.block("block7").wiring_differences == ("middle_relu_before_add",)
-    assert XCEPTION_SPEC.block("block2").wiring_differences == ()
+    assert architecture().spec.block("block7").wiring_differences == ("middle_relu_before_add",)
+    assert architecture().spec.block("block2").wiring_differences == ()
     assert all(d.label and d.note for d in WIRING_DIFFERENCES)
 
 
@@ -134,11 +135,11 @@ def test_variants_compute_different_functions():
 
 
 def test_block_output_layers_exist(paper_model, article_model):
-    for block in XCEPTION_SPEC.blocks:
+    for block in architecture().spec.blocks:
         paper_model.get_layer(block_output_layer(block, "paper"))
         article_model.get_layer(block_output_layer(block, "article"))
-    assert len(XCEPTION_SPEC.blocks) == 14
-    assert [b.name for b in XCEPTION_SPEC.flow_blocks("middle")] == [f"block{i}" for i in range(5, 13)]
+    assert len(architecture().spec.blocks) == 14
+    assert [b.name for b in architecture().spec.flow_blocks("middle")] == [f"block{i}" for i in range(5, 13)]
 
 
 @pytest.mark.parametrize(
@@ -169,8 +170,8 @@ def test_weights_file_with_wrong_suffix(tmp_path):
 
 
 def test_model_info_is_the_weights_source_plus_its_wiring():
-    """One record: `ModelInfo` extends `WeightsSource` by the wiring alone, and `load_model` and
-    `rewire` carry every field of the source."""
+    """One record: `ModelInfo` extends `WeightsSource` by the wiring and the architecture alone,
+    and `load_model` and `rewire` carry every field of the source."""
     import dataclasses
 
     from xception_core.model import ModelInfo, load_model, rewire
@@ -178,14 +179,37 @@ def test_model_info_is_the_weights_source_plus_its_wiring():
 
     source_fields = [f.name for f in dataclasses.fields(WeightsSource)]
     assert issubclass(ModelInfo, WeightsSource)
-    assert [f.name for f in dataclasses.fields(ModelInfo)] == [*source_fields, "variant"]
-    assert set(ModelInfo.__annotations__) == {"variant"}  # nothing re-declared
+    assert [f.name for f in dataclasses.fields(ModelInfo)] == [*source_fields, "variant", "architecture"]
+    assert set(ModelInfo.__annotations__) == {"variant", "architecture"}  # nothing re-declared
     loaded = load_model(None, input_shape=(71, 71, 3), classes=3)
     info = loaded.info
     assert (info.preset, info.title, info.source, info.labels, info.input_size, info.outputs, info.variant) == (
         None, "random initialisation (untrained)", "random initialisation", None, 71, "probabilities", "paper")
-    assert info.features_layer == block_output_layer(XCEPTION_SPEC.blocks[-1], "paper")
+    assert info.features_layer == block_output_layer(architecture().spec.blocks[-1], "paper")
     article = rewire(loaded, "article").info
     assert article.variant == "article" and article.features_layer != info.features_layer
+    assert info.architecture == article.architecture == "xception" and info.arch is architecture("xception")
     assert {n: getattr(article, n) for n in source_fields} == {n: getattr(info, n) for n in source_fields}
     assert ModelInfo.wired(WeightsSource(*(getattr(info, n) for n in source_fields)), "paper") == info
+
+
+def test_presets_and_models_name_a_registered_architecture():
+    """Each preset names its architecture as a key of the registry, and a model loaded from it
+    carries that key; the record holds the spec, each wiring's graph (its last layer is the
+    features layer) and the wirings' differences."""
+    from xception_core.arch.graph import layer_graph
+    from xception_core.arch.registry import ARCHITECTURES
+    from xception_core.weights.presets import PRESETS
+
+    assert {p.architecture for p in PRESETS.values()} <= set(ARCHITECTURES)
+    for arch in ARCHITECTURES.values():
+        assert arch.reference_wiring in arch.wirings
+        for wiring in arch.wirings:
+            assert arch.graph(wiring) is layer_graph(wiring, arch.spec)
+            assert arch.features_layer(wiring) == arch.block_output(arch.block_names[-1], wiring)
+    xception = architecture("xception")
+    assert xception.differences == WIRING_DIFFERENCES and dict(xception.wirings) == VARIANT_SPECS
+    assert xception.features_layer("paper") == "block14_sepconv2_act"
+    assert xception.features_layer("article") == "block14_sepconv2_bn"
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'; known: \\['xception'\\]"):
+        architecture("resnet")

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from tests.conftest import random_loaded
 from xception_core.arch.graph import separable_names, separable_plan
-from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.arch.registry import architecture
 from xception_core.io.assets import example_images
 from xception_core.io.preprocessing import preprocess
 from xception_core.model import rewire
@@ -24,7 +24,7 @@ from xception_core.runtime.operation_pass import layer_source, pass_layers
 
 SIZE = 79
 TOLERANCE = 1e-4
-STEP_BLOCKS = [b.name for b in XCEPTION_SPEC.blocks if separable_names(b)]
+STEP_BLOCKS = [b.name for b in architecture().spec.blocks if separable_names(b)]
 
 
 def keras_outputs(loaded, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -55,7 +55,7 @@ def check_block(loaded, x, reference, cache: OperationCache, source, block: str,
     params = BlockParams.from_model(loaded.model, block)
     tensors, _ = cache.tensors(source, x, weights_key="w", variant=variant, block=block)
     checked = 0
-    for k in range(1, len(separable_names(XCEPTION_SPEC.block(block))) + 1):
+    for k in range(1, len(separable_names(architecture().spec.block(block))) + 1):
         plan = separable_plan(block, k, variant)
         conv = params.separable_conv(plan.layer)
         h, w = tensors.arrays[plan.feed].shape[:2]

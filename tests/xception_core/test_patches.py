@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import random_loaded
 from xception_core.arch.graph import block_output
 from xception_core.arch.receptive import receptive_field
-from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.arch.registry import architecture
 from xception_core.io.preprocessing import preprocess
 from xception_core.runtime.operation_pass import layer_source
 from xception_core.runtime.patches import MAX_PHOTOS, PatchSearch, summarize, top_patches
@@ -30,7 +30,7 @@ def photos():
 
 def test_peaks_are_the_block_outputs_maxima_and_patches_are_cut_at_their_field(loaded, photos):
     model = loaded.model
-    layers = {b.name: block_output(b.name, "paper") for b in XCEPTION_SPEC.blocks}
+    layers = {b.name: block_output(b.name, "paper") for b in architecture().spec.blocks}
     probe = keras.Model(model.inputs[0], {b: model.get_layer(n).output for b, n in layers.items()})
     reference = {b: np.asarray(v) for b, v in probe(np.stack(photos), training=False).items()}  # (N, h, w, c)
     search = PatchSearch()

@@ -12,7 +12,7 @@ from xception_core.arch.builder import build_architecture
 from xception_core.arch.graph import INPUT_LAYER, block_output, layer_graph, separable_plan
 from xception_core.arch.names import block_output_layer
 from xception_core.arch.receptive import geometries, position_at, receptive_field, receptive_table
-from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.arch.registry import architecture
 from xception_core.runtime.folding import layer_inputs
 
 VARIANTS = ("paper", "article")
@@ -40,7 +40,7 @@ def test_the_graph_is_the_model_the_builder_builds(variant, size):
         if node.kernel > 1 or node.stride > 1:
             window = getattr(layer, "kernel_size", getattr(layer, "pool_size", None))
             assert (window[0], layer.strides[0], layer.padding) == (node.kernel, node.stride, node.padding), node.name
-    for block in XCEPTION_SPEC.blocks:
+    for block in architecture().spec.blocks:
         assert block_output(block.name, variant) == block_output_layer(block, variant)
 
 

@@ -1,23 +1,92 @@
 """Xception built from the article's building blocks, wired as the paper and Keras wire it.
 
-`conv_bn` and `sep_bn` are the article's two building blocks. `xception_features` walks
-`XCEPTION_SPEC` and wires them either as the paper / `keras.applications.Xception` does
-('paper', the wiring the official weights fit) or as the article's code does ('article').
-Every layer is named, shortcuts included, with the Keras reference's names where it has them.
+The builder reads no architecture itself: it emits one Keras layer per node of the layer graph
+(`xception_core.arch.graph.layer_graph`, wired either as the paper / `keras.applications.Xception`
+does, 'paper', the wiring the official weights fit, or as the article's code does, 'article'),
+through one table keyed by the node's op (`EMITTERS`). Every layer is named, shortcuts included,
+with the Keras reference's names where it has them. `conv_bn` and `sep_bn`, the article's two
+building blocks, are the same emitters on two nodes each.
 
 `xception_core.model.build_xception` is the public entry point: this architecture plus weights.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import keras
 from keras import layers
 
-from xception_core.arch.spec import XCEPTION_SPEC, Block, Variant, XceptionSpec, get_variant
+from xception_core.arch.graph import INPUT_LAYER, LayerNode, head_nodes, layer_graph
+from xception_core.arch.spec import XCEPTION_SPEC, Variant, XceptionSpec, get_variant
 
 KerasTensor = Any  # keras.KerasTensor; kept loose so type checkers need no Keras stubs
+
+
+def _conv(node: LayerNode) -> keras.layers.Layer:
+    return layers.Conv2D(node.filters, node.kernel_shape, strides=node.stride, padding=node.padding,
+                         dilation_rate=node.dilation, use_bias=node.bias, activation=node.activation, name=node.name)
+
+
+def _separable(node: LayerNode) -> keras.layers.Layer:
+    return layers.SeparableConv2D(node.filters, node.kernel_shape, strides=node.stride, padding=node.padding,
+                                  depth_multiplier=node.multiplier, dilation_rate=node.dilation, use_bias=node.bias,
+                                  activation=node.activation, name=node.name)
+
+
+def _depthwise(node: LayerNode) -> keras.layers.Layer:
+    return layers.DepthwiseConv2D(node.kernel_shape, strides=node.stride, padding=node.padding,
+                                  depth_multiplier=node.multiplier, dilation_rate=node.dilation, use_bias=node.bias,
+                                  activation=node.activation, name=node.name)
+
+
+def _pool(kind: type) -> Callable[[LayerNode], keras.layers.Layer]:
+    return lambda node: kind(node.kernel_shape, strides=node.stride, padding=node.padding, name=node.name)
+
+
+# One Keras layer per node op: the only place this module knows what an op is.
+EMITTERS: dict[str, Callable[[LayerNode], keras.layers.Layer]] = {
+    "conv": _conv,
+    "separable": _separable,
+    "depthwise": _depthwise,
+    "batchnorm": lambda node: layers.BatchNormalization(scale=node.scale, name=node.name),
+    "relu": lambda node: layers.ReLU(name=node.name),
+    "softmax": lambda node: layers.Softmax(name=node.name),
+    "identity": lambda node: layers.Identity(name=node.name),
+    "maxpool": _pool(layers.MaxPooling2D),
+    "avgpool": _pool(layers.AveragePooling2D),
+    "add": lambda node: layers.Add(name=node.name),
+    "concat": lambda node: layers.Concatenate(name=node.name),
+    "global_avg_pool": lambda node: layers.GlobalAveragePooling2D(name=node.name),
+    "global_max_pool": lambda node: layers.GlobalMaxPooling2D(name=node.name),
+    "dense": lambda node: layers.Dense(node.filters, activation=node.activation, use_bias=node.bias, name=node.name),
+}
+MERGES = frozenset({"add", "concat"})  # ops whose layer is called on the list of its inputs
+
+
+def emit(nodes: Iterable[LayerNode], tensors: dict[str, KerasTensor]) -> KerasTensor:
+    """Builds each node's Keras layer on the tensors of the layers it reads.
+
+    Args:
+        nodes: Nodes in graph order (each after the layers it reads).
+        tensors: {layer name: tensor} of what they may read (the input at least); gains each
+            node's output.
+
+    Returns:
+        The last node's output.
+    """
+    x = None
+    for node in nodes:
+        if node.op == "input":
+            continue
+        try:
+            layer = EMITTERS[node.op](node)
+        except KeyError:
+            raise ValueError(f"{node.name}: op {node.op!r} has no Keras layer here") from None
+        inputs = [tensors[name] for name in node.inputs]
+        x = tensors[node.name] = layer(inputs if node.op in MERGES else inputs[0])
+    return x
 
 
 def conv_bn(
@@ -30,7 +99,8 @@ def conv_bn(
     name: str,
     bn_name: str | None = None,
 ) -> KerasTensor:
-    """Conv2D (no bias: BatchNorm follows) then BatchNormalization.
+    """Conv2D (no bias: BatchNorm follows) then BatchNormalization: the article's first building
+    block (the graph's `conv` + `batchnorm` nodes).
 
     Args:
         x: (N, H, W, C) input.
@@ -43,12 +113,14 @@ def conv_bn(
     Returns:
         (N, H', W', filters) tensor.
     """
-    x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False, name=name)(x)
-    return layers.BatchNormalization(name=bn_name or f"{name}_bn")(x)
+    bn = bn_name or f"{name}_bn"
+    return emit((LayerNode(name, "conv", ("x",), kernel=kernel_size, stride=strides, padding=padding, filters=filters),
+                 LayerNode(bn, "batchnorm", (name,))), {"x": x})
 
 
 def sep_bn(x: KerasTensor, filters: int, kernel_size: int = 3, *, name: str) -> KerasTensor:
-    """Depthwise-separable conv (3×3 depthwise per channel, then 1×1 pointwise) then BatchNorm.
+    """Depthwise-separable conv (3×3 depthwise per channel, then 1×1 pointwise) then BatchNorm:
+    the article's second building block (the graph's `separable` + `batchnorm` nodes).
 
     Args:
         x: (N, H, W, C) input.
@@ -59,34 +131,14 @@ def sep_bn(x: KerasTensor, filters: int, kernel_size: int = 3, *, name: str) -> 
     Returns:
         (N, H, W, filters) tensor (stride 1, 'same' padding).
     """
-    x = layers.SeparableConv2D(filters, kernel_size, padding="same", use_bias=False, name=name)(x)
-    return layers.BatchNormalization(name=f"{name}_bn")(x)
-
-
-def _stem(x: KerasTensor, block: Block, variant: Variant, spec: XceptionSpec) -> KerasTensor:
-    for conv_name, filters, strides in zip(block.conv_names(), block.spec.filters, block.spec.strides):
-        x = conv_bn(x, filters, spec.kernel_size, strides, variant.stem_padding, name=conv_name)
-        x = layers.ReLU(name=f"{conv_name}_act")(x)
-    return x
-
-
-def _separable_stack(x: KerasTensor, block: Block, spec: XceptionSpec, *, post_activation: bool) -> KerasTensor:
-    """The block's separable convs. Pre-activation (ReLU before each conv, as in the entry and
-    middle flows) or post-activation (ReLU after, as in block 14). ReLU names follow Keras:
-    `blockN_sepconvK_act` is the ReLU adjacent to `blockN_sepconvK`."""
-    for k, (conv_name, filters) in enumerate(zip(block.conv_names(), block.spec.filters)):
-        if not post_activation and (k > 0 or block.spec.activate_input):
-            x = layers.ReLU(name=f"{conv_name}_act")(x)
-        x = sep_bn(x, filters, spec.kernel_size, name=conv_name)
-        if post_activation and k < len(block.spec.filters) - 1:
-            x = layers.ReLU(name=f"{conv_name}_act")(x)
-    return x
+    return emit((LayerNode(name, "separable", ("x",), kernel=kernel_size, filters=filters),
+                 LayerNode(f"{name}_bn", "batchnorm", (name,))), {"x": x})
 
 
 def xception_features(
     inputs: KerasTensor, variant: Variant | str = "paper", spec: XceptionSpec = XCEPTION_SPEC
 ) -> KerasTensor:
-    """Wires the stem, entry, middle and exit flows.
+    """The feature extractor: every node of `layer_graph(variant, spec)` on `inputs`.
 
     Args:
         inputs: (N, H, W, C) image tensor, H and W ≥ 71 (or None).
@@ -97,37 +149,7 @@ def xception_features(
         (N, H/32, W/32, 2048) exit-flow features (10×10 at 299×299).
     """
     variant = get_variant(variant) if isinstance(variant, str) else variant
-    x = inputs
-    shortcut_source = None  # the article's entry flow feeds each 1×1 shortcut from the last one
-    for block in spec.blocks:
-        if block.kind == "stem":
-            x = _stem(x, block, variant, spec)
-            shortcut_source = x
-        elif block.kind == "downsample":
-            from_previous = block.flow == "entry" and variant.entry_shortcut_from == "previous_shortcut"
-            source = shortcut_source if from_previous and shortcut_source is not None else x
-            residual = conv_bn(
-                source, block.spec.out_channels, 1, 2, "same",
-                name=block.residual_conv_name, bn_name=block.residual_bn_name,
-            )
-            y = _separable_stack(x, block, spec, post_activation=False)
-            y = layers.MaxPooling2D(spec.pool_size, strides=2, padding="same", name=f"{block.name}_pool")(y)
-            # Operand order [main, shortcut] as in Keras keeps the graph, and so the legacy
-            # HDF5 weight order, identical to the reference's.
-            x = layers.Add(name=block.add_name)([y, residual])
-            shortcut_source = residual
-        elif block.kind == "residual":
-            y = _separable_stack(x, block, spec, post_activation=False)
-            if variant.middle_relu_before_add:
-                y = layers.ReLU(name=f"{block.conv_names()[-1]}_post_act")(y)
-            x = layers.Add(name=block.add_name)([y, x])
-        elif block.kind == "expand":
-            x = _separable_stack(x, block, spec, post_activation=True)
-            if variant.exit_final_relu:
-                x = layers.ReLU(name=f"{block.conv_names()[-1]}_act")(x)
-        else:  # pragma: no cover - the spec's Literal forbids it
-            raise ValueError(f"unknown block kind {block.kind!r}")
-    return x
+    return emit(layer_graph(variant.name, spec).nodes, {INPUT_LAYER: inputs})
 
 
 def validate_input_shape(
@@ -194,23 +216,18 @@ def build_architecture(
                 f"classifier_activation must be None or a Keras activation name, got {classifier_activation!r}"
             ) from None
 
-    inputs = keras.Input(shape=shape, name="input_layer")
-    x = xception_features(inputs, v, spec)
-    if include_top:
-        x = pool(x, "avg")
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
-    else:
-        x = pool(x, pooling)
+    inputs = keras.Input(shape=shape, name=INPUT_LAYER)
+    graph = layer_graph(v.name, spec)
+    head = head_nodes(graph.output, include_top=include_top, pooling=pooling, classes=classes,
+                      classifier_activation=classifier_activation)
+    x = emit(graph.extended(head).nodes, {INPUT_LAYER: inputs})
     return keras.Model(inputs, x, name=name or ("xception" if v.name == "paper" else "xception_article"))
 
 
 def pool(x: KerasTensor, pooling: str | None) -> KerasTensor:
     """The Keras reference's optional global pooling: (N, h, w, C) → (N, C), or x itself for None."""
-    if pooling == "avg":
-        return layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if pooling == "max":
-        return layers.GlobalMaxPooling2D(name="max_pool")(x)
-    return x
+    head = head_nodes("x", include_top=False, pooling=pooling, classes=0, classifier_activation=None)
+    return emit(head, {"x": x}) if head else x
 
 
 def output_kind(include_top: bool, classifier_activation: str | None) -> str:

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from xception_core.arch.graph import block_output
 from xception_core.arch.spec import XCEPTION_SPEC, Block, Variant, get_variant
 
 
 def block_output_layer(block: Block, variant: Variant | str = "paper") -> str:
-    """Name of the layer whose output is the block's output (what the explorer shows)."""
+    """Name of the layer whose output is the block's output (what the explorer shows): its last
+    layer in the graph (`xception_core.arch.graph.block_output`)."""
     variant = get_variant(variant) if isinstance(variant, str) else variant
-    if block.kind == "stem":
-        return f"{block.name}_conv{len(block.spec.filters)}_act"
-    if block.kind == "expand":
-        last = f"{block.name}_sepconv{len(block.spec.filters)}"
-        return f"{last}_act" if variant.exit_final_relu else f"{last}_bn"
-    return f"{block.name}_add"
+    return block_output(block.name, variant.name)
 
 
 def reference_layer_name(layer: Any) -> str:
@@ -35,7 +32,3 @@ def reference_layer_name(layer: Any) -> str:
             return block.residual_conv_name if conv else block.residual_bn_name
     return layer.name
 
-
-def features_layer(variant: Variant | str = "paper") -> str:
-    """Name of the layer giving the exit-flow features (N, h, w, 2048): block 14's output."""
-    return block_output_layer(XCEPTION_SPEC.blocks[-1], variant)

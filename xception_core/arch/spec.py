@@ -1,8 +1,12 @@
 """Xception's architecture as data.
 
-The paper (Chollet 2017, Fig. 5) describes Xception as three flows of blocks. Both the model
-builder (`xception_core.arch.builder`) and the explorer (`xception_core.runtime.introspection`, the Explore tab)
-read the frozen spec below, so the picture the user sees is the network that runs.
+The paper (Chollet 2017, Fig. 5) describes Xception as three flows of blocks. This module is
+Xception's whole architecture: the frozen spec below, its two wirings (`VARIANT_SPECS`, the
+article's four departures declared once in `WIRING_DIFFERENCES`) and the one reading of the spec,
+`XceptionSpec.graph` (`xception_graph`), which expands it into the layer graph's nodes
+(`xception_core.arch.nodes`). The Keras builder, the ONNX translator, the receptive fields and the
+explorer read those nodes, so the picture the user sees is the network that runs. The registry
+(`xception_core.arch.registry`) names it 'xception'.
 
 Blocks are declared in order; their names (`block1` ... `block14`) follow from that order, the
 middle flow's one declaration expanding into eight blocks (`repeats=8`). These names are the
@@ -13,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+from xception_core.arch.nodes import LayerGraph, LayerNode, Op, Padding
 
 Flow = Literal["entry", "middle", "exit"]
 BlockKind = Literal["stem", "downsample", "residual", "expand"]
@@ -224,6 +230,76 @@ class XceptionSpec:
 
     def flow_blocks(self, flow: Flow) -> tuple[Block, ...]:
         return tuple(b for b in self.blocks if b.flow == flow)
+
+    def graph(self, variant: str = "paper") -> LayerGraph:
+        """The feature extractor's layers in one wiring: the one reading of the blocks (cached
+        by `xception_core.arch.graph.layer_graph`, which is what callers use)."""
+        return xception_graph(self, get_variant(variant))
+
+
+INPUT_LAYER = "input_layer"  # the name the builder gives its `keras.Input`
+
+
+def xception_graph(spec: XceptionSpec, v: Variant) -> LayerGraph:
+    """Expands the blocks into named layers, wired as the paper / Keras ('paper') or the article
+    ('article') wires them. The article's building blocks are the two helpers: `conv_bn` (conv
+    without bias, BatchNorm) and a stack of `sep_bn` (separable conv, BatchNorm) with its ReLUs."""
+    k = spec.kernel_size
+    nodes: list[LayerNode] = [LayerNode(INPUT_LAYER, "input", ())]
+
+    def add(name: str, op: Op, inputs: tuple[str, ...], block: Block, **window) -> str:
+        nodes.append(LayerNode(name, op, inputs, block.name, **window))
+        return name
+
+    def conv_bn(x: str, block: Block, name: str, filters: int, kernel: int, stride: int, padding: Padding,
+                bn_name: str | None = None) -> str:
+        x = add(name, "conv", (x,), block, kernel=kernel, stride=stride, padding=padding, filters=filters)
+        return add(bn_name or f"{name}_bn", "batchnorm", (x,), block)
+
+    def separable_stack(x: str, block: Block, post_activation: bool) -> str:
+        """Pre-activation (ReLU before each conv, as in the entry and middle flows) or
+        post-activation (ReLU after, as in block 14). ReLU names follow Keras:
+        `blockN_sepconvK_act` is the ReLU adjacent to `blockN_sepconvK`."""
+        for i, (name, filters) in enumerate(zip(block.conv_names(), block.spec.filters)):
+            if not post_activation and (i > 0 or block.spec.activate_input):
+                x = add(f"{name}_act", "relu", (x,), block)
+            x = add(name, "separable", (x,), block, kernel=k, filters=filters)
+            x = add(f"{name}_bn", "batchnorm", (x,), block)
+            if post_activation and i < len(block.spec.filters) - 1:
+                x = add(f"{name}_act", "relu", (x,), block)
+        return x
+
+    x = INPUT_LAYER
+    shortcut_source: str | None = None  # the article's entry flow feeds each 1×1 shortcut from the last one
+    for block in spec.blocks:
+        if block.kind == "stem":
+            for name, filters, stride in zip(block.conv_names(), block.spec.filters, block.spec.strides):
+                x = conv_bn(x, block, name, filters, k, stride, v.stem_padding)
+                x = add(f"{name}_act", "relu", (x,), block)
+            shortcut_source = x
+        elif block.kind == "downsample":
+            from_previous = block.flow == "entry" and v.entry_shortcut_from == "previous_shortcut"
+            source = shortcut_source if from_previous and shortcut_source is not None else x
+            residual = conv_bn(source, block, block.residual_conv_name, block.spec.out_channels, 1, 2, "same",
+                               bn_name=block.residual_bn_name)
+            y = separable_stack(x, block, post_activation=False)
+            y = add(f"{block.name}_pool", "maxpool", (y,), block, kernel=spec.pool_size, stride=2)
+            # Operand order [main, shortcut] as in Keras keeps the graph, and so the legacy
+            # HDF5 weight order, identical to the reference's.
+            x = add(block.add_name, "add", (y, residual), block)
+            shortcut_source = residual
+        elif block.kind == "residual":
+            y = separable_stack(x, block, post_activation=False)
+            if v.middle_relu_before_add:
+                y = add(f"{block.conv_names()[-1]}_post_act", "relu", (y,), block)
+            x = add(block.add_name, "add", (y, x), block)
+        elif block.kind == "expand":
+            x = separable_stack(x, block, post_activation=True)
+            if v.exit_final_relu:
+                x = add(f"{block.conv_names()[-1]}_act", "relu", (x,), block)
+        else:  # pragma: no cover - the spec's Literal forbids it
+            raise ValueError(f"unknown block kind {block.kind!r}")
+    return LayerGraph(v.name, tuple(nodes))
 
 
 XCEPTION_SPEC = XceptionSpec(

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from xception_core.arch.names import block_output_layer
-from xception_core.arch.spec import XCEPTION_SPEC, XceptionSpec
+from xception_core.arch.graph import block_output
+from xception_core.arch.registry import architecture
+from xception_core.arch.spec import XceptionSpec
 from xception_core.runtime.ort import OUTPUT, means_name, softmax
 from xception_core.runtime.translated import TranslatedModel
 
@@ -242,7 +243,7 @@ class BlockDifference:
 
 
 def compare_variants(
-    paper: ImageActivations, article: ImageActivations, spec: XceptionSpec = XCEPTION_SPEC
+    paper: ImageActivations, article: ImageActivations, spec: XceptionSpec = architecture().spec
 ) -> list[BlockDifference]:
     """Per-block difference between two wirings' outputs for the same image and weights.
 
@@ -326,7 +327,7 @@ class ActivationExplorer:
     """
 
     def __init__(self, max_entries: int = 8, max_bytes: int = 256 * 2**20, *, bins: int = HISTOGRAM_BINS,
-                 spec: XceptionSpec = XCEPTION_SPEC, backend: str | None = None, threads: int | None = None,
+                 spec: XceptionSpec = architecture().spec, backend: str | None = None, threads: int | None = None,
                  max_models: int = 4):
         if max_entries < 1:
             raise ValueError(f"max_entries must be ≥ 1, got {max_entries}")
@@ -402,7 +403,7 @@ class ActivationExplorer:
             from xception_core.runtime.forward import build_forward
 
             variant = loaded.info.variant
-            layers = {b.name: block_output_layer(b, variant) for b in self.spec.blocks}
+            layers = {b.name: block_output(b.name, variant, self.spec) for b in self.spec.blocks}
             after_relu = {name: _is_relu(model.get_layer(layer)) for name, layer in layers.items()}
             runner = build_forward(model, loaded.info.features_layer, backend=self.backend, threads=self.threads,
                                    block_maps=layers)
@@ -423,7 +424,7 @@ class ActivationExplorer:
         it once on a blank image, so a user's first image does not pay for it. Not counted in
         `forward_calls` and not cached: it is no user's image."""
         compiled = self._compile(loaded)
-        shape = [d if d is not None else XCEPTION_SPEC.default_input_size for d in compiled.input_shape]
+        shape = [d if d is not None else self.spec.default_input_size for d in compiled.input_shape]
         with self._forward_lock:
             compiled.runner.run(np.zeros([1, *shape], np.float32), compiled.names)
 

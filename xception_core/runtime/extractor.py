@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xception_core.arch.names import block_output_layer
-from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.arch.registry import architecture
 from xception_core.runtime.forward import Forward, build_forward
 from xception_core.runtime.ort import FEATURES, means_name, pooled_name
 from xception_core.runtime.translated import TranslatedModel
@@ -32,7 +31,7 @@ __all__ = ["FINAL_BLOCK", "TRANSFER_BLOCKS", "Extracted", "FeatureExtractor", "t
 # flow, its end, and both exit-flow blocks (block14's pooled output is the 2,048-d feature
 # vector the kitchenware head, and a taught head, sit on).
 TRANSFER_BLOCKS: tuple[str, ...] = ("block2", "block4", "block8", "block12", "block13", "block14")
-FINAL_BLOCK = XCEPTION_SPEC.blocks[-1].name
+FINAL_BLOCK = architecture().block_names[-1]
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,8 @@ class FeatureExtractor:
     Args:
         loaded: Any model from `load_model` (its head, if any, is ignored), or a served
             `TranslatedModel`, whose all-blocks pass gives the same numbers without TensorFlow.
-        blocks: Block names to pool, from `TRANSFER_BLOCKS` or any of `XCEPTION_SPEC.blocks`.
+        blocks: Block names to pool, from `TRANSFER_BLOCKS` or any block of the model's
+            architecture (`loaded.info.arch`).
         backend: 'onnx', 'tf', or None (ONNX Runtime when it can run the model, else TensorFlow,
             logged); see `xception_core.runtime.forward.build_forward`. `self.backend` says which
             runs.
@@ -71,7 +71,7 @@ class FeatureExtractor:
             raise ValueError("blocks must name at least one block")
         if isinstance(loaded, TranslatedModel):  # the cached translation's all-blocks pass: no TensorFlow
             self.loaded, self.input_size = loaded, loaded.input_size
-            self.blocks = tuple(XCEPTION_SPEC.block(b).name for b in blocks)
+            self.blocks = tuple(loaded.info.arch.block(b).name for b in blocks)
             shapes = {b.name: b.output_shape for b in loaded.description(loaded.info.variant).blocks}
             self.dims = {b: int(shapes[b][-1]) for b in self.blocks}
             self._pooled_names = {b: means_name(b) for b in self.blocks}  # its channel means are the pooled features
@@ -81,8 +81,8 @@ class FeatureExtractor:
         model, variant = loaded.model, loaded.info.variant
         self.loaded = loaded
         self.input_size = loaded.input_size
-        self.blocks = tuple(XCEPTION_SPEC.block(b).name for b in blocks)
-        layers = {b: block_output_layer(XCEPTION_SPEC.block(b), variant) for b in self.blocks}
+        self.blocks = tuple(loaded.info.arch.block(b).name for b in blocks)
+        layers = {b: loaded.info.arch.block_output(b, variant) for b in self.blocks}
         self.dims = {b: int(model.get_layer(name).output.shape[-1]) for b, name in layers.items()}
         self._pooled_names = {b: pooled_name(name) for b, name in layers.items()}
         self.runner: Forward = build_forward(model, loaded.info.features_layer, backend=backend, threads=threads,
@@ -122,7 +122,7 @@ def transfer_model(loaded: LoadedModel, weights: np.ndarray, bias: np.ndarray, *
         raise ValueError(f"weights must be (D, K) and bias (K,), got {weights.shape} and {bias.shape}")
     size = loaded.input_size
     base = BuildRequest(input_shape=(size, size, 3), include_top=False, variant=loaded.info.variant,
-                        name="xception").architecture()
+                        name="xception", arch_name=loaded.info.architecture).architecture()
     copy_weights(loaded.model, base)
     if weights.shape[0] != base.output.shape[-1]:
         raise ValueError(f"head takes {weights.shape[0]} features; the exit flow gives {base.output.shape[-1]}")

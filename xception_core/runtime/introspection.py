@@ -1,6 +1,6 @@
 """What the explorer shows: per-block shapes, parameters and cost, and every block's output.
 
-Blocks come from `XCEPTION_SPEC`; numbers come from the built model, so the table describes the
+Blocks come from the architecture's spec (`xception_core.arch.registry`); numbers come from the built model, so the table describes the
 network that actually runs (any input size, either variant, any head).
 """
 
@@ -11,8 +11,9 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from xception_core.arch.cost import SeparableCost, separable_cost
-from xception_core.arch.names import block_output_layer
-from xception_core.arch.spec import XCEPTION_SPEC, Block, XceptionSpec
+from xception_core.arch.graph import block_output
+from xception_core.arch.registry import architecture
+from xception_core.arch.spec import Block, XceptionSpec
 
 if TYPE_CHECKING:
     import keras
@@ -142,7 +143,7 @@ def layer_macs(layer: keras.layers.Layer) -> int:
     return depthwise + (h * w * c_in * depth * c_out if kind == "SeparableConv2D" else 0)
 
 
-def describe(model: keras.Model, variant: str = "paper", spec: XceptionSpec = XCEPTION_SPEC) -> ModelDescription:
+def describe(model: keras.Model, variant: str = "paper", spec: XceptionSpec = architecture().spec) -> ModelDescription:
     """Describes a model built by `build_xception` in the `variant` wiring, block by block.
 
     Layers named `blockN_*` belong to block N; every later layer (pooling, classifier, a transfer
@@ -177,7 +178,7 @@ def describe(model: keras.Model, variant: str = "paper", spec: XceptionSpec = XC
             layers=tuple(layers),
         )
 
-    blocks = [summarise(b.name, b.flow, b.kind, block_output_layer(b, variant), by_block[b.name], b)
+    blocks = [summarise(b.name, b.flow, b.kind, block_output(b.name, variant, spec), by_block[b.name], b)
               for b in spec.blocks]
     if by_block[HEAD]:
         blocks.append(summarise(HEAD, HEAD, HEAD, by_block[HEAD][-1].name, by_block[HEAD]))
@@ -188,7 +189,7 @@ def describe(model: keras.Model, variant: str = "paper", spec: XceptionSpec = XC
     )
 
 
-def block_outputs_model(model: keras.Model, variant: str = "paper", spec: XceptionSpec = XCEPTION_SPEC) -> keras.Model:
+def block_outputs_model(model: keras.Model, variant: str = "paper", spec: XceptionSpec = architecture().spec) -> keras.Model:
     """One multi-output model: every block's output plus the model's own output, ONE forward pass.
 
     Returns:
@@ -197,7 +198,7 @@ def block_outputs_model(model: keras.Model, variant: str = "paper", spec: Xcepti
     """
     import keras
 
-    outputs = {b.name: model.get_layer(block_output_layer(b, variant)).output for b in spec.blocks}
+    outputs = {b.name: model.get_layer(block_output(b.name, variant, spec)).output for b in spec.blocks}
     outputs["output"] = model.outputs[0]
     return keras.Model(model.inputs[0], outputs, name=f"{model.name}_blocks")
 
@@ -239,7 +240,7 @@ def separable_totals(description: ModelDescription) -> SeparableTotals:
                            sum(c.separable_macs for c in costs), sum(c.standard_macs for c in costs))
 
 
-def reference_description(spec: XceptionSpec = XCEPTION_SPEC) -> ModelDescription:
+def reference_description(spec: XceptionSpec = architecture().spec) -> ModelDescription:
     """`describe()` of the reference: Keras's Xception at its default input size (299×299) with the
     1000-class ImageNet head, whatever weights are loaded (built without weights, then dropped)."""
     from xception_core.arch.builder import build_architecture

@@ -37,7 +37,8 @@ import numpy as np
 from xception_core.arch.cost import SeparableCost, separable_cost
 from xception_core.arch.graph import SeparablePlan, layer_graph, padding_before, separable_names, separable_plan
 from xception_core.arch.receptive import ReceptiveField, receptive_field
-from xception_core.arch.spec import XCEPTION_SPEC, XceptionSpec
+from xception_core.arch.registry import architecture
+from xception_core.arch.spec import XceptionSpec
 
 __all__ = [
     "AddStep", "BatchNormParams", "BatchNormStep", "BlockParams", "BlockTensors", "Contribution", "DepthwiseChannel",
@@ -148,7 +149,7 @@ class BlockParams:
         return int(sum(a.nbytes for a in self.to_arrays().values()))
 
     @classmethod
-    def from_model(cls, model: Any, block: str, spec: XceptionSpec = XCEPTION_SPEC) -> "BlockParams":
+    def from_model(cls, model: Any, block: str, spec: XceptionSpec = architecture().spec) -> "BlockParams":
         """From a Keras model built by `xception_core` (either wiring: the layer names are the same).
 
         Raises:
@@ -197,7 +198,7 @@ class BlockParams:
 
     @classmethod
     def from_arrays(cls, block: str, arrays: Mapping[str, np.ndarray],
-                    spec: XceptionSpec = XCEPTION_SPEC) -> "BlockParams":
+                    spec: XceptionSpec = architecture().spec) -> "BlockParams":
         """The inverse of `to_arrays`.
 
         Raises:
@@ -289,7 +290,7 @@ def from_image(image: np.ndarray) -> np.ndarray:
     return x
 
 
-def block_layers(block: str, variant: str, spec: XceptionSpec = XCEPTION_SPEC) -> tuple[str, ...]:
+def block_layers(block: str, variant: str, spec: XceptionSpec = architecture().spec) -> tuple[str, ...]:
     """Every layer output a block's separable steps read (the union of their plans' `layers`)."""
     names = separable_names(spec.block(block))
     return tuple(dict.fromkeys(n for k in range(1, len(names) + 1)
@@ -310,7 +311,7 @@ class OperationCache:
     """
 
     def __init__(self, max_entries: int = 12, max_bytes: int = 96 * 2**20, max_photos: int = 32,
-                 spec: XceptionSpec = XCEPTION_SPEC):
+                 spec: XceptionSpec = architecture().spec):
         if min(max_entries, max_photos) < 1:
             raise ValueError("max_entries and max_photos must be ≥ 1")
         self.max_entries, self.max_bytes, self.max_photos, self.spec = max_entries, max_bytes, max_photos, spec
@@ -660,7 +661,7 @@ def _check_position(value: Any, label: str, high: int) -> int:
 
 def separable_step(plan: SeparablePlan, params: BlockParams, tensors: BlockTensors | Mapping[str, np.ndarray],
                    row: int, col: int, channel: int, *, top: int = 4, variant: str = "paper",
-                   input_size: int | None = None, spec: XceptionSpec = XCEPTION_SPEC) -> SeparableStep:
+                   input_size: int | None = None, spec: XceptionSpec = architecture().spec) -> SeparableStep:
     """Recomputes one separable conv at (row, col) for output `channel`, and what follows it in
     its block, from the conv's input and the layers' weights.
 

@@ -13,14 +13,15 @@ running it is ONNX Runtime and NumPy. The backend is chosen by the one forward f
 from __future__ import annotations
 
 from xception_core.arch.graph import block_output, separable_names
-from xception_core.arch.spec import XCEPTION_SPEC, XceptionSpec
+from xception_core.arch.registry import architecture
+from xception_core.arch.spec import XceptionSpec
 from xception_core.model import LoadedModel
 from xception_core.runtime.operation import LayerSource, block_layers
 
 __all__ = ["layer_source", "pass_layers"]
 
 
-def pass_layers(variant: str = "paper", spec: XceptionSpec = XCEPTION_SPEC) -> tuple[str, ...]:
+def pass_layers(variant: str = "paper", spec: XceptionSpec = architecture().spec) -> tuple[str, ...]:
     """Every layer output a pass exposes: each block's separable-step layers and each block's output."""
     names: list[str] = []
     for block in spec.blocks:

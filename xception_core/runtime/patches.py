@@ -22,7 +22,8 @@ import numpy as np
 
 from xception_core.arch.graph import block_output
 from xception_core.arch.receptive import ReceptiveField, receptive_field
-from xception_core.arch.spec import XCEPTION_SPEC, XceptionSpec
+from xception_core.arch.registry import architecture
+from xception_core.arch.spec import XceptionSpec
 from xception_core.runtime.operation import LayerSource, image_key, to_image
 
 __all__ = ["ChannelPatch", "ChannelPatches", "KnownPhoto", "PatchSearch", "PhotoSummary", "summarize", "top_patches"]
@@ -133,7 +134,7 @@ class ChannelPatches:
 
 
 def top_patches(summaries: Sequence[PhotoSummary], labels: Sequence[str], block: str, channel: int, k: int = 8,
-                spec: XceptionSpec = XCEPTION_SPEC) -> ChannelPatches:
+                spec: XceptionSpec = architecture().spec) -> ChannelPatches:
     """The `k` photos in which `channel` of `block`'s output peaks highest, each cut at the field of
     its peak.
 
@@ -178,7 +179,7 @@ class PatchSearch:
     """
 
     def __init__(self, max_entries: int = 2 * MAX_PHOTOS, max_bytes: int = 48 * 2**20,
-                 spec: XceptionSpec = XCEPTION_SPEC):
+                 spec: XceptionSpec = architecture().spec):
         if max_entries < MAX_PHOTOS:
             raise ValueError(f"max_entries must hold one search ({MAX_PHOTOS} photos), got {max_entries}")
         self.max_entries, self.max_bytes, self.spec = max_entries, max_bytes, spec

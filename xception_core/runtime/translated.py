@@ -34,8 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xception_core.arch.names import block_output_layer
-from xception_core.arch.spec import XCEPTION_SPEC, get_variant
+from xception_core.arch.spec import get_variant
 from xception_core.files import write_atomically
 from xception_core.runtime.introspection import ModelDescription
 from xception_core.runtime.ort import OUTPUT, OnnxForward, means_name, quantize_int8, softmax
@@ -50,7 +49,7 @@ __all__ = ["TRANSLATOR_VERSION", "Translation", "TranslatedModel", "cam", "open_
 logger = logging.getLogger(__name__)
 
 # Bump when the graphs, the weights layout or the manifest change: older translations are rebuilt.
-TRANSLATOR_VERSION = 2
+TRANSLATOR_VERSION = 3  # 3: the manifest's model record names its architecture (graphs unchanged)
 MANIFEST = "manifest.json"
 FORWARD, BLOCKS, WEIGHTS, INT8 = "forward.onnx", "blocks.onnx", "weights.bin", "forward-int8.onnx"
 PREPROCESSING = "resize bicubic to input_size, RGB, x / 127.5 - 1"  # `xception_core.io.preprocessing.preprocess`
@@ -192,7 +191,7 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
     classes = int(model.outputs[0].shape[-1])
     if len(labels) != classes:
         raise ValueError(f"{len(labels)} labels for a classifier of {classes} classes")
-    layers = {b.name: block_output_layer(b, info.variant) for b in XCEPTION_SPEC.blocks}
+    layers = info.arch.block_outputs(info.variant)
     shared = SharedArrays()  # the two graphs of one model: equal arrays become one
     graphs, by_id, arrays, initializers = {}, {}, {}, {}
     for name, outputs in ((FORWARD, {}), (BLOCKS, {"block_maps": layers})):

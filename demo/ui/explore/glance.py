@@ -18,11 +18,11 @@ from demo.ui import figures, text
 from demo.ui.explore.api import architecture_handler
 from demo.ui.explore.context import Described, ExploreContext, SubTab
 from demo.ui.figures import fmt_count, shape_text
-from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.arch.registry import architecture
 from xception_core.runtime.introspection import ModelDescription
 
 COST_KINDS = ("bar", "treemap")
-BLOCK_PICKS = [(f"{b.name} · {b.flow} flow", b.name) for b in XCEPTION_SPEC.blocks] + [("head · classifier", "head")]
+BLOCK_PICKS = [(f"{b.name} · {b.flow} flow", b.name) for b in architecture().spec.blocks] + [("head · classifier", "head")]
 
 
 @dataclass(frozen=True)

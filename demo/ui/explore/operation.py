@@ -30,7 +30,7 @@ from demo.ui import operation_text as words
 from demo.ui.events import errors_as_messages
 from demo.ui.explore.context import ExploreContext, SubTab
 from xception_core.arch.receptive import BlockField
-from xception_core.arch.spec import XCEPTION_SPEC
+from xception_core.arch.registry import architecture
 from xception_core.io.visualize import map_tile
 from xception_core.runtime.patches import MAX_PHOTOS
 
@@ -42,7 +42,7 @@ MAX_UPLOADS = 16  # this session's uploads the channel search includes
 EXAMPLES_A_ROW = 9
 FIELD_COLOUR = (228, 87, 86)
 BLOCK_CHOICES = [(f"{b.name} · {b.flow} flow · {len(b.conv_names())} separable convs", b.name)
-                 for b in XCEPTION_SPEC.blocks if b.name in STEP_BLOCKS]
+                 for b in architecture().spec.blocks if b.name in STEP_BLOCKS]
 WIRINGS = [("paper (Keras, the weights')", "paper"), ("article", "article")]
 
 
@@ -177,7 +177,7 @@ def _layout() -> OperationView:
     gr.Markdown(words.OPERATION_INTRO, elem_id="op-intro")
     with gr.Row(equal_height=False):
         block = gr.Dropdown(BLOCK_CHOICES, value=DEFAULT_BLOCK, label="Block", elem_id="op-block", min_width=220)
-        layer = gr.Radio(words.separable_choices(XCEPTION_SPEC.block(DEFAULT_BLOCK).conv_names()), value=DEFAULT_LAYER,
+        layer = gr.Radio(words.separable_choices(architecture().block(DEFAULT_BLOCK).conv_names()), value=DEFAULT_LAYER,
                          label="Separable conv", elem_id="op-layer", min_width=200)
         variant = gr.Radio(WIRINGS, value="paper", label="Wiring", elem_id="op-variant", min_width=200)
     with gr.Row(equal_height=False):
