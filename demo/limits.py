@@ -157,6 +157,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         body = _Body(self, scope, receive)
+        refused: _Refusal | None = None
         try:
             if (self.max_json_items is not None and scope.get("method") in ("POST", "PUT", "PATCH")
                     and parsed_as_json(content_type) and not self.raw_body(scope.get("path", ""))):
@@ -164,8 +165,10 @@ class BodyLimitMiddleware:
             else:
                 receive = body.receive
         except _Refusal as refusal:
+            refused = refusal
+        if refused is not None:  # answered outside the `except`: its traceback held the chunks read
             body.release()
-            await self._refuse(scope, send, refusal)
+            await self._refuse(scope, send, refused)
             return
         started = False
 
@@ -192,6 +195,7 @@ class BodyLimitMiddleware:
         while True:
             message = await body.receive()
             if message["type"] != "http.request":
+                chunks.clear()  # refused: what was read goes now, not when the answer is sent
                 if body.refusal is not None:
                     raise body.refusal
                 raise _Refusal(400, "The request ended before its body did.")
@@ -203,6 +207,7 @@ class BodyLimitMiddleware:
         items = await asyncio.to_thread(json_items, data)
         if items > self.max_json_items:
             self.load.too_costly += 1
+            del data  # not kept alive by the refusal's traceback while it is answered
             raise _Refusal(413, f"The request's JSON has too many parts: at most {self.max_json_items:,} "
                                 "objects, arrays and items are accepted.")
         whole: list[Any] = [{"type": "http.request", "body": data, "more_body": False}]
