@@ -9,6 +9,10 @@ import socket
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -34,19 +38,44 @@ def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
         proc.wait()
 
 
-def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 180.0, pause: float = 0.5) -> dict:
-    """Polls `url`/healthz until it says ready; its answer. RuntimeError if `proc` exits first,
-    TimeoutError after `timeout` seconds."""
+def log_tail(log: Path | None, chars: int = 4000) -> str:
+    """The end of a process's log file (what a failure message shows), '' without one."""
+    if log is None:
+        return ""
+    try:
+        return "\n--- end of " + log.name + " ---\n" + log.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, pause: float = 0.5,
+             proc: subprocess.Popen | None = None, log: Path | None = None) -> T:
+    """Calls `predicate()` every `pause` seconds until it returns something truthy, and returns
+    that. TimeoutError ("`what` not after N s") after `timeout` seconds; RuntimeError if `proc`
+    exits first. Either error ends with the tail of `log`, so a failure says why."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"app exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-                health = json.load(r)
-            if health.get("ready"):
-                return health
-        except (OSError, ValueError):  # not listening yet, or an answer cut short
-            pass
+            raise RuntimeError(f"process exited with {proc.returncode} before {what}" + log_tail(log))
+        if value := predicate():
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not after {timeout:.0f} s" + log_tail(log))
         time.sleep(pause)
-    raise TimeoutError(f"app at {url} not ready after {timeout:.0f} s")
+
+
+def health(url: str) -> dict:
+    """`url`/healthz's answer, {} while nothing (or half an answer) comes back."""
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
+            return json.load(r)
+    except (OSError, ValueError):  # not listening yet, or an answer cut short
+        return {}
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 180.0, pause: float = 0.5,
+               log: Path | None = None) -> dict:
+    """Polls `url`/healthz until it says ready; its answer. RuntimeError if `proc` exits first,
+    TimeoutError after `timeout` seconds (both with the tail of `log`)."""
+    return wait_for(lambda: (h := health(url)).get("ready") and h, timeout, f"the app at {url} ready", pause,
+                    proc, log)

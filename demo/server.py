@@ -23,6 +23,7 @@ from pathlib import Path
 
 import fastapi
 import gradio as gr
+import pydantic
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.routing import Mount
@@ -216,6 +217,20 @@ def answer_unknown_events(app: fastapi.FastAPI) -> None:
     gradio_app.add_exception_handler(Exception, unknown)
 
 
+class Health(pydantic.BaseModel):
+    """`/healthz`'s answer, as `/docs` describes it (with an example, not a generic object)."""
+
+    model_config = pydantic.ConfigDict(json_schema_extra={"examples": [{
+        "ready": True, "status": "**Model status: ready** · Kitchenware-6, offline weights: ready",
+        "weights": ["kitchenware"]}]})
+
+    ready: bool = pydantic.Field(description="The default weights are loaded and answer.")
+    status: str = pydantic.Field(description="The page's status line (Markdown): what is loading, ready or "
+                                             "unavailable, and why.")
+    weights: list[str] = pydantic.Field(description="Weights keys that answer now (`?weights=` takes them).")
+    replicas: dict[str, int] | None = pydantic.Field(None, description="Model replicas by state (only on Ray Serve).")
+
+
 def create_app(settings: Settings | None = None, store: Store | None = None,
                budgets: Budgets | None = None) -> fastapi.FastAPI:
     """Builds the app; model loading starts in the background right away."""
@@ -244,7 +259,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     app.state.budgets = budgets
     app.state.body_load = BodyLoad()
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=Health, response_model_exclude_none=True,
+             summary="Whether the model is loaded, in the page's words")
     def healthz() -> dict:
         health = {"ready": store.is_ready(),
                   "status": public_text(text.status_line(store.statuses(), store.is_ready()), 2000),

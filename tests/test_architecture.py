@@ -15,6 +15,7 @@ depth, only the core modules named in `TENSORFLOW_DEBT`; services hold no Gradio
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -98,14 +99,27 @@ def sources(root: Path = ROOT) -> dict[str, Path]:
     return found
 
 
-def imports(path: Path, root: Path = ROOT) -> set[str]:
+@functools.cache
+def source_text(path: Path) -> str:
+    """The file's text, read once per session (every check reads the same files)."""
+    return path.read_text(encoding="utf-8")
+
+
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """The file's syntax tree, parsed once per session: the checks only read it."""
+    return ast.parse(source_text(path))
+
+
+@functools.cache
+def imports(path: Path, root: Path = ROOT) -> frozenset[str]:
     """Every module name imported anywhere in the file (absolute imports; relative ones resolved)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parsed(path)
     own = module_name(path, root)
     names: set[str] = set()
     for node in ast.walk(tree):
         names.update(_imported(node, own, path))
-    return names
+    return frozenset(names)
 
 
 def _imported(node: ast.AST, own: str, path: Path) -> set[str]:
@@ -128,11 +142,12 @@ def _is_type_checking(node: ast.AST) -> bool:
                                          or getattr(test, "attr", None) == "TYPE_CHECKING")
 
 
-def import_time_imports(path: Path, root: Path = ROOT) -> set[str]:
+@functools.cache
+def import_time_imports(path: Path, root: Path = ROOT) -> frozenset[str]:
     """The module names the file imports when it is imported: module-level statements only (not
     inside functions or classes' methods, not under `if TYPE_CHECKING:`)."""
     own = module_name(path, root)
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parsed(path)
     names: set[str] = set()
     todo = list(tree.body)
     while todo:
@@ -146,7 +161,7 @@ def import_time_imports(path: Path, root: Path = ROOT) -> set[str]:
             names.update(_imported(node, own, path))
         else:
             todo.extend(ast.iter_child_nodes(node))
-    return names
+    return frozenset(names)
 
 
 def tensorflow_at_import(module: str, known: dict[str, Path], root: Path = ROOT) -> dict[str, list[str]]:
@@ -255,7 +270,7 @@ def test_core_imports_no_ui_library_and_reads_no_environment(module):
     roots = {name.split(".")[0] for name in imports(path)}
     assert not roots & UI_LIBRARIES, f"{module} imports {sorted(roots & UI_LIBRARIES)}"
     if module != "xception_core.settings":
-        text = path.read_text(encoding="utf-8")
+        text = source_text(path)
         assert "os.environ" not in text and "getenv" not in text, f"{module} reads the environment"
 
 
@@ -263,7 +278,7 @@ def test_core_imports_no_ui_library_and_reads_no_environment(module):
 def test_core_writes_no_page_markup(module):
     """Strings in the core (docstrings aside) hold no Markdown emphasis or HTML: words for pages are
     made in demo.ui.text."""
-    tree = ast.parse(KNOWN[module].read_text(encoding="utf-8"))
+    tree = parsed(KNOWN[module])
     docstrings = {id(node.body[0].value) for node in ast.walk(tree)
                   if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
                   and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
@@ -325,7 +340,7 @@ def names_used(path: Path) -> set[str]:
     """Every identifier a file uses: names, attributes, imported names, and whole strings (a
     lazy-export table names modules' attributes in strings)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Name):
             found.add(node.id)
         elif isinstance(node, ast.Attribute):

@@ -4,19 +4,20 @@ number (timings are printed, never asserted)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_checked
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
 def test_the_operation_bench_reports_every_figure():
-    out = subprocess.run([sys.executable, "-m", "bench.operation", "--sizes", "150", "--clicks", "26"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=900, check=True)
+    out = run_checked([sys.executable, "-m", "bench.operation", "--sizes", "150", "--clicks", "26"], cwd=ROOT,
+                      timeout=900)
     (run,) = json.loads(out.stdout)["runs"]
     assert run["input_size"] == 150 and run["click"]["runs"] == 26 and len(run["per_block"]) == 13
     for figure in ("pass_build_s", "search_first_s", "search_again_ms", "cache_mb"):

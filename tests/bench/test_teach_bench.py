@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_checked
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,8 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_teach_bench_writes_every_figure(tmp_path):
     out = tmp_path / "teach.json"
-    subprocess.run([sys.executable, "-m", "bench.teach", "--rounds", "1", "--out", str(out)], cwd=REPO, check=True,
-                   capture_output=True, timeout=900)
+    run_checked([sys.executable, "-m", "bench.teach", "--rounds", "1", "--out", str(out)], cwd=REPO, timeout=900)
     r = json.loads(out.read_text())
     number = lambda v: isinstance(v, (int, float)) and math.isfinite(v)  # noqa: E731
     assert set(r["extraction_ms_per_photo"]) == {"bare_b1", "extract_b1", "bare_b4", "extract_b4"}

@@ -17,24 +17,14 @@ from demo.ui.explore.activations import DEFAULT_BLOCK, block_channels
 from demo.ui.explore.context import FigureCache, SubTab
 from demo.ui.figures import Theme
 from demo.ui.layout import build_demo
-from tests.conftest import random_loaded, store_serving
 from xception_core.arch.registry import architecture
 from xception_core.runtime.introspection import ModelDescription
 from xception_core.settings import Settings
 
 SIZE = 96
+STORE_SEED = 3  # the weights of the `store` fixture (tests/demo/conftest.py)
 TITLES = ["Start here", "At a glance", "Separable convolutions", "Inside one operation", "Activations",
           "Article vs paper", "Graph (Netron)"]
-
-
-@pytest.fixture(scope="module")
-def upload_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("uploads")
-
-
-@pytest.fixture(scope="module")
-def store(upload_dir):
-    return store_serving(random_loaded(SIZE, 6, seed=3), Settings(upload_dir=upload_dir))
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ import time
 import fastapi
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
 from tests.conftest import random_loaded, store_serving
+from tests.demo.conftest import ThreadServer
 from demo.http_api import PROBLEM, ROUTE, register_http_api
 from xception_core.settings import Settings
 
@@ -43,18 +43,8 @@ def serving(store, **budgets):
     (port, ApiLoad). Connections made before the loop runs wait in the socket's backlog."""
     app = fastapi.FastAPI()
     load = register_http_api(app, store, max_bytes=CAP, **budgets)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(256)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1], load
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        listener.close()
+    with ThreadServer.start(app, lifespan="off", timeout_graceful_shutdown=1) as server:
+        yield server.port, load
 
 
 def head(port: int, length: int, content_type: str = "image/jpeg") -> bytes:

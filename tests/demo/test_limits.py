@@ -32,6 +32,7 @@ from demo.limits import (
 from demo.server import Budgets
 from demo.services import UserError
 from demo.services.payloads import MAX_UPLOAD_BYTES, payload_to_image
+from tests.demo.conftest import ThreadServer
 
 LIMIT = 50_000
 
@@ -235,35 +236,23 @@ class LiveGradio:
 
     def __init__(self, blocks: gr.Blocks):
         import asyncio
-        import socket
         import threading
 
-        import uvicorn
-
         self.asyncio = asyncio
-        self.loop = None
         started = threading.Event()
 
         @contextlib.asynccontextmanager
         async def lifespan(_app):
-            self.loop = asyncio.get_running_loop()
-            started.set()
+            started.set()  # Gradio's startup (its queue) has run
             yield
 
         app = gr.mount_gradio_app(FastAPI(lifespan=lifespan), blocks, path="/")
-        # Listening before the server runs: a connection made meanwhile waits in the backlog.
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.listener]}, daemon=True)
-        self.thread.start()
+        self.server = ThreadServer.start(app)
+        self.port = self.server.port
         assert started.wait(60), "the server did not start"
 
     def run(self, fn):
-        async def call():
-            return fn()
-
-        return self.asyncio.run_coroutine_threadsafe(call(), self.loop).result(30)
+        return self.server.run(fn)
 
     def tasks(self) -> set:
         """The server loop's unfinished tasks (but the one asking)."""
@@ -293,9 +282,7 @@ class LiveGradio:
         return connection
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        self.listener.close()
+        self.server.stop()
 
 
 def test_the_heartbeat_of_a_stream_that_cannot_end_is_stopped_and_a_live_ones_is_not():

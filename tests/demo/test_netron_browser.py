@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +16,9 @@ from urllib.parse import urlsplit
 
 import fastapi
 import pytest
-import uvicorn
 from fastapi.responses import HTMLResponse
 
-from tests.demo.conftest import SCREENSHOTS
+from tests.demo.conftest import SCREENSHOTS, ThreadServer
 from demo.netron.routes import NetronFiles, add_netron_routes, netron_iframe_src
 
 pytestmark = pytest.mark.browser
@@ -48,32 +45,6 @@ def _page(src: str) -> str:
     )
 
 
-@dataclasses.dataclass
-class _Uvicorn:
-    server: object
-    thread: threading.Thread
-
-
-def _serve(app: fastapi.FastAPI) -> tuple[str, _Uvicorn]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    return f"http://127.0.0.1:{port}", _Uvicorn(server, thread)
-
-
-def _stop(handle: _Uvicorn) -> None:
-    handle.server.should_exit = True
-    handle.thread.join(timeout=10)
-
-
 def _netron_app(export_dir: Path, name: str, files: NetronFiles | None = None) -> fastapi.FastAPI:
     app = fastapi.FastAPI()
     add_netron_routes(app, export_dir, {name}, netron_files=files)
@@ -96,11 +67,8 @@ def graph_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def netron_server(graph_file: Path) -> Iterator[NetronServer]:
-    origin, handle = _serve(_netron_app(graph_file.parent, graph_file.name))
-    try:
-        yield NetronServer(origin=origin, page_url=f"{origin}/", iframe="iframe#netron")
-    finally:
-        _stop(handle)
+    with ThreadServer.start(_netron_app(graph_file.parent, graph_file.name), lifespan="off") as server:
+        yield NetronServer(origin=server.url, page_url=f"{server.url}/", iframe="iframe#netron")
 
 
 @dataclasses.dataclass
@@ -176,7 +144,8 @@ def test_netron_shows_the_graph_offline_two_years_later(chromium, netron_server:
 
 def test_unpatched_netron_would_nag(chromium, graph_file: Path) -> None:
     """Control: the same setup without the patches shows the update nag, so the clock reaches the iframe."""
-    origin, handle = _serve(_netron_app(graph_file.parent, graph_file.name, NetronFiles(patches=())))
+    handle = ThreadServer.start(_netron_app(graph_file.parent, graph_file.name, NetronFiles(patches=())), lifespan="off")
+    origin = handle.url
     context, page, rec = _open(chromium, f"{origin}/", origin)
     try:
         page.goto(f"{origin}/")
@@ -186,7 +155,7 @@ def test_unpatched_netron_would_nag(chromium, graph_file: Path) -> None:
         assert rec.external == []
     finally:
         context.close()
-        _stop(handle)
+        handle.stop()
 
 
 def test_csp_keeps_a_foreign_model_url_from_loading(chromium, netron_server: NetronServer) -> None:

@@ -7,25 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import random_loaded, store_serving
 from demo.services import UserError
 from demo.services.operation import MAX_TOP, OperationService, ServerPhoto
 from xception_core.arch.receptive import receptive_table
 from xception_core.io.assets import example_images
 from xception_core.runtime.patches import MAX_PHOTOS, PatchSearch
-from xception_core.settings import Settings
 
 SIZE = 96
-
-
-@pytest.fixture(scope="module")
-def upload_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("uploads")
-
-
-@pytest.fixture(scope="module")
-def store(upload_dir):
-    return store_serving(random_loaded(SIZE, 6, seed=4), Settings(upload_dir=upload_dir))
+STORE_SEED = 4  # the weights of the `store` fixture (tests/demo/conftest.py)
 
 
 @pytest.fixture(scope="module")

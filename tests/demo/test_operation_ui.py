@@ -19,23 +19,12 @@ from demo.ui import operation_text
 from demo.ui.explore import operation as op
 from demo.ui.explore.api import operation_handler
 from demo.ui.layout import build_demo
-from tests.conftest import random_loaded, store_serving
 from tests.demo.test_explore_ui import explore_sub_tabs, handler
 from xception_core.io.assets import example_images
-from xception_core.settings import Settings
 
 SIZE = 96
+STORE_SEED = 5  # the weights of the `store` fixture (tests/demo/conftest.py)
 ARGS = ("block5", "block5_sepconv3", "paper")  # the sub-tab's defaults
-
-
-@pytest.fixture(scope="module")
-def upload_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("uploads")
-
-
-@pytest.fixture(scope="module")
-def store(upload_dir):
-    return store_serving(random_loaded(SIZE, 6, seed=5), Settings(upload_dir=upload_dir))
 
 
 @pytest.fixture(scope="module")

@@ -50,14 +50,6 @@ def start(root: Path, log: Path) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240.0) -> None:
-    """`bench.appserver.wait_ready`, failing with the end of the app's log."""
-    try:
-        appserver.wait_ready(url, proc, timeout, pause=0.3)
-    except (RuntimeError, TimeoutError):
-        pytest.fail(log.read_text()[-3000:])
-
-
 def example_urls(url: str) -> list[str]:
     """The example photos' URLs as the page gets them: the Classify tab's example refresh, run
     through Gradio's queue as the page runs it."""
@@ -96,8 +88,8 @@ def test_two_processes_keep_their_own_files_and_a_killed_ones_are_swept(tmp_path
     root = tmp_path / "gradio"
     (a, url_a), (b, url_b) = start(root, tmp_path / "a.log"), start(root, tmp_path / "b.log")
     try:
-        wait_ready(url_a, a, tmp_path / "a.log")
-        wait_ready(url_b, b, tmp_path / "b.log")
+        appserver.wait_ready(url_a, a, 240, log=tmp_path / "a.log")  # failing with the end of its log
+        appserver.wait_ready(url_b, b, 240, log=tmp_path / "b.log")
         urls_a, urls_b = example_urls(url_a), example_urls(url_b)
         assert urls_a and len(urls_a) == len(urls_b)
         assert all(status(u) == 200 for u in urls_a + urls_b)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import random_loaded, store_serving
 from demo.services import UserError
 from demo.services.classify import ClassifyService
 from demo.services.explore import N_MAX, ExploreService
@@ -17,21 +16,7 @@ from xception_core.model import WeightsUnavailableError
 from xception_core.settings import Settings
 
 SIZE = 96
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return random_loaded(SIZE, 6, seed=2)
-
-
-@pytest.fixture(scope="module")
-def upload_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("uploads")
-
-
-@pytest.fixture(scope="module")
-def store(tiny, upload_dir):
-    return store_serving(tiny, Settings(upload_dir=upload_dir))
+STORE_SEED = 2  # the weights of the `store` fixture (tests/demo/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +83,26 @@ def test_descriptions_of_the_loaded_model_and_the_reference(store):
     assert data["weights"] is None and data["total_params"] == 22_910_480 and len(data["blocks"]) == 15
     with pytest.raises(UserError, match="which must be one of"):
         service.description("everything")
+
+
+def test_architecture_describes_inception_v3_module_by_module(store):
+    """`which="inception_v3"`: Keras's 299 px Inception V3 from its layer graph, whatever weights
+    are loaded (the table's counts are checked against Keras's layers in
+    tests/xception_core/test_inception_v3.py)."""
+    from xception_core.arch.registry import architecture
+    from xception_core.runtime.introspection import describe_graph
+
+    service = ExploreService(store)
+    data = service.architecture("inception_v3")
+    expected = describe_graph(architecture("inception_v3"))
+    assert data["weights"] is None and data["model"] == "inception_v3" and data["input_shape"] == [299, 299, 3]
+    assert data["total_params"] == expected.total_params == 23_851_784
+    assert data["total_macs"] == expected.total_macs == sum(b["macs"] for b in data["blocks"])
+    assert [b["name"] for b in data["blocks"]] == ["stem", *(f"mixed{i}" for i in range(11)), "head"]
+    assert data["blocks"][-2]["output_shape"] == [8, 8, 2048] and data["blocks"][-1]["output_shape"] == [1000]
+    assert service.architecture("inception_v3") == data
+    with pytest.raises(UserError, match="which must be one of loaded, reference, inception_v3"):
+        service.architecture("resnet")
 
 
 def test_activations_tiles_and_full_view_validate_their_arguments(store, photo):

@@ -10,18 +10,9 @@ import pytest
 from demo.services import UserError
 from demo.services.sessions import SessionRegistry
 from demo.store import ModelStore
+from tests.conftest import FakeClock
 from xception_core.model import WeightsUnavailableError
 from xception_core.settings import Settings
-
-
-class FakeClock:
-    """Seconds that pass only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_the_least_recently_used_entry_goes_beyond_the_bound():

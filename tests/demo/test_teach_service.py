@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import random_loaded, store_serving
+from tests.conftest import FakeClock, random_loaded, store_serving
 from demo.services import UserError
 from demo.services.teach import TeachLimits, TeachService
 from demo.store import ModelStore
+from demo.ui import teach_text
 from xception_core.settings import Settings
 
 SIZE = 71
@@ -31,23 +32,23 @@ def settings(tmp_path):
     return Settings(upload_dir=tmp_path / "uploads", cache_dir=tmp_path / "cache")
 
 
+@pytest.fixture(scope="module")
+def served(tiny_model, tmp_path_factory):
+    """One store serving the tiny model for the module (a store translates its model once)."""
+    folder = tmp_path_factory.mktemp("teach-store")
+    (folder / "uploads").mkdir()
+    return store_serving(tiny_model, Settings(upload_dir=folder / "uploads", cache_dir=folder / "cache"))
+
+
 @pytest.fixture()
-def store(tiny_model, settings):
-    return store_serving(tiny_model, settings)
+def store(served, settings):
+    """The module's store, with this test's own folders (the services read them from the store)."""
+    served.settings = settings
+    return served
 
 
 def service(store, settings, clock=time.monotonic, **limits) -> TeachService:
     return TeachService(store, settings.upload_dir / "teach", TeachLimits(**limits), clock=clock)
-
-
-class FakeClock:
-    """Seconds that pass only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def photos(color, n, seed=0):
@@ -299,3 +300,31 @@ def test_prepare_works_again_after_the_janitor_trimmed_the_files_and_removed_the
     again = teach.export_head("s1")
     assert again == head and again.is_file()
     teach.check_download("s1", "head")
+
+
+@pytest.mark.slow  # writes and reads back a whole Xception (~90 MB)
+def test_the_downloaded_model_answers_as_the_classifier_tried_in_the_tab(store, settings):
+    """On a photo it was not trained on, the `.keras` a visitor downloads (loaded back as the README
+    says) gives the classifier tried in the tab's probabilities: the same block's head (block 14's,
+    which the try box names), on the same features."""
+    from xception_core import build_xception
+    from xception_core.io.heads import taught_labels
+    from xception_core.io.preprocessing import preprocess
+    from xception_core.runtime.extractor import FINAL_BLOCK
+
+    teach = service(store, settings)
+    teach.add_photos("s1", "red", photos((220, 30, 30), 4))
+    teach.add_photos("s1", "blue", photos((30, 30, 220), 4, seed=1))
+    teach.add_photos("s1", "green", photos((30, 200, 30), 4, seed=2))
+    teach.train("s1")
+    held_out = photos((200, 60, 40), 1, seed=11)[0]
+    tried = dict(teach.classify("s1", held_out).top)
+    path = teach.export_model("s1")
+    model = build_xception(weights=str(path))
+    names = taught_labels(path, 3)
+    assert names == ("red", "blue", "green")
+    downloaded = model.predict(preprocess(held_out, SIZE)[None], verbose=0)[0]
+    assert set(tried) == set(names)
+    np.testing.assert_allclose([tried[n] for n in names], downloaded, atol=2e-4)
+    assert max(tried, key=tried.get) == names[int(np.argmax(downloaded))]
+    assert "block 14's" in teach_text.try_note(teach.trained("s1")) and FINAL_BLOCK == "block14"

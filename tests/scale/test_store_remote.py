@@ -23,6 +23,7 @@ from demo.store_remote import (  # noqa: E402
     RemoteStatus,
     ReplicasUnavailableError,
 )
+from tests.conftest import FakeClock  # noqa: E402
 from tests.demo.test_store import protocol_members  # noqa: E402
 from xception_core.settings import Settings  # noqa: E402
 
@@ -96,14 +97,6 @@ def test_a_timeout_is_not_retried_and_says_so():
     with pytest.raises(TimeoutError, match="did not answer within 120 s"):
         store.call("predict", "kitchenware", np.zeros((3,)))
     assert len(handle.predict.calls) == 1 and store.retries == 0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_status_while_replicas_start_then_ready():

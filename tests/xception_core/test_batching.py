@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
 import numpy as np
 import pytest
@@ -61,3 +63,24 @@ def test_batcher_errors_reach_the_callers_and_the_worker_survives():
     with pytest.raises(RuntimeError, match="negative input"):
         batcher.run(np.array([-1.0]))
     assert batcher.run(np.array([2.0]))[0] == 2.0
+
+
+def test_a_batcher_nobody_holds_goes_with_its_worker_and_its_function():
+    """A store that is gone takes its model with it: the worker thread holds the batcher only
+    while it runs a batch, and ends once the batcher is collected."""
+
+    class Model:
+        def forward(self, batch):
+            return (batch + 1,)
+
+    model = Model()
+    before = set(threading.enumerate())
+    batcher = MicroBatcher(model.forward, max_batch=2, max_wait_s=0.001)
+    (worker,) = {t for t in threading.enumerate() if t.name == "micro-batcher"} - before
+    assert batcher.run(np.zeros(2, np.float32))[0].tolist() == [1.0, 1.0]
+    gone = weakref.ref(model)
+    del model, batcher
+    gc.collect()
+    assert gone() is None, "the batcher's worker still holds the model"
+    worker.join(30)
+    assert not worker.is_alive(), "the worker of a collected batcher lives on"

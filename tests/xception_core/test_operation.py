@@ -4,7 +4,6 @@ depthwise convolution, and a hand count of its cost."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import keras
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import random_loaded
+from tests.conftest import random_loaded, run_checked
 from xception_core.arch.graph import separable_names, separable_plan
 from xception_core.arch.registry import architecture
 from xception_core.io.assets import example_images
@@ -231,7 +230,7 @@ def test_the_numbers_need_no_tensorflow():
     code = ("import sys; import xception_core.runtime.operation, xception_core.runtime.patches, "
             "xception_core.arch.receptive, xception_core.arch.cost; "
             "print(sorted(m for m in ('tensorflow', 'keras', 'onnxruntime') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run_checked([sys.executable, "-c", code], timeout=120)
     assert out.stdout.strip() == "[]"
 
 
