@@ -16,16 +16,19 @@ from demo.services import UserError
 from demo.services.models import served_model
 from demo.services.payloads import payload_to_image
 from demo.store import ActivationSource, ServedModel, Store
-from xception_core.arch.registry import architecture
+from xception_core.arch.registry import ARCHITECTURES, DEFAULT_ARCHITECTURE, architecture
 from xception_core.io.labels import top_k
 from xception_core.io.visualize import map_tile, map_tiles
 from xception_core.runtime.activations import BlockDifference, ImageActivations
-from xception_core.runtime.introspection import ModelDescription
+from xception_core.runtime.introspection import ModelDescription, describe_graph
 
 logger = logging.getLogger(__name__)
 
 LOADED, REFERENCE = "loaded", "reference"
 WHICH = (LOADED, REFERENCE)
+# `/architecture` also describes the other registered networks (Inception V3), from their graphs
+# at their default size: structure and cost, no weights, no TensorFlow.
+OTHER_ARCHITECTURES = tuple(name for name in ARCHITECTURES if name != DEFAULT_ARCHITECTURE)
 VARIANTS = ("paper", "article")
 BLOCK_NAMES = architecture().block_names
 THUMB = 128  # gallery tile side (px): big enough to read, cheap to render and send
@@ -106,12 +109,21 @@ class ExploreService:
             return self._descriptions[key]
 
     def architecture(self, which: str = LOADED) -> dict[str, Any]:
-        """The `/architecture` answer: totals and, per block, shape, parameters and cost."""
-        description = self.description(which)
+        """The `/architecture` answer: totals and, per block, shape, parameters and cost; `which`
+        is 'loaded', 'reference' or another registered architecture's key ('inception_v3': its
+        reference at its default size, from its layer graph, whatever weights are loaded)."""
+        check_choice(which, "which", WHICH + OTHER_ARCHITECTURES)
+        if which in OTHER_ARCHITECTURES:
+            with self._lock:
+                if which not in self._descriptions:
+                    self._descriptions[which] = describe_graph(architecture(which))
+                description = self._descriptions[which]
+        else:
+            description = self.description(which)
         table = description.to_dict()
         fields = ("name", "flow", "kind", "output_shape", "params", "trainable_params", "non_trainable_params", "macs")
         blocks = [{name: block[name] for name in fields} for block in table["blocks"]]
-        weights = None if which == REFERENCE else self.store.default_key
+        weights = None if which == REFERENCE or which in OTHER_ARCHITECTURES else self.store.default_key
         return {"weights": weights, "model": description.name, "variant": description.variant,
                 "input_shape": table["input_shape"], "total_params": description.total_params,
                 "trainable_params": description.trainable_params,

@@ -16,6 +16,11 @@ from demo.ui import text
 from demo.ui.events import errors_as_api_errors, errors_as_messages
 
 EXAMPLE_COLUMNS = 5
+# Scrolls the top 5 to the top of the screen when they start below its upper half (a phone, where
+# the columns stack); leaves a desktop, where they sit beside the photo, where it is.
+SHOW_ANSWER_JS = """() => { const answer = document.querySelector('#top5'); if (!answer) return;
+  const top = answer.getBoundingClientRect().top;
+  if (top < 0 || top > window.innerHeight / 2) answer.scrollIntoView({block: 'start', behavior: 'smooth'}); }"""
 
 
 @dataclass(frozen=True)
@@ -131,12 +136,19 @@ def _wire_classify(view: ClassifyView, service: ClassifyService, examples: Examp
     view.run.click(on_classify, [view.image, view.weights], outputs, **classify)
     # A new photo never sits beside the last one's answer: the answer goes at once, and the new
     # photo is classified without a click (as an example is).
-    view.image.input(**clear).then(on_classify, [view.image, view.weights], outputs, **classify)
+    # ...and an example stays marked only while it is the photo shown (-1: Gradio 6's gallery keeps
+    # its mark on an update to None; no thumbnail has index -1).
+    view.image.input(fn=lambda: {**_cleared(view), view.examples: gr.update(selected_index=-1)},
+                     inputs=None, outputs=[*outputs, view.examples], api_visibility="private", queue=False,
+                     show_progress="hidden").then(on_classify, [view.image, view.weights], outputs, **classify)
     view.weights.input(**clear)
     view.cam_class.input(on_explain, [view.cam_class, view.explained], [view.cam], api_visibility="private")
     # A click on an example shows it and classifies it: one click to an answer.
     view.examples.select(on_example, [view.weights], [view.image], api_visibility="private", queue=False).success(
         on_classify, [view.image, view.weights], outputs, **classify)
+    # On a phone the answer is below the examples: the page goes to it at the click, so the top 5
+    # fill in view (the browser alone: nothing to ask the server).
+    view.examples.select(None, None, None, js=SHOW_ANSWER_JS, api_visibility="private", queue=False)
 
 
 def find_class(labels: tuple[str, ...] | list[str], asked: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import html
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,15 @@ def fmt_macs(n: int | float) -> str:
 def shape_text(shape: Sequence[int | None]) -> str:
     """(147, 147, 64) → '147×147×64'."""
     return "×".join("?" if d is None else str(d) for d in shape)
+
+
+MIN_TEXT_PX = 11  # the smallest text any chart draws at a desktop's width (readable on a projector)
+
+
+def _subtitle(text: str) -> str:
+    """A title's second line at 12 px (Plotly's <sup> is 70% of the title: 8–10 px, too small to
+    read on a projector)."""
+    return f"<br><span style='font-size:12px'>{text}</span>"
 
 
 def _title(text: str, theme: Theme | None = None) -> dict[str, Any]:
@@ -251,7 +261,8 @@ def _block_nodes(fig: go.Figure, description: ModelDescription, per_block: Mappi
         s = b.output_shape
         shapes.append(f"{s[0]}²<br>×{s[-1]}" if len(s) == 3 and s[0] == s[1] else shape_text(s))
     fig.add_trace(go.Scatter(x=xs, y=[-0.42] * len(names), mode="text", text=shapes,
-                             textfont=dict(size=10, color=theme.muted), hoverinfo="skip", showlegend=False))
+                             textfont=dict(size=MIN_TEXT_PX, color=theme.muted), hoverinfo="skip",
+                             showlegend=False))
 
 
 def _difference_badges(fig: go.Figure, x_of: Mapping[str, int], narrow: bool) -> None:
@@ -349,8 +360,15 @@ def resolution_figure(description: ModelDescription, theme: Theme = LIGHT) -> go
                              hovertemplate="%{x}: %{y}×%{y}<extra></extra>"))
     title = "Resolution ladder " + " → ".join(str(s) for s in ladder) + ("<br>" if theme.narrow else " ") + "and channel widths"
     _base_layout(fig, 380 if theme.narrow else 360, title, theme)
+    # On a phone the last sizes (18, 9, 5) sit a few pixels apart near zero and their labels run into
+    # each other: a log axis gives every halving the same height.
+    # (ticks at 10 and 100 only: Plotly's small in-between 2s and 5s read as more labels.)
+    yaxis = (dict(title=dict(text="height = width (px, log scale)"), type="log", dtick=1,
+                  range=[math.log10(min(sides)) - 0.2, math.log10(max(sides)) + 0.25])
+             if theme.narrow else
+             dict(title=dict(text="height = width (pixels)"), rangemode="tozero", range=[0, max(sides) * 1.15]))
     fig.update_layout(
-        yaxis=dict(title=dict(text="height = width (pixels)"), rangemode="tozero", range=[0, max(sides) * 1.15]),
+        yaxis=yaxis,
         yaxis2=dict(title=dict(text="channels"), overlaying="y", side="right", rangemode="tozero",
                     range=[0, max(channels) * 1.15], showgrid=False),
         legend=_legend(theme), bargap=0.25, xaxis=dict(type="category"),
@@ -370,9 +388,10 @@ def cost_figure(description: ModelDescription, kind: str = "bar", theme: Theme =
         kind: 'bar' (two rows of bars) or 'treemap' (parameters, flow → block).
     """
     blocks = list(description.blocks)
-    title = (f"Parameters and cost per block<br><sup>total {fmt_count(description.total_params)} parameters "
-             f"({fmt_count(description.trainable_params)} trainable) · {fmt_macs(description.total_macs)} "
-             f"multiply-accumulates per {shape_text(description.input_shape[:2])} image</sup>")
+    title = "Parameters and cost per block" + _subtitle(
+        f"total {fmt_count(description.total_params)} parameters ({fmt_count(description.trainable_params)} "
+        f"trainable) · {fmt_macs(description.total_macs)} multiply-accumulates per "
+        f"{shape_text(description.input_shape[:2])} image")
     if theme.narrow:
         title = title.replace(" · ", "<br>")
     hover = [block_hover(b) for b in blocks]
@@ -436,8 +455,8 @@ def histogram_figure(
     centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
     widths = [b - a for a, b in zip(edges[:-1], edges[1:])]
     if zero_fraction is not None:
-        title += (f"<br><sup>ReLU output: {zero_fraction:.1%} exactly zero</sup>" if after_relu
-                  else "<br><sup>a sum / BatchNorm output (no ReLU): zeros not meaningful</sup>")
+        title += _subtitle(f"ReLU output: {zero_fraction:.1%} exactly zero" if after_relu
+                           else "a sum / BatchNorm output (no ReLU): zeros not meaningful")
     # Built in one constructor call: drawn per request, and each update_layout() costs milliseconds.
     return go.Figure(
         data=[go.Bar(x=centers, y=counts, width=widths, marker=dict(color="#4C78A8", line=dict(width=0)),
@@ -524,10 +543,10 @@ def contributions_figure(channels: Sequence[int], values: Sequence[float], weigh
         colours.append(_REST)
         hover.append(f"the conv's bias {bias:+.4g}")
     title = (f"Pointwise 1×1 into channel #{channel}: {len(channels)} largest contributions + the rest"
-             f"<br><sup>{layer} = sum of all bars = <b>{total:.4g}</b></sup>")
+             + _subtitle(f"{layer} = sum of all bars = <b>{total:.4g}</b>"))
     if theme.narrow:
         title = (f"Pointwise 1×1 into #{channel}:<br>largest contributions + the rest"
-                 f"<br><sup>sum = <b>{total:.4g}</b></sup>")
+                 + _subtitle(f"sum = <b>{total:.4g}</b>"))
     # Built in one constructor call: drawn on every click.
     return go.Figure(
         data=[go.Bar(x=xs, y=labels, orientation="h", marker=dict(color=colours, line=dict(width=0)),
@@ -535,6 +554,8 @@ def contributions_figure(channels: Sequence[int], values: Sequence[float], weigh
                      cliponaxis=False)],
         layout=dict(template=_template(theme), font=_font(theme), title=_title(title, theme),
                     height=max(260, 90 + 24 * len(xs)), hoverlabel=dict(align="left"), bargap=0.2,
+                    # Plotly shrinks a value that does not fit inside its bar (to ~7 px): never below this.
+                    uniformtext=dict(minsize=MIN_TEXT_PX, mode="show"),
                     margin=dict(l=70, r=16, t=78, b=40) if theme.narrow else dict(l=90, r=30, t=70, b=40),
                     xaxis=dict(title=dict(text="contribution to the output (value × weight)"), zeroline=True,
                                zerolinecolor=theme.muted),

@@ -24,6 +24,9 @@ CSS = page_font_css() + """
 #status-line { font-size: 0.92em; }
 #imagenet-help { font-size: 0.92em; }
 #imagenet-help code { word-break: break-all; }
+/* A long code line (e.g. Teach's `build_xception(weights="xception_taught.keras")`) wraps on a
+   phone instead of running off the screen. */
+.prose code { overflow-wrap: anywhere; }
 #netron-frame { height: min(720px, 78vh); }
 /* Galleries show every tile: Gradio caps an unsized gallery at 55vh and scrolls the rest out of sight. */
 #explore-gallery .grid-wrap, #classify-examples .grid-wrap, #explore-examples .grid-wrap, #op-examples .grid-wrap,
@@ -36,6 +39,12 @@ CSS = page_font_css() + """
 #explore-gallery .thumbnail-item, #classify-examples .thumbnail-item, #explore-examples .thumbnail-item,
 #op-examples .thumbnail-item, #op-patches .thumbnail-item { aspect-ratio: 1 / 1; height: auto; }
 #classify-examples-head p { margin: 0; }
+/* Explore's two tables whole at a desktop's width (13 columns in Separable convolutions): the page's
+   proportional font with tabular digits instead of Gradio's monospace, and slimmer cell padding. */
+#explore-table table, #explore-table .cell-wrap, #explore-separable table, #explore-separable .cell-wrap {
+  font-family: var(--font) !important; font-variant-numeric: tabular-nums; }
+#explore-table th, #explore-table td, #explore-separable th, #explore-separable td {
+  padding-left: 5px !important; padding-right: 5px !important; }
 /* "Use via API" on a phone too (Gradio hides it below 640 px); no divider after the last link. */
 footer .show-api { display: flex !important; }
 footer > .divider:last-child { display: none; }

@@ -3,7 +3,8 @@ by block. Pure functions from plain numbers and strings to a `plotly.graph_objec
 number comes from `xception_core.runtime.transfer` through `demo.services.teach`.
 
 Plotly's hover labels cannot show pictures, so the map draws each photo's thumbnail at its point
-(up to `MAX_THUMBNAILS` photos; a transparent plot area lets them show beneath the markers),
+(up to `MAX_THUMBNAILS` photos, up and right of it; a transparent plot area lets them show beneath
+the markers),
 and the hover text names the photo and what cross-validation made of it.
 """
 
@@ -24,6 +25,8 @@ __all__ = ["CLASS_COLORS", "accuracy_by_block_figure", "confusion_figure", "feat
 CLASS_COLORS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#FF9DA6",
                 "#9D755D", "#BAB0AC")
 MAX_THUMBNAILS = 60  # photos drawn as pictures on the map; beyond that, markers only (legibility, page size)
+THUMBNAIL_SHARE = 0.16  # a thumbnail's side, as a share of the map's spread: ~60 px on a desktop's map
+MISCLASSIFIED = "misclassified (cross-validated)"
 CHANCE_MARGIN = 54  # px right of the accuracy chart's plot area, for the chance line's label
 _FONT = dict(family=SANS, size=12)
 
@@ -48,46 +51,62 @@ def feature_map_figure(points: np.ndarray, labels: Sequence[int], predicted: Seq
         points: (N, 2) coordinates.
         labels: (N,) class index each photo was given.
         predicted: (N,) class each photo got from a head fitted without it (cross-validation);
-            photos where it differs are drawn as crosses.
+            photos where it differs get a ring (one legend entry for all classes).
         class_names: K names.
         photo_names: N short names for the hover text.
-        thumbnails: N `data:` URLs (or None) drawn at the points when N ≤ `MAX_THUMBNAILS`.
+        thumbnails: N `data:` URLs (or None) drawn beside the points when N ≤ `MAX_THUMBNAILS`.
         title: Figure title.
         explained: Share of variance along each axis, for the axis titles.
         theme: The page's colours.
     """
     points = np.asarray(points, np.float32).reshape(-1, 2)
     labels, predicted = np.asarray(labels), np.asarray(predicted)
+    wrong = predicted != labels
     fig = go.Figure()
+    # One meaning per legend entry: a class is its colour (a dot, whatever cross-validation made of
+    # the photo), and "misclassified" is one ring in the page's ink around any class's dot.
     for k, raw_name in enumerate(class_names):
         name = html.escape(raw_name)  # Plotly renders trace names (the legend) as HTML, like hover text
-        for wrong in (False, True):
-            idx = np.flatnonzero((labels == k) & ((predicted != labels) == wrong))
-            if not len(idx):
-                continue
-            hover = [f"<b>{html.escape(photo_names[i])}</b><br>class: {name}"
-                     + (f"<br><b>cross-validated as: {html.escape(class_names[predicted[i]])}</b>" if wrong else "")
-                     for i in idx]
-            fig.add_trace(go.Scatter(
-                x=points[idx, 0], y=points[idx, 1], mode="markers", name=name if not wrong else f"{name} (misclassified)",
-                legendgroup=name, showlegend=not wrong or not np.any((labels == k) & (predicted == labels)),
-                marker=dict(color=CLASS_COLORS[k % len(CLASS_COLORS)], size=16 if wrong else 12,
-                            symbol="x" if wrong else "circle", line=dict(color=theme.ink, width=1.5 if wrong else 0.5)),
-                hovertext=hover, hoverinfo="text",
-            ))
+        idx = np.flatnonzero(labels == k)
+        if not len(idx):
+            continue
+        hover = [f"<b>{html.escape(photo_names[i])}</b><br>class: {name}"
+                 + (f"<br><b>cross-validated as: {html.escape(class_names[predicted[i]])}</b>" if wrong[i] else "")
+                 for i in idx]
+        fig.add_trace(go.Scatter(
+            x=points[idx, 0], y=points[idx, 1], mode="markers", name=name, legendgroup=name,
+            marker=dict(color=CLASS_COLORS[k % len(CLASS_COLORS)], size=11, symbol="circle",
+                        line=dict(color=theme.ink, width=0.5)),
+            hovertext=hover, hoverinfo="text",
+        ))
+    idx = np.flatnonzero(wrong)
+    if len(idx):
+        fig.add_trace(go.Scatter(
+            x=points[idx, 0], y=points[idx, 1], mode="markers", name=MISCLASSIFIED, legendgroup="misclassified",
+            # An "-open" symbol is drawn in the marker's colour (its line colour is not used).
+            marker=dict(color=theme.ink, size=21, symbol="circle-open", line=dict(width=2.5)),
+            hoverinfo="skip",
+        ))
     thumbs = list(thumbnails)
-    if thumbs and len(points) <= MAX_THUMBNAILS and len(points) > 0:
-        span = np.ptp(points, axis=0)
-        size = float(max(span.max(), 1e-6)) * 0.07
+    span = np.ptp(points, axis=0) if len(points) else np.zeros(2)
+    side = float(max(span.max(), 1e-6)) * THUMBNAIL_SHARE
+    drawn = bool(thumbs) and 0 < len(points) <= MAX_THUMBNAILS
+    if drawn:
+        # Each thumbnail up and to the right of its dot, its corner on the point: the dot and its
+        # ring cover none of it (under the markers, so a neighbour's dot stays on top).
         for (x, y), url in zip(points, thumbs):
             if url:
-                fig.add_layout_image(source=url, x=float(x), y=float(y), xref="x", yref="y", sizex=size, sizey=size,
-                                     xanchor="center", yanchor="middle", layer="below", opacity=0.9)
+                fig.add_layout_image(source=url, x=float(x), y=float(y), xref="x", yref="y", sizex=side, sizey=side,
+                                     xanchor="left", yanchor="bottom", layer="below", opacity=1.0)
     ex = list(explained) + [0.0, 0.0]
     fig.update_xaxes(title_text=f"component 1 ({ex[0]:.0%} of variance)", showgrid=True, zeroline=False,
                      showticklabels=False)
     fig.update_yaxes(title_text=f"component 2 ({ex[1]:.0%})", showgrid=True, zeroline=False,
                      showticklabels=False, scaleanchor="x", scaleratio=1)
+    if drawn:  # Plotly's autorange leaves pictures out: room for the ones at the top and right edges
+        pad = side * 0.25
+        fig.update_xaxes(range=[float(points[:, 0].min()) - pad, float(points[:, 0].max()) + side + pad])
+        fig.update_yaxes(range=[float(points[:, 1].min()) - pad, float(points[:, 1].max()) + side + pad])
     return _layout(fig, title, 460, theme)
 
 

@@ -77,6 +77,7 @@ class TeachView:
     unseen: gr.Dropdown
     top: gr.Label
     result: gr.HTML
+    try_note: gr.Markdown
     prepare: gr.Button
     model_file: gr.DownloadButton
     head_file: gr.DownloadButton
@@ -84,7 +85,7 @@ class TeachView:
     @property
     def classes(self) -> list[gr.components.Component]:
         """What changes with the classes (`_classes_now`)."""
-        return [self.overview, self.class_name, self.remove_name]
+        return [self.overview, self.class_name, self.remove_name, self.try_note]
 
     @property
     def downloads(self) -> list[gr.components.Component]:
@@ -143,6 +144,8 @@ def _layout(service: TeachService) -> TeachView:
             accuracy_plot = gr.Plot(label="Accuracy by block", elem_id="teach-accuracy")
             confusion_plot = gr.Plot(label="Confusion matrix", elem_id="teach-confusion")
     gr.Markdown(teach_text.CLASSIFY_NOTE)
+    # Which block's classifier answers here, beside the box that tries it (Train may have shown another first).
+    try_note = gr.Markdown(teach_text.try_note(None), elem_id="teach-try-note")
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=300):
             new_photo = gr.Image(label="A new photo", sources=["upload", "webcam", "clipboard"], type="filepath",
@@ -162,7 +165,7 @@ def _layout(service: TeachService) -> TeachView:
         head_file = gr.DownloadButton("Head only (.npz)", visible=False, elem_id="teach-dl-head")
     return TeachView(intro=intro, **photos, block=block, map_plot=map_plot, accuracy_plot=accuracy_plot,
                      confusion_plot=confusion_plot, new_photo=new_photo, classify=classify, unseen=unseen, top=top,
-                     result=result, prepare=prepare, model_file=model_file, head_file=head_file)
+                     result=result, try_note=try_note, prepare=prepare, model_file=model_file, head_file=head_file)
 
 
 def _classes_now(service: TeachService, view: TeachView, session: str, keep: str | None = None) -> dict:
@@ -173,6 +176,7 @@ def _classes_now(service: TeachService, view: TeachView, session: str, keep: str
     return {view.overview: teach_text.overview(classes, service.limits.max_photos_per_class),
             view.class_name: gr.update(choices=names, value=keep if keep in names else None),
             view.remove_name: gr.update(choices=names, value=None),
+            view.try_note: teach_text.try_note(None),
             **{button: gr.update(visible=False, value=None) for button in view.downloads}}
 
 
@@ -257,7 +261,7 @@ def _wire_training(service: TeachService, view: TeachView, client: gr.JSON) -> N
     def on_train(client_value, request: gr.Request):
         trained = service.train(_session(request))
         return (*_training_figures(trained, trained.best_block, theme_of(client_value)),
-                gr.update(value=trained.best_block))
+                gr.update(value=trained.best_block), teach_text.try_note(trained))
 
     @errors_as_messages
     def on_block(name, client_value, request: gr.Request):
@@ -267,7 +271,7 @@ def _wire_training(service: TeachService, view: TeachView, client: gr.JSON) -> N
             return gr.skip()
         return _training_figures(trained, _block(name), theme_of(client_value))
 
-    view.train.click(on_train, [client], [*view.trained, view.block], **LIGHT)
+    view.train.click(on_train, [client], [*view.trained, view.block, view.try_note], **LIGHT)
     view.block.input(on_block, [view.block, client], view.trained, **LIGHT)
 
 

@@ -67,6 +67,28 @@ BLOCK_NOTE = ("**Which block's features?** Every photo passed through the networ
 CLASSIFY_NOTE = ("### Try it on a new photo\nThe taught classifier (on block 14's features) and where it "
                  "looked: the class activation map, each cell of the last feature map weighted by the "
                  "classifier's weights for the top class (for a pooled linear classifier this *is* Grad-CAM).")
+TRY_BLOCK_WHY = ("block 14 is where a whole Xception model ends: its classifier is the one the downloadable "
+                 "model carries (the app and `build_xception` load it back as a whole classifier) and the one "
+                 "whose activation map is drawn on the last feature map")
+
+
+def try_note(trained: Trained | None) -> str:
+    """Beside the try box: which block's classifier answers there (and downloads below), how well it
+    did, and why it is that one when another block was shown first."""
+    if trained is None:
+        return "Train first: the classifier tried here is then the one you download below."
+    acc = {b: r.cv.accuracy for b, r in trained.blocks.items()}
+    best, final = trained.best_block, FINAL_BLOCK
+    said = f"{acc[final]:.0%}, {_right(trained, final)} photos right under cross-validation"
+    if best == final:
+        return (f"**This classifier is block 14's**, the block shown first above ({said}); it is the one you "
+                "download below.")
+    chance = (f"; always answering the biggest class scores {trained.chance:.0%}"
+              if acc[final] - trained.chance < 0.15 else "")
+    return (f"**This classifier is block 14's ({said}{chance}), not {_short(best)}'s shown first above "
+            f"({acc[best]:.0%}).** Why: {TRY_BLOCK_WHY}. Expect it to be right about as often as its "
+            f"{acc[final]:.0%} on photos like yours; {_short(best)}'s figure and map above show how well an "
+            "earlier block's features would separate them.")
 
 DOWNLOAD_NOTE = ("### Take it with you\nThe **model** is Xception plus your classifier as one Keras file "
                  "(its size is on the button once prepared): `build_xception(weights=\"xception_taught.keras\")` or "

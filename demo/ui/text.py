@@ -347,7 +347,8 @@ API_WEIGHTS = "weights: '' for the live default, else a name from /healthz's 'we
 API_CLASS = "class_name: a class of the weights (see /classify's answer); '' explains the top class"
 API_BLOCK = "block: 'block1' (stem) … 'block14' (last exit-flow block)"
 API_TOP_N = "top_n: how many of the most active channels to return as maps (1-64)"
-API_WHICH = "which: 'loaded' (the weights that run here) or 'reference' (Keras's 299×299 ImageNet Xception, whatever is loaded)"
+API_WHICH = ("which: 'loaded' (the weights that run here), 'reference' (Keras's 299×299 ImageNet Xception, whatever is "
+             "loaded) or 'inception_v3' (Keras's 299×299 Inception V3, its structure and cost)")
 
 API_OP_BLOCK = "block: 'block2' … 'block14' (a block with separable convs)"
 API_OP_LAYER = "layer: one of the block's separable convs, e.g. 'block5_sepconv3' (blocks 2–4 and 13–14 have 2)"
@@ -431,18 +432,21 @@ def tile_caption(channel: int, mean: float) -> str:
     return f"#{channel} · mean {mean:.2f}"
 
 
-def colour_bar(gradient_css: str, value_range: tuple[float, float] | None, after_relu: bool) -> str:
-    """The colour bar over the tiles: the shared scale's ends, or a note that each tile has its own."""
+def colour_bar(gradient_css: str, value_range: tuple[float, float] | None, after_relu: bool = False,
+               kind: str | None = None) -> str:
+    """A map's colour bar: the shared scale's ends, or a note that each tile has its own; `kind`
+    says what the colour stands for (default: a block's activation, after ReLU or not)."""
     if value_range is None:
         low, high = "each tile's own minimum", "its maximum"
     else:
         low, high = f"{value_range[0]:.3g}", f"{value_range[1]:.3g}"
-    kind = "activation (after ReLU)" if after_relu else "activation (a sum: can be negative)"
+    if kind is None:
+        kind = "activation (after ReLU)" if after_relu else "activation (a sum: can be negative)"
     return (f'<div class="colour-bar" style="display:flex;align-items:center;gap:8px;font-size:0.85em">'
             f'<span>{html.escape(low)}</span>'
             f'<span style="flex:1;height:12px;border-radius:3px;background:{gradient_css}"></span>'
             f'<span>{html.escape(high)}</span></div>'
-            f'<div style="font-size:0.8em;opacity:0.8">colour = {kind}</div>')
+            f'<div style="font-size:0.8em;opacity:0.8">colour = {html.escape(kind)}</div>')
 
 
 def file_size(size_bytes: int) -> str:

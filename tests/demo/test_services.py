@@ -85,6 +85,26 @@ def test_descriptions_of_the_loaded_model_and_the_reference(store):
         service.description("everything")
 
 
+def test_architecture_describes_inception_v3_module_by_module(store):
+    """`which="inception_v3"`: Keras's 299 px Inception V3 from its layer graph, whatever weights
+    are loaded (the table's counts are checked against Keras's layers in
+    tests/xception_core/test_inception_v3.py)."""
+    from xception_core.arch.registry import architecture
+    from xception_core.runtime.introspection import describe_graph
+
+    service = ExploreService(store)
+    data = service.architecture("inception_v3")
+    expected = describe_graph(architecture("inception_v3"))
+    assert data["weights"] is None and data["model"] == "inception_v3" and data["input_shape"] == [299, 299, 3]
+    assert data["total_params"] == expected.total_params == 23_851_784
+    assert data["total_macs"] == expected.total_macs == sum(b["macs"] for b in data["blocks"])
+    assert [b["name"] for b in data["blocks"]] == ["stem", *(f"mixed{i}" for i in range(11)), "head"]
+    assert data["blocks"][-2]["output_shape"] == [8, 8, 2048] and data["blocks"][-1]["output_shape"] == [1000]
+    assert service.architecture("inception_v3") == data
+    with pytest.raises(UserError, match="which must be one of loaded, reference, inception_v3"):
+        service.architecture("resnet")
+
+
 def test_activations_tiles_and_full_view_validate_their_arguments(store, photo):
     service = ExploreService(store)
     record, hit = service.activations(photo)

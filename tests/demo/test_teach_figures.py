@@ -15,14 +15,22 @@ def test_feature_map_marks_the_misclassified_and_draws_thumbnails():
                                            ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], ["data:image/jpeg;base64,AA"] * 4,
                                            title="map", explained=[0.5, 0.25])
     data = json.loads(fig.to_json())
-    crosses = [t for t in fig.data if t.marker.symbol == "x"]
-    assert len(crosses) == 1 and list(crosses[0].x) == [1.0] and "cross-validated as" in crosses[0].hovertext[0]
+    # One meaning per legend entry: a dot per class (its every photo), one ring for every misclassified photo.
+    legend = [(t.name, t.marker.symbol, t.marker.color) for t in fig.data]
+    assert [n for n, _, _ in legend] == ["mug", "&lt;b&gt;spoon&lt;/b&gt;", teach_figures.MISCLASSIFIED]
+    assert [s for _, s, _ in legend] == ["circle", "circle", "circle-open"]
+    assert legend[0][2] != legend[1][2]
+    dots, ring = fig.data[:2], fig.data[2]
+    assert list(dots[0].x) == [0.0, 1.0] and list(ring.x) == [1.0]  # b.jpg, a mug taken for a spoon
+    assert "cross-validated as" in dots[0].hovertext[1] and "cross-validated as" not in dots[0].hovertext[0]
     assert "&lt;b&gt;spoon" in json.dumps(data["data"])  # class names are escaped in hover text
     for trace in data["data"]:  # and in the legend's trace names and groups (issue 21 item 9)
         for field in ("name", "legendgroup", "hovertext"):
             assert "<b>spoon" not in json.dumps(trace.get(field, "")), (field, trace.get(field))
-    assert {t["legendgroup"] for t in data["data"]} == {"mug", "&lt;b&gt;spoon&lt;/b&gt;"}
-    assert len(data["layout"]["images"]) == 4
+    assert {t["legendgroup"] for t in data["data"]} == {"mug", "&lt;b&gt;spoon&lt;/b&gt;", "misclassified"}
+    images = data["layout"]["images"]
+    assert len(images) == 4 and {(i["xanchor"], i["yanchor"]) for i in images} == {("left", "bottom")}
+    assert data["layout"]["xaxis"]["range"][1] >= 4 + images[0]["sizex"]  # the right-most picture is inside
     assert "50%" in data["layout"]["xaxis"]["title"]["text"]
     many = teach_figures.feature_map_figure(np.zeros((61, 2)), [0] * 61, [0] * 61, ["a"], ["p"] * 61,
                                             ["data:,"] * 61, title="t")

@@ -134,3 +134,19 @@ def test_intro_of_a_served_model_from_a_file(tmp_path):
     served = store.get(timeout=60)
     text = teach_text.intro(served)
     assert "kitchenware" not in text.lower() and "3 classes" in text and teach_text._md(served.title) in text
+
+
+def test_the_try_box_says_which_block_it_uses_and_why():
+    # The issue's case: block 12 shown first at 79%, the classifier tried and downloaded is block 14's at 43%.
+    t = trained(STARTER, {"block2": 6, "block4": 5, "block8": 9, "block12": 11, "block13": 11, "block14": 6},
+                {"block12": 0.71, "block13": 0.80})
+    note = one_line(teach_text.try_note(t))
+    assert note.startswith("**This classifier is block 14's (43%, 6 of 14 photos right under cross-validation")
+    assert "always answering the biggest class scores 36%" in note  # 43% is near chance: said so
+    assert "not block 12's shown first above (79%)" in note and "downloadable model" in note
+    # When block 14 is itself the best, the note says so and nothing more.
+    best = trained(STARTER, {b: 6 for b in TRANSFER_BLOCKS} | {"block14": 13})
+    note = one_line(teach_text.try_note(best))
+    assert note.startswith("**This classifier is block 14's**, the block shown first above (93%, 13 of 14")
+    assert "Why" not in note
+    assert "Train first" in teach_text.try_note(None)

@@ -211,5 +211,5 @@ def test_presets_and_models_name_a_registered_architecture():
     assert xception.differences == WIRING_DIFFERENCES and dict(xception.wirings) == VARIANT_SPECS
     assert xception.features_layer("paper") == "block14_sepconv2_act"
     assert xception.features_layer("article") == "block14_sepconv2_bn"
-    with pytest.raises(ValueError, match="unknown architecture 'resnet'; known: \\['xception'\\]"):
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'; known: \\['xception', 'inception_v3'\\]"):
         architecture("resnet")

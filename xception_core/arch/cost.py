@@ -42,16 +42,21 @@ class SeparableCost:
         return self.standard_params / self.separable_params
 
 
+def check_positive(**values: int) -> None:
+    """Raises a `ValueError` naming the first value that is not a positive integer (booleans are not)."""
+    for label, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{label} must be a positive integer, got {repr(value)[:40]}")
+
+
 def separable_cost(kernel_size: int, in_channels: int, out_channels: int, height: int = 1,
                    width: int = 1) -> SeparableCost:
     """Weights and cost of a k×k separable conv vs a standard one.
 
     The article's example: `separable_cost(3, 3, 64)` gives 27 + 192 = 219 weights vs 1,728.
     """
-    for label, value in (("kernel_size", kernel_size), ("in_channels", in_channels), ("out_channels", out_channels),
-                         ("height", height), ("width", width)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    check_positive(kernel_size=kernel_size, in_channels=in_channels, out_channels=out_channels, height=height,
+                   width=width)
     k2 = kernel_size * kernel_size
     depthwise, pointwise, standard = k2 * in_channels, in_channels * out_channels, k2 * in_channels * out_channels
     hw = height * width
@@ -59,4 +64,4 @@ def separable_cost(kernel_size: int, in_channels: int, out_channels: int, height
                          depthwise * hw, pointwise * hw, standard * hw)
 
 
-__all__ = ["SeparableCost", "separable_cost"]
+__all__ = ["SeparableCost", "check_positive", "separable_cost"]

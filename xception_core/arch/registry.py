@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from xception_core.arch.graph import LayerGraph, block_output, layer_graph
+from xception_core.arch.inception_v3 import INCEPTION_V3_SPEC, INCEPTION_V3_WIRINGS
 from xception_core.arch.spec import VARIANT_SPECS, WIRING_DIFFERENCES, XCEPTION_SPEC, Variant, WiringDifference
 
 
@@ -52,7 +53,8 @@ class Architecture:
         title: What a page may show.
         spec: Its blocks and defaults (`ArchitectureSpec`); `spec.graph(wiring)` is its graph
             builder (`graph` here caches it).
-        wirings: {wiring name: its `Variant`}; `reference_wiring` is the one official weights fit.
+        wirings: {wiring name: its `Variant`, or a sentence for a network with one wiring};
+            `reference_wiring` is the one official weights fit.
         differences: Where the wirings differ, each declared once (`WiringDifference`).
         reference_wiring: The wiring of the Keras reference.
     """
@@ -60,7 +62,7 @@ class Architecture:
     name: str
     title: str
     spec: ArchitectureSpec
-    wirings: Mapping[str, Variant]
+    wirings: Mapping[str, Variant | str]  # Xception's `Variant`s; a one-wiring network's note
     differences: tuple[WiringDifference, ...]
     reference_wiring: str = "paper"
 
@@ -92,6 +94,7 @@ class Architecture:
 
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     Architecture("xception", "Xception", XCEPTION_SPEC, VARIANT_SPECS, WIRING_DIFFERENCES),
+    Architecture("inception_v3", "Inception V3", INCEPTION_V3_SPEC, INCEPTION_V3_WIRINGS, ()),
 )}
 
 DEFAULT_ARCHITECTURE = "xception"  # what a model built without a preset (random weights, a file) is

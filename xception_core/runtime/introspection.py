@@ -11,9 +11,11 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from xception_core.arch.cost import SeparableCost, separable_cost
-from xception_core.arch.graph import block_output
-from xception_core.arch.registry import architecture
-from xception_core.arch.spec import Block, XceptionSpec
+from xception_core.arch.graph import block_output, layer_graph
+from xception_core.arch.graph_cost import KERAS_CLASS, graph_costs
+from xception_core.arch.nodes import WINDOWED, head_nodes
+from xception_core.arch.registry import Architecture, BlockLike, architecture
+from xception_core.arch.spec import XceptionSpec
 
 if TYPE_CHECKING:
     import keras
@@ -144,20 +146,22 @@ def layer_macs(layer: keras.layers.Layer) -> int:
 
 
 def describe(model: keras.Model, variant: str = "paper", spec: XceptionSpec = architecture().spec) -> ModelDescription:
-    """Describes a model built by `build_xception` in the `variant` wiring, block by block.
+    """Describes a model built by `build_architecture` from `spec` in the `variant` wiring, block
+    by block.
 
-    Layers named `blockN_*` belong to block N; every later layer (pooling, classifier, a transfer
-    head) to 'head'. Totals are sums over layers, so they equal `model.count_params()`.
+    A layer of the spec's graph belongs to its node's block (`blockN_*` to block N for Xception);
+    every later layer (pooling, classifier, a transfer head) to 'head'. Totals are sums over
+    layers, so they equal `model.count_params()`.
     """
     import keras
 
+    graph = layer_graph(variant, spec)
     by_block: dict[str, list[LayerInfo]] = {b.name: [] for b in spec.blocks}
     by_block[HEAD] = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        prefix = layer.name.split("_", 1)[0]
-        block = prefix if prefix in by_block and prefix != HEAD else HEAD
+        block = graph.node(layer.name).block if layer.name in graph else HEAD
         trainable, frozen = _count(layer.trainable_weights), _count(layer.non_trainable_weights)
         by_block[block].append(LayerInfo(
             name=layer.name, class_name=type(layer).__name__, block=block,
@@ -166,27 +170,69 @@ def describe(model: keras.Model, variant: str = "paper", spec: XceptionSpec = ar
             params=trainable + frozen, trainable_params=trainable, non_trainable_params=frozen, macs=layer_macs(layer),
         ))
 
-    def summarise(name: str, flow: str, kind: str, output_layer: str, layers: list[LayerInfo],
-                  block: Block | None = None) -> BlockInfo:
-        return BlockInfo(
-            name=name, flow=flow, kind=kind, output_layer=output_layer,
-            shortcut=block.spec.shortcut if block else "none",
-            wiring_differences=block.wiring_differences if block else (),
-            output_shape=next(layer.output_shape for layer in layers if layer.name == output_layer),
-            params=sum(x.params for x in layers), trainable_params=sum(x.trainable_params for x in layers),
-            non_trainable_params=sum(x.non_trainable_params for x in layers), macs=sum(x.macs for x in layers),
-            layers=tuple(layers),
-        )
-
-    blocks = [summarise(b.name, b.flow, b.kind, block_output(b.name, variant, spec), by_block[b.name], b)
+    blocks = [_summarise(b.name, b.flow, b.kind, block_output(b.name, variant, spec), by_block[b.name], b)
               for b in spec.blocks]
     if by_block[HEAD]:
-        blocks.append(summarise(HEAD, HEAD, HEAD, by_block[HEAD][-1].name, by_block[HEAD]))
+        blocks.append(_summarise(HEAD, HEAD, HEAD, by_block[HEAD][-1].name, by_block[HEAD]))
+    return _description(model.name, variant, _shape(model.inputs[0]), blocks)
+
+
+def _summarise(name: str, flow: str, kind: str, output_layer: str, layers: list[LayerInfo],
+               block: BlockLike | None = None) -> BlockInfo:
+    """One block's row: its layers' sums, its output layer's shape and what the spec says of it
+    (an Xception `Block`'s shortcut and wiring differences; none for other blocks)."""
+    shortcut = getattr(getattr(block, "spec", None), "shortcut", "none")
+    return BlockInfo(
+        name=name, flow=flow, kind=kind, output_layer=output_layer, shortcut=shortcut,
+        wiring_differences=getattr(block, "wiring_differences", ()),
+        output_shape=next(layer.output_shape for layer in layers if layer.name == output_layer),
+        params=sum(x.params for x in layers), trainable_params=sum(x.trainable_params for x in layers),
+        non_trainable_params=sum(x.non_trainable_params for x in layers), macs=sum(x.macs for x in layers),
+        layers=tuple(layers),
+    )
+
+
+def _description(name: str, variant: str, input_shape: tuple[int | None, ...],
+                 blocks: list[BlockInfo]) -> ModelDescription:
+    """The blocks with their totals (sums over layers, so equal to the model's own counts)."""
     return ModelDescription(
-        name=model.name, variant=variant, input_shape=_shape(model.inputs[0]), blocks=tuple(blocks),
+        name=name, variant=variant, input_shape=input_shape, blocks=tuple(blocks),
         total_params=sum(b.params for b in blocks), trainable_params=sum(b.trainable_params for b in blocks),
         non_trainable_params=sum(b.non_trainable_params for b in blocks), total_macs=sum(b.macs for b in blocks),
     )
+
+
+def describe_graph(arch: Architecture, input_size: int | None = None, *, classes: int | None = None,
+                   wiring: str | None = None) -> ModelDescription:
+    """Describes an architecture from its layer graph alone (no Keras, no weights): the
+    description `describe` gives of the model `build_architecture` builds with the ImageNet-style
+    head (global average pool, dense softmax), block by block, at `input_size` (default: the
+    spec's) with `classes` outputs (default: the spec's).
+
+    Raises:
+        ValueError: The input is too small for the network (`LayerGraph.sizes`).
+    """
+    spec, wiring = arch.spec, wiring or arch.reference_wiring
+    size = spec.default_input_size if input_size is None else input_size
+    graph = arch.graph(wiring)
+    graph = graph.extended(head_nodes(graph.output, include_top=True, pooling=None,
+                                      classes=spec.default_classes if classes is None else classes,
+                                      classifier_activation="softmax"))
+    by_block: dict[str, list[LayerInfo]] = {b.name: [] for b in spec.blocks}
+    by_block[HEAD] = []
+    for name, cost in graph_costs(graph, size).items():
+        node = cost.node
+        block = node.block if node.block in by_block else HEAD
+        by_block[block].append(LayerInfo(
+            name=name, class_name=KERAS_CLASS[node.op], block=block, input_shape=cost.input_shape,
+            output_shape=cost.output_shape,
+            kernel_size=node.kernel if node.op in WINDOWED and not node.op.endswith("pool") else None,
+            params=cost.params, trainable_params=cost.trainable_params,
+            non_trainable_params=cost.non_trainable_params, macs=cost.macs))
+    blocks = [_summarise(b.name, b.flow, getattr(b, "kind", b.flow), arch.block_output(b.name, wiring),
+                         by_block[b.name], b) for b in spec.blocks]
+    blocks.append(_summarise(HEAD, HEAD, HEAD, by_block[HEAD][-1].name, by_block[HEAD]))
+    return _description(arch.name, wiring, (size, size, graph.in_channels), blocks)
 
 
 def block_outputs_model(model: keras.Model, variant: str = "paper", spec: XceptionSpec = architecture().spec) -> keras.Model:
@@ -251,5 +297,5 @@ def reference_description(spec: XceptionSpec = architecture().spec) -> ModelDesc
 
 __all__ = [
     "BlockInfo", "LayerInfo", "ModelDescription", "SeparableCost", "SeparableTotals", "block_outputs_model",
-    "describe", "layer_macs", "reference_description", "separable_cost", "separable_layers", "separable_totals",
+    "describe", "describe_graph", "layer_macs", "reference_description", "separable_cost", "separable_layers", "separable_totals",
 ]

@@ -75,7 +75,8 @@ def _layout(photo: Photo) -> ActivationsView:
             n_top = gr.Slider(1, N_MAX, value=N_DEFAULT, step=1, label="Most active channels shown",
                               elem_id="explore-n-top")
             with gr.Row():
-                overlay = gr.Checkbox(value=True, label="Overlay on the image", elem_id="explore-overlay")
+                # Off at first: over the photo, 16 tiles on one scale read as one pale wash.
+                overlay = gr.Checkbox(value=False, label="Overlay on the image", elem_id="explore-overlay")
                 shared_scale = gr.Checkbox(value=True, label="One colour scale for all tiles",
                                            elem_id="explore-shared-scale")
             cache_status = gr.Markdown(elem_id="explore-cache-status")
@@ -167,8 +168,8 @@ def _wire_views(ctx: ExploreContext, view: ActivationsView) -> None:
                      channel_index)
 
     controls = [view.block, view.n_top, view.overlay, view.shared_scale, ctx.client]
-    photo.image.change(on_image, [photo.image, *controls], outputs, preprocess=False, api_visibility="private",
-                       concurrency_id="explore-forward", concurrency_limit=2)
+    photo.on_new(on_image, [photo.image, *controls], outputs, preprocess=False, api_visibility="private",
+                 concurrency_id="explore-forward", concurrency_limit=2)
     for control in (view.block, view.n_top):
         control.input(on_view, [photo.record_key, photo.image, *controls], outputs, preprocess=False,
                       api_visibility="private", trigger_mode="always_last")

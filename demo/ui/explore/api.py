@@ -69,7 +69,8 @@ def architecture_handler(service: ExploreService, page: bool = False) -> Callabl
 
     @(errors_as_messages if page else errors_as_api_errors)
     def architecture(which: str = LOADED) -> dict[str, Any]:
-        """Xception block by block, for the loaded weights or the 299 px reference."""
+        """Xception block by block, for the loaded weights or the 299 px reference; or Inception V3
+        module by module at 299 px ('inception_v3')."""
         return service.architecture((which or LOADED).strip() if isinstance(which, str) else which)
 
     return architecture

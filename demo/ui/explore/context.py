@@ -29,20 +29,36 @@ from demo.ui.figures import Theme
 from xception_core.runtime.introspection import ModelDescription
 
 
+def payload_path(payload: Any) -> str | None:
+    """The file path of an image payload as the browser sent it (None: no photo, or not a file)."""
+    path = payload.get("path") if isinstance(payload, dict) else None
+    return path if isinstance(path, str) else None
+
+
 @dataclass(frozen=True)
 class Photo:
     """The visitor's photo. Activations renders `image` in its layout and shows the photo's maps;
     Article vs paper compares both wirings on it; opening Explore takes the Classify photo into it.
 
+    A sub-tab that answers a new photo listens on `on_new`, never on `image.change`: Gradio's
+    image fires `change` again, with the same photo, when the sub-tab that lays it out is first
+    drawn and whenever the page updates around it, so views hung on `image.change` re-rendered
+    after each other's answers for as long as the session lasted. `shown` takes the photo's path
+    on every `image.change` and, being a `gr.State`, fires its own `change` only when the path is
+    a new one: once per photo chosen, whichever control chose it (an example, an upload, the
+    webcam, a paste, a clear, the Classify photo taken along).
+
     Attributes:
         image: The photo (a file of Gradio's upload folder; handlers get the raw payload).
         record_key: The activation cache's key of the photo's paper-wiring forward pass.
         taken: The Classify photo taken into `image` last (taken once: a photo picked since stays).
+        shown: The path of the photo the sub-tabs answered last ("" for none).
     """
 
     image: gr.Image
     record_key: gr.State
     taken: gr.State
+    shown: gr.State
 
     @classmethod
     def create(cls) -> Photo:
@@ -50,7 +66,14 @@ class Photo:
         whichever of them lays out `image`."""
         image = gr.Image(label="Image", type="filepath", sources=["upload", "webcam", "clipboard"], height=300,
                          elem_id="explore-image", render=False)
-        return cls(image, gr.State(None), gr.State(None))
+        photo = cls(image, gr.State(None), gr.State(None), gr.State(""))
+        image.change(lambda payload: payload_path(payload) or "", image, photo.shown, preprocess=False,
+                     api_visibility="private", show_progress="hidden")
+        return photo
+
+    def on_new(self, fn: Callable, inputs: Sequence[Any], outputs: Sequence[Any], **options: Any) -> None:
+        """Runs `fn` once per new photo (`shown` changed; see the class), with `inputs` read then."""
+        self.shown.change(fn, list(inputs), list(outputs), **options)
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,10 @@ from PIL import Image, ImageDraw
 from demo.services import UserError
 from demo.services.explore import cell_side, check_block
 from demo.services.operation import MAX_TOP, OPENING_BLOCK, STEP_BLOCKS, OperationService, StepAnswer, check_number
-from demo.ui import figures
+from demo.ui import figures, text
 from demo.ui import operation_text as words
 from demo.ui.events import errors_as_messages
-from demo.ui.explore.context import ExploreContext, SubTab
+from demo.ui.explore.context import ExploreContext, SubTab, payload_path
 from xception_core.arch.receptive import BlockField
 from xception_core.arch.registry import architecture
 from xception_core.io.visualize import map_tile
@@ -59,6 +59,7 @@ class OperationView:
     where: gr.Markdown
     photo_view: gr.Image
     map_view: gr.Image
+    map_scale: gr.HTML  # the map's colour scale: the values its two ends stand for
     row: gr.Number
     col: gr.Number
     rf_table: gr.Dataframe
@@ -75,8 +76,9 @@ class OperationView:
     uploads: gr.State  # this session's uploads in Explore, for the channel search
 
     def step_outputs(self) -> list[gr.components.Component]:
-        return [self.where, self.photo_view, self.map_view, self.depthwise, self.pointwise, self.stages, self.macs,
-                self.cost, self.state, self.row, self.col, self.channel, self.layer, self.rf_table]
+        return [self.where, self.photo_view, self.map_view, self.map_scale, self.depthwise, self.pointwise,
+                self.stages, self.macs, self.cost, self.state, self.row, self.col, self.channel, self.layer,
+                self.rf_table]
 
 
 # ------------------------------------------------------------------------------------------ pictures
@@ -122,6 +124,15 @@ def map_picture(answer: StepAnswer) -> Image.Image:
     return picture
 
 
+def map_scale_html(answer: StepAnswer) -> str:
+    """The colour bar under the map: `map_picture` stretches the channel's own minimum and maximum
+    over the ramp."""
+    values = answer.output_map
+    return text.colour_bar(figures.ramp_css(), (float(values.min()), float(values.max())),
+                           kind=f"{answer.step.plan.batchnorm} output, channel #{answer.step.channel} "
+                                "(this map's own minimum to maximum; can be negative)")
+
+
 def patch_picture(patch: np.ndarray, at_least: int = 96) -> Image.Image:
     """A patch enlarged by a whole factor (pixels stay sharp)."""
     scale = max(1, math.ceil(at_least / max(patch.shape[:2])))
@@ -146,11 +157,6 @@ def click_point(index: Any, width: int, height: int) -> tuple[float, float]:
     x = check_number(index[0], "x", 0, width - 1)
     y = check_number(index[1], "y", 0, height - 1)
     return y, x
-
-
-def payload_path(payload: Any) -> str | None:
-    path = payload.get("path") if isinstance(payload, dict) else None
-    return path if isinstance(path, str) else None
 
 
 def known_key(state: Any, payload: Any) -> str | None:
@@ -196,9 +202,10 @@ def _layout() -> OperationView:
         photo_view = gr.Image(label="Your photo as the model sees it: click to pick a position", type="pil",
                               interactive=False, format="jpeg", buttons=[], height=VIEW_SIDE + 60, elem_id="op-photo",
                               min_width=280)
-        map_view = gr.Image(label="The conv's output channel (after BatchNorm): click a cell", type="pil",
-                            interactive=False, format="png", buttons=[], height=VIEW_SIDE + 60, elem_id="op-map",
-                            min_width=280)
+        with gr.Column(min_width=280):
+            map_view = gr.Image(label="The conv's output channel (after BatchNorm): click a cell", type="pil",
+                                interactive=False, format="png", buttons=[], height=VIEW_SIDE + 60, elem_id="op-map")
+            map_scale = gr.HTML(elem_id="op-map-scale")
     with gr.Row():
         row = gr.Number(None, label="Row", precision=0, minimum=0, elem_id="op-row", min_width=100)
         col = gr.Number(None, label="Column", precision=0, minimum=0, elem_id="op-col", min_width=100)
@@ -222,8 +229,8 @@ def _layout() -> OperationView:
                          object_fit="contain", interactive=False, elem_id="op-patches", format="png")
     patches_note = gr.Markdown(elem_id="op-patches-note")
     return OperationView(block, layer, variant, channel, strongest, shown, examples, upload, where, photo_view,
-                         map_view, row, col, rf_table, depthwise, pointwise, stages, macs, cost, search, patches,
-                         patches_note, gr.State(None), gr.State(False), gr.State([]))
+                         map_view, map_scale, row, col, rf_table, depthwise, pointwise, stages, macs, cost, search,
+                         patches, patches_note, gr.State(None), gr.State(False), gr.State([]))
 
 
 def _answer(service: OperationService, view: OperationView, answer: StepAnswer, payload: Any, shown: Any,
@@ -238,6 +245,7 @@ def _answer(service: OperationService, view: OperationView, answer: StepAnswer, 
         view.photo_view: photo_picture(answer),
         view.map_view: gr.update(value=map_picture(answer),
                                  label=f"{step.plan.batchnorm}, channel #{step.channel}: click a cell"),
+        view.map_scale: map_scale_html(answer),
         view.depthwise: words.depthwise_html(step, _shown(shown)),
         view.pointwise: figures.contributions_figure(
             [c.channel for c in pw.top], [c.value for c in pw.top], [c.weight for c in pw.top],
@@ -264,7 +272,7 @@ def _answer(service: OperationService, view: OperationView, answer: StepAnswer, 
 
 def _empty(view: OperationView, message: str = words.NO_PHOTO) -> dict:
     """No photo: nothing of an earlier one stays."""
-    return {view.where: message, view.photo_view: None, view.map_view: None, view.depthwise: "",
+    return {view.where: message, view.photo_view: None, view.map_view: None, view.map_scale: "", view.depthwise: "",
             view.pointwise: None, view.stages: "", view.macs: None, view.cost: "", view.state: None}
 
 
@@ -395,7 +403,7 @@ def _wire(ctx: ExploreContext, view: OperationView, tab: gr.Tab, service: Operat
     common = dict(preprocess=False, api_visibility="private", concurrency_id="explore-forward", concurrency_limit=2)
     settings = [view.block, view.layer, view.variant, view.channel, view.shown, client]
     tab.select(h["op_show"], [photo, view.state, *settings], [view.opened, *outputs], **common)
-    photo.change(h["op_photo"], [view.opened, photo, *settings], outputs, **common)
+    ctx.photo.on_new(h["op_photo"], [view.opened, photo, *settings], outputs, **common)
     photo.upload(h["op_upload"], [photo, view.uploads], view.uploads, preprocess=False, api_visibility="private",
                  queue=False)
     view.block.input(h["op_block"], [photo, view.state, view.block, view.variant, view.channel, view.shown, client],

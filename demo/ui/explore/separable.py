@@ -73,7 +73,7 @@ def _layout() -> SeparableView:
                          elem_id="calc-side")
     answer = gr.Markdown(calculator_markdown(3, 3, 64, 1), elem_id="explore-calculator")
     table = gr.Dataframe(label="Every separable conv of the model vs the standard conv it replaces",
-                         interactive=False, max_height=360, elem_id="explore-separable")
+                         interactive=False, max_height=360, wrap=True, elem_id="explore-separable")
     return SeparableView(summary, kernel, cin, cout, side, answer, table)
 
 
