@@ -298,8 +298,10 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
         "info": dataclasses.asdict(info), "labels": list(labels), "input_size": loaded.input_size,
         "classes": classes, "preprocessing": preprocessing_for(info.preset).describe(), "head": head,
         "descriptions": descriptions,
-        "block_maps": layers, "after_relu": {b: _is_relu(model.get_layer(layer)) for b, layer in layers.items()},
-        "initializers": initializers,
+        "block_maps": maps,
+        "after_relu": {v: {b: _is_relu(wired[v].model.get_layer(layer)) for b, layer in maps[v].items()}
+                       for v in VARIANTS},
+        "initializers": initializers, "params": params_layout, "exports": exports,
     }
     translation = Translation(meta, graphs, arrays, files)
     if precision == "int8":
