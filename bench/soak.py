@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import json
 import os
@@ -857,6 +858,184 @@ def echo(args: argparse.Namespace) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+# ------------------------------------------------------------------------------------------ round 3
+
+
+def _hold(port: int, path: str, content_type: str, start: bytes, size: int) -> socket.socket:
+    """A connection that sends a request whose body of `size` bytes stops one byte short."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    body = start + b"-" * (size - len(start) - 1)
+    sock.sendall((f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+                  f"Content-Length: {size}\r\n\r\n").encode() + body)
+    return sock
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the server has closed `sock` (whatever it answered first)."""
+    sock.setblocking(False)
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+HELD_ROUTES = (  # path, Content-Type, a well-formed start of the body (the server waits for the rest)
+    ("/gradio_api/queue/join", "application/json", b'{"data": ["'),
+    ("/gradio_api/upload", "multipart/form-data; boundary=xyz",
+     b'--xyz\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'),
+    (REST_ROUTE, "image/jpeg", b"\xff\xd8"),
+)
+
+
+def attacks(args: argparse.Namespace) -> None:
+    """Issue 30's attacks on one `python app.py`, a round every `--every` seconds for `--minutes`
+    (40 outlasts Gradio's 30-minute cache lifetime): the examples first fetched must still be
+    served at the end; Teach's add given an example's path, the run folder's lock and another
+    session's upload deletes none; bodies held one byte short on each route and half-sent headers
+    are all closed by the next round (their deadlines are 60 s and 10 s); a 13 MB JSON of `{}`
+    is refused without stalling /healthz; one session's 64 heavy events leave a visitor's classify
+    served; an upload burst never takes the disk past its budget; HTML named .jpg is not sniffed."""
+    work = Path(tempfile.mkdtemp(prefix="xception-attacks-"))
+    app = start_app(work)
+    port = int(app.url.rsplit(":", 1)[1])
+    checks: Counter = Counter()
+    failures: Counter = Counter()
+    notes: dict[str, list[float]] = defaultdict(list)
+    inputs = Inputs.make(big=False)
+
+    def check(name: str, ok: bool) -> None:
+        (checks if ok else failures)[name] += 1
+
+    g = RawGradio(app.url)
+    gallery = g._ids(elem_id="classify-examples")
+    fn_examples = next(d["id"] for d in g.deps if gallery & set(d["outputs"]) and len(d["inputs"]) == 2)
+    fn_classify = g.fn("gradcam", "click")
+    added = g._ids(elem_id="teach-added")
+    fn_add = next(d["id"] for d in g.deps if added & set(d["outputs"]) and len(d["inputs"]) == 3)
+    fn_starter = next(d["id"] for d in g.deps if added & set(d["outputs"]) and not d["inputs"])
+    first = g.run(fn_examples, [None, None], uuid.uuid4().hex[:11])
+    first_urls = [item["image"]["url"] for item in first[0]]
+    first_paths = [Path(item["image"]["path"]) for item in first[0]]
+    held: list[socket.socket] = []
+    heads: list[socket.socket] = []
+    end = time.monotonic() + args.minutes * 60
+    rounds = 0
+    try:
+        while True:
+            rounds += 1
+            # What the last round left open must be closed by now (deadlines 60 s and 10 s).
+            check("bodies held one byte short: closed by the next round", all(_closed(s) for s in held))
+            check("half-sent headers: closed by the next round", all(_closed(s) for s in heads))
+            for sock in held + heads:
+                sock.close()
+            if time.monotonic() >= end:
+                break
+            if time.monotonic() + args.every >= end:  # the last round: its checks wait for the deadlines
+                end = time.monotonic() + max(args.every, 65.0)
+            # The examples fetched at the start, and the ones the page gives now.
+            check("first examples still 200", all(g.http.get(u).status_code == 200 for u in first_urls))
+            now = g.run(fn_examples, [None, None], uuid.uuid4().hex[:11])
+            check("examples now 200", all(g.http.get(i["image"]["url"]).status_code == 200 for i in now[0]))
+            # Teach's add given an example, the lock and another session's upload.
+            theirs = g.upload("photo.jpg", inputs.small[rounds % len(inputs.small)])
+            upload = Path(theirs["path"])
+            lock = upload.parents[2] / ".lock"
+            payloads = [{"path": str(first_paths[0]), "orig_name": "example.jpg", "meta": {"_type": "gradio.FileData"}},
+                        {"path": str(lock), "orig_name": "lock", "meta": {"_type": "gradio.FileData"}}, theirs]
+            with contextlib.suppress(Refused):
+                g.run(fn_add, ["red", payloads, None], uuid.uuid4().hex[:11])
+            check("Teach's add deleted nothing", lock.is_file() and first_paths[0].is_file() and upload.is_file())
+            # Bodies held one byte short and half-sent headers, checked next round.
+            held = [_hold(port, path, ctype, start, 100_000) for path, ctype, start in HELD_ROUTES
+                    for _ in range(args.held)]
+            heads = []
+            for _ in range(args.held):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                sock.sendall(b"POST /gradio_api/queue/join HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-")
+                heads.append(sock)
+            # A 13 MB JSON of {} while /healthz is asked every moment.
+            app.reset_peak()
+            rss = app.rss_mb()
+            body = b'{"data":[' + b"{}," * (13 * 2**20 // 3) + b'{}],"fn_index":0,"session_hash":"abcdefghijk"}'
+            answer: list[int] = []
+
+            def send_json() -> None:
+                with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+                    sock.sendall(f"POST /gradio_api/queue/join HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                 f"Content-Length: {len(body)}\r\n\r\n".encode())
+                    sock.sendall(body)
+                    answer.append(read_status(sock)[0])
+
+            quiet = 0.0  # the same calls without the attack, for the machine's own latency
+            for _ in range(10):
+                t = time.perf_counter()
+                with contextlib.suppress(httpx.HTTPError):
+                    httpx.get(app.url + "/healthz", timeout=5)
+                quiet = max(quiet, time.perf_counter() - t)
+            notes["/healthz worst, no attack (s)"].append(quiet)
+            sender = threading.Thread(target=send_json)
+            sender.start()
+            worst = 0.0
+            while sender.is_alive():
+                t = time.perf_counter()
+                try:
+                    httpx.get(app.url + "/healthz", timeout=5)
+                except httpx.HTTPError:
+                    pass
+                worst = max(worst, time.perf_counter() - t)
+            sender.join()
+            notes["13 MB JSON: /healthz worst (s)"].append(worst)
+            notes["13 MB JSON: peak RSS over before (MB)"].append(app.peak_mb() - rss)
+            check("13 MB JSON of {} refused (413)", answer == [413])
+            # One session's 64 heavy events, then a visitor's classify.
+            attacker = uuid.uuid4().hex[:11]
+            joined = [g.http.post(app.url + "/gradio_api/queue/join", json={
+                "data": [], "fn_index": fn_starter, "session_hash": attacker}).status_code for _ in range(64)]
+            notes["heavy events accepted of 64 (one session)"].append(joined.count(200))
+            t = time.perf_counter()
+            try:
+                file = g.upload("photo.jpg", inputs.small[0])
+                g.run(fn_classify, [file, None], uuid.uuid4().hex[:11])
+                check("a visitor's classify beside 64 heavy events", True)
+            except Refused:
+                check("a visitor's classify beside 64 heavy events", False)
+            notes["a visitor's classify beside them (s)"].append(time.perf_counter() - t)
+            # An upload burst: the disk stays under its budget (200 MB).
+            peak_disk = 0.0
+            blob = os.urandom(2 * 2**20)
+            for i in range(args.burst):
+                with contextlib.suppress(Refused):
+                    g.upload(f"burst{i}.png", blob[:-1] + bytes([i % 256]))
+                page = sum(folder_bytes(f) for f in app.temp_dir.rglob("xception-examples"))
+                peak_disk = max(peak_disk, app.disk_mb() - page / 2**20)
+            notes["upload burst: most visitors' files on disk (MB)"].append(peak_disk)
+            check("upload burst: visitors' files under the 200 MB budget", peak_disk <= 200)
+            # HTML uploaded as .jpg is served with nosniff.
+            pwn = g.upload("pwn.jpg", b"<html><script>alert(1)</script></html>")
+            served = g.http.get(app.url + "/gradio_api/file=" + pwn["path"])
+            check("served files carry nosniff", served.headers.get("x-content-type-options") == "nosniff")
+            time.sleep(max(0.0, min(args.every, end - time.monotonic())))
+    finally:
+        for sock in held + heads:
+            sock.close()
+        stop(app.proc)
+    print(f"\n{rounds} rounds over {args.minutes:g} min, one app process (kitchenware), loopback\n")
+    print("| check | passed | failed |\n|---|---:|---:|")
+    for name in sorted(set(checks) | set(failures)):
+        print(f"| {name} | {checks[name]} | {failures[name]} |")
+    print("\n| figure | median | worst |\n|---|---:|---:|")
+    for name, values in notes.items():
+        print(f"| {name} | {np.median(values):.2f} | {max(values):.2f} |")
+    shutil.rmtree(work, ignore_errors=True)
+    if failures:
+        raise SystemExit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -878,12 +1057,18 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--n", type=int, default=1000)
     up.add_argument("--settle", type=float, default=45.0)
     up.add_argument("--width", type=int, default=1600, help="photo width (4:3); 4000 gives ~2 MB JPEGs")
+    at = sub.add_parser("attacks", help="issue 30's attacks, a round every --every s for --minutes")
+    at.add_argument("--minutes", type=float, default=40.0, help="40 outlasts Gradio's 30-minute cache lifetime")
+    at.add_argument("--every", type=float, default=75.0, help="seconds between rounds (past the 60 s body deadline)")
+    at.add_argument("--held", type=int, default=20, help="bodies held one byte short per route, half-sent headers")
+    at.add_argument("--burst", type=int, default=120, help="2 MB uploads sent at once each round")
     ec = sub.add_parser("echo", help="huge values for a radio: bytes answered and logged")
     ec.add_argument("--n", type=int, default=10)
     ec.add_argument("--mb", type=float, default=12.0)
     ec.add_argument("--root", type=Path, default=ROOT, help="the checkout whose app.py runs (default: this one)")
     args = parser.parse_args(argv)
-    {"run": soak, "bigphoto": bigphoto, "sessions": sessions, "uploads": uploads, "echo": echo}[args.mode](args)
+    {"run": soak, "bigphoto": bigphoto, "sessions": sessions, "uploads": uploads, "echo": echo,
+     "attacks": attacks}[args.mode](args)
 
 
 if __name__ == "__main__":

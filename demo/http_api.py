@@ -8,8 +8,9 @@ figures). The Gradio `/classify` endpoint stays for gradio_client users.
 Budgets, in the order a request meets them:
 
 1. The body is read before the request holds anything: capped at the page's upload cap (413,
-   before reading when Content-Length says so) and due within `body_grace_s` plus one second
-   per `body_min_rate` bytes (408 otherwise), so slow clients only ever cost their own socket.
+   before reading when Content-Length says so) and due within `body_deadline_s` of the request's
+   start (408 otherwise), a deadline a trickle of bytes does not extend, so slow clients only
+   ever cost their own socket for a bounded time.
 2. At most `max_waiting` requests with a body hold a slot, waiting or working (503 beyond).
 3. At most `max_working` of them decode and classify at once, in worker threads of their own
    (not the thread pool Gradio's events use); a request whose client hung up meanwhile leaves
@@ -69,8 +70,7 @@ PROBLEM = "application/problem+json"
 MAX_K = 20
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file in a multipart body
 MODEL_WAIT_S = 5.0  # a request during start-up waits this long for the model, then gets 503
-BODY_GRACE_S = 10.0  # a body may take this long, plus one second per BODY_MIN_RATE bytes
-BODY_MIN_RATE = 32 * 1024  # bytes a second: a 10 MB photo over a 256 kbit/s uplink still arrives
+BODY_DEADLINE_S = 60.0  # a whole body: a 10 MB photo needs about 1.4 Mbit/s (`demo.server.Budgets`)
 MAX_WORKING = 8  # decodes and classifies at once: the micro-batcher's default batch
 RETRY_LOADING_S, RETRY_BUSY_S, RETRY_FAILED_S = 2, 1, 3600
 NO_IMAGE = "No image: send the image file as the request body, or as the multipart form field 'file'."
@@ -221,9 +221,9 @@ class ApiLoad:
 # ------------------------------------------------------------------------------------------ bodies
 
 
-async def _read_body(request: Request, limit: int, max_bytes: int, grace_s: float, min_rate: float) -> bytes:
+async def _read_body(request: Request, limit: int, max_bytes: int, deadline_s: float) -> bytes:
     """The body, refused with 413 as soon as it passes `limit` bytes and with 408 when it has not
-    arrived `grace_s` seconds plus one second per `min_rate` bytes received after it started."""
+    all arrived `deadline_s` seconds after it started (however it trickles)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(max_bytes)
@@ -231,7 +231,7 @@ async def _read_body(request: Request, limit: int, max_bytes: int, grace_s: floa
     start = anyio.current_time()
     stream = request.stream().__aiter__()
     while True:
-        allowed = start + grace_s + size / min_rate - anyio.current_time()
+        allowed = start + deadline_s - anyio.current_time()
         try:
             with anyio.fail_after(max(allowed, 0.0)):
                 chunk = await stream.__anext__()
@@ -239,8 +239,8 @@ async def _read_body(request: Request, limit: int, max_bytes: int, grace_s: floa
             break
         except TimeoutError:
             raise _Refused(408, f"The request body arrived too slowly ({size:,} bytes in "
-                                f"{anyio.current_time() - start:.0f} s). A body may take {grace_s:g} s plus one "
-                                f"second per {min_rate / 1024:g} KB; send the whole image at once.",
+                                f"{anyio.current_time() - start:.0f} s). A body must arrive within {deadline_s:g} s; "
+                                "send the whole image at once.",
                            {"Connection": "close"}) from None
         size += len(chunk)
         if size > limit:
@@ -311,8 +311,7 @@ _K = pydantic.TypeAdapter(Annotated[int, Field(ge=1, le=MAX_K)])
 _WEIGHTS = pydantic.TypeAdapter(Annotated[str, Field(max_length=200)])
 
 
-async def read_image(request: Request, max_bytes: int, grace_s: float = BODY_GRACE_S,
-                     min_rate: float = BODY_MIN_RATE) -> bytes:
+async def read_image(request: Request, max_bytes: int, deadline_s: float = BODY_DEADLINE_S) -> bytes:
     """The image file of a classify request: the raw body, or the multipart form field `file`.
 
     Raises:
@@ -320,7 +319,7 @@ async def read_image(request: Request, max_bytes: int, grace_s: float = BODY_GRA
     """
     multipart = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
     limit = max_bytes + (MULTIPART_SLACK if multipart else 0)
-    body = await _read_body(request, limit, max_bytes, grace_s, min_rate)
+    body = await _read_body(request, limit, max_bytes, deadline_s)
     if multipart:
         body = await _file_from_multipart(request, body, max_bytes)
     if not body:
@@ -430,8 +429,7 @@ def _model(store: ModelStore, key: str | None) -> ServedModel:
 
 
 def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int, max_waiting: int = 64,
-                      max_working: int = MAX_WORKING, body_grace_s: float = BODY_GRACE_S,
-                      body_min_rate: float = BODY_MIN_RATE) -> ApiLoad:
+                      max_working: int = MAX_WORKING, body_deadline_s: float = BODY_DEADLINE_S) -> ApiLoad:
     """Adds `POST /api/v1/classify`, its 405/404 answers under `/api/v1/`, and `/docs` to `app`
     (before Gradio is mounted, which would shadow them).
 
@@ -441,8 +439,7 @@ def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int
         max_bytes: The page's upload cap, in bytes.
         max_waiting: Most requests holding a slot (body read, waiting or working); more get 503.
         max_working: Most requests decoding and classifying at once.
-        body_grace_s: Seconds any body may take, on top of one second per `body_min_rate` bytes.
-        body_min_rate: Bytes a second a body must average after the grace (408 otherwise).
+        body_deadline_s: Seconds a whole body may take from the request's start (408 otherwise).
 
     Returns:
         The route's live counts (`ApiLoad`).
@@ -476,7 +473,7 @@ def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int
         "description": ("The image file itself as the body (JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF), or a "
                         f"multipart form with the file in the field `file`. At most {max_bytes:,} bytes, as on "
                         "the page; the same pixel and format limits apply. The whole body must arrive within "
-                        f"{body_grace_s:g} s plus one second per {body_min_rate / 1024:g} KB."),
+                        f"{body_deadline_s:g} s of the request's start."),
         "content": {**{t: binary for t in IMAGE_TYPES}, "multipart/form-data": {"schema": {
             "type": "object", "properties": {"file": {"type": "string", "format": "binary"}}, "required": ["file"]}}},
     }
@@ -514,7 +511,7 @@ def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int
         try:
             with load.counting("reading"):  # before any slot: a slow body holds nothing but its socket
                 try:
-                    body = await read_image(request, max_bytes, body_grace_s, body_min_rate)
+                    body = await read_image(request, max_bytes, body_deadline_s)
                 except _Refused as refused:
                     if refused.status == 408:
                         load.add("too_slow")

@@ -1,8 +1,16 @@
 """Budgets every request, session and file is held to, beyond what Gradio enforces itself.
 
-- `BodyLimitMiddleware`: one request-body limit on every route. Gradio caps multipart uploads
+- `BodyLimitMiddleware`: what a request body may cost on every route: its size, a fixed deadline,
+  a share of one process-wide cap on bytes held by bodies still arriving, and for JSON an
+  object count checked before anything parses it. Gradio caps multipart uploads
   (`max_file_size`) but reads any JSON body whole (`queue/join`, `call/<api>`, `run/predict`),
-  so a `{"url": "data:..."}` payload could be of any size.
+  with no deadline and in the event loop.
+- `deadline_protocol`: uvicorn's HTTP/1.1 protocol with deadlines on the request's headers and,
+  as a backstop, on its body, that hold whether or not the app is reading.
+- `UploadGate`: the disk budget enforced as an upload arrives (room made from visitors' oldest
+  files, or the upload refused in words).
+- `EventGate`: events refused before they run, in one sentence: browser-only events, select
+  handlers without event data, and a session's or address's events past its share of the queue.
 - Chores, each with one job, that `Housekeeping` runs every few seconds:
   - `SessionSweep` drops whole sessions idle for longer than a TTL (Gradio keeps a session,
     ~220 KB of page config plus its state, until 10,000 newer ones push it out), and drops each
@@ -21,11 +29,12 @@
   - `release_free_memory` returns freed heap memory to the system; `map_big_blocks` (once, at
     start) makes big allocations go back to it at once.
 
-Gradio internals used (gradio 6.31): `StateHolder.session_data`, `.time_last_used`, `.lock`,
-`.delete_state`; `SessionState.config_values`; `Blocks.temp_file_sets`, component
-`keep_in_cache` (examples, which must survive); the queue's `pending_event_ids_session` and
+Gradio internals used (gradio 6.31): `Queue.push`, `Blocks.process_api`, the queue's
+`event_queue_per_concurrency_id`, `BlockFunction.fn`; `StateHolder.session_data`,
+`.time_last_used`, `.lock`, `.delete_state`; `SessionState.config_values`; `Blocks.temp_file_sets`,
+component `keep_in_cache`; the queue's `pending_event_ids_session` and
 `pending_messages_per_session`, and the heartbeat task of `queue_data_helper`. The tests in
-tests/demo/test_limits.py fail if these move.
+tests/demo/test_limits.py, test_refused_events.py and test_page_files.py fail if these move.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import ctypes
 import datetime
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,73 +57,453 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------- request bodies
 
 
+class _Refusal(Exception):
+    """A request the guard answers itself: `status` and a sentence."""
+
+    def __init__(self, status: int, text: str):
+        super().__init__(text)
+        self.status, self.text = status, text
+
+
+@dataclass
+class BodyLoad:
+    """Bytes of request bodies not yet fully received, all requests of the process together
+    (`held`), the most ever held at once (`peak`), and how many bodies were refused for being late,
+    for the cap, or for their JSON's cost."""
+
+    held: int = 0
+    peak: int = 0
+    late: int = 0
+    over_cap: int = 0
+    too_costly: int = 0
+
+
+def parsed_as_json(content_type: str) -> bool:
+    """Whether FastAPI parses a body of this Content-Type as JSON (none at all, or
+    application/json and application/*+json), as `fastapi.routing` decides."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if not kind:
+        return True
+    main, _, sub = kind.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+def json_items(body: bytes) -> int:
+    """An upper bound on the objects, arrays and items a JSON body would parse into: its `{`, `[`
+    and `,` bytes (in strings too: a base64 data URL has one comma). Counting runs in C, at
+    memory speed; parsing 13 MB of `{}` would make 4 million dicts (about 600 MB)."""
+    return body.count(b"{") + body.count(b"[") + body.count(b",")
+
+
 class BodyLimitMiddleware:
-    """Pure ASGI middleware: any HTTP request whose body exceeds `max_bytes` gets 413.
+    """Pure ASGI middleware, in front of every route: what a request body may cost.
 
-    A declared Content-Length over the limit is refused before a byte is read. A body without
-    one (chunked) is counted as it arrives; once past the limit the app sees the body end and
-    whatever it answers is replaced by the 413.
+    - Size: a declared Content-Length over `max_bytes` is refused (413) before a byte is read; a
+      body without one (chunked) is counted as it arrives and refused once past the limit.
+    - Time: the whole body must arrive within `deadline_s` of the request's start (408), however
+      it trickles: a fixed deadline, not one that grows with the bytes received.
+    - Memory held by unfinished bodies: one process-wide count (`load.held`) of the bytes received
+      from bodies still arriving; a body that would take it past `held_cap` is refused (503).
+    - JSON: a body FastAPI would parse as JSON (`parsed_as_json`) is read here in full first and
+      its cost counted off the event loop (`json_items`); more than `max_json_items` is refused
+      (413) before anything parses it. Paths for which `raw_body(path)` is true read their body
+      as bytes themselves (the image API) and are exempt.
+    - Every answer gets `X-Content-Type-Options: nosniff` (an upload named `.jpg` holding HTML is
+      never sniffed into a page).
 
-    Refusals are plain text, except where `answer(path, status, message)` returns
-    `(content_type, body)` for the request's path (an API whose errors have a declared shape).
+    Once a refusal is decided the app sees the body end (`http.disconnect`) and whatever it
+    answers is replaced by the refusal, with `Connection: close`. Refusals are plain text, except
+    where `answer(path, status, message)` returns `(content_type, body)` for the request's path (an
+    API whose errors have a declared shape). Each refusal is one log line, without the request's
+    content.
     """
 
     def __init__(self, app: Any, max_bytes: int,
-                 answer: Callable[[str, int, str], tuple[str, bytes] | None] | None = None):
+                 answer: Callable[[str, int, str], tuple[str, bytes] | None] | None = None, *,
+                 deadline_s: float | None = None, held_cap: int | None = None,
+                 max_json_items: int | None = None, raw_body: Callable[[str], bool] | None = None,
+                 load: BodyLoad | None = None):
         self.app, self.max_bytes, self.answer = app, int(max_bytes), answer
+        self.deadline_s, self.held_cap, self.max_json_items = deadline_s, held_cap, max_json_items
+        self.raw_body = raw_body or (lambda path: False)
+        self.load = load if load is not None else BodyLoad()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = self._nosniff(send)
+        content_type = ""
+        declared: int | None = None
+        chunked = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    await self._refuse(scope, send, 400, "Invalid Content-Length header.")
+                    await self._refuse(scope, send, _Refusal(400, "Invalid Content-Length header."))
                     return
                 if declared > self.max_bytes:
-                    await self._refuse(scope, send, 413, self.message)
+                    await self._refuse(scope, send, _Refusal(413, self.message))
                     return
-        received = 0
-        exceeded = False
-
-        async def counted_receive():
-            nonlocal received, exceeded
-            if exceeded:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    exceeded = True
-                    return {"type": "http.disconnect"}
-            return message
+            elif name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"transfer-encoding":
+                chunked = True
+        if not chunked and not declared:
+            # No body: nothing to count or time. Its receive is left alone, also for the app's
+            # disconnect checks (Starlette's `is_disconnected` calls it in a cancelled scope, every
+            # 50 ms in Gradio's streams: a deadline here would end a long stream).
+            await self.app(scope, receive, send)
+            return
+        body = _Body(self, scope, receive)
+        refused: _Refusal | None = None
+        try:
+            if (self.max_json_items is not None and scope.get("method") in ("POST", "PUT", "PATCH")
+                    and parsed_as_json(content_type) and not self.raw_body(scope.get("path", ""))):
+                receive = await self._costed_json(body)
+            else:
+                receive = body.receive
+        except _Refusal as refusal:
+            refused = refusal
+        if refused is not None:  # answered outside the `except`: its traceback held the chunks read
+            body.release()
+            await self._refuse(scope, send, refused)
+            return
+        started = False
 
         async def guarded_send(message):
-            if not exceeded:
+            nonlocal started
+            if body.refusal is None:
+                started = True
                 await send(message)
 
         try:
-            await self.app(scope, counted_receive, guarded_send)
+            await self.app(scope, receive, guarded_send)
         except Exception:
-            if not exceeded:
+            if body.refusal is None:
                 raise
-        if exceeded:
-            await self._refuse(scope, send, 413, self.message)
+        finally:
+            body.release()
+        if body.refusal is not None and not started:
+            await self._refuse(scope, send, body.refusal)
 
-    async def _refuse(self, scope, send, status: int, text: str) -> None:
-        shaped = self.answer(scope.get("path", ""), status, text) if self.answer else None
-        content_type, body = shaped or ("text/plain; charset=utf-8", text.encode())
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", content_type.encode()),
-                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
+    async def _costed_json(self, body: "_Body"):
+        """Reads the whole body, checks its JSON cost in a worker thread, and returns a `receive`
+        that hands the app the body in one message, then the client's later messages."""
+        chunks = []
+        while True:
+            message = await body.receive()
+            if message["type"] != "http.request":
+                chunks.clear()  # refused: what was read goes now, not when the answer is sent
+                if body.refusal is not None:
+                    raise body.refusal
+                raise _Refusal(400, "The request ended before its body did.")
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        data = b"".join(chunks)
+        del chunks
+        items = await asyncio.to_thread(json_items, data)
+        if items > self.max_json_items:
+            self.load.too_costly += 1
+            del data  # not kept alive by the refusal's traceback while it is answered
+            raise _Refusal(413, f"The request's JSON has too many parts: at most {self.max_json_items:,} "
+                                "objects, arrays and items are accepted.")
+        whole: list[Any] = [{"type": "http.request", "body": data, "more_body": False}]
+        del data
+
+        async def replay():
+            return whole.pop() if whole else await body.client_receive()
+
+        return replay
+
+    @staticmethod
+    def _nosniff(send):
+        async def with_header(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == b"x-content-type-options" for name, _ in headers):
+                    headers.append((b"x-content-type-options", b"nosniff"))
+                message = {**message, "headers": headers}
+            await send(message)
+        return with_header
+
+    async def _refuse(self, scope, send, refusal: _Refusal) -> None:
+        logger.info("%s %s refused (%d): %s", scope.get("method", ""), scope.get("path", "")[:200],
+                    refusal.status, refusal.text)
+        shaped = self.answer(scope.get("path", ""), refusal.status, refusal.text) if self.answer else None
+        content_type, body = shaped or ("text/plain; charset=utf-8", refusal.text.encode())
+        try:
+            await send({"type": "http.response.start", "status": refusal.status,
+                        "headers": [(b"content-type", content_type.encode()),
+                                    (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+        except OSError:  # the client is gone: nobody to answer
+            pass
 
     @property
     def message(self) -> str:
         return f"Request body too large: at most {self.max_bytes / 2**20:.1f} MB is accepted."
+
+
+class _Body:
+    """One request's body as `BodyLimitMiddleware` lets it through: `receive` under the deadline,
+    the size limit and the process-wide cap, its bytes counted in `load.held` until it is complete
+    (or refused, or the request ends: `release`)."""
+
+    def __init__(self, guard: BodyLimitMiddleware, scope, receive):
+        self.guard, self.client_receive = guard, receive
+        self.start = time.monotonic()
+        self.received = 0  # bytes of this body so far
+        self.held = 0  # of those, counted in guard.load.held
+        self.complete = False
+        self.refusal: _Refusal | None = None
+
+    def release(self) -> None:
+        self.guard.load.held -= self.held
+        self.held = 0
+
+    def _refused(self, refusal: _Refusal) -> dict:
+        self.refusal = refusal
+        self.release()
+        return {"type": "http.disconnect"}
+
+    async def receive(self) -> dict:
+        guard = self.guard
+        if self.refusal is not None:
+            return {"type": "http.disconnect"}
+        if self.complete:  # after the body only the disconnect comes: no deadline on waiting for it
+            return await self.client_receive()
+        try:
+            if guard.deadline_s is None:
+                message = await self.client_receive()
+            else:
+                left = guard.deadline_s - (time.monotonic() - self.start)
+                if left <= 0:
+                    raise TimeoutError
+                message = await asyncio.wait_for(self.client_receive(), left)
+        except TimeoutError:
+            guard.load.late += 1
+            return self._refused(_Refusal(408, f"The request body did not arrive within {guard.deadline_s:g} s "
+                                                f"({self.received:,} bytes came); send it at once."))
+        if message["type"] != "http.request":
+            self.release()
+            return message
+        size = len(message.get("body", b""))
+        self.received += size
+        if self.received > guard.max_bytes:
+            return self._refused(_Refusal(413, guard.message))
+        if not message.get("more_body", False):
+            self.complete = True
+            self.release()
+            return message
+        if guard.held_cap is not None and guard.load.held + size > guard.held_cap:
+            guard.load.over_cap += 1
+            return self._refused(_Refusal(503, "The server is receiving too many requests at once; "
+                                               "try again in a moment."))
+        guard.load.held += size
+        guard.load.peak = max(guard.load.peak, guard.load.held)
+        self.held += size
+        return message
+
+
+def deadline_protocol(header_s: float, body_s: float) -> type:
+    """uvicorn's HTTP/1.1 protocol (h11) with two deadlines per request, kept by the event loop
+    whatever the app does: the request line and headers must be complete within `header_s` of the
+    connection's first byte (or of its opening), else it is answered 408 and closed (just closed
+    when nothing came: a browser's preconnect; uvicorn has no such deadline: a half-sent request
+    line holds its socket for ever); and the body within
+    `body_s` of the headers, else the connection is closed (the app sees a disconnect). The body's
+    deadline is a backstop under `BodyLimitMiddleware`'s, which answers first and in words;
+    this one also ends a body the app is not reading. Pass the class as `uvicorn.Config(http=...)`."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    late_headers = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                    b"connection: close\r\ncontent-length: %d\r\n\r\n%s")
+    words = f"The request's headers did not arrive within {header_s:g} s.".encode()
+
+    class DeadlineH11Protocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+        _body_timer: asyncio.TimerHandle | None = None
+        _started = False  # bytes of a request head have arrived since the last request
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._header_timer = self.loop.call_later(header_s, self._headers_late)
+
+        def data_received(self, data: bytes) -> None:
+            if self._header_timer is None and self.conn.their_state is h11.IDLE:
+                self._header_timer = self.loop.call_later(header_s, self._headers_late)
+            self._started = True
+            super().data_received(data)
+            self._follow()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._follow()
+
+        def connection_lost(self, exc) -> None:
+            self._cancel()
+            super().connection_lost(exc)
+
+        def _follow(self) -> None:
+            """Cancels or arms the timers for where the client's side of the exchange is now."""
+            state = self.conn.their_state
+            if state is not h11.IDLE and self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+                self._started = False
+            if state is h11.SEND_BODY:
+                if self._body_timer is None:
+                    self._body_timer = self.loop.call_later(body_s, self._body_late)
+            elif self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+
+        def _cancel(self) -> None:
+            for timer in (self._header_timer, self._body_timer):
+                if timer is not None:
+                    timer.cancel()
+            self._header_timer = self._body_timer = None
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                if self._started:  # a connection that sent nothing (a browser's preconnect) is just closed
+                    logger.info("request headers not complete after %g s: connection closed", header_s)
+                    self.transport.write(late_headers % (len(words), words))
+                self.transport.close()
+
+        def _body_late(self) -> None:
+            self._body_timer = None
+            if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+                logger.info("request body not complete after %g s: connection closed", body_s)
+                self.transport.close()
+
+    return DeadlineH11Protocol
+
+
+# ----------------------------------------------------------------------------------- the queue
+
+
+def client_key(request: Any) -> str:
+    """Who sent `request` (a Starlette request or Gradio's wrapper of one): the socket's peer, or
+    behind a proxy that uvicorn trusts (its `forwarded_allow_ips`, env FORWARDED_ALLOW_IPS), the
+    address that proxy put in X-Forwarded-For (uvicorn writes it into the request's client)."""
+    client = getattr(request, "client", None)
+    return str(getattr(client, "host", None) or "?")
+
+
+def _needs_event_data(fn: Any) -> bool:
+    """Whether a handler takes Gradio event data (`gr.SelectData` and the like), which a client
+    must then send (`event_data`)."""
+    import inspect
+
+    from gradio.events import EventData
+
+    try:
+        parameters = inspect.signature(fn, eval_str=True).parameters.values()
+    except (TypeError, ValueError, NameError):
+        return False
+    return any(isinstance(p.annotation, type) and issubclass(p.annotation, EventData) for p in parameters)
+
+
+class EventGate:
+    """In front of Gradio's queue (`Queue.push`, the one door of `queue/join`) and of its direct
+    calls (`Blocks.process_api`, behind `run/predict` for events outside the queue): refuses in
+    one sentence and one log line, before anything runs, an event that cannot run (one that runs
+    in the browser only, or a select handler sent without its event data: Gradio would run it and
+    log a traceback), and in the queue, an event from a session that already has `share` events
+    waiting, or from a client address that has `address_share`: one client cannot fill the queue
+    for everyone. (Behind a proxy that uvicorn is not told to trust, every visitor has the
+    proxy's address: the address share is then everyone's, hence larger than a session's.)
+
+    Args:
+        blocks: The page, after `blocks.queue(...)`.
+        share: Most waiting events per session.
+        address_share: Most waiting events per client address (`client_key`).
+    """
+
+    BROWSER_ONLY = "This event runs in the browser only; there is nothing to run on the server."
+    NO_EVENT_DATA = "This event needs the clicked item's data (event_data), and none was sent."
+    OVER_SHARE = ("You already have {n} requests waiting; wait for them to finish (this server shares its "
+                  "queue between visitors).")
+
+    def __init__(self, blocks: Any, share: int, address_share: int):
+        self.share, self.address_share = share, address_share
+        self.refused = 0
+        self.blocks = blocks
+
+    @property
+    def blocks(self) -> Any:
+        return self._blocks
+
+    @blocks.setter
+    def blocks(self, blocks: Any) -> None:
+        """Guards `blocks` (also a page that reload mode swaps in, which keeps the old queue)."""
+        self._blocks = blocks
+        self._needs_data: dict[int, bool] = {}
+        queue = blocks._queue
+        if queue.push != self.push:
+            self._push, queue.push = queue.push, self.push
+        if blocks.process_api != self.process_api:
+            self._process_api, blocks.process_api = blocks.process_api, self.process_api
+
+    def waiting(self) -> list[Any]:
+        """The events waiting in every concurrency group's queue."""
+        queues = getattr(self.blocks._queue, "event_queue_per_concurrency_id", {})
+        return [event for q in list(queues.values()) for event in list(q.queue)]
+
+    def cannot_run(self, index: Any, fn: Any, event_data: Any) -> str | None:
+        """Why event `index` (`fn`, Gradio's BlockFunction) cannot run with `event_data` (the
+        client's raw value), or None."""
+        if fn is None:
+            return None
+        if fn.fn is None:
+            return self.BROWSER_ONLY
+        if event_data is None and self._takes_data(index, fn):
+            return self.NO_EVENT_DATA
+        return None
+
+    def _refuse(self, index: Any, words: str) -> None:
+        self.refused += 1
+        logger.info("event %s refused: %s", index, words)
+
+    async def push(self, body: Any, request: Any, username: str | None):
+        fns = getattr(self.blocks, "fns", {})
+        fn = fns.get(body.fn_index) if isinstance(body.fn_index, int) else None
+        refusal = None
+        if words := self.cannot_run(body.fn_index, fn, getattr(body, "event_data", None)):
+            refusal = words, "error"
+        else:
+            mine = client_key(request)
+            waiting = self.waiting()
+            same_session = sum(1 for e in waiting if getattr(e, "session_hash", None) == body.session_hash)
+            same_client = sum(1 for e in waiting if client_key(getattr(e, "request", None)) == mine)
+            if same_session >= self.share or same_client >= self.address_share:
+                refusal = self.OVER_SHARE.format(n=max(same_session, same_client)), "queue_full"
+        if refusal is not None:
+            self._refuse(body.fn_index, refusal[0])
+            return False, refusal[0], refusal[1]
+        return await self._push(body=body, request=request, username=username)
+
+    async def process_api(self, block_fn: Any, *args: Any, **kwargs: Any):
+        import gradio as gr
+
+        fn = self.blocks.fns.get(block_fn) if isinstance(block_fn, int) else block_fn
+        index = getattr(fn, "_id", block_fn)
+        data = kwargs.get("event_data")
+        if words := self.cannot_run(index, fn, getattr(data, "_data", data)):
+            self._refuse(index, words)
+            raise gr.Error(words, print_exception=False)
+        return await self._process_api(block_fn, *args, **kwargs)
+
+    def _takes_data(self, index: int, fn: Any) -> bool:
+        if index not in self._needs_data:
+            self._needs_data[index] = _needs_event_data(fn.fn)
+        return self._needs_data[index]
 
 
 # ----------------------------------------------------------------------------------- sessions
@@ -182,32 +572,35 @@ class EmptyFolders:
         upload_dir: Gradio's upload folder (never removed itself; nothing outside it is touched).
         min_age_s: A folder left alone for less than this is kept in a full sweep: one just made
             is about to receive its file.
+        keep: Folders never removed, even empty (the page's own, `demo.server.page_folders`).
     """
 
-    def __init__(self, upload_dir: Path, min_age_s: float):
+    def __init__(self, upload_dir: Path, min_age_s: float, keep: Sequence[Path] = ()):
         self.upload_dir, self.min_age_s = Path(upload_dir), min_age_s
+        self.keep = tuple(Path(k).resolve() for k in keep)
 
-    def remove(self, folders: set[Path], min_age_s: float = 0.0) -> None:
+    def remove(self, folders: set[Path], min_age_s: float = 0.0, now: float | None = None) -> None:
         """Removes those of `folders` that are empty, inside the upload folder, and at least
         `min_age_s` old."""
         root = self.upload_dir.resolve()
+        now = time.time() if now is None else now
         for folder in folders:
             try:
                 resolved = folder.resolve()
-                inside = resolved != root and resolved.is_relative_to(root)
-                if inside and time.time() - folder.stat().st_mtime >= min_age_s and not any(folder.iterdir()):
+                inside = resolved != root and resolved.is_relative_to(root) and resolved not in self.keep
+                if inside and now - folder.stat().st_mtime >= min_age_s and not any(folder.iterdir()):
                     folder.rmdir()
             except OSError:
                 pass
 
-    def sweep(self) -> None:
+    def sweep(self, now: float | None = None) -> None:
         """Every empty folder directly under the upload folder, left alone for `min_age_s`
         (those left by Gradio's own age-based deletion)."""
         try:
             folders = {p for p in self.upload_dir.iterdir() if p.is_dir()}
         except OSError:
             return
-        self.remove(folders, self.min_age_s)
+        self.remove(folders, self.min_age_s, now)
 
 
 @dataclass(frozen=True)
@@ -216,6 +609,7 @@ class FileTrimResult:
 
     files_deleted: int = 0
     bytes_freed: int = 0
+    bytes_kept: int = 0  # of the files counted, those left
 
     def summary(self) -> str | None:
         if not self.files_deleted:
@@ -233,13 +627,35 @@ class FileBudget:
         budget_bytes: Most bytes of Gradio-written files kept.
         min_age_s: Files younger than this are never deleted (an upload about to be used).
         folders: Removes the folders emptied by a trim.
+        protected: Folders of the page's own files: a file there is never deleted, and is taken
+            out of any file set it reached, so Gradio's own age-based cleaner skips it too.
     """
 
-    def __init__(self, blocks: Any, *, budget_bytes: int, min_age_s: float, folders: EmptyFolders):
+    def __init__(self, blocks: Any, *, budget_bytes: int, min_age_s: float, folders: EmptyFolders,
+                 protected: Sequence[Path] = ()):
         self.blocks, self.budget_bytes, self.min_age_s, self.folders = blocks, budget_bytes, min_age_s, folders
+        self.protected = tuple(Path(p).resolve() for p in protected)
+        self._lock = threading.Lock()
 
-    def __call__(self, now: float | None = None) -> FileTrimResult:
-        now = time.time() if now is None else now
+    def is_protected(self, name: str) -> bool:
+        """Whether `name` lies in one of the page's own folders (links resolved)."""
+        try:
+            resolved = Path(name).resolve()
+        except (OSError, ValueError):
+            return True  # a path that cannot be resolved is never deleted
+        return any(resolved.is_relative_to(folder) for folder in self.protected)
+
+    def __call__(self, now: float | None = None, room: int = 0) -> FileTrimResult:
+        """Deletes the oldest files until they and `room` more bytes fit the budget (files younger
+        than `min_age_s` excepted)."""
+        with self._lock:  # the housekeeping's thread and the upload gate's
+            return self._trim(time.time() if now is None else now, room)
+
+    def make_room(self, size: int) -> bool:
+        """Whether `size` more bytes fit the budget, once the oldest files that must go are gone."""
+        return self(room=size).bytes_kept + size <= self.budget_bytes
+
+    def _trim(self, now: float, room: int) -> FileTrimResult:
         keep: set[str] = set()
         for component in list(self.blocks.blocks.values()):
             keep.update(getattr(component, "keep_in_cache", ()))
@@ -247,6 +663,9 @@ class FileBudget:
         total = 0
         for file_set in list(self.blocks.temp_file_sets):
             for name in list(file_set):
+                if self.protected and self.is_protected(name):
+                    file_set.discard(name)
+                    continue
                 try:
                     stat = os.lstat(name)
                 except OSError:
@@ -259,7 +678,7 @@ class FileBudget:
         deleted = freed = 0
         emptied: set[Path] = set()
         for mtime, name, size, file_set in entries:
-            if total <= self.budget_bytes or now - mtime < self.min_age_s:
+            if total + room <= self.budget_bytes or now - mtime < self.min_age_s:
                 break
             try:
                 os.remove(name)
@@ -271,7 +690,53 @@ class FileBudget:
             freed += size
             emptied.add(Path(name).parent)
         self.folders.remove(emptied)
-        return FileTrimResult(deleted, freed)
+        return FileTrimResult(deleted, freed, total)
+
+
+class UploadGate:
+    """Pure ASGI middleware: the disk budget enforced when an upload arrives, not only when
+    housekeeping next runs. Before Gradio's upload route (`path`) reads a body, room is made for
+    it and for the uploads still arriving (`FileBudget.make_room`: visitors' oldest files go,
+    never the page's own nor a file younger than the budget's `min_age_s`); when there is none,
+    the upload is refused with 507 and a sentence, before a byte is written.
+
+    Args:
+        app: The ASGI app.
+        budget: Gives the app's `FileBudget` (None: no gate yet).
+        path: Gradio's upload route.
+        max_bytes: What an upload without a Content-Length is taken to need.
+    """
+
+    FULL = "The server's space for uploads is full right now; try again in a minute."
+
+    def __init__(self, app: Any, budget: Callable[[], "FileBudget | None"], path: str, max_bytes: int):
+        self.app, self.budget, self.path, self.max_bytes = app, budget, path, max_bytes
+        self.arriving = 0  # bytes declared by uploads being written now
+        self.refused = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") != self.path:
+            await self.app(scope, receive, send)
+            return
+        budget = self.budget()
+        size = self.max_bytes
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit():
+                size = min(int(value), self.max_bytes)
+        if budget is not None and not await asyncio.to_thread(budget.make_room, size + self.arriving):
+            self.refused += 1
+            logger.info("upload refused: the file budget is full")
+            body = self.FULL.encode()
+            await send({"type": "http.response.start", "status": 507,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                    (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        self.arriving += size
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.arriving -= size
 
 
 # ----------------------------------------------------------------------------------- orphaned heartbeats

@@ -7,9 +7,11 @@ example under the same path, and the first to exit deleted it for the other (Gra
 file it cached when it shuts down); `EmptyFolders` swept the other's folders too.
 
 Now each process claims `<upload root>/xception-run-<pid>-<token>/` (`claim`) and everything it
-writes goes there: Gradio's cache (GRADIO_TEMP_DIR is pointed at it, the only way Gradio is told),
-the examples, Teach's downloads. The process holds an exclusive `flock` on the folder's `.lock`
-file for as long as it lives; the kernel drops it when the process ends, even by `kill -9`. At
+writes goes into its `files/` folder: Gradio's cache (GRADIO_TEMP_DIR is pointed at it, the only
+way Gradio is told), the examples, Teach's downloads. The folder's `.lock` sits beside `files/`,
+never inside it: Gradio accepts a path from a client only inside its upload folder, and a path it
+accepts joins the files its cleaners delete, so a lock inside it could be named by any event and
+deleted. The process holds an exclusive `flock` on that `.lock` for as long as it lives; the kernel drops it when the process ends, even by `kill -9`. At
 start, `sweep_dead` removes the run folders whose lock nobody holds: only folders of this naming
 (nothing else under the root is touched), and only once their process is gone (a reused pid does
 not keep a dead folder, and a live process's folder is never taken).
@@ -41,6 +43,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "xception-run-"
 RUN_FOLDER = re.compile(rf"^{PREFIX}(?P<pid>\d+)-(?P<token>[0-9a-f]{{8}})$")
 LOCK_NAME = ".lock"
+FILES_NAME = "files"  # the part of a run folder that Gradio and the services write to
 # A run folder with no lock file yet is being made (mkdir, then the lock): only one older than
 # this is a leftover (a process killed between the two steps).
 UNLOCKED_GRACE_S = 60.0
@@ -76,6 +79,12 @@ class RunFolder:
     path: Path
     lock_fd: int
 
+    @property
+    def files(self) -> Path:
+        """`path/files`: the upload folder of this process (GRADIO_TEMP_DIR, `Settings.upload_dir`);
+        the lock is outside it, out of every client's reach."""
+        return self.path / FILES_NAME
+
 
 def is_run_folder(path: Path) -> bool:
     """Whether `path`'s name is one this module gives its folders."""
@@ -84,10 +93,12 @@ def is_run_folder(path: Path) -> bool:
 
 def claim(root: Path) -> RunFolder:
     """This process's run folder under `root`, made and locked on first call (later calls give
-    the same one, also when passed the run folder itself); first sweeps what dead
-    processes left under `root`. A `root` that is itself a run folder (inherited from a parent
-    app's GRADIO_TEMP_DIR) stands for the root above it."""
+    the same one, also when passed the run folder or its `files/`); first sweeps what dead
+    processes left under `root`. A `root` that is itself a run folder or a run folder's `files/`
+    (inherited from a parent app's GRADIO_TEMP_DIR) stands for the root above it."""
     root = Path(root)
+    if root.name == FILES_NAME and is_run_folder(root.parent):  # a run folder's upload folder
+        root = root.parent
     if is_run_folder(root):  # a run folder given as the root (GRADIO_TEMP_DIR inherited from a parent app)
         root = root.parent
     key = (os.getpid(), root.resolve())
@@ -103,6 +114,7 @@ def claim(root: Path) -> RunFolder:
         fd = os.open(path / LOCK_NAME, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: nobody else can hold it
         os.write(fd, f"{os.getpid()}\n".encode())
+        (path / FILES_NAME).mkdir(mode=0o700)
         _claimed[key] = RunFolder(root, path, fd)
         atexit.register(_remove_at_exit, path, os.getpid())  # a killed process's: the next start's sweep
         return _claimed[key]

@@ -24,28 +24,34 @@ from pathlib import Path
 import fastapi
 import gradio as gr
 import pydantic
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.routing import Mount
 
 from demo.errors import NO_SUCH_EVENT, public_text
 from demo.fonts import add_font_routes
-from demo.http_api import refusal_answer, register_http_api
+from demo.http_api import refusal_answer, register_http_api, under_api
 from demo.log_filter import configure_logging
 from demo.limits import (
     BodyLimitMiddleware,
+    BodyLoad,
     Chore,
     EmptyFolders,
     FileBudget,
     Housekeeping,
     OrphanHeartbeats,
+    EventGate,
     SessionSweep,
+    UploadGate,
+    deadline_protocol,
     map_big_blocks,
     release_free_memory,
 )
 from demo.netron.exports import register_exports
 from demo.netron.routes import add_netron_routes
 from demo.ports import exit_if_port_taken
-from demo.runs import claim, is_run_folder, sweep_dead
+from demo.runs import FILES_NAME, claim, is_run_folder, sweep_dead
+from demo.services.examples import EXAMPLES_FOLDER
 from demo.services.payloads import MAX_UPLOAD_BYTES
 from demo.store import ModelStore, Store
 from demo.ui import text
@@ -83,6 +89,19 @@ class Budgets:
         files_budget_bytes: Uploads and generated images kept at most, oldest deleted first.
         file_min_age_s: Never delete a file younger than this (an upload about to be used).
         sweep_s: How often housekeeping runs.
+        body_deadline_s: A request's whole body must arrive within this long of its start, on
+            every route (408 otherwise); a trickle does not extend it.
+        header_deadline_s: A request's line and headers must arrive within this long (uvicorn
+            answers 408 and closes otherwise: `demo.limits.deadline_protocol`).
+        held_body_bytes: Most bytes held at once by request bodies still arriving, all requests
+            together; a body that would pass it is refused (503).
+        json_items: Most objects, arrays and items in a JSON body (`demo.limits.json_items`);
+            Gradio's largest legitimate one (Teach's add of 30 files) has a few hundred.
+        queue_share: Most events one session may have waiting in the queue (`demo.limits.EventGate`).
+        address_share: Most events one client address may have waiting: behind a proxy,
+            uvicorn's FORWARDED_ALLOW_IPS must name it (on a Space, `*`: only its proxy reaches the
+            container) for its X-Forwarded-For to give the visitor's address; otherwise every
+            visitor shares this one share.
     """
 
     upload_bytes: int = MAX_UPLOAD_BYTES
@@ -93,17 +112,45 @@ class Budgets:
     files_budget_bytes: int = 200 * 2**20
     file_min_age_s: float = 30.0
     sweep_s: float = 10.0
+    body_deadline_s: float = 60.0
+    header_deadline_s: float = 10.0
+    held_body_bytes: int = 160 * 2**20
+    json_items: int = 20_000
+    queue_share: int = 8
+    address_share: int = 32
+
+
+def page_folders(upload_dir: Path) -> tuple[Path, ...]:
+    """The folders of the page's own files under `upload_dir` (the examples): read-only to events,
+    outside every budget and cleaner, never expiring."""
+    return (Path(upload_dir) / EXAMPLES_FOLDER,)
+
+
+def protect_page_files(upload_dir: Path) -> tuple[Path, ...]:
+    """Makes the page's own folders Gradio static paths: a file there is served and read where it
+    lies, never copied into Gradio's cache nor added to the file sets its age-based cleaner
+    (`delete_cache`) and `FileBudget` delete from, also when a client names it as an event's input.
+    Returns the folders (made if missing)."""
+    from gradio.data_classes import _StaticFiles
+
+    folders = page_folders(upload_dir)
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    known = set(_StaticFiles.all_paths)
+    gr.set_static_paths([f for f in folders if f.resolve() not in known])
+    return folders
 
 
 def housekeeping(blocks: gr.Blocks, budgets: Budgets, upload_dir: Path) -> Housekeeping:
     """The chores that keep sessions, files and memory within `budgets`, in the order they run.
-    `upload_dir` is this process's own folder (`use_own_folder`): no chore looks outside it, except
-    the sweep of the folders ended processes left beside it (`demo.runs`)."""
+    `upload_dir` is this process's own upload folder (`use_own_folder`): no chore looks outside it,
+    except the sweep of the folders ended processes left beside its run folder (`demo.runs`), and
+    none touches the page's own files (`page_folders`)."""
     sessions = SessionSweep(blocks, ttl_s=budgets.session_ttl_s)
     heartbeats = OrphanHeartbeats(blocks)
-    folders = EmptyFolders(upload_dir, min_age_s=budgets.file_min_age_s)
+    folders = EmptyFolders(upload_dir, min_age_s=budgets.file_min_age_s, keep=page_folders(upload_dir))
     files = FileBudget(blocks, budget_bytes=budgets.files_budget_bytes, min_age_s=budgets.file_min_age_s,
-                       folders=folders)
+                       folders=folders, protected=page_folders(upload_dir))
 
     def stop_orphans() -> str | None:
         stopped = heartbeats()
@@ -119,16 +166,18 @@ def housekeeping(blocks: gr.Blocks, budgets: Budgets, upload_dir: Path) -> House
         Chore("empty folders", folders.sweep, blocking=True),
         Chore("memory", release_memory, blocking=True),
     ]
-    if is_run_folder(upload_dir):  # the folders of processes that ended since this one started
-        chores.append(Chore("ended processes", lambda: sweep_dead(upload_dir.parent).summary(), blocking=True))
+    run = Path(upload_dir).parent
+    if Path(upload_dir).name == FILES_NAME and is_run_folder(run):  # folders of processes that ended since
+        chores.append(Chore("ended processes", lambda: sweep_dead(run.parent).summary(), blocking=True))
     return Housekeeping(chores, page_watchers=(sessions, heartbeats, files))
 
 
 def use_own_folder(store: Store) -> Path:
     """Points every file this process writes at a folder of its own under the configured upload
-    root (`demo.runs`), after sweeping the folders of ended processes: the store's settings (which
-    every service reads) and Gradio's cache (GRADIO_TEMP_DIR, which Gradio reads when a page and
-    its components are built, and whenever it checks a path). Idempotent; returns the folder."""
+    root (`demo.runs`: the run folder's `files/`, beside its lock), after sweeping the folders of
+    ended processes: the store's settings (which every service reads) and Gradio's cache
+    (GRADIO_TEMP_DIR, which Gradio reads when a page and its components are built, and whenever
+    it checks a path). Idempotent; returns the folder."""
     try:
         run = claim(store.settings.upload_dir)
     except OSError as exc:  # an upload root this process cannot write: uploads would fail anyway
@@ -136,10 +185,10 @@ def use_own_folder(store: Store) -> Path:
         logger.warning("upload folder %s is not writable (%s); using %s", store.settings.upload_dir,
                        type(exc).__name__, fallback)
         run = claim(fallback)
-    if store.settings.upload_dir != run.path:
-        store.settings = dataclasses.replace(store.settings, upload_dir=run.path)
-    os.environ["GRADIO_TEMP_DIR"] = str(run.path)
-    return run.path
+    if store.settings.upload_dir != run.files:
+        store.settings = dataclasses.replace(store.settings, upload_dir=run.files)
+    os.environ["GRADIO_TEMP_DIR"] = str(run.files)
+    return run.files
 
 
 def answer_unknown_events(app: fastapi.FastAPI) -> None:
@@ -155,7 +204,16 @@ def answer_unknown_events(app: fastapi.FastAPI) -> None:
             return JSONResponse({"detail": NO_SUCH_EVENT}, status_code=404)
         return JSONResponse({"detail": INTERNAL_ERROR.format(kind=type(exc).__name__)}, status_code=500)
 
+    async def malformed(request: fastapi.Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer repeats each bad value whole (5 MB in, 5 MB out), and one it cannot
+        # write as JSON (fn_index 1e400, a float infinity) turns into a 500 with a traceback.
+        words = "; ".join(public_text(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg', '')}", 200)
+                          for e in exc.errors()[:3])
+        logger.info("%s: malformed request refused: %s", request.url.path, words)
+        return JSONResponse({"detail": f"Malformed request: {words}."}, status_code=422)
+
     gradio_app.add_exception_handler(KeyError, unknown)
+    gradio_app.add_exception_handler(RequestValidationError, malformed)
     gradio_app.add_exception_handler(Exception, unknown)
 
 
@@ -178,7 +236,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     """Builds the app; model loading starts in the background right away."""
     budgets = budgets or Budgets()
     store = (store or make_store(settings or Settings())).start()
-    run_folder = use_own_folder(store)
+    run_folder = use_own_folder(store).parent
+    protect_page_files(store.settings.upload_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: fastapi.FastAPI):
@@ -197,6 +256,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
 
     app = fastapi.FastAPI(title="Xception Explorer", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.store = store
+    app.state.budgets = budgets
+    app.state.body_load = BodyLoad()
 
     @app.get("/healthz", response_model=Health, response_model_exclude_none=True,
              summary="Whether the model is loaded, in the page's words")
@@ -211,9 +272,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     add_font_routes(app)  # the page's and Netron's fallback font, from the app itself
     exports = register_exports(app, store, add_netron_routes)
     # The plain HTTP API takes the page's upload cap, so both refuse the same files.
-    register_http_api(app, store, max_bytes=budgets.upload_bytes, max_waiting=QUEUE_SIZE)
+    register_http_api(app, store, max_bytes=budgets.upload_bytes, max_waiting=QUEUE_SIZE,
+                      body_deadline_s=budgets.body_deadline_s)
     blocks = build_demo(store, exports, max_upload=f"{budgets.upload_bytes // 2**20}mb")
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
+    app.state.events = EventGate(blocks, budgets.queue_share, budgets.address_share)
     # Age-based deletion of uploads and generated images by Gradio itself (every 5 minutes).
     blocks.delete_cache = (300, budgets.files_age_s)
     blocks.state_session_capacity = budgets.max_sessions
@@ -225,14 +288,33 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     )
     answer_unknown_events(app)
     # Its refusals on the API's paths are problem documents, as the API's OpenAPI description says.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=budgets.body_bytes, answer=refusal_answer)
+    # The disk budget holds when an upload arrives (its refusal comes after the body limit's).
+    app.add_middleware(UploadGate, budget=lambda: getattr(app.state, "file_budget", None),
+                       path="/gradio_api/upload", max_bytes=budgets.body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=budgets.body_bytes, answer=refusal_answer,
+                       deadline_s=budgets.body_deadline_s, held_cap=budgets.held_body_bytes,
+                       max_json_items=budgets.json_items, raw_body=under_api, load=app.state.body_load)
     # Gradio checks that a request's file paths were uploaded by a user only once the Blocks
     # "have launched", which mount_gradio_app never marks: without this, an API caller could
     # name any file on the server ({"path": "/etc/passwd"}) and have it copied into the cache.
     blocks.has_launched = True
     app.state.housekeeping = housekeeping(blocks, budgets, store.settings.upload_dir)
+    app.state.housekeeping.page_watchers += (app.state.events,)  # it follows a reloaded page too
+    app.state.file_budget = next(w for w in app.state.housekeeping.page_watchers if isinstance(w, FileBudget))
     app.state.blocks = blocks
     return app
+
+
+def server_config(app: fastapi.FastAPI, host: str, port: int | None = None, **options):
+    """The `uvicorn.Config` the app is served with: its budgets' header and body deadlines kept by
+    the HTTP protocol itself (`demo.limits.deadline_protocol`, h11 with its limit on header size)."""
+    import uvicorn
+
+    budgets: Budgets = app.state.budgets
+    # The protocol's body deadline is the backstop: the middleware's answers in words first.
+    http = deadline_protocol(budgets.header_deadline_s, budgets.body_deadline_s + 5.0)
+    options.setdefault("log_level", "warning")
+    return uvicorn.Config(app, host=host, port=port or 0, http=http, **options)
 
 
 def main(settings: Settings | None = None, store: Store | None = None,
@@ -253,4 +335,4 @@ def main(settings: Settings | None = None, store: Store | None = None,
     if on_app is not None:
         on_app(app)
     print(f"Xception Explorer on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", timeout_graceful_shutdown=2)
+    uvicorn.Server(server_config(app, settings.host, settings.port, timeout_graceful_shutdown=2)).run()

@@ -1,7 +1,7 @@
 """The app's model store on a Ray Serve cluster: the `demo.store.Store` protocol, the models in replicas.
 
 `RemoteModelStore` answers what the app asks of a store (`get`, `statuses`, `available`,
-`variant`, ...), but each image's forward pass, Grad-CAM and all-blocks activations run in a
+`local`, ...), but each image's forward pass, Grad-CAM and all-blocks activations run in a
 replica of the `scale.deployment` deployment, reached through a Serve handle. The rest of the
 app does not know which store it has: `demo.server.make_store` picks one from
 `Settings.model_store`, and the Serve ingress (`scale.ingress`) passes this one in.
@@ -9,8 +9,8 @@ app does not know which store it has: `demo.server.make_store` picks one from
 What stays in the app process: decoding and preprocessing (`demo.store.prepared`, as in the local
 store), labels and top-k (`Prediction.of`), the Explore tab's activation cache (the same
 `ActivationExplorer`, filled from the replicas), and, only once someone asks for an architecture
-description or an export, a local copy of the weights loaded through the same factory (those
-need a Keras model; no visitor's image ever runs on it).
+description, the operation view or an export, a local copy of the weights from the same
+translation cache (no TensorFlow once translated; no visitor's classify ever runs on it).
 
 Calls are retried when a replica dies under them (Serve routes the retry to a live replica and
 starts a new one); an error raised by the replica's own code is not retried but re-raised as it
@@ -21,11 +21,13 @@ Needs `requirements-scale.txt` (Ray Serve); nothing else in the app imports this
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+from pathlib import Path
 import time
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,8 +36,10 @@ from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import DeploymentUnavailableError
 
-from demo.store import (Prediction, SlotStatus, candidate_sources, default_candidates, has_settled, prepared,
-                        weights_title)
+from demo.store import (LocalServedModel, Prediction, SlotStatus, TranslationCache, candidate_sources,
+                        default_candidates, has_settled, prepared, weights_title)
+from xception_core.runtime.operation import BlockParams, LayerSource
+from xception_core.runtime.translated import TranslatedModel
 from xception_core.weights.source import ModelInfo, WeightsUnavailableError
 from xception_core.runtime.activations import ActivationExplorer, BlockDifference, ImageActivations
 from xception_core.settings import Settings
@@ -71,6 +75,13 @@ class RemoteStatus:
     titles: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Wiring:
+    """Names the weights and wiring of an activations call (the replica has the model)."""
+
+    info: ModelInfo
+
+
 class RemoteServedModel:
     """A `ServedModel` whose forward pass and Grad-CAM run in a replica.
 
@@ -85,8 +96,8 @@ class RemoteServedModel:
 
     @property
     def loaded(self) -> LoadedModel:
-        """A local copy of the weights, for descriptions and exports only (loaded on first use)."""
-        return self.store.variant(self.key, self._info.variant)
+        """The weights as a Keras model in this process: Teach's `.keras` export only."""
+        return self.store.local(self.key).loaded
 
     @property
     def info(self) -> ModelInfo:
@@ -124,16 +135,21 @@ class RemoteServedModel:
         return self.store.call("gradcam", self.key, np.asarray(features, np.float32), int(class_index))
 
     def description(self, variant: str) -> ModelDescription:
-        """The block table of a wiring (or 'reference'), from a local copy of the weights."""
-        from xception_core.runtime.introspection import describe, reference_description
+        """The block table of a wiring (or 'reference'), from the local copy's translation."""
+        return self.store.local(self.key).description(variant)
 
-        if variant == "reference":
-            return reference_description()
-        return describe(self.store.variant(self.key, variant).model, variant)
-
-    def explorable(self, variant: str) -> LoadedModel:
+    def explorable(self, variant: str) -> Wiring:
         """What `RemoteExplorer.compute` is given: it only reads the wiring."""
-        return self.store.variant(self.key, variant)
+        return Wiring(dataclasses.replace(self._info, variant=variant))
+
+    def operation_pass(self, variant: str) -> LayerSource:
+        return self.store.local(self.key).operation_pass(variant)
+
+    def operation_params(self, block: str) -> BlockParams:
+        return self.store.local(self.key).operation_params(block)
+
+    def export(self, kind: str, variant: str, folder: Path, name: str) -> Path:
+        return self.store.local(self.key).export(kind, variant, folder, name)
 
 
 class RemoteExplorer:
@@ -198,7 +214,7 @@ class RemoteModelStore:
         self._status_lock = threading.Lock()
         self._status_at: float | None = None  # clock() of the last status question
         self._served: dict[str, RemoteServedModel] = {}
-        self._local_copies: dict[tuple[str, str], LoadedModel] = {}
+        self._local_copies: dict[str, LocalServedModel] = {}
         self._local_copies_lock = threading.Lock()  # a load takes seconds: never under `_lock`
         self._replicas: tuple[float | None, dict[str, int]] = (None, {})
 
@@ -338,22 +354,24 @@ class RemoteModelStore:
         with self._lock:
             return self._served.setdefault(key, served)
 
-    def variant(self, key: str | None, variant: str) -> LoadedModel:
-        """A local copy of the weights in a wiring, for descriptions and exports (loaded once)."""
+    def local(self, key: str | None) -> LocalServedModel:
+        """A copy of the weights in this process, from the translation cache (no TensorFlow once
+        translated), for what the replicas do not answer: block tables, the operation view, the
+        exports and Teach's `.keras`. Made once per key; no visitor's classify runs on it."""
         served = self.get(key)
-        cache_key = (served.key, variant)
         with self._local_copies_lock:
-            if cache_key not in self._local_copies:
-                base = self._local_copies.get((served.key, served.info.variant))
-                if base is None:
-                    from xception_core.model import load_model, rewire  # TensorFlow: on first need only
+            local = self._local_copies.get(served.key)
+            if local is None:
+                source = self._sources.get(served.key, served.key)
+                translation, loaded = TranslationCache(self.settings).translation(served.key, source)
+                model = TranslatedModel(translation, threads=self.settings.onnx_threads)
+                local = self._local_copies[served.key] = LocalServedModel(served.key, model, self.settings,
+                                                                          keras=loaded, source=source)
+            return local
 
-                    base = load_model(self._sources.get(served.key, served.key), settings=self.settings)
-                    self._local_copies[(served.key, base.info.variant)] = base
-                from xception_core.model import rewire
-
-                self._local_copies[cache_key] = rewire(base, variant)
-            return self._local_copies[cache_key]
+    def warm_operation_view(self, blocks: Sequence[str] = ()) -> None:
+        """Nothing ahead of time: the page process's local copy is made on first need."""
+        return None
 
     def activation_explorer(self) -> RemoteExplorer:
         """A new activation cache for the Explore tab whose forwards run in the replicas."""

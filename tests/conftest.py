@@ -131,7 +131,7 @@ def store_serving(loaded, settings, key: str = "tiny"):
     from demo.store import ModelStore
 
     patch = pytest.MonkeyPatch()
-    patch.setattr("demo.store.load_model", lambda key, settings: loaded)
+    patch.setattr("demo.store.cache.load_model", lambda key, settings: loaded)
     try:
         store = ModelStore(settings, [key]).start()
         store.get(timeout=120)

@@ -13,8 +13,8 @@ from typing import Callable
 import fastapi
 
 from demo.runs import sweep_stale_temp_files
-from demo.store import ModelStore
-from xception_core.io.export import export_graph, export_keras, list_exports
+from demo.store import Store
+from xception_core.io.export import list_exports
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def writable_folder(preferred: Path) -> Path | None:
 class Exports:
     """Exports of the store's models, made on first request and cached on disk by the exporter."""
 
-    def __init__(self, store: ModelStore, folder: Path):
+    def __init__(self, store: Store, folder: Path):
         self.store, self.folder = store, folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -51,32 +51,31 @@ class Exports:
         """Names that may be served: only files the exporter created in the folder."""
         return {f.name for f in list_exports(self.folder)}
 
-    def _model(self, variant: str, key: str | None):
-        return self.store.variant(key, variant).model
-
     def _stem(self, variant: str, key: str | None) -> str:
         """The export name: 'xception-<weights key>-<variant>'. The folder is a cache other processes
         share, where the exporter replaces older files of a name: weights from a file also carry a
         digest of where the file is, so another process serving another file of the same stem
         never replaces (deletes) this one's exports."""
         tag = str(key or self.store.default_key)[:32]
-        info = self.store.variant(key, variant).info
+        info = self.store.get(key).info
         if info.preset is None and Path(str(info.source)).suffix in (".keras", ".h5", ".hdf5"):
             tag += "-" + hashlib.sha256(str(info.source).encode()).hexdigest()[:8]
         return f"xception-{tag}-{variant}"
 
     def graph(self, variant: str, key: str | None = None) -> str:
-        """File name of the weight-free graph of the `variant` wiring of the store's model."""
+        """File name of the weight-free graph of the `variant` wiring of the store's model (copied
+        from its translation: no TensorFlow)."""
         with self._lock:
-            return export_graph(self._model(variant, key), self.folder, self._stem(variant, key)).name
+            return self.store.get(key).export("graph", variant, self.folder, self._stem(variant, key)).name
 
     def full_keras(self, variant: str, key: str | None = None) -> Path:
-        """Path of the full `.keras` (architecture and weights) for download (~90 MB, ~1 s)."""
+        """Path of the full `.keras` (architecture and weights) for download (~90 MB, copied from
+        the translation once)."""
         with self._lock:
-            return export_keras(self._model(variant, key), self.folder, self._stem(variant, key))
+            return self.store.get(key).export("keras", variant, self.folder, self._stem(variant, key))
 
 
-def register_exports(app: fastapi.FastAPI, store: ModelStore, add_netron_routes: Callable) -> Exports | None:
+def register_exports(app: fastapi.FastAPI, store: Store, add_netron_routes: Callable) -> Exports | None:
     """Adds `/netron/` and `/models/` to `app` (before Gradio is mounted) and keeps the
     `Exports` on `app.state.exports` for the UI; None (and no routes) when nothing can be written."""
     folder = writable_folder(store.settings.exports)

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 EXAMPLE_SIDE = 512  # px: above every model input (150, 299), small enough to send as a thumbnail
 MAX_EXAMPLES = 9
+# The page's own files under the upload folder: the server serves this folder as Gradio static
+# files, so they never join the files its cleaners delete (`demo.server.protect_page_files`).
+EXAMPLES_FOLDER = "xception-examples"
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class ExampleService:
         """Where the display copies for weights `key` go: under Gradio's upload folder, the one
         folder whose files the page may show and the handlers may read."""
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in key)[:40]
-        return Path(self.store.settings.upload_dir) / "xception-examples" / safe
+        return Path(self.store.settings.upload_dir) / EXAMPLES_FOLDER / safe
 
     def examples(self, served: ServedModel) -> list[ExamplePhoto]:
         """The examples for `served` (at most MAX_EXAMPLES), made on first call."""

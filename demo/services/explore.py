@@ -155,12 +155,8 @@ class ExploreService:
         served = self.model()
         image = payload_to_image(payload, self.store.settings.upload_dir)
         x = served.preprocess(image)
-        try:
-            model = served.explorable(variant)  # the served wiring: no TensorFlow; the other: Keras
-        except TimeoutError as exc:  # `WarmingUp`: the article's wiring waits for TensorFlow
-            raise UserError(f"The {variant} wiring is warming up (loading TensorFlow, a few seconds the first "
-                            "time); try again in a moment.") from exc
-        return self.explorer.compute(model, x, weights_key=served.key)
+        # Either wiring from the translation: no TensorFlow.
+        return self.explorer.compute(served.explorable(variant), x, weights_key=served.key)
 
     def record(self, key: str | None, payload: Any, variant: str = "paper") -> tuple[ImageActivations, bool]:
         """The session's cached record, else recomputed from the image (evicted, or a new server)."""

@@ -26,7 +26,7 @@ from demo.services import UserError
 from demo.services.classify import ClassifyService
 from demo.services.explore import VARIANTS, check_block, check_choice, check_int
 from demo.services.payloads import payload_to_image
-from demo.store import ModelStore, ServedModel
+from demo.store import ServedModel, Store
 from xception_core.arch.graph import SeparablePlan, block_output, layer_graph, separable_names, separable_plan
 from xception_core.arch.receptive import (BlockField, ReceptiveField, layer_grid, position_at, receptive_field,
                                           receptive_table)
@@ -44,6 +44,7 @@ DEFAULT_TOP = 4
 MAX_PATCHES = 16  # patches one channel search returns
 DEFAULT_PATCHES = 8
 MAX_LABEL = 60
+OPENING_BLOCK = "block5"  # where the sub-tab opens (`demo.ui.explore.operation.DEFAULT_BLOCK`): readied at start
 STEP_BLOCKS = tuple(b.name for b in architecture().spec.blocks if separable_names(b))
 
 
@@ -117,16 +118,16 @@ class OperationService:
         search: The per-photo channel summaries (default: a new bounded one).
     """
 
-    def __init__(self, store: ModelStore, cache: OperationCache | None = None, search: PatchSearch | None = None):
+    def __init__(self, store: Store, cache: OperationCache | None = None, search: PatchSearch | None = None):
         self.store = store
         self.classify = ClassifyService(store)
         self.cache = OperationCache() if cache is None else cache  # (an empty cache is falsy)
         self.search = PatchSearch() if search is None else search
         self._lock = threading.Lock()
-        self._build_lock = threading.Lock()
-        self._sources: dict[tuple[str, str], LayerSource] = {}
-        self._params: dict[tuple[str, str, str], BlockParams] = {}
+        self._params: dict[tuple[str, str], BlockParams] = {}
         self._photo_keys: OrderedDict[str, str] = OrderedDict()  # payload identity → photo key
+        # A visitor's first click then costs what any new photo's does (`warmed`: set once ready).
+        self.warmed = store.warm_operation_view((OPENING_BLOCK,))
 
     # ---------------------------------------------------------------- the model
 
@@ -135,26 +136,17 @@ class OperationService:
         return self.classify.model(None)
 
     def source(self, served: ServedModel, variant: str) -> LayerSource:
-        """The pass for the served weights in a wiring, built on first use (a few seconds)."""
-        key = (served.key, variant)
-        with self._build_lock:  # one build per model and wiring, however many first clicks wait for it
-            source = self._sources.get(key)
-            if source is None:
-                # Building the pass is the one step that reads the Keras model; answering from it
-                # is ONNX Runtime and NumPy. (A translated model on disk will build it without Keras.)
-                from xception_core.runtime.operation_pass import layer_source
-
-                settings = self.store.settings
-                source = self._sources[key] = layer_source(self.store.variant(served.key, variant),
-                                                           backend=settings.backend, threads=settings.onnx_threads)
-        return source
+        """The pass for the served weights in a wiring: the translation's (ONNX Runtime), built
+        once by the served model (the store readies the default wiring's as soon as it loads)."""
+        return served.operation_pass(variant)
 
     def params(self, served: ServedModel, variant: str, block: str) -> BlockParams:
-        key = (served.key, variant, block)
+        """One block's weights as arrays (the same in both wirings), kept per weights and block."""
+        key = (served.key, block)
         with self._lock:
             params = self._params.get(key)
         if params is None:
-            params = BlockParams.from_model(self.store.variant(served.key, variant).model, block)
+            params = served.operation_params(block)
             with self._lock:
                 params = self._params.setdefault(key, params)
         return params

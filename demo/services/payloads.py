@@ -61,6 +61,8 @@ def payload_to_image(payload: Any, upload_dir: Path) -> Image.Image:
             resolved = Path(path).resolve()
             if not resolved.is_relative_to(Path(upload_dir).resolve()):
                 raise UserError("That file is not an upload of this app.")
+            if not resolved.is_file():  # deleted by the file budget, or never a file: no path, no errno
+                raise UserError("That upload is no longer on the server; upload the photo again.")
             source = resolved
         else:
             raise UserError(f"Unsupported image payload of type {type(payload).__name__}.")

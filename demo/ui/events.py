@@ -27,8 +27,8 @@ logger = logging.getLogger("demo.events")
 
 INTERNAL_ERROR = "Something went wrong on the server ({kind}); it has been logged. Please try again."
 REFUSED_TITLE = "Not done"
-# A feature that needs TensorFlow (the article's wiring, Netron's graph, the .keras download, the
-# operation view) the first time after a start: the app serves without it and loads it on demand.
+# The one feature that needs TensorFlow (Teach's .keras export) the first time after a start: the
+# app serves without it and loads it on demand.
 WARMING_UP = ("This feature is warming up: the server is loading TensorFlow for it in the background "
               "(a few seconds, once). Please try again in a moment.")
 FAILED_TITLE = "Server error"

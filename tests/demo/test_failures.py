@@ -36,7 +36,7 @@ def test_any_loader_failure_ends_as_unavailable_with_a_reason_and_releases_waite
     def load(key, settings):
         raise failure
 
-    monkeypatch.setattr("demo.store.load_model", load)
+    monkeypatch.setattr("demo.store.cache.load_model", load)
     # An empty cache: no translation to serve from, so the loader is what runs (and fails).
     store = ModelStore(Settings(cache_dir=tmp_path), ["kitchenware"]).start()
     # Waiters are released by the failure, not by their timeout: a waiter still waiting after 30 s
@@ -62,7 +62,7 @@ def test_the_store_records_the_cause_the_core_gave(monkeypatch, tmp_path):
     def load(key, settings):
         raise WeightsUnavailableError(f"{SECRET} has sha256 abc, expected def", WeightsFailure.DAMAGED)
 
-    monkeypatch.setattr("demo.store.load_model", load)
+    monkeypatch.setattr("demo.store.cache.load_model", load)
     store = ModelStore(Settings(cache_dir=tmp_path), ["kitchenware"]).start()  # nothing cached: the loader runs
     with pytest.raises(Exception, match="unavailable"):
         store.get("kitchenware", timeout=30)
@@ -88,7 +88,7 @@ def test_healthz_says_unavailable_with_the_reason_and_no_path(monkeypatch, tmp_p
     def load(key, settings):
         raise RuntimeError(f"Unable to open file (file signature not found) {SECRET}")
 
-    monkeypatch.setattr("demo.store.load_model", load)
+    monkeypatch.setattr("demo.store.cache.load_model", load)
     settings = Settings(cache_dir=tmp_path / "cache", upload_dir=tmp_path / "uploads")
     store = ModelStore(settings, ["kitchenware"])
     app = create_app(settings, store)
@@ -115,7 +115,7 @@ def test_a_read_only_cache_folder_does_not_stop_the_app(monkeypatch, tmp_path):
         cache.chmod(0o755)
         (cache / "exports").write_text("a file where the export folder should be")
     try:
-        monkeypatch.setattr("demo.store.load_model", lambda key, settings: (_ for _ in ()).throw(OSError("offline")))
+        monkeypatch.setattr("demo.store.cache.load_model", lambda key, settings: (_ for _ in ()).throw(OSError("offline")))
         settings = Settings(cache_dir=cache, upload_dir=tmp_path / "uploads")
         app = create_app(settings, ModelStore(settings, ["kitchenware"]))
         exports = app.state.exports
@@ -144,7 +144,7 @@ def test_with_no_writable_folder_at_all_the_page_says_downloads_are_off(monkeypa
     from demo.server import create_app
 
     monkeypatch.setattr("demo.netron.exports.writable_folder", lambda preferred: None)
-    monkeypatch.setattr("demo.store.load_model", lambda key, settings: (_ for _ in ()).throw(OSError("offline")))
+    monkeypatch.setattr("demo.store.cache.load_model", lambda key, settings: (_ for _ in ()).throw(OSError("offline")))
     settings = Settings(cache_dir=tmp_path / "cache", upload_dir=tmp_path / "uploads")
     app = create_app(settings, ModelStore(settings, ["kitchenware"]))
     with TestClient(app) as client:

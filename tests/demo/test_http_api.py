@@ -122,7 +122,7 @@ def test_503_while_the_model_loads(tiny_model, monkeypatch):
         release.wait(30)
         return tiny_model
 
-    monkeypatch.setattr("demo.store.load_model", slow)
+    monkeypatch.setattr("demo.store.cache.load_model", slow)
     store = ModelStore(Settings(), ["slow"]).start()
     app = fastapi.FastAPI()
     register_http_api(app, store, max_bytes=CAP)
@@ -148,7 +148,7 @@ def test_weights_that_failed_offline_say_so_without_addresses_or_errno(tiny_mode
                 "service not known>", cause=WeightsFailure.OFFLINE)
         return tiny_model
 
-    monkeypatch.setattr("demo.store.load_model", load)
+    monkeypatch.setattr("demo.store.cache.load_model", load)
     store = ModelStore(Settings(), ["tiny", "imagenet"]).start()
     with pytest.raises(WeightsUnavailableError):
         store.get("imagenet", timeout=60)  # returns once that load has ended
@@ -248,7 +248,7 @@ def test_int8_is_said_on_the_page_and_in_the_api(tiny_model, served_app, monkeyp
 
     fp32_client, fp32_store = served_app
     assert "int8" not in text.classify_info(fp32_store.get(), 0.01)
-    monkeypatch.setattr("demo.store.load_model", lambda key, settings: tiny_model)
+    monkeypatch.setattr("demo.store.cache.load_model", lambda key, settings: tiny_model)
     store = ModelStore(Settings(precision="int8"), ["tiny"]).start()
     served = store.get(timeout=120)
     assert served.classifier.precision == "int8"

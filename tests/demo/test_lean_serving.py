@@ -1,6 +1,7 @@
-"""Serving from the cached translation (issue 18): a process started with a warm cache answers
-classify, Grad-CAM, activations and the architecture with no TensorFlow loaded, and the features
-that need TensorFlow still work, after saying they are warming up."""
+"""Serving from the cached translation (issues 18, 25): a process started with a warm cache answers
+classify, Grad-CAM, activations, the architecture, both wirings and Inside one operation with no
+TensorFlow loaded; Teach's `.keras`, the one feature that needs it, works after saying it is
+warming up."""
 
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ def warm_cache(settings):
 
 
 def test_a_warm_start_answers_everything_without_tensorflow(warm_cache, tmp_path):
-    """`python app.py` on a warm cache: a REST classify, then Grad-CAM, activations and the
-    architecture through the page's API; its memory map holds no TensorFlow library after all of it."""
+    """`python app.py` on a warm cache: a REST classify, then Grad-CAM, activations, the
+    architecture and Inside one operation (both wirings) through the page's API; its memory map
+    holds no TensorFlow library after all of it, and it holds at most 600 MB."""
     from gradio_client import Client, handle_file
 
     port = free_port()
@@ -64,41 +66,59 @@ def test_a_warm_start_answers_everything_without_tensorflow(warm_cache, tmp_path
         assert activations["block"] == "block4" and len(activations["channel_means"]) == activations["shape"][-1]
         architecture = client.predict(api_name="/architecture")
         assert architecture["weights"] == "kitchenware" and len(architecture["blocks"]) == 15
+        step = client.predict(handle_file(str(EXAMPLE)), "block5", "block5_sepconv2", 1, 1, 3, "paper", 2,
+                              api_name="/operation")
+        assert step["variant"] == "paper" and step["stages"]
         libraries = Path(f"/proc/{proc.pid}/maps").read_text()
         assert "tensorflow" not in libraries and "_pywrap" not in libraries
         assert "onnxruntime" in libraries  # the check reads the right process
+        rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                      if line.startswith("VmRSS:"))
+        assert rss_kb <= 600 * 1024, f"{rss_kb / 1024:.0f} MB resident"
+        # The article's wiring (two more ONNX Runtime sessions, ~100 MB each) needs no TensorFlow either.
+        step = client.predict(handle_file(str(EXAMPLE)), "block5", "block5_sepconv2", 1, 1, 3, "article", 2,
+                              api_name="/operation")
+        assert step["variant"] == "article" and step["stages"]
+        libraries = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "tensorflow" not in libraries and "_pywrap" not in libraries
     finally:
         stop(proc)
 
 
-def test_tensorflow_features_warm_up_in_the_background_then_work(warm_cache, tmp_path):
-    """A store serving from the cache has no Keras model until a feature asks for it: the first
-    ask is told it is warming up (the page's words: `demo.ui.events.WARMING_UP`), and once loaded
-    the article's wiring, the .keras export and a taught .keras all work."""
+def test_every_explore_feature_answers_from_the_translation(warm_cache, tmp_path):
+    """A store serving from the cache has no Keras model, and needs none for the article's wiring,
+    Inside one operation (both wirings), Netron's graph and the .keras download; only Teach's
+    taught `.keras` loads it (in the background: the first ask is told it is warming up, in the
+    page's words `demo.ui.events.WARMING_UP`)."""
     from demo.netron.exports import Exports
     from demo.services.explore import ExploreService
+    from demo.services.operation import OperationService
     from demo.ui.events import WARMING_UP, _message
 
     store = ModelStore(dataclasses.replace(warm_cache, export_dir=tmp_path, upload_dir=tmp_path),
                        ["kitchenware"]).start()
     served = store.get(timeout=120)
     assert isinstance(served.classifier, TranslatedModel) and served.keras_state() == "idle"
+    photo = {"path": str(_copy(EXAMPLE, tmp_path)), "meta": {"_type": "gradio.FileData"}}
+    comparison = ExploreService(store).compare(None, photo)
+    assert [d.block for d in comparison.differences][-1] == "block14"
+    operation = OperationService(store)
+    for variant in ("paper", "article"):
+        answer = operation.step(None, photo, "block5", 2, 1, 1, 3, variant)
+        assert answer.step.variant == variant and answer.step.model
+    exports = Exports(store, tmp_path / "exports")
+    assert exports.graph("article").startswith("xception-kitchenware-article.graph-")
+    assert exports.full_keras("paper").stat().st_size > 1_000_000
+    assert served.keras_state() == "idle"  # none of the above loaded Keras
     with pytest.raises(WarmingUp) as refused:
-        store.variant(None, "article", timeout=0)
+        served.keras(timeout=0)
     message, mistake = _message(lambda: None, refused.value)
     assert message == WARMING_UP and not mistake
-    assert served.keras_state() in ("warming", "ready")
-    article = store.variant(None, "article", timeout=300)
-    assert article.info.variant == "article" and served.keras_state() == "ready"
-    comparison = ExploreService(store).compare(None, {"path": str(_copy(EXAMPLE, tmp_path)),
-                                                      "meta": {"_type": "gradio.FileData"}})
-    assert [d.block for d in comparison.differences][-1] == "block14"
-    assert Exports(store, tmp_path / "exports").full_keras("paper").stat().st_size > 1_000_000
     from xception_core.io.heads import save_taught_model
     from xception_core.runtime.transfer import SoftmaxHead
 
     head = SoftmaxHead(np.zeros((2048, 2), np.float32), np.zeros(2, np.float32))
-    path = save_taught_model(tmp_path / "taught.keras", served.loaded, head, ("a", "b"))
+    path = save_taught_model(tmp_path / "taught.keras", served.keras(timeout=300), head, ("a", "b"))
     assert Path(path).stat().st_size > 1_000_000
 
 
@@ -118,7 +138,7 @@ def test_a_translation_with_other_labels_is_made_again(warm_cache, tmp_path, mon
     shutil.copytree(warm_cache.cache_dir / "kitchenware", settings.cache_dir / "kitchenware")
     shutil.copytree(translation_dir(warm_cache.cache_dir, sha), translation_dir(settings.cache_dir, sha))
     renamed = tuple(f"new {name}" for name in ModelStore(settings, ["kitchenware"]).start().get(timeout=120).labels)
-    monkeypatch.setattr("demo.store.load_labels", lambda name, folder=None: renamed)
+    monkeypatch.setattr("demo.store.cache.load_labels", lambda name, folder=None: renamed)
     served = ModelStore(settings, ["kitchenware"]).start().get(timeout=600)
     assert served.labels == renamed
     assert tuple(open_translation(translation_dir(settings.cache_dir, sha), sha).meta["labels"]) == renamed

@@ -370,8 +370,8 @@ def test_the_apps_housekeeping_has_each_chore_once():
     chores = housekeeping(blocks, Budgets(), Path("/tmp/no-such-upload-folder"))
     assert [c.name for c in chores.chores] == ["sessions", "heartbeats", "files", "empty folders", "memory"]
     assert [c.blocking for c in chores.chores] == [False, False, True, True, True]
-    # In a process's own folder (the app's case) the folders of ended processes beside it are swept too.
-    chores = housekeeping(blocks, Budgets(), Path("/tmp/no-such-root/xception-run-1-0123abcd"))
+    # In a process's own upload folder (the app's case: its run folder's files/) the folders of ended processes beside it are swept too.
+    chores = housekeeping(blocks, Budgets(), Path("/tmp/no-such-root/xception-run-1-0123abcd/files"))
     assert [c.name for c in chores.chores][-1] == "ended processes" and chores.chores[-1].blocking
 
 

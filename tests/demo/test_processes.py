@@ -19,7 +19,7 @@ import pytest
 
 from bench import appserver
 from bench.appserver import free_port, stop
-from demo.runs import LOCK_NAME, PREFIX, claim, is_run_folder, sweep_dead
+from demo.runs import FILES_NAME, LOCK_NAME, PREFIX, claim, is_run_folder, sweep_dead
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,6 +119,8 @@ def test_the_sweep_takes_only_run_folders_whose_process_is_gone(tmp_path):
     root.mkdir()
     mine = claim(root)
     assert claim(root) == mine and claim(mine.path) == mine  # once per process, also from its own folder
+    assert claim(mine.files) == mine and mine.files.parent == mine.path and mine.files.is_dir()
+    assert not (mine.files / LOCK_NAME).exists(), "the lock is out of the upload folder, out of clients' reach"
     others = [root / "gradio-hash-0123", root / "xception-run-notapid", root / "teach"]  # not of our naming
     for other in others:
         other.mkdir()
@@ -181,6 +183,7 @@ def test_an_upload_root_that_cannot_be_written_falls_back_to_a_temporary_one(tmp
     blocked.write_text("x")  # mkdir under it fails (NotADirectoryError, an OSError)
     store = ModelStore(Settings(upload_dir=blocked / "gradio"), ["no-such-weights"])
     folder = use_own_folder(store)
-    assert is_run_folder(folder) and folder.is_dir() and folder.parent.name == "xception-uploads"
+    assert folder.name == FILES_NAME and is_run_folder(folder.parent) and folder.is_dir()
+    assert folder.parent.parent.name == "xception-uploads"
     assert store.settings.upload_dir == folder and os.environ["GRADIO_TEMP_DIR"] == str(folder)
     assert "is not writable" in caplog.text

@@ -115,7 +115,7 @@ def test_weights_that_failed_to_download_are_explained_without_address_or_error_
                 "[Errno -2] Name or service not known", cause=WeightsFailure.OFFLINE)
         return random_loaded(71, 3)
 
-    monkeypatch.setattr("demo.store.load_model", load)
+    monkeypatch.setattr("demo.store.cache.load_model", load)
     store = ModelStore(Settings(), ["kitchenware", "imagenet"]).start()
     store.get(timeout=120)
     with pytest.raises(UserError) as excinfo:

@@ -63,7 +63,7 @@ def test_unavailable_weights_become_a_message(monkeypatch):
     def fail(key, settings):
         raise WeightsUnavailableError(f"{key}: offline")
 
-    monkeypatch.setattr("demo.store.load_model", fail)
+    monkeypatch.setattr("demo.store.cache.load_model", fail)
     store = ModelStore(Settings(), ["a"]).start()
     # Worded from the recorded cause (none here), never from the error's text, as the REST API does.
     with pytest.raises(UserError, match=r"a: failed to load \(the server log says why\)"):

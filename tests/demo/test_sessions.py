@@ -91,7 +91,7 @@ def failing_store(monkeypatch):
     def fail(key, settings):
         raise WeightsUnavailableError(f"{key} is offline: /srv/secret-home/.cache/{key}.keras is missing")
 
-    monkeypatch.setattr("demo.store.load_model", fail)
+    monkeypatch.setattr("demo.store.cache.load_model", fail)
     return ModelStore(Settings(), ["a"]).start()
 
 

@@ -42,7 +42,7 @@ def test_store_answers_while_loading_then_serves(monkeypatch, tiny_model):
         release.wait(10)
         return tiny_model
 
-    monkeypatch.setattr("demo.store.load_model", slow_load)
+    monkeypatch.setattr("demo.store.cache.load_model", slow_load)
     store = ModelStore(Settings(), ["broken", "slow"])
     assert states(store) == {"broken": "waiting", "slow": "waiting"}
     store.start()
@@ -68,7 +68,7 @@ def test_store_reports_when_nothing_loads(monkeypatch):
     def fail(key, settings):
         raise WeightsUnavailableError(f"{key} is offline")
 
-    monkeypatch.setattr("demo.store.load_model", fail)
+    monkeypatch.setattr("demo.store.cache.load_model", fail)
     store = ModelStore(Settings(), ["a", "b"]).start()
     with pytest.raises(WeightsUnavailableError, match="a is offline.*b is offline"):
         store.get(timeout=10)
@@ -86,7 +86,7 @@ def test_when_ready_runs_after_the_default_loads_and_before_the_others(monkeypat
             release.wait(10)
         return tiny_model
 
-    monkeypatch.setattr("demo.store.load_model", load)
+    monkeypatch.setattr("demo.store.cache.load_model", load)
     store = ModelStore(Settings(), ["first", "second"])
     store.when_ready(lambda served: order.append(f"warm {served.key}"))
     store.when_ready(lambda served: 1 / 0)  # logged, does not stop loading
@@ -94,7 +94,7 @@ def test_when_ready_runs_after_the_default_loads_and_before_the_others(monkeypat
     assert loading_first.wait(10)
     assert order == []
     release.set()
-    store.get("second", timeout=30)
+    store.get("second", timeout=120)  # two translations, each of both wirings
     assert order == ["warm first", "load second"]
     done = threading.Event()
     store.when_ready(lambda served: (order.append(f"late {served.key}"), done.set()))  # already ready: runs at once
@@ -109,6 +109,7 @@ class _InstantClassifier:
     weights while other threads read the store."""
 
     classes, input_size, backend, precision = 2, 8, "tf", "fp32"
+    labels = ("a", "b")
 
     def __init__(self, loaded, **options):
         self.loaded, self.info = loaded, loaded.info
@@ -137,7 +138,7 @@ def test_reads_from_many_threads_while_the_loader_works_stay_consistent(monkeypa
 
     def serve(self, key):  # the loader's one step, instant: loaded, "translated", wrapped
         classifier = _InstantClassifier(load(key, self.settings))
-        return LocalServedModel(key, classifier, ("a", "b"), self.settings)
+        return LocalServedModel(key, classifier, self.settings)
 
     monkeypatch.setattr(ModelStore, "_serve", serve)
     store = ModelStore(Settings(), keys)
@@ -219,12 +220,12 @@ def test_the_translation_serves_unless_tensorflow_is_asked_for(monkeypatch, tiny
     from xception_core.runtime.classifier import Classifier
     from xception_core.runtime.translated import TranslatedModel
 
-    monkeypatch.setattr("demo.store.load_model", lambda key, settings: tiny_model)
+    monkeypatch.setattr("demo.store.cache.load_model", lambda key, settings: tiny_model)
     store = ModelStore(Settings(backend=backend, cache_dir=tmp_path), ["tiny"]).start()
     served = store.get(timeout=120)
     assert isinstance(served.classifier, TranslatedModel if backend is None else Classifier)
     assert served.backend == ("onnx" if backend is None else "tf") and served.keras_state() == "ready"
-    assert served.loaded is tiny_model and store.variant(None, "paper", timeout=0) is tiny_model
+    assert served.loaded is tiny_model
     x = np.random.default_rng(0).uniform(-1, 1, (served.input_size, served.input_size, 3)).astype(np.float32)
     prediction = served.predict(x)
     reference = Classifier(tiny_model, backend="tf")
@@ -232,3 +233,17 @@ def test_the_translation_serves_unless_tensorflow_is_asked_for(monkeypatch, tiny
     np.testing.assert_allclose(prediction.probabilities, probabilities[0], atol=1e-4)
     np.testing.assert_allclose(served.gradcam(features[0], 1), reference.gradcam(features[0], 1), atol=1e-5)
     assert served.description("article").variant == "article" and served.description("reference").input_shape[0] == 299
+    # Every other feature, from the translation or (backend 'tf') the Keras model, with the same numbers.
+    from xception_core.model import rewire
+    from xception_core.runtime.operation import BlockParams
+    from xception_core.runtime.operation_pass import layer_source
+
+    article = rewire(tiny_model, "article")
+    ours = served.operation_pass("article").run(x[None], ["block5_sepconv2_bn"])["block5_sepconv2_bn"]
+    theirs = layer_source(article, backend="tf").run(x[None], ["block5_sepconv2_bn"])["block5_sepconv2_bn"]
+    np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-4)
+    params, reference = served.operation_params("block5").to_arrays(), BlockParams.from_model(tiny_model.model, "block5")
+    assert all(np.array_equal(params[name], array) for name, array in reference.to_arrays().items())
+    assert served.explorable("article").info.variant == "article"
+    graph = served.export("graph", "article", tmp_path / "exports", "xception-tiny-article")
+    assert graph.name.startswith("xception-tiny-article.graph-") and graph.stat().st_size > 1000

@@ -18,7 +18,7 @@ from xception_core.settings import Settings
 @pytest.fixture(scope="module")
 def explore():
     tiny = load_model(None, input_shape=(96, 96, 3), classes=4)
-    import demo.store as store_module
+    import demo.store.cache as store_module
 
     original = store_module.load_model
     store_module.load_model = lambda key, settings: tiny

@@ -141,13 +141,13 @@ def test_gradcam_and_activations_run_in_replicas_and_match(model_handle, serve_s
     np.testing.assert_allclose(served_r.gradcam(pred_r.features, index),
                                served_l.gradcam(pred_l.features, index), atol=1e-4)
     explorer = remote.activation_explorer()
-    record, hit = explorer.compute(remote.variant(None, "paper"), x, weights_key=served_r.key)
+    record, hit = explorer.compute(served_r.explorable("paper"), x, weights_key=served_r.key)
     assert not hit and explorer.forward_calls == 1
-    local_record, _ = local_store.activation_explorer().compute(served_l.loaded, x, weights_key=served_l.key)
+    local_record, _ = local_store.activation_explorer().compute(served_l.explorable("paper"), x, weights_key=served_l.key)
     assert record.key == local_record.key and record.block_names == local_record.block_names
     for block in record.block_names:
         np.testing.assert_allclose(record.channel_means[block], local_record.channel_means[block], atol=1e-3)
-    assert explorer.compute(remote.variant(None, "paper"), x, weights_key=served_r.key)[1]  # cached here now
+    assert explorer.compute(served_r.explorable("paper"), x, weights_key=served_r.key)[1]  # cached here now
 
 
 def test_concurrent_calls_are_batched_in_the_replicas(model_handle, serve_settings, local_store):

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import random_loaded
 from xception_core.runtime.translated import (
-    BLOCKS, FORWARD, INT8, MANIFEST, REFERENCE, TRANSLATOR_VERSION, WEIGHTS, TranslatedModel, cam,
+    BLOCKS, FORWARD, INT8, MANIFEST, PARAMS, REFERENCE, TRANSLATOR_VERSION, WEIGHTS, TranslatedModel, cam,
     open_translation, save, translate, translation_dir,
 )
 
@@ -30,7 +30,9 @@ def loaded():
 
 @pytest.fixture(scope="module")
 def translation(loaded):
-    return translate(loaded, [f"c{i}" for i in range(CLASSES)], SHA)
+    from xception_core.io.export import export_files
+
+    return translate(loaded, [f"c{i}" for i in range(CLASSES)], SHA, exporter=export_files)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +191,9 @@ def test_weights_are_stored_once_for_both_graphs(saved, loaded):
     assert set(manifest["initializers"][FORWARD].values()) <= set(manifest["initializers"][BLOCKS].values())
 
 
-@pytest.mark.parametrize("victim", [FORWARD, BLOCKS, WEIGHTS])
+@pytest.mark.parametrize("victim", [FORWARD, BLOCKS, WEIGHTS, "blocks-article.onnx", "operation-paper.onnx",
+                                    "operation-article.onnx", PARAMS, "graph-article.json", "model-paper.keras",
+                                    "model-article.keras"])
 def test_a_tampered_file_is_never_served(translation, tmp_path, victim, caplog):
     folder = save(translation, tmp_path / "t")
     assert open_translation(folder, SHA) is not None
@@ -214,7 +218,8 @@ def test_other_weights_another_version_or_a_missing_precision_are_not_used(trans
 def test_int8_is_made_from_the_cached_graph(translation, images, tmp_path):
     from xception_core.runtime.translated import add_int8
 
-    copy = type(translation)(dict(translation.meta), dict(translation.graphs), dict(translation.arrays))
+    copy = type(translation)(dict(translation.meta), dict(translation.graphs), dict(translation.arrays),
+                             dict(translation.files))
     add_int8(copy, list(images))
     folder = save(copy, tmp_path / "t")
     again = open_translation(folder, SHA, precision="int8")
@@ -239,9 +244,73 @@ features, probs = model.forward(x)
 heat = model.gradcam(features[0], int(probs[0].argmax()))
 record, _ = ActivationExplorer().compute(model, x[0])
 model.description('article')
-assert heat.shape == features.shape[1:3] and len(record.maps) == 14
+article, _ = ActivationExplorer().compute(model.wiring('article'), x[0])
+out = model.wiring('article').operation_pass().run(x, ['block4_sepconv2_bn'])
+params = model.operation_params('block4')
+assert heat.shape == features.shape[1:3] and len(record.maps) == 14 and article.variant == 'article'
+assert out['block4_sepconv2_bn'].ndim == 4 and params.separable[0].layer == 'block4_sepconv1'
 print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------ both wirings, one translation
+
+
+@pytest.mark.parametrize("variant", ["paper", "article"])
+def test_the_operation_view_reads_the_keras_models_numbers(loaded, saved, images, variant):
+    """The operation pass and weights served from the translation are the Keras model's: the
+    params array for array, the pass's layer outputs against the Keras reference pass
+    (`operation_pass.layer_source`, TensorFlow) of the same wiring."""
+    from xception_core.model import rewire
+    from xception_core.runtime.operation import BlockParams, pass_layers
+    from xception_core.runtime.operation_pass import layer_source
+
+    served = TranslatedModel(open_translation(saved, SHA)).wiring(variant)
+    for block in ("block2", "block7", "block13", "block14"):
+        ours, keras_params = served.operation_params(block).to_arrays(), BlockParams.from_model(loaded.model, block)
+        reference = keras_params.to_arrays()
+        assert ours.keys() == reference.keys()
+        for name, array in reference.items():
+            assert np.array_equal(ours[name], array), name
+    names = list(pass_layers(variant))
+    ours = served.operation_pass().run(images, names)
+    reference = layer_source(rewire(loaded, variant), backend="tf").run(images, names)
+    for name in names:
+        np.testing.assert_allclose(ours[name], reference[name], rtol=1e-3, atol=2e-4, err_msg=name)
+
+
+def test_the_article_wiring_is_served_from_the_translation(loaded, saved, images):
+    """The article's all-blocks pass from the cached translation gives the record the Keras
+    article model gives (`ActivationExplorer` on `rewire(loaded, 'article')`, TensorFlow)."""
+    from xception_core.model import rewire
+    from xception_core.runtime.activations import ActivationExplorer
+
+    article = TranslatedModel(open_translation(saved, SHA)).wiring("article")
+    assert article.info.variant == "article" and article.after_relu["block14"] is False
+    ours, _ = ActivationExplorer().compute(article, images[0])
+    keras_record, _ = ActivationExplorer(backend="tf").compute(rewire(loaded, "article"), images[0])
+    np.testing.assert_allclose(ours.probabilities, keras_record.probabilities, atol=1e-5)
+    for block in ours.maps:
+        np.testing.assert_allclose(ours.channel_means[block], keras_record.channel_means[block], rtol=2e-3, atol=2e-3)
+
+
+def test_the_exports_are_the_keras_ones(loaded, saved, tmp_path):
+    """The graph document and the `.keras` the Graph sub-tab serves are the ones the exporter
+    makes from the Keras model of each wiring (same config and weights fingerprints)."""
+    import keras
+
+    from xception_core.io.export import config_fingerprint, graph_document, weights_fingerprint
+    from xception_core.model import rewire
+
+    translation = open_translation(saved, SHA)
+    for variant in ("paper", "article"):
+        model = rewire(loaded, variant).model
+        document = json.loads(translation.export("graph", variant).read_bytes())
+        assert document["modelTopology"]["model_config"] == graph_document(model)["modelTopology"]["model_config"]
+        prints = translation.meta["exports"][variant]
+        assert prints == {"config": config_fingerprint(model), "weights": weights_fingerprint(model)}
+    again = keras.models.load_model(translation.export("keras", "article"))
+    assert weights_fingerprint(again) == translation.meta["exports"]["article"]["weights"]

@@ -26,6 +26,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -39,10 +40,12 @@ __all__ = [
     "ExportedFile",
     "ExportKind",
     "config_fingerprint",
+    "export_files",
     "export_graph",
     "export_keras",
     "graph_document",
     "list_exports",
+    "place_export",
     "weights_fingerprint",
 ]
 
@@ -201,6 +204,23 @@ def _prune(export_dir: Path, keep: str, pattern: re.Pattern[str], model_name: st
             other.unlink(missing_ok=True)
 
 
+def export_files(model: keras.Model) -> tuple[bytes, bytes, dict[str, str]]:
+    """Both exports of ``model`` in memory, for a cached translation to hold
+    (`xception_core.runtime.translated.translate`'s ``exporter``): the graph document's JSON, the
+    full ``.keras`` and ``{"config": config_fingerprint, "weights": weights_fingerprint}``, the
+    hashes ``place_export`` names the files by."""
+    import tempfile
+
+    document = graph_document(model)
+    graph = json.dumps(document, separators=(",", ":")).encode("utf-8")
+    with tempfile.TemporaryDirectory(prefix="xception-export-") as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(str(path))
+        data = path.read_bytes()
+    config = document["xception_explorer"]["config_hash"]  # `config_fingerprint(model)`, made once
+    return graph, data, {"config": config, "weights": weights_fingerprint(model)}
+
+
 def export_graph(model: keras.Model, export_dir: Path, name: str) -> Path:
     """Write (or reuse) the weight-free graph file of ``model`` for Netron.
 
@@ -259,6 +279,42 @@ def export_keras(
         if not path.is_file():
             write_atomically(path, lambda tmp: model.save(str(tmp)))
             _prune(path.parent, path.name, _KERAS_FILE, name)
+    return path
+
+
+def place_export(export_dir: Path, name: str, kind: ExportKind, config_hash: str, weights_hash: str | None,
+                 write: Callable[[Callable[[bytes], Any]], None]) -> Path:
+    """Write (or reuse) an export made earlier (a cached translation's copy, no Keras needed),
+    under the name ``export_graph`` / ``export_keras`` would give it.
+
+    Args:
+        export_dir: Folder for exports (created if missing).
+        name: Export name (as for ``export_graph``).
+        kind: ``'graph'`` or ``'keras'``.
+        config_hash, weights_hash: The fingerprints the file was made with (``config_fingerprint``,
+            ``weights_fingerprint``; ``weights_hash`` only for ``'keras'``), 16 hex characters.
+        write: Called with a ``sink(chunk: bytes)``, feeds it the file's bytes.
+
+    Returns:
+        The file's path.
+    """
+    _check_name(name)
+    hashes = [config_hash] + ([weights_hash] if kind == "keras" else [])
+    if not all(isinstance(h, str) and re.fullmatch(rf"[0-9a-f]{{{_HASH_CHARS}}}", h) for h in hashes):
+        raise ValueError(f"fingerprints must be {_HASH_CHARS} hex characters, got {hashes!r}")
+    export_dir = Path(export_dir)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    file = f"{name}.graph-{config_hash}.json" if kind == "graph" else f"{name}.keras-{config_hash}-{weights_hash}.keras"
+    path = (export_dir / file).resolve()
+
+    def copy(tmp: Path) -> None:
+        with open(tmp, "wb") as out:
+            write(out.write)
+
+    with _WRITING.hold(path):
+        if not path.is_file():
+            write_atomically(path, copy)
+            _prune(path.parent, path.name, _GRAPH_FILE if kind == "graph" else _KERAS_FILE, name)
     return path
 
 

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,19 +41,20 @@ from xception_core.arch.graph import block_output
 from xception_core.arch.registry import architecture
 from xception_core.arch.spec import XceptionSpec
 from xception_core.runtime.ort import OUTPUT, means_name, softmax
-from xception_core.runtime.translated import TranslatedModel
 
 if TYPE_CHECKING:
     from xception_core.model import LoadedModel
     from xception_core.runtime.forward import Forward
 
-# A served model is a `TranslatedModel` (ONNX Runtime only); a Keras `LoadedModel` (the other
-# wiring, tests, benchmarks) is translated here, which imports TensorFlow then and only then.
-Model = Any  # LoadedModel | TranslatedModel
+# A served model is a `TranslatedModel` (ONNX Runtime only, either wiring); a Keras `LoadedModel`
+# (backend 'tf', tests, benchmarks) gets a `KerasBlocksPass`, which imports TensorFlow then and only then.
+Model = Any  # BlocksPass | LoadedModel
 
 __all__ = [
     "ActivationExplorer",
     "BlockDifference",
+    "BlocksPass",
+    "KerasBlocksPass",
     "BlockStats",
     "ImageActivations",
     "compare_variants",
@@ -289,6 +290,49 @@ def _is_relu(layer: Any) -> bool:
     return isinstance(layer, keras.layers.Activation) and getattr(activation, "__name__", "") == "relu"
 
 
+@runtime_checkable
+class BlocksPass(Protocol):
+    """The all-blocks pass of one model in one wiring: a served `TranslatedModel`, or a Keras
+    model's (`KerasBlocksPass`). Also what Teach's extractor reads (its channel means are the
+    pooled features)."""
+
+    info: Any  # ModelInfo: variant, outputs
+    input_size: int
+    after_relu: dict[str, bool]
+
+    def blocks_forward(self) -> Forward: ...
+
+    def block_output_names(self) -> list[str]: ...
+
+
+class KerasBlocksPass:
+    """The all-blocks pass of a Keras model from `load_model` (either wiring), on the backend
+    `xception_core.runtime.forward.build_forward` picks (TensorFlow imported then): for backend
+    'tf', and for the tests' references. Built on first use."""
+
+    def __init__(self, loaded: LoadedModel, *, backend: str | None = None, threads: int | None = None,
+                 spec: XceptionSpec | None = None):
+        self.loaded, self.info, self.input_size = loaded, loaded.info, loaded.input_size
+        self.backend, self.threads = backend, threads
+        spec = spec or loaded.info.arch.spec
+        self.layers = {b.name: block_output(b.name, loaded.info.variant, spec) for b in spec.blocks}
+        self.after_relu = {name: _is_relu(loaded.model.get_layer(layer)) for name, layer in self.layers.items()}
+        self._runner: Forward | None = None
+        self._lock = threading.Lock()
+
+    def blocks_forward(self) -> Forward:
+        from xception_core.runtime.forward import build_forward
+
+        with self._lock:
+            if self._runner is None:
+                self._runner = build_forward(self.loaded.model, self.info.features_layer, backend=self.backend,
+                                             threads=self.threads, block_maps=self.layers)
+            return self._runner
+
+    def block_output_names(self) -> list[str]:
+        return [n for name in self.layers for n in (name, means_name(name))] + [OUTPUT]
+
+
 @dataclass
 class _Compiled:
     loaded: Model  # the model it was built for, kept alive while this entry is
@@ -388,29 +432,25 @@ class ActivationExplorer:
     # ---------------------------------------------------------------- the forward pass
 
     def _compile(self, loaded: Model) -> _Compiled:
-        model = loaded if isinstance(loaded, TranslatedModel) else loaded.model
+        key = getattr(loaded, "model", loaded)  # a Keras model's pass is kept per model, as its translation's
         with self._lock:
-            compiled = self._compiled.get(model)
+            compiled = self._compiled.get(key)
             if compiled is not None:
-                self._compiled.move_to_end(model)
+                self._compiled.move_to_end(key)
                 return compiled
-            if isinstance(loaded, TranslatedModel):  # the cached translation's own pass: no Keras
-                size = loaded.input_size
-                compiled = _Compiled(loaded, loaded.blocks_forward(), loaded.block_output_names(),
-                                     {b.name: loaded.after_relu[b.name] for b in self.spec.blocks}, (size, size, 3),
-                                     next(self._serials))
-                return self._keep(model, compiled)
-            from xception_core.runtime.forward import build_forward
-
-            variant = loaded.info.variant
-            layers = {b.name: block_output(b.name, variant, self.spec) for b in self.spec.blocks}
-            after_relu = {name: _is_relu(model.get_layer(layer)) for name, layer in layers.items()}
-            runner = build_forward(model, loaded.info.features_layer, backend=self.backend, threads=self.threads,
-                                   block_maps=layers)
-            names = [n for name in layers for n in (name, means_name(name))] + [OUTPUT]
-            compiled = _Compiled(loaded, runner, names, after_relu, tuple(model.inputs[0].shape[1:]),
+            source = self.blocks_pass(loaded)
+            size = source.input_size
+            compiled = _Compiled(loaded, source.blocks_forward(), source.block_output_names(),
+                                 {b.name: source.after_relu[b.name] for b in self.spec.blocks}, (size, size, 3),
                                  next(self._serials))
-            return self._keep(model, compiled)
+            return self._keep(key, compiled)
+
+    def blocks_pass(self, loaded: Model) -> BlocksPass:
+        """What runs the pass: a `TranslatedModel` is one already (its cached graph, no Keras); a
+        Keras model from `load_model` gets a `KerasBlocksPass` on this explorer's backend."""
+        if isinstance(loaded, BlocksPass):
+            return loaded
+        return KerasBlocksPass(loaded, backend=self.backend, threads=self.threads, spec=self.spec)
 
     def _keep(self, model: Any, compiled: _Compiled) -> _Compiled:
         """Keeps `compiled` as the newest entry (caller holds the lock), dropping the oldest past `max_models`."""
@@ -448,7 +488,7 @@ class ActivationExplorer:
             (record, cache_hit).
         """
         x = np.asarray(x, dtype=np.float32)
-        model = loaded if isinstance(loaded, TranslatedModel) else loaded.model
+        model = getattr(loaded, "model", loaded)
         compiled = self._compile(loaded)
         expected = compiled.input_shape
         if x.ndim != 3 or any(e is not None and e != d for e, d in zip(expected, x.shape)):

@@ -2,23 +2,22 @@
 blocks, shallow to deep, and the exit-flow feature map; and the Keras model of Xception with a
 taught head on top, for export.
 
-The extractor runs on the backend `xception_core.runtime.forward` picks: an ONNX Runtime graph of
-the same model with the chosen blocks' outputs averaged inside the graph
-(`to_onnx(..., pooled_outputs=...)`), so a pass costs what a bare forward costs (bench/README.md,
-"Teach"), or a `tf.function` giving the same outputs. Numbers only: arrays in, arrays out.
+The extractor runs the all-blocks pass (`xception_core.runtime.activations.BlocksPass`), whose
+channel means, computed inside the graph, are the pooled features: a served translation's own
+graph (no TensorFlow), or a Keras model's pass on the backend `xception_core.runtime.forward`
+picks. Numbers only: arrays in, arrays out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xception_core.arch.registry import architecture
-from xception_core.runtime.forward import Forward, build_forward
-from xception_core.runtime.ort import FEATURES, means_name, pooled_name
-from xception_core.runtime.translated import TranslatedModel
+from xception_core.runtime.forward import Forward
+from xception_core.runtime.ort import FEATURES, means_name
 
 if TYPE_CHECKING:  # Keras is imported when a model is built, not with the Teach tab's constants
     import keras
@@ -65,28 +64,21 @@ class FeatureExtractor:
         BackendUnavailableError: backend 'onnx' was asked for and cannot run this model.
     """
 
-    def __init__(self, loaded: LoadedModel | TranslatedModel, blocks: tuple[str, ...] = TRANSFER_BLOCKS, *, backend: str | None = None,
+    def __init__(self, loaded: Any, blocks: tuple[str, ...] = TRANSFER_BLOCKS, *, backend: str | None = None,
                  threads: int | None = None):
         if not blocks:
             raise ValueError("blocks must name at least one block")
-        if isinstance(loaded, TranslatedModel):  # the cached translation's all-blocks pass: no TensorFlow
-            self.loaded, self.input_size = loaded, loaded.input_size
-            self.blocks = tuple(loaded.info.arch.block(b).name for b in blocks)
-            shapes = {b.name: b.output_shape for b in loaded.description(loaded.info.variant).blocks}
-            self.dims = {b: int(shapes[b][-1]) for b in self.blocks}
-            self._pooled_names = {b: means_name(b) for b in self.blocks}  # its channel means are the pooled features
-            self.runner = loaded.blocks_forward()
-            self.backend = self.runner.backend
-            return
-        model, variant = loaded.model, loaded.info.variant
-        self.loaded = loaded
-        self.input_size = loaded.input_size
+        # One pass for every block: the all-blocks pass, whose channel means are the pooled
+        # features (a served translation's own graph; a Keras model's on the chosen backend).
+        from xception_core.runtime.activations import BlocksPass, KerasBlocksPass
+
+        source = loaded if isinstance(loaded, BlocksPass) else KerasBlocksPass(loaded, backend=backend, threads=threads)
+        self.loaded, self.input_size = loaded, source.input_size
         self.blocks = tuple(loaded.info.arch.block(b).name for b in blocks)
-        layers = {b: loaded.info.arch.block_output(b, variant) for b in self.blocks}
-        self.dims = {b: int(model.get_layer(name).output.shape[-1]) for b, name in layers.items()}
-        self._pooled_names = {b: pooled_name(name) for b, name in layers.items()}
-        self.runner: Forward = build_forward(model, loaded.info.features_layer, backend=backend, threads=threads,
-                                             pooled_outputs=list(layers.values()))
+        shapes = _block_shapes(source)
+        self.dims = {b: int(shapes[b][-1]) for b in self.blocks}
+        self._pooled_names = {b: means_name(b) for b in self.blocks}
+        self.runner: Forward = source.blocks_forward()
         self.backend = self.runner.backend
 
     def __call__(self, batch: np.ndarray) -> Extracted:
@@ -97,6 +89,14 @@ class FeatureExtractor:
             raise ValueError(f"batch must have shape (N, {expected[0]}, {expected[1]}, 3), got {batch.shape}")
         out = self.runner.run(batch, [FEATURES, *self._pooled_names.values()])
         return Extracted({b: out[n] for b, n in self._pooled_names.items()}, out[FEATURES])
+
+
+def _block_shapes(source: Any) -> dict[str, tuple]:
+    """{block: output shape (h, w, c)} of a blocks pass: a translation's block table, or the Keras model's layers."""
+    if hasattr(source, "description"):
+        return {b.name: b.output_shape for b in source.description(source.info.variant).blocks}
+    model = source.loaded.model
+    return {block: tuple(model.get_layer(layer).output.shape[1:]) for block, layer in source.layers.items()}
 
 
 def transfer_model(loaded: LoadedModel, weights: np.ndarray, bias: np.ndarray, *, name: str = "xception_taught") -> keras.Model:

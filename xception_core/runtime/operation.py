@@ -35,7 +35,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from xception_core.arch.cost import SeparableCost, separable_cost
-from xception_core.arch.graph import SeparablePlan, layer_graph, padding_before, separable_names, separable_plan
+from xception_core.arch.graph import (SeparablePlan, block_output, layer_graph, padding_before, separable_names,
+                                      separable_plan)
 from xception_core.arch.receptive import ReceptiveField, receptive_field
 from xception_core.arch.registry import architecture
 from xception_core.arch.spec import XceptionSpec
@@ -43,7 +44,7 @@ from xception_core.arch.spec import XceptionSpec
 __all__ = [
     "AddStep", "BatchNormParams", "BatchNormStep", "BlockParams", "BlockTensors", "Contribution", "DepthwiseChannel",
     "LayerSource", "OperationCache", "PointwiseStep", "PoolStep", "ReluStep", "SeparableParams", "SeparableStep",
-    "ShortcutParams", "ShortcutStep", "StageValue", "image_key", "separable_step",
+    "ShortcutParams", "ShortcutStep", "StageValue", "image_key", "pass_layers", "separable_step",
 ]
 
 
@@ -295,6 +296,17 @@ def block_layers(block: str, variant: str, spec: XceptionSpec = architecture().s
     names = separable_names(spec.block(block))
     return tuple(dict.fromkeys(n for k in range(1, len(names) + 1)
                                for n in separable_plan(block, k, variant, spec).layers))
+
+
+def pass_layers(variant: str = "paper", spec: XceptionSpec = architecture().spec) -> tuple[str, ...]:
+    """Every layer output the operation pass exposes: each block's separable-step layers and each
+    block's output (what `BlockTensors` and the channel search read)."""
+    names: list[str] = []
+    for block in spec.blocks:
+        if separable_names(block):
+            names += block_layers(block.name, variant, spec)
+        names.append(block_output(block.name, variant, spec))
+    return tuple(dict.fromkeys(names))
 
 
 class OperationCache:

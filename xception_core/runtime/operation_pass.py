@@ -12,23 +12,10 @@ running it is ONNX Runtime and NumPy. The backend is chosen by the one forward f
 
 from __future__ import annotations
 
-from xception_core.arch.graph import block_output, separable_names
-from xception_core.arch.registry import architecture
-from xception_core.arch.spec import XceptionSpec
 from xception_core.model import LoadedModel
-from xception_core.runtime.operation import LayerSource, block_layers
+from xception_core.runtime.operation import LayerSource, pass_layers
 
 __all__ = ["layer_source", "pass_layers"]
-
-
-def pass_layers(variant: str = "paper", spec: XceptionSpec = architecture().spec) -> tuple[str, ...]:
-    """Every layer output a pass exposes: each block's separable-step layers and each block's output."""
-    names: list[str] = []
-    for block in spec.blocks:
-        if separable_names(block):
-            names += block_layers(block.name, variant, spec)
-        names.append(block_output(block.name, variant, spec))
-    return tuple(dict.fromkeys(names))
 
 
 def layer_source(loaded: LoadedModel, *, backend: str | None = None, threads: int | None = None) -> LayerSource:

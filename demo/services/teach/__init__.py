@@ -8,8 +8,9 @@ a new photo is classified through the taught head, with its class activation map
 model downloads as a `.keras` (Xception plus the head) or the head alone.
 
 Everything is per session and bounded (`TeachLimits`): photos per class, classes, sessions held
-at once, idle time. Nothing is kept on disk: photos live in memory as small thumbnails and feature
-vectors, uploads are deleted once read, and downloads are written to a per-session folder that
+at once, idle time. Nothing of a session is kept on disk: photos live in memory as small thumbnails and
+feature vectors; uploads are never deleted here (a path in an event may be another session's
+upload or the page's own file: `intake`), they go with the server's file budget; downloads are written to a per-session folder that
 `end` (or expiry) removes.
 
 `TeachService` keeps the sessions (`demo.services.sessions.SessionRegistry`) and runs each step
@@ -100,7 +101,7 @@ class TeachService:
                  wait_s: float = MODEL_WAIT_S, clock: Callable[[], float] = time.monotonic):
         self.store, self.limits, self.wait_s = store, limits, wait_s
         self.scratch_root = Path(scratch_root)
-        self.intake = PhotoIntake(limits, store.settings.upload_dir, self.scratch_root)
+        self.intake = PhotoIntake(limits, store.settings.upload_dir)
         self.features = FeatureExtraction(limits, store.settings)
         self.downloads = Downloads(self.scratch_root)
         self._sessions: SessionRegistry[_Session] = SessionRegistry(
@@ -142,7 +143,7 @@ class TeachService:
     # ------------------------------------------------------------------ photos
 
     def add_photos(self, session_id: str, class_name: Any, payloads: Sequence[Any] | None,
-                   progress: Progress | None = None, *, delete_uploads: bool = True) -> AddReport:
+                   progress: Progress | None = None) -> AddReport:
         """Adds photos to a class (created if new), extracting their features.
 
         Args:
@@ -150,8 +151,6 @@ class TeachService:
             class_name: The class (trimmed; at most `limits.max_name` characters).
             payloads: Image payloads (uploads, a webcam snapshot, a pasted image, `NamedPhoto`s).
             progress: Called with (done, total) as features are extracted.
-            delete_uploads: Delete each uploaded file once it is read (the photo then lives only in
-                this session's memory).
 
         Returns:
             `AddReport`; photos that cannot be decoded, or beyond the class limit, are refused
@@ -162,10 +161,10 @@ class TeachService:
             UserError: No photos, a bad class name, too many classes, a full class, or the
                 starter set still loading.
         """
-        return self._add(self._session(session_id), class_name, payloads, progress, delete_uploads)
+        return self._add(self._session(session_id), class_name, payloads, progress)
 
     def _add(self, session: _Session, class_name: Any, payloads: Sequence[Any] | None, progress: Progress | None,
-             delete_uploads: bool, *, loading: bool = False) -> AddReport:
+             *, loading: bool = False) -> AddReport:
         """`add_photos` on a session; `loading`: part of building the starter set."""
         name = self.intake.class_name(class_name)
         payloads = [p for p in (payloads or []) if p is not None]
@@ -175,17 +174,15 @@ class TeachService:
         with session.lock:
             if not loading:
                 session.built()  # refused before any file is read: the same add can be sent again
-            payloads, refused = self.intake.accepted(payloads, delete_uploads)
+            payloads, refused = self.intake.accepted(payloads)
             if name not in session.classes and len(session.classes) >= self.limits.max_classes:
-                self.intake.discard(payloads, delete_uploads)
                 raise UserError(f"At most {self.limits.max_classes} classes; remove one first.")
             room = self.limits.max_photos_per_class - len(session.classes.get(name, []))
             if room <= 0:
-                self.intake.discard(payloads, delete_uploads)
                 raise UserError(f"“{name}” already has {self.limits.max_photos_per_class} photos, the most a class may hold.")
             # Every accepted file is read (at most `max_files_per_add`): the room left is applied
             # after the photos already in a class are set aside, so a copy takes no one's place.
-            images, unread = self.intake.read(payloads, name, len(payloads), delete_uploads)
+            images, unread = self.intake.read(payloads, name, len(payloads))
             start = time.perf_counter()
             photos, cached = self.features.photos(session.features, served, images, progress)
             owner = {p.key: n for n, ps in session.classes.items() for p in ps}
@@ -232,7 +229,7 @@ class TeachService:
                     if progress:
                         progress(before + done_here, total)
 
-                report = self._add(session, class_name, photos, relay, False, loading=True)
+                report = self._add(session, class_name, photos, relay, loading=True)
                 done += len(items)
                 added, cached, seconds = added + report.added, cached + report.cached, seconds + report.seconds
                 refused.extend(report.refused)
@@ -302,10 +299,7 @@ class TeachService:
         served = self.model()
         if served.key != trained.weights_key:
             raise UserError("The app's weights changed since training; train again.")
-        try:
-            image = self.intake.image(payload)
-        finally:
-            self.intake.delete_upload(payload)
+        image = self.intake.image(payload)
         return classify_taught(trained, self.extractor(served), image, served.input_size, k)
 
     def unseen_photos(self) -> list[Path]:

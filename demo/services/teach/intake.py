@@ -1,9 +1,13 @@
-"""Teach's intake: a class name checked, image payloads decoded (or refused with a reason), and
-each upload deleted once read, so a visitor's photo lives only in their session's memory."""
+"""Teach's intake: a class name checked, image payloads decoded (or refused with a reason).
+
+Nothing here deletes a file. A path in an event is the client's word only: Gradio names an upload
+by its content, so two sessions that upload the same photo share one file, and a client may name
+any file in the upload folder (an example, another visitor's upload). Uploads are visitors' files
+and go with the server's file budget and age limit (`demo.limits.FileBudget`, Gradio's
+`delete_cache`); what a session keeps is its decoded photos' features, in memory."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,8 +18,6 @@ from demo.services import UserError
 from demo.services.payloads import payload_to_image
 from demo.services.teach.records import NamedPhoto, TeachLimits
 
-logger = logging.getLogger(__name__)
-
 MAX_SHOWN_NAME = 40  # characters of a file name repeated in a refusal
 
 
@@ -24,12 +26,11 @@ class PhotoIntake:
 
     Args:
         limits: The class-name length and the files accepted per add.
-        upload_dir: Gradio's upload folder: the only files read, and the only ones deleted.
-        keep_dir: A folder inside it whose files are never deleted (Teach's downloads).
+        upload_dir: Gradio's upload folder: the only files read (never deleted).
     """
 
-    def __init__(self, limits: TeachLimits, upload_dir: Path, keep_dir: Path):
-        self.limits, self.upload_dir, self.keep_dir = limits, Path(upload_dir), Path(keep_dir)
+    def __init__(self, limits: TeachLimits, upload_dir: Path):
+        self.limits, self.upload_dir = limits, Path(upload_dir)
 
     def class_name(self, name: Any) -> str:
         """A class name from a client: whitespace collapsed, at most `max_name` characters."""
@@ -42,19 +43,17 @@ class PhotoIntake:
             raise UserError("Class names may not contain control characters.")
         return name
 
-    def accepted(self, payloads: Sequence[Any], delete_uploads: bool) -> tuple[list[Any], list[str]]:
-        """The payloads one add takes (at most `max_files_per_add`), and the refusal for the rest,
-        whose uploads are deleted unread."""
+    def accepted(self, payloads: Sequence[Any]) -> tuple[list[Any], list[str]]:
+        """The payloads one add takes (at most `max_files_per_add`), and the refusal for the rest."""
         cap = self.limits.max_files_per_add
         if len(payloads) <= cap:
             return list(payloads), []
-        self.discard(payloads[cap:], delete_uploads)
         return list(payloads[:cap]), [f"{len(payloads) - cap} file(s) beyond {cap} at once"]
 
-    def read(self, payloads: Sequence[Any], class_name: str, room: int, delete_uploads: bool
+    def read(self, payloads: Sequence[Any], class_name: str, room: int
              ) -> tuple[list[tuple[str, Image.Image]], list[str]]:
         """Decodes up to `room` photos for `class_name`: [(name to show, image)] and the refusals
-        (undecodable, or beyond the room left). Every upload is deleted once read."""
+        (undecodable, or beyond the room left)."""
         images: list[tuple[str, Image.Image]] = []
         refused: list[str] = []
         for i, payload in enumerate(payloads):
@@ -66,8 +65,6 @@ class PhotoIntake:
                 images.append((label, self.image(payload)))
             except UserError as exc:
                 refused.append(f"{label}: {exc}")
-            finally:
-                self.delete_upload(payload, delete_uploads)
         return images, refused
 
     def full(self, label: str, class_name: str) -> str:
@@ -77,29 +74,6 @@ class PhotoIntake:
     def image(self, payload: Any) -> Image.Image:
         """One payload decoded (a `NamedPhoto` as it is; an upload only from the upload folder)."""
         return payload.image if isinstance(payload, NamedPhoto) else payload_to_image(payload, self.upload_dir)
-
-    def discard(self, payloads: Sequence[Any], delete_uploads: bool) -> None:
-        """Deletes the uploads of payloads that will not be read."""
-        for payload in payloads:
-            self.delete_upload(payload, delete_uploads)
-
-    def delete_upload(self, payload: Any, enabled: bool = True) -> None:
-        """Removes an uploaded file once read; only inside Gradio's upload folder, never Teach's
-        own downloads."""
-        if not enabled:
-            return
-        path = payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", None)
-        if path is None and isinstance(payload, str):
-            path = payload
-        if not isinstance(path, str):
-            return
-        try:
-            resolved = Path(path).resolve()
-            if (resolved.is_relative_to(self.upload_dir.resolve()) and resolved.is_file()
-                    and not resolved.is_relative_to(self.keep_dir.resolve())):
-                resolved.unlink(missing_ok=True)
-        except OSError as exc:  # a file another request already removed
-            logger.debug("could not delete upload: %s", exc)
 
 
 def payload_name(payload: Any, index: int) -> str:

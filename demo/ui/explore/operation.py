@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from demo.services import UserError
 from demo.services.explore import cell_side, check_block
-from demo.services.operation import MAX_TOP, STEP_BLOCKS, OperationService, StepAnswer, check_number
+from demo.services.operation import MAX_TOP, OPENING_BLOCK, STEP_BLOCKS, OperationService, StepAnswer, check_number
 from demo.ui import figures, text
 from demo.ui import operation_text as words
 from demo.ui.events import errors_as_messages
@@ -34,7 +34,7 @@ from xception_core.arch.registry import architecture
 from xception_core.io.visualize import map_tile
 from xception_core.runtime.patches import MAX_PHOTOS
 
-DEFAULT_BLOCK = "block5"  # a middle-flow block: three convs, an identity shortcut, the wirings differ at its sum
+DEFAULT_BLOCK = OPENING_BLOCK  # "block5": a middle-flow block: three convs, an identity shortcut, the wirings differ at its sum
 DEFAULT_LAYER = "block5_sepconv3"
 SHOWN_DEFAULT, SHOWN_MAX = 3, 8  # input channels whose depthwise step is shown in full
 VIEW_SIDE = 300  # the photo and the map are drawn at least this wide: a finger can hit a cell
