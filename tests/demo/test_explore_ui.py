@@ -1,11 +1,12 @@
 """The Explore tab's wiring without a browser, on the real Blocks and a tiny random model: the
 sub-tabs in order with their Next buttons, a new sub-tab added with one line, what the first tick
-after the model is ready fills, the channel slider's bounds, the figure cache's keys and bound,
-and taking the Classify photo along."""
+after the model is ready fills (the wide tables' phone cards too), the channel slider's bounds,
+the figure cache's keys and bound, and taking the Classify photo along."""
 
 from __future__ import annotations
 
 import copy
+from html.parser import HTMLParser
 from pathlib import Path
 
 import gradio as gr
@@ -35,6 +36,30 @@ def blocks(store):
 def handler(blocks: gr.Blocks, name: str):
     """The registered event function named `name` (its inputs, outputs and fn)."""
     return next(fn for fn in blocks.fns.values() if fn.name == name)
+
+
+def card_cells(html: str) -> list[list[tuple[str, str]]]:
+    """The (label, value) pairs of each `<dl>` card in `html`, as the browser would read them."""
+    cards: list[list[tuple[str, str]]] = []
+    texts: list[str] = []
+
+    class Reader(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "dl":
+                cards.append([])
+            if tag in ("dt", "dd"):
+                texts.append("")
+
+        def handle_data(self, data):
+            if texts:
+                texts[-1] += data
+
+        def handle_endtag(self, tag):
+            if tag == "dd":
+                cards[-1].append((texts[-2], texts[-1]))
+
+    Reader().feed(html)
+    return cards
 
 
 def explore_sub_tabs(blocks: gr.Blocks) -> list[tuple[str, str | None]]:
@@ -109,6 +134,11 @@ def test_the_first_tick_waits_for_the_model_then_fills_every_sub_tab_once_and_st
     assert f"**{params:,}** parameters" in by_id["explore-arch-status"]
     assert f"input {SIZE}×{SIZE}" in by_id["explore-arch-status"]
     assert list(by_id["explore-table"]["block"])[-1] == "total" and len(by_id["explore-separable"]) > 30
+    for table in ("explore-table", "explore-separable"):  # the phone's cards: the same cells, a card a row
+        frame = by_id[table]
+        expected = [[(c, str(v)) for c, v in zip(frame.columns, row) if str(v)]
+                    for row in frame.itertuples(index=False)]
+        assert card_cells(by_id[f"{table}-cards"]) == expected
     assert by_id["explore-examples"]  # the live weights' example photos
     timer = next(c for c in first.outputs if isinstance(c, gr.Timer))
     assert out[timer].active is False

@@ -2,9 +2,10 @@
 (kitchenware weights), read as a person sees it: Explore's sub-tabs answer a photo once (no view
 re-rendering after another's answer), the phone's answer in view after an example click, an
 example unmarked once another photo is uploaded, chart text big enough for a projector, every map
-with its colour scale, tables without sideways scrolling, the ladder's labels apart on a phone,
-Teach's try box naming the block it uses, its photo map with one meaning per legend entry, a code
-line that fits a phone, and `/healthz` described with an example."""
+with its colour scale, tables without sideways scrolling (as cards on a phone, every number on
+the screen), the ladder's labels apart on a phone, Teach's try box naming the block it uses, its
+photo map with one meaning per legend entry, a code line that fits a phone, and `/healthz`
+described with an example."""
 
 from __future__ import annotations
 
@@ -234,18 +235,63 @@ def scrolls_sideways(page, selector: str) -> list:
           .map(e => [e.className.slice(0, 40), e.scrollWidth, e.clientWidth])""", selector)
 
 
+# The desktop table's column names and its first row, as shown (Gradio's virtual table renders the
+# rows in view; the first is one of them).
+FIRST_ROW = """(sel) => [[...document.querySelectorAll(sel + ' thead th .header-content')].map(e => e.innerText.trim()),
+  [...document.querySelectorAll(sel + ' [data-row="0"]')].map(e => e.innerText.trim())]"""
+
+# A phone's cards under `sel`, each line as [label, value, both on the screen and apart, not cut]:
+# drawn (non-zero boxes), inside the viewport's width and the card, label left of value, and no
+# element whose text is wider than its box.
+CARD_LINES = """(sel) => [...document.querySelectorAll(sel + ' .table-card')].map(card => {
+  const c = card.getBoundingClientRect();
+  return [...card.children].map(line => { const [dt, dd] = line.children;
+    const a = dt.getBoundingClientRect(), b = dd.getBoundingClientRect();
+    const shown = a.width > 0 && b.width > 0 && a.left >= c.left && b.right <= c.right + 0.5
+      && c.right <= window.innerWidth && a.right <= b.left
+      && [dt, dd].every(e => e.scrollWidth <= e.clientWidth + 1);
+    return [dt.innerText.trim(), dd.innerText.trim(), shown]; }); })"""
+
+
+def desktop_first_row(page, selector: str) -> dict:
+    headers, row = page.evaluate(FIRST_ROW, selector)
+    assert len(headers) == len(row) > 0, (headers, row)
+    return dict(zip(headers, row))
+
+
+def phone_cards_read_whole(page, selector: str, first_row: dict, rows: int) -> None:
+    """The cards under `selector`: no sideways scroll in them, one a row, every column's value on
+    the screen beside its name, the first card the desktop table's first row."""
+    box = page.locator(selector)
+    box.scroll_into_view_if_needed()
+    widths = box.locator(".table-cards").evaluate(
+        "e => [e.scrollWidth, e.clientWidth, e.getBoundingClientRect().right]")
+    assert widths[0] <= widths[1] and widths[2] <= 390, widths
+    assert scrolls_sideways(page, selector) == []
+    cards = page.evaluate(CARD_LINES, selector)
+    assert len(cards) == rows, len(cards)
+    hidden = [line for card in cards for line in card if not line[2]]
+    assert hidden == [], hidden[:5]
+    assert {label: value for label, value, _ in cards[0]} == first_row
+
+
 def test_tables_fit_a_desktop_and_the_ladder_labels_stay_apart_on_a_phone(chromium, live_server):
     page, errors = open_app(chromium, live_server, 1366, 900)
     explore(page, "At a glance")
-    page.locator("#explore-table table").first.wait_for(timeout=60_000)
+    page.locator("#explore-table", has_text="total").wait_for(timeout=60_000)
     page.wait_for_timeout(500)
     assert scrolls_sideways(page, "#explore-table") == []
+    assert not page.locator("#explore-table-cards").is_visible()  # the cards are the phone's
+    blocks = desktop_first_row(page, "#explore-table")
+    block_rows = int(page.locator("#explore-table [role=grid]").get_attribute("aria-rowcount")) - 1
     open_subtab(page, "Separable convolutions")
-    page.locator("#explore-separable table").first.wait_for(timeout=60_000)
+    page.locator("#explore-separable", has_text="block2_sepconv1").wait_for(timeout=60_000)
     page.wait_for_timeout(500)
     assert scrolls_sideways(page, "#explore-separable") == []
     headers = page.locator("#explore-separable thead th").count()
     assert headers == 13  # every column there, none dropped to make it fit
+    separable = desktop_first_row(page, "#explore-separable")
+    separable_rows = int(page.locator("#explore-separable [role=grid]").get_attribute("aria-rowcount")) - 1
     page.locator("#explore-separable").scroll_into_view_if_needed()
     shot(page, "lesson-separable-1366-light")
     page.close()
@@ -265,6 +311,17 @@ def test_tables_fit_a_desktop_and_the_ladder_labels_stay_apart_on_a_phone(chromi
             assert apart, (a, b)
         page.locator("#explore-ladder").scroll_into_view_if_needed()
         shot(page, f"lesson-ladder-390-{scheme}")
+
+        # Both tables as cards: every number on the screen, none beyond its right edge.
+        assert not page.locator("#explore-table").is_visible()
+        page.locator("#explore-table-cards .table-card", has_text="total").wait_for(timeout=60_000)
+        phone_cards_read_whole(page, "#explore-table-cards", blocks, block_rows)
+        shot(page, f"lesson-glance-table-390-{scheme}")
+        open_subtab(page, "Separable convolutions")
+        page.locator("#explore-separable-cards .table-card").first.wait_for(timeout=60_000)
+        assert not page.locator("#explore-separable").is_visible()
+        phone_cards_read_whole(page, "#explore-separable-cards", separable, separable_rows)
+        shot(page, f"lesson-separable-390-{scheme}")
         page.close()
     assert not errors, errors
 

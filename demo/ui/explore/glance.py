@@ -15,6 +15,7 @@ import pandas as pd
 
 from demo.services.explore import LOADED, REFERENCE, check_choice
 from demo.ui import figures, text
+from demo.ui.cards import table_cards
 from demo.ui.explore.api import architecture_handler
 from demo.ui.explore.context import Described, ExploreContext, SubTab
 from demo.ui.figures import fmt_count, shape_text
@@ -39,6 +40,7 @@ class GlanceView:
     cost: gr.Plot
     show_layers: gr.Checkbox
     table: gr.Dataframe
+    cards: gr.HTML  # the same table as cards, shown instead of it on a phone
     json_button: gr.Button
     json: gr.JSON
 
@@ -78,11 +80,12 @@ def _layout() -> GlanceView:
         cost = gr.Plot(label="Parameters and cost", elem_id="explore-cost")
     show_layers = gr.Checkbox(label="Show every layer", value=False)
     table = gr.Dataframe(label="Blocks", interactive=False, max_height=420, wrap=True, elem_id="explore-table")
+    cards = gr.HTML(elem_id="explore-table-cards")
     with gr.Accordion("Architecture as JSON (API: /architecture)", open=False):
         json_button = gr.Button("Show JSON", size="sm")
         json = gr.JSON(label="architecture")
     return GlanceView(status, which, cost_kind, block_view, block_pick, block_details, ladder, cost, show_layers, table,
-                      json_button, json)
+                      cards, json_button, json)
 
 
 def build(ctx: ExploreContext, tab: gr.Tab) -> GlanceView:
@@ -94,10 +97,12 @@ def build(ctx: ExploreContext, tab: gr.Tab) -> GlanceView:
         block = next((b for b in d.blocks if b.name == picked), None) if isinstance(picked, str) else None
         summary = text.architecture_summary(d, described.served if described.which == LOADED else None)
         view_figure = drawn.get(figures.block_view_figure, d, theme, selected=block.name if block else None)
+        table = block_table(d, bool(layers))
         return (summary, view_figure, text.block_details(block), drawn.get(figures.resolution_figure, d, theme),
-                drawn.get(figures.cost_figure, d, theme, kind=kind), block_table(d, bool(layers)))
+                drawn.get(figures.cost_figure, d, theme, kind=kind), table,
+                table_cards(table, "Layers" if layers else "Blocks"))
 
-    ctx.fill([view.status, view.block_view, view.block_details, view.ladder, view.cost, view.table], fill,
+    ctx.fill([view.status, view.block_view, view.block_details, view.ladder, view.cost, view.table, view.cards], fill,
              inputs=[view.cost_kind, view.show_layers, view.block_pick])
 
     view.json_button.click(architecture_handler(ctx.service, page=True), [view.which], view.json,

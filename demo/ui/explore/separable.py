@@ -12,11 +12,13 @@ import pandas as pd
 from demo.services import UserError
 from demo.services.explore import check_int
 from demo.ui import text
+from demo.ui.cards import table_cards
 from demo.ui.explore.context import Described, ExploreContext, SubTab
 from demo.ui.figures import fmt_count
 from xception_core.runtime.introspection import ModelDescription, separable_cost, separable_layers, separable_totals
 
 CALC_MAX = 100_000
+TABLE_LABEL = "Every separable conv of the model vs the standard conv it replaces"
 CALC_FIELDS = ("kernel size k", "input channels", "output channels", "output side")
 
 
@@ -29,6 +31,7 @@ class SeparableView:
     side: gr.Number
     answer: gr.Markdown
     table: gr.Dataframe
+    cards: gr.HTML  # the same table as cards, shown instead of it on a phone
 
 
 def calculator_markdown(kernel: Any, cin: Any, cout: Any, side: Any = 1) -> str:
@@ -72,9 +75,9 @@ def _layout() -> SeparableView:
         side = gr.Number(1, label="output side (1 = per position)", precision=None, step=1, scale=1,
                          elem_id="calc-side")
     answer = gr.Markdown(calculator_markdown(3, 3, 64, 1), elem_id="explore-calculator")
-    table = gr.Dataframe(label="Every separable conv of the model vs the standard conv it replaces",
-                         interactive=False, max_height=360, wrap=True, elem_id="explore-separable")
-    return SeparableView(summary, kernel, cin, cout, side, answer, table)
+    table = gr.Dataframe(label=TABLE_LABEL, interactive=False, max_height=360, wrap=True, elem_id="explore-separable")
+    cards = gr.HTML(elem_id="explore-separable-cards")
+    return SeparableView(summary, kernel, cin, cout, side, answer, table, cards)
 
 
 def build(ctx: ExploreContext, tab: gr.Tab) -> SeparableView:
@@ -82,9 +85,10 @@ def build(ctx: ExploreContext, tab: gr.Tab) -> SeparableView:
 
     def fill(described: Described) -> tuple:
         d = described.description
-        return separable_table(d), text.separable_summary(d, separable_totals(d))
+        table = separable_table(d)
+        return table, table_cards(table, TABLE_LABEL), text.separable_summary(d, separable_totals(d))
 
-    ctx.fill([view.table, view.summary], fill)
+    ctx.fill([view.table, view.cards, view.summary], fill)
     numbers = [view.kernel, view.in_channels, view.out_channels, view.side]
     for number in numbers:
         number.change(calculator_markdown, numbers, view.answer, api_visibility="private", queue=False)
