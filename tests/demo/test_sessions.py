@@ -126,7 +126,7 @@ def test_the_presets_declare_what_their_photos_are_for(tmp_path, monkeypatch):
     """Calibration, the starter set and the held-out photos come from the preset's declaration."""
     from PIL import Image
 
-    from demo import store as store_module
+    from demo.store import cache as store_module
     from demo.services.teach import starter
     from xception_core.io.assets import example_images
     from xception_core.weights.fetch import Sample
