@@ -25,7 +25,7 @@ __all__ = ["CLASS_COLORS", "accuracy_by_block_figure", "confusion_figure", "feat
 CLASS_COLORS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#EECA3B", "#FF9DA6",
                 "#9D755D", "#BAB0AC")
 MAX_THUMBNAILS = 60  # photos drawn as pictures on the map; beyond that, markers only (legibility, page size)
-THUMBNAIL_SHARE = 0.16  # a thumbnail's side, as a share of the map's spread: ~60 px on a desktop's map
+THUMBNAIL_SHARE = 0.2  # a thumbnail's side, as a share of the map's spread (40 px or more on a desktop's map)
 MISCLASSIFIED = "misclassified (cross-validated)"
 CHANCE_MARGIN = 54  # px right of the accuracy chart's plot area, for the chance line's label
 _FONT = dict(family=SANS, size=12)

@@ -46,7 +46,7 @@ def test_first_visit_says_what_runs_and_an_example_click_classifies_it(chromium,
     # as the panel; wait for that text rather than reading the first render.
     page.locator("#upload-note").filter(has_text="squashed to its 150×150 input").wait_for(timeout=30_000)
     note = page.locator("#upload-note").inner_text()
-    assert "up to 10 MB" in note and "squashed to its 150×150 input (not cropped)" in note
+    assert "up to 10 MB" in note and "squashed to its 150×150 input (not cropped; nearest-neighbour resize" in note
     api_link = page.locator("footer button.show-api", has_text="Use via API")
     assert api_link.count() == 1 and api_link.is_visible()  # on a phone too (Gradio hides it below 640 px)
 
