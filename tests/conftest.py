@@ -6,23 +6,32 @@ alone needs has module scope, and whatever a module built is let go when it ends
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
+import sys
+
+# pytest imports this file as `conftest`; test modules import it as `tests.conftest`. One module
+# object for both names, so that its session state (`shared_loaded`'s models and translations)
+# and its classes exist once.
+sys.modules.setdefault("tests.conftest", sys.modules[__name__])
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from tests import peak_rss  # noqa: E402
+from tests import build_log, peak_rss  # noqa: E402
 
 
 def pytest_addoption(parser) -> None:
     peak_rss.add_option(parser)
+    build_log.add_option(parser)
 
 
 def pytest_configure(config) -> None:
     peak_rss.configure(config)  # the run's peak memory, printed at its end (tests/peak_rss.py)
+    build_log.configure(config)  # its translations and Keras builds, counted (tests/build_log.py)
 
 
 def release_memory() -> None:
@@ -117,7 +126,8 @@ def randomize(model, seed: int = 0) -> None:
 
 def random_loaded(size: int, classes: int, seed: int | None = None):
     """A `LoadedModel` of Xception at `size`×`size` with `classes` outputs and random weights,
-    made non-trivial by `randomize` when a `seed` is given."""
+    made non-trivial by `randomize` when a `seed` is given. A new one each call: for a model the
+    test changes; one it only reads is `shared_loaded`'s."""
     from xception_core.model import load_model
 
     loaded = load_model(None, input_shape=(size, size, 3), classes=classes)
@@ -126,8 +136,63 @@ def random_loaded(size: int, classes: int, seed: int | None = None):
     return loaded
 
 
+def shared_loaded(size: int, classes: int, seed: int | None = None):
+    """`random_loaded(size, classes, seed)` built once per test session and shared by every module
+    that asks for the same three (read it; never change its weights or layers). Whatever store
+    translates it (`store_serving`, or a `ModelStore` whose `load_model` a test replaced) gets
+    the session's one translation of it (`_translate_shared_models_once`): a tiny translation
+    builds two Keras models, five ONNX graphs and two `.keras` files, seconds each, and was the
+    suite's most repeated cost. At most `SHARED_MODELS` are kept, the least recently asked for
+    let go first (each holds ~85 MB of weights, and its translation as much)."""
+    key = (size, classes, seed)
+    loaded = _SHARED.pop(key, None) or random_loaded(size, classes, seed)
+    _SHARED[key] = loaded  # the most recent last
+    while len(_SHARED) > SHARED_MODELS:
+        dropped = _SHARED.pop(next(iter(_SHARED)))
+        for memo in [k for k in _TRANSLATIONS if k[0] == id(dropped)]:
+            del _TRANSLATIONS[memo]
+    return loaded
+
+
+SHARED_MODELS = 3
+_SHARED: dict[tuple, object] = {}  # (size, classes, seed) → LoadedModel, least recently asked for first
+_TRANSLATIONS: dict[tuple, tuple] = {}  # (id(loaded), its translate() arguments) → (loaded, saved Translation)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _translate_shared_models_once(tmp_path_factory):
+    """`translate` (as `demo.store.cache` calls it) made once per `shared_loaded` model and set of
+    arguments for the whole session, saved in a session folder; each call gets its own copy (its
+    own dicts: the store's cache may add an int8 graph to it, or save it elsewhere), reading the
+    same arrays and files. Translating is a pure function of those arguments; other models are
+    translated as before."""
+    import demo.store.cache as store_cache
+    from xception_core.runtime.translated import Translation, save
+
+    folder = tmp_path_factory.mktemp("shared-translations")
+    translate = store_cache.translate
+
+    def once(loaded, labels, weights_sha256, **options):
+        if not any(loaded is kept for kept in _SHARED.values()):  # its id may be reused once it is gone
+            return translate(loaded, labels, weights_sha256, **options)
+        memo = (id(loaded), tuple(labels), weights_sha256, tuple(sorted(options.items(), key=lambda kv: kv[0])))
+        if memo not in _TRANSLATIONS:
+            made = translate(loaded, labels, weights_sha256, **options)
+            _TRANSLATIONS[memo] = (loaded, made)
+            save(made, folder / str(len(list(folder.iterdir()))))  # its files are read from disk from now on
+        made = _TRANSLATIONS[memo][1]
+        return Translation(copy.deepcopy(made.meta), dict(made.graphs), dict(made.arrays), dict(made.files))
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(store_cache, "translate", once)
+    yield
+    patch.undo()
+
+
 def store_serving(loaded, settings, key: str = "tiny"):
-    """A started `ModelStore` whose one weights key serves `loaded`, ready when returned."""
+    """A started `ModelStore` whose one weights key serves `loaded`, ready when returned: the
+    caller's own store (settings, folders, ONNX sessions, batcher). A `shared_loaded` model is
+    translated once for the whole session (`_translate_shared_models_once`)."""
     from demo.store import ModelStore
 
     patch = pytest.MonkeyPatch()

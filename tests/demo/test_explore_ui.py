@@ -23,7 +23,6 @@ from xception_core.runtime.introspection import ModelDescription
 from xception_core.settings import Settings
 
 SIZE = 96
-STORE_SEED = 3  # the weights of the `store` fixture (tests/demo/conftest.py)
 TITLES = ["Start here", "At a glance", "Separable convolutions", "Inside one operation", "Activations",
           "Article vs paper", "Graph (Netron)"]
 
