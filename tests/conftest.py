@@ -7,9 +7,12 @@ alone needs has module scope, and whatever a module built is let go when it ends
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 # pytest imports this file as `conftest`; test modules import it as `tests.conftest`. One module
 # object for both names, so that its session state (`shared_loaded`'s models and translations)
@@ -62,14 +65,56 @@ def release_memory() -> None:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _release_memory_after_each_module():
+def _release_memory_after_each_module(request):
     """Set up before, so torn down after, every other fixture of the module: see `release_memory`,
     which runs when the module grew the process by more than `RELEASE_AFTER_KIB` (a collection
-    costs a second or so with TensorFlow loaded: modules that built nothing skip it)."""
+    costs a second or so with TensorFlow loaded: modules that built nothing skip it). After the
+    run's last module that may use `shared_loaded`'s models, they and their translations go too."""
     before = peak_rss.resident_kib()
     yield
-    if peak_rss.resident_kib() - before > RELEASE_AFTER_KIB:
+    if request.node.nodeid == request.config.stash.get(LAST_SHARED_USER, None) and _SHARED:
+        _SHARED.clear()
+        _TRANSLATIONS.clear()
         release_memory()
+    elif peak_rss.resident_kib() - before > RELEASE_AFTER_KIB:
+        release_memory()
+
+
+LAST_SHARED_USER = pytest.StashKey[str]()  # the node id of the run's last module that may use `shared_loaded`
+SHARED_USES = ("shared_loaded", "store_serving")  # in a module's source, or a fixture of its tests
+
+
+def pytest_collection_finish(session) -> None:
+    """Finds the last module that may use `shared_loaded`'s models: one whose source names
+    `SHARED_USES`, or one of whose tests uses a fixture defined in a file that does (`store`)."""
+    for item in session.items:
+        module = item.getparent(pytest.Module)
+        if module is not None and any(_mentions_shared(path) for path in {module.path} | _fixture_files(item)):
+            session.config.stash[LAST_SHARED_USER] = module.nodeid
+
+
+@functools.cache
+def _mentions_shared(path: Path) -> bool:
+    """Whether a file (not this one, where they are defined) calls one of `SHARED_USES`."""
+    if path == Path(__file__):
+        return False
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return any(f"{name}(" in text for name in SHARED_USES)
+
+
+def _fixture_files(item) -> set[Path]:
+    files = set()
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info else ()):
+        for definition in defs:
+            try:
+                files.add(Path(inspect.getsourcefile(definition.func)))
+            except (TypeError, OSError):  # a fixture without a Python source file
+                pass
+    return files
 
 
 RELEASE_AFTER_KIB = 64 * 1024
