@@ -161,4 +161,4 @@ def test_each_knockout_matches_keras_on_the_offline_weights(case, offline, kitch
     _, logits = knocked_keras(kitchenware_loaded, knockouts)(photos, training=False)
     reference = softmax(np.asarray(logits))
     np.testing.assert_allclose(probs, reference, atol=1e-4)
-    assert np.abs(reference - served.forward(photos)[1]).max() > 1e-3, "the knockout changes the answer"
+    assert np.abs(reference - served.forward(photos)[1]).max() > 3e-4, "the knockout changes the answer"
