@@ -14,6 +14,7 @@ import pandas as pd
 from demo.services import UserError
 from demo.services.knockout import KnockoutService, answer_json
 from demo.ui import figures, text
+from demo.ui.classify_tab import EXAMPLE_COLUMNS
 from demo.ui.events import errors_as_messages
 from demo.ui.explore.context import ExploreContext, SubTab
 from xception_core.arch.registry import architecture
@@ -31,6 +32,7 @@ def separables(block: str) -> list[str]:
 
 @dataclass(frozen=True)
 class KnockoutsView:
+    examples: gr.Gallery
     kind: gr.Dropdown
     block: gr.Dropdown
     layer: gr.Dropdown
@@ -54,6 +56,9 @@ class KnockoutsView:
 
 def _layout() -> KnockoutsView:
     gr.Markdown(text.KNOCKOUTS_INTRO)
+    # The photo is Explore's (Activations shows it); an example clicked here becomes it.
+    examples = gr.Gallery(label=text.KNOCKOUTS_EXAMPLES, columns=EXAMPLE_COLUMNS, height="auto", allow_preview=False,
+                          object_fit="cover", interactive=False, elem_id="knockouts-examples")
     with gr.Row(equal_height=False, elem_id="knockouts-controls"):
         kind = gr.Dropdown([(words, kind) for kind, words in text.KNOCKOUTS_KINDS.items()], value=KINDS[0],
                            label="Knockout", elem_id="knockouts-kind")
@@ -85,7 +90,7 @@ def _layout() -> KnockoutsView:
     lesion_summary = gr.Markdown(elem_id="knockouts-lesion-summary")
     lesion_table = gr.Dataframe(headers=["branch removed", "shortcut", "top-1 accuracy", "agreement with intact"],
                                 interactive=False, elem_id="knockouts-lesion-table")
-    return KnockoutsView(kind, block, layer, n_channels, add, clear, run, chosen, listing, verdict, intact, knocked,
+    return KnockoutsView(examples, kind, block, layer, n_channels, add, clear, run, chosen, listing, verdict, intact, knocked,
                          intact_cam, knocked_cam, changes, lesion, lesion_plot, lesion_summary, lesion_table)
 
 
@@ -156,6 +161,7 @@ def _wire(ctx: ExploreContext, view: KnockoutsView) -> None:
 def build(ctx: ExploreContext, tab: gr.Tab) -> KnockoutsView:
     view = _layout()
     _wire(ctx, view)
+    ctx.wire_examples(view.examples)
     return view
 
 
