@@ -143,7 +143,7 @@ class KnockoutService:
         """The served weights' chain (made once; refused for a model served without its translation)."""
         translated = getattr(served, "translated", None)
         if translated is None:
-            raise UserError("Knockouts need the translated model; this server runs the Keras backend.")
+            raise UserError("Knockouts need the translated model in this process, and this server does not hold one.")
         with self._lock:
             chain = self._chains.get(served.key)
             if chain is None:
