@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,13 @@ from PIL import Image
 
 from demo.services import UserError
 from demo.services.classify import CAM_ALPHA
+from demo.services.explore import THUMB, cell_side
 from demo.services.models import served_model
 from demo.services.payloads import payload_to_image
 from demo.store import Prediction, ServedModel, Store
 from xception_core.inputs.images import display_copy, load_image
 from xception_core.io.labels import top_k
-from xception_core.io.visualize import overlay
+from xception_core.io.visualize import map_tile, overlay
 from xception_core.runtime.knockout import (
     Boundaries, Knockout, KnockoutChain, KnockoutError, chain_of, parse_knockouts, probabilities,
 )
@@ -65,6 +66,8 @@ class KnockoutAnswer:
         changes: Every block from the first changed one on.
         seconds: Time in the knocked chain (0 for no knockouts).
         reused: Whether the intact chain pass of the photo was already kept.
+        maps: {block: (intact, knocked) (h, w) channel-mean maps} of the first changed block and
+            the last block.
     """
 
     served: ServedModel
@@ -74,6 +77,7 @@ class KnockoutAnswer:
     changes: tuple[BlockChange, ...]
     seconds: float
     reused: bool
+    maps: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,9 @@ class KnockoutService:
             norm = float(np.linalg.norm(a))
             changes.append(BlockChange(block, float(a.mean()), float(b.mean()),
                                        float(np.linalg.norm(b - a)) / norm if norm else 0.0))
-        return KnockoutAnswer(served, knockouts, intact, knocked, tuple(changes), seconds, reused)
+        shown = dict.fromkeys([changes[0].block, chain.blocks[-1]])
+        maps = {b: (boundaries[outputs[b]][0].mean(axis=0), out[outputs[b]][0].mean(axis=0)) for b in shown}
+        return KnockoutAnswer(served, knockouts, intact, knocked, tuple(changes), seconds, reused, maps)
 
     def pictures(self, answer: KnockoutAnswer, payload: Any) -> tuple[Image.Image, Image.Image]:
         """Grad-CAM of each network's own top class over the photo: (intact, knocked)."""
@@ -222,6 +228,19 @@ class KnockoutService:
         image = display_copy(payload_to_image(payload, self.store.settings.upload_dir))
         return tuple(overlay(image, served.gradcam(p.features, served.labels.index(p.top[0][0])), alpha=CAM_ALPHA)
                      for p in (answer.intact, answer.knocked))
+
+    @staticmethod
+    def map_pictures(answer: KnockoutAnswer) -> list[tuple[Image.Image, str]]:
+        """Each shown block's channel-mean output, intact then knocked, on one colour scale per
+        block and on its true grid: (picture, caption)."""
+        out = []
+        for block, (a, b) in answer.maps.items():
+            value_range = (float(min(a.min(), b.min())), float(max(a.max(), b.max())))
+            side = cell_side(a.shape[0], THUMB)
+            for which, values in (("intact", a), ("knocked out", b)):
+                out.append((map_tile(values, side, nearest=True, value_range=value_range, grid=True),
+                            f"{block} · {which} · mean over channels"))
+        return out
 
     # ---------------------------------------------------------------- the lesion study
 

@@ -421,6 +421,8 @@ KNOCKOUTS_KINDS = {
     "relu_between": "Insert a ReLU between depthwise and pointwise",
 }
 KNOCKOUTS_EXAMPLES = "Examples (or the photo you chose in Classify or Activations)"
+KNOCKOUTS_MAPS = ("Block outputs, intact beside knocked out (mean over channels, one colour scale per block): "
+                  "the first changed block and the last")
 KNOCKOUTS_NONE = "No knockouts chosen yet: add one above (the intact network is shown on both sides)."
 KNOCKOUTS_LESION_INTRO = ("**The lesion study.** One click removes each middle-flow block's branch in turn (blocks 5-12, "
                           "identity shortcuts), then blocks 4 and 13, whose shortcut is a 1×1 convolution, over every "

@@ -118,3 +118,16 @@ def test_the_lesion_study_is_measured(service, served_store, loaded, photos):
 def test_no_labelled_photos_is_said(served_store):
     with pytest.raises(UserError, match="no labelled photos"):
         KnockoutService(served_store).lesion()
+
+
+def test_the_maps_shown_are_the_block_outputs_channel_means(service, served_store, loaded, photos):
+    import keras
+
+    answer = service.knockout(photos[0], CASES[1])  # drop block8's shortcut
+    assert list(answer.maps) == ["block8", "block14"]
+    x = served_store.get().preprocess(Image.open(photos[0]["path"]).convert("RGB"))[None]
+    intact = keras.Model(loaded.model.inputs, loaded.model.get_layer("block8_add").output)(x, training=False)
+    np.testing.assert_allclose(answer.maps["block8"][0], np.asarray(intact)[0].mean(axis=-1), atol=1e-4)
+    pictures = service.map_pictures(answer)
+    assert [caption.split(" · ")[:2] for _, caption in pictures] == [
+        ["block8", "intact"], ["block8", "knocked out"], ["block14", "intact"], ["block14", "knocked out"]]

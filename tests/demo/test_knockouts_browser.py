@@ -1,7 +1,7 @@
 """Explore › Knockouts in headless Chromium on the real app (kitchenware weights), at a desktop's
 width in light mode and a phone's in dark mode: pick an example, add a knockout, run it, and read
 the knocked network's top class and probability where a person reads them, against `/knockout`
-for the same photo; the intact side is `/classify`'s."""
+for the same photo (the intact side is `/classify`'s), and the two blocks' maps side by side."""
 
 from __future__ import annotations
 
@@ -54,6 +54,9 @@ def test_a_knockout_changes_the_top5_as_the_api_says(chromium, live_server, clie
     for selector, side in (("#knockouts-knocked", "knocked"), ("#knockouts-intact", "intact")):
         label, p = next(iter(answer[side].items()))
         assert shown_top(page, selector) == (label, round(p * 100)), side
+    # The first changed block and the last, intact beside knocked out.
+    page.locator("#knockouts-maps .thumbnail-item").nth(3).wait_for(timeout=30_000)
+    assert page.locator("#knockouts-maps .thumbnail-item").count() == 4
     check_chart_theme(page, ["#knockouts-changes"], scheme)
     assert page.evaluate("() => document.documentElement.scrollWidth") <= width + 1
     no_error_badges(page)

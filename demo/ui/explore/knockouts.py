@@ -47,6 +47,7 @@ class KnockoutsView:
     knocked: gr.Label
     intact_cam: gr.Image
     knocked_cam: gr.Image
+    maps: gr.Gallery
     changes: gr.Plot
     lesion: gr.Button
     lesion_plot: gr.Plot
@@ -83,6 +84,8 @@ def _layout() -> KnockoutsView:
             knocked = gr.Label(num_top_classes=5, label="Knocked out: top 5", elem_id="knockouts-knocked")
             knocked_cam = gr.Image(label="Knocked out: Grad-CAM of its top class", type="pil", interactive=False,
                                    height=260, elem_id="knockouts-knocked-cam", format="jpeg")
+    maps = gr.Gallery(label=text.KNOCKOUTS_MAPS, columns=4, height="auto", object_fit="contain",
+                      allow_preview=False, elem_id="knockouts-maps", format="png")
     changes = gr.Plot(label="Block outputs", elem_id="knockouts-changes")
     gr.Markdown(text.KNOCKOUTS_LESION_INTRO)
     lesion = gr.Button("Run the lesion study", elem_id="knockouts-lesion")
@@ -91,17 +94,17 @@ def _layout() -> KnockoutsView:
     lesion_table = gr.Dataframe(headers=["branch removed", "shortcut", "top-1 accuracy", "agreement with intact"],
                                 interactive=False, elem_id="knockouts-lesion-table")
     return KnockoutsView(examples, kind, block, layer, n_channels, add, clear, run, chosen, listing, verdict, intact, knocked,
-                         intact_cam, knocked_cam, changes, lesion, lesion_plot, lesion_summary, lesion_table)
+                         intact_cam, knocked_cam, maps, changes, lesion, lesion_plot, lesion_summary, lesion_table)
 
 
 def _wire(ctx: ExploreContext, view: KnockoutsView) -> None:
     service: KnockoutService = ctx.knockouts
     photo = ctx.photo
-    results = [view.verdict, view.intact, view.knocked, view.intact_cam, view.knocked_cam, view.changes]
+    results = [view.verdict, view.intact, view.knocked, view.intact_cam, view.knocked_cam, view.maps, view.changes]
 
     def cleared(*_: Any) -> dict:
         return {view.verdict: "", view.intact: None, view.knocked: None, view.intact_cam: None,
-                view.knocked_cam: None, view.changes: None}
+                view.knocked_cam: None, view.maps: [], view.changes: None}
 
     @errors_as_messages
     def on_block(block: Any) -> Any:
@@ -134,7 +137,7 @@ def _wire(ctx: ExploreContext, view: KnockoutsView) -> None:
         intact_cam, knocked_cam = service.pictures(answer, payload)
         theme = figures.theme_of(client_value)
         return {view.verdict: text.knockouts_verdict(data), view.intact: data["intact"], view.knocked: data["knocked"],
-                view.intact_cam: intact_cam, view.knocked_cam: knocked_cam,
+                view.intact_cam: intact_cam, view.knocked_cam: knocked_cam, view.maps: service.map_pictures(answer),
                 view.changes: figures.knockout_change_figure(data["blocks"], theme) if data["blocks"] else None}
 
     @errors_as_messages
