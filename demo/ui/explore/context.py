@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 
 from demo.services.examples import ExampleService
 from demo.services.explore import ExploreService
+from demo.services.knockout import KnockoutService
 from demo.services.operation import OperationService
 from demo.store import ModelStore, ServedModel
 from demo.ui.classify_tab import example_items
@@ -151,6 +152,7 @@ class ExploreContext:
         client: The browser's report ({dark, width}); figures follow its theme and width.
         graph: Builds the Netron view inside the Graph sub-tab (None: no folder to export to).
         operation: One separable step number by number (Inside one operation, and `/operation`).
+        knockouts: Knockouts and the lesion study (Knockouts, and `/knockout`).
     """
 
     store: ModelStore
@@ -160,6 +162,7 @@ class ExploreContext:
     graph: Callable | None
     photo: Photo
     operation: OperationService
+    knockouts: KnockoutService
     figures: FigureCache = field(default_factory=FigureCache)
     fills: list[Fill] = field(default_factory=list)
 
