@@ -9,7 +9,8 @@ two `.keras` files) of several seconds; repeats of the same model are what the s
 fixtures of tests/conftest.py (`tiny_translation`) exist to remove, and this is how a new repeat is
 seen. Both functions are wrapped where they are defined and where `demo.store.cache` and
 `xception_core.weights.load` imported them by name (a test module that imports one by name
-before it is wrapped calls it uncounted).
+before it is wrapped calls it uncounted, and so does the first build of a run in which no
+module imported the builder at collection: it is wrapped as the next test starts).
 """
 
 from __future__ import annotations
