@@ -314,3 +314,34 @@ def test_the_exports_are_the_keras_ones(loaded, saved, tmp_path):
         assert prints == {"config": config_fingerprint(model), "weights": weights_fingerprint(model)}
     again = keras.models.load_model(translation.export("keras", "article"))
     assert weights_fingerprint(again) == translation.meta["exports"]["article"]["weights"]
+
+
+def _rss_bytes() -> int:
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) * 1024
+
+
+def test_a_lean_session_answers_alike_and_holds_no_copy_of_the_weights(saved, images):
+    """The sessions run now and then (the operation pass, another wiring) use the translation's
+    weights where they lie; the classifier's own session keeps copies of its own (ONNX Runtime's
+    re-blocked convs), which is what this measures against."""
+    from xception_core.runtime.ort import OnnxForward
+    from xception_core.runtime.translated import operation_graph
+
+    translation = open_translation(saved, SHA)
+    graph = operation_graph("paper")
+    weights = translation.weights_for(graph)
+    weight_bytes = sum(a.nbytes for a in weights.values())
+
+    def growth(lean: bool) -> tuple[int, list[OnnxForward]]:
+        before = _rss_bytes()
+        sessions = [OnnxForward(translation.graphs[graph], weights, lean=lean) for _ in range(2)]
+        return _rss_bytes() - before, sessions
+
+    lean_growth, lean_sessions = growth(True)
+    full_growth, full_sessions = growth(False)
+    # Two sessions each: a copy of the weights each would be 2 × weight_bytes.
+    assert lean_growth < 0.4 * weight_bytes < weight_bytes < full_growth, (lean_growth, full_growth, weight_bytes)
+    ours, reference = lean_sessions[0].run(images), full_sessions[0].run(images)
+    for name, value in reference.items():
+        np.testing.assert_allclose(ours[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
