@@ -269,9 +269,9 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
     for v in VARIANTS:
         work += [(blocks_graph(info.variant, v), wired[v], {"block_maps": maps[v]}),
                  (operation_graph(v), wired[v], {"extra_outputs": pass_layers(v, info.arch.spec)})]
-    folded: dict = {}  # each conv folded once for the five graphs (`rewire` keeps the weights)
+    fold_cache: dict = {}  # each conv folded once for the five graphs (`rewire` keeps the weights)
     for name, which, outputs in work:
-        proto, weights = to_onnx_parts(which.model, which.info.features_layer, shared=SharedArrays(), folded=folded,
+        proto, weights = to_onnx_parts(which.model, which.info.features_layer, shared=SharedArrays(), fold_cache=fold_cache,
                                        **outputs)
         graphs[name] = proto.SerializeToString()
         names = {}
