@@ -19,6 +19,7 @@ from typing import Any
 import gradio as gr
 import plotly.graph_objects as go
 
+from demo.services.compare import CompareService
 from demo.services.examples import ExampleService
 from demo.services.explore import ExploreService
 from demo.services.operation import OperationService
@@ -151,6 +152,7 @@ class ExploreContext:
         client: The browser's report ({dark, width}); figures follow its theme and width.
         graph: Builds the Netron view inside the Graph sub-tab (None: no folder to export to).
         operation: One separable step number by number (Inside one operation, and `/operation`).
+        compare: Xception against Inception V3 (Xception vs Inception V3, and `/compare`).
     """
 
     store: ModelStore
@@ -160,6 +162,7 @@ class ExploreContext:
     graph: Callable | None
     photo: Photo
     operation: OperationService
+    compare: CompareService
     figures: FigureCache = field(default_factory=FigureCache)
     fills: list[Fill] = field(default_factory=list)
 
