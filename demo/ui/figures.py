@@ -608,15 +608,17 @@ def placement_figure(placements: Mapping[str, Sequence[tuple[str, int]]], theme:
     """
     names = list(placements)
     fig = go.Figure()
+    legend: set[str] = set()  # each place once in the legend (both networks have a classifier)
     for network, places in placements.items():
         total = sum(p for _, p in places)
         for place, params in places:
             fig.add_trace(go.Bar(
                 y=[network], x=[params], orientation="h", name=place, legendgroup=place,
                 marker=dict(color=PLACE_COLORS.get(place, "#999"), line=dict(width=0)),
-                showlegend=True, text=[f"{100 * params / total:.0f}%" if params / total >= 0.06 else ""],
+                showlegend=place not in legend, text=[f"{100 * params / total:.0f}%" if params / total >= 0.06 else ""],
                 textposition="inside", insidetextanchor="middle",
                 hovertemplate=f"{network} · {place}: %{{x:,}} parameters ({100 * params / total:.1f}%)<extra></extra>"))
+            legend.add(place)
     _base_layout(fig, 300 if theme.narrow else 250, "Where the parameters sit" + _subtitle(
         "all parameters, BatchNorm's moving statistics included"), theme)
     fig.update_layout(barmode="stack", legend=dict(orientation="h", x=0, xanchor="left", y=-0.25, yanchor="top"),

@@ -532,21 +532,23 @@ def _fmt(n: int) -> str:
 
 def compare_totals(xception, inception) -> str:
     """Both networks' measured totals beside the paper's figures (`demo.services.compare.Network`s),
-    each count named for what it is."""
-    rows = []
+    each count named for what it is; one list a network, so a phone reads it without scrolling."""
+    size = xception.description.input_shape[0]
+    parts = []
     for n in (xception, inception):
         d, p = n.description, n.paper
-        rows.append(f"| {n.title} | {_fmt(d.total_params)} | {_fmt(d.learned_params)} | {_fmt(p.params)} | "
-                    f"{d.total_macs / 1e9:.2f} G | {p.top1:.3f} / {p.top5:.3f} | {p.steps_per_second:g} |")
-    size = xception.description.input_shape[0]
+        parts.append(
+            f"**{n.title}** at {size}×{size} px\n"
+            f"- measured: **{_fmt(d.total_params)}** parameters in all, **{_fmt(d.learned_params)}** learned, "
+            f"**{d.total_macs / 1e9:.2f} G** multiply-accumulates per image, {len(d.blocks)} modules with the classifier\n"
+            f"- the paper's: {_fmt(p.params)} parameters (Table 3), top-1 / top-5 {p.top1:.3f} / {p.top5:.3f} "
+            f"(Table 1), {p.steps_per_second:g} training steps/s (Table 3)")
     gap = inception.paper.params - inception.description.learned_params
-    return (f"| at {size}×{size} px | all parameters (measured) | learned (measured) | paper's count (Table 3) | "
-            "multiply-accumulates (measured) | paper's top-1 / top-5 (Table 1) | paper's training steps/s (Table 3) |\n"
-            "|---|---:|---:|---:|---:|---:|---:|\n" + "\n".join(rows) + "\n\n"
+    return ("\n\n".join(parts) + "\n\n"
             "*Measured* here from each network's layer graph with the 1000-class ImageNet head (equal to Keras's "
-            "`count_params()` for `keras.applications.Xception` and `InceptionV3`). *All* counts BatchNorm's moving "
+            "`count_params()` for `keras.applications.Xception` and `InceptionV3`). *In all* counts BatchNorm's moving "
             "mean and variance; *learned* leaves them out. The paper's Xception count is the learned one exactly; "
-            f"its Inception V3 count is {abs(gap):,} {'more' if gap > 0 else 'fewer'} than Keras's learned count and "
+            f"its Inception V3 count is {abs(gap):,} {'more' if gap > 0 else 'fewer'} than Keras's learned count, and "
             "the paper does not say how it counted. The paper's accuracies and steps/s are its own (ImageNet, single "
             "crop; training on 60 NVIDIA K80 GPUs), not measured here: Chollet 2017, arXiv 1610.02357.")
 

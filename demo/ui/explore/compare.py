@@ -94,7 +94,7 @@ def _layout(ctx: ExploreContext) -> CompareView:
                                  elem_id="cmp-i-cam")
     gr.Markdown("#### From the Inception module to the depthwise separable conv (the paper's Figures 1–4)")
     with gr.Row(equal_height=True):
-        channels_in = gr.Number(256, label="input channels", precision=None, step=1, elem_id="cmp-in")
+        channels_in = gr.Number(128, label="input channels", precision=None, step=1, elem_id="cmp-in")
         channels_out = gr.Number(256, label="output channels", precision=None, step=1, elem_id="cmp-out")
         side = gr.Number(17, label="output side", precision=None, step=1, elem_id="cmp-side")
     continuum = gr.Plot(label="Parameters and cost against the number of channel segments", elem_id="cmp-continuum")
