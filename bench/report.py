@@ -166,6 +166,10 @@ def table(results: dict[str, Any]) -> str:
     lean = results.get("lean", {})
     for row in lean.get("rows", []):
         rows.append((f"lean: {row['what']}", row["before"], row["after"], row.get("note", "")))
+    if "compare" in results and not results["compare"].get("skipped"):
+        from bench.compare import rows as compare_rows
+
+        rows.extend(compare_rows(results["compare"]))
     rows.append(("", "", "", ""))
     for t in results.get("targets", {}).values():
         met = {True: "met", False: "NOT met", None: "n/a"}[t["met"]]

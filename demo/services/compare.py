@@ -137,6 +137,8 @@ class Timings:
         threads: ONNX Runtime intra-op threads of each.
         pretrained: Whether Inception V3's weights are ImageNet's (the times do not depend on it).
         first: Which ran first in each round (they alternate).
+        macs: Each network's multiply-accumulates at the side it ran at (the work each forward did:
+            the sides differ when Xception's weights are not ImageNet's).
     """
 
     xception_ms: tuple[float, ...]
@@ -145,6 +147,7 @@ class Timings:
     threads: dict[str, int]
     pretrained: bool
     first: tuple[str, ...]
+    macs: dict[str, int]
 
     @property
     def medians(self) -> dict[str, float]:
@@ -157,7 +160,7 @@ class Timings:
                 "backend": "onnx", "precision": "fp32", "batch": 1,
                 "xception_ms": [round(v, 2) for v in self.xception_ms],
                 "inception_v3_ms": [round(v, 2) for v in self.inception_ms],
-                "median_ms": {k: round(v, 2) for k, v in medians.items()},
+                "median_ms": {k: round(v, 2) for k, v in medians.items()}, "macs": self.macs,
                 "inception_v3_over_xception": round(medians[INCEPTION_V3] / medians[XCEPTION], 3)}
 
 
@@ -268,9 +271,11 @@ class CompareService:
                     times[key].append((time.perf_counter() - start) * 1000)
         threads = {XCEPTION: int(getattr(self.store.settings, "onnx_threads", 0)),
                    INCEPTION_V3: int(inception.model.runner.threads)}
-        return Timings(tuple(times[XCEPTION]), tuple(times[INCEPTION_V3]),
-                       {XCEPTION: int(x.shape[0]), INCEPTION_V3: int(y.shape[0])}, threads, inception.pretrained,
-                       tuple(first))
+        sizes = {XCEPTION: int(x.shape[0]), INCEPTION_V3: int(y.shape[0])}
+        # Each at its own side (Xception's weights may take a side below Inception V3's smallest).
+        macs = {key: describe_graph(architecture(key), side, classes=1000).total_macs for key, side in sizes.items()}
+        return Timings(tuple(times[XCEPTION]), tuple(times[INCEPTION_V3]), sizes, threads, inception.pretrained,
+                       tuple(first), macs)
 
     def predictions(self, payload: Any, wait_s: float | None = 0.0) -> Predictions | None:
         """Both top-5 and Grad-CAM maps over the photo; None when Inception V3's weights are not

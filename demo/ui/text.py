@@ -571,9 +571,14 @@ def compare_timings(timings, paper) -> str:
     return (f"Median of {len(timings.xception_ms)} forwards each on this photo, alternated, in this process: "
             f"**Xception {x:.1f} ms** ({sizes['xception']} px), **Inception V3 {i:.1f} ms** "
             f"({sizes['inception_v3']} px, {weights} weights): Inception V3 takes {i / x:.2f}× Xception's time "
-            f"(ONNX Runtime, fp32, batch 1, {timings.threads['xception']} threads each). The paper's Table 3 "
-            f"compares training instead: {paper['inception_v3'].steps_per_second:g} steps/s for Inception V3 against "
-            f"{paper['xception'].steps_per_second:g} for Xception, on 60 GPUs. These are this host's figures, taken while others may share its cores.")
+            f"(ONNX Runtime, fp32, batch 1, {timings.threads['xception']} threads each). "
+            + (f"The sides differ (the weights served here take {sizes['xception']} px), so the work differs: "
+               f"{timings.macs['xception'] / 1e9:.2f} G multiply-accumulates per Xception forward against "
+               f"{timings.macs['inception_v3'] / 1e9:.2f} G per Inception V3 forward. "
+               if sizes["xception"] != sizes["inception_v3"] else "")
+            + f"The paper's Table 3 compares training instead: {paper['inception_v3'].steps_per_second:g} steps/s "
+            f"for Inception V3 against {paper['xception'].steps_per_second:g} for Xception, on 60 GPUs. These are "
+            "this host's figures, taken while others may share its cores.")
 
 
 def compare_predictions(xception_top, inception_top) -> str:

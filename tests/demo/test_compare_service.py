@@ -214,3 +214,37 @@ def test_imagenet_inception_is_fetched_checked_translated_and_predicts(imagenet_
     again = ComparedModels(settings, input_size=SMALL).get(300)
     assert again.pretrained and not again.translated_now and server.requests == 1
     del keras
+
+
+def test_the_figures_draw_the_services_numbers(service):
+    from demo.ui import figures
+
+    xception, inception = service.structure(299)
+    placed = figures.placement_figure({n.title: n.placement for n in (xception, inception)})
+    drawn = collections.defaultdict(int)
+    for trace in placed.data:
+        drawn[trace.y[0]] += trace.x[0]
+    assert dict(drawn) == {"Xception": xception.description.total_params,
+                           "Inception V3": inception.description.total_params}
+    assert sorted(t.name for t in placed.data if t.showlegend) == sorted(
+        {place for n in (xception, inception) for place, _ in n.placement})
+    c = service.continuum(128, 256, 17)
+    curve = figures.continuum_figure([p.segments for p in c.steps], [p.params for p in c.steps],
+                                     [p.macs for p in c.steps], xception_params=c.xception.separable_params,
+                                     xception_macs=c.xception.separable_macs, in_channels=128, out_channels=256, side=17)
+    assert list(curve.data[0].y) == [p.params for p in c.steps] and list(curve.data[2].y) == [p.macs for p in c.steps]
+    # Hand count: one segment is a 1×1 then a regular 3×3; one per channel a 1×1 then a depthwise 3×3.
+    assert c.regular.params == 128 * 256 + 9 * 256 * 256 and c.extreme.params == 128 * 256 + 9 * 256
+    assert c.xception.separable_params == 9 * 128 + 128 * 256
+
+
+def test_the_timing_sentence_names_each_sides_work(service, photo):
+    from demo.services.compare import PAPER
+    from demo.ui import text
+
+    timings = service.timings(photo, 1, wait_s=300)
+    assert timings.macs == {XCEPTION: service.structure(96)[0].description.total_macs,
+                            INCEPTION_V3: service.structure(SMALL)[1].description.total_macs}
+    words = text.compare_timings(timings, PAPER)
+    assert f"{timings.macs[XCEPTION] / 1e9:.2f} G multiply-accumulates per Xception forward" in words
+    assert "31 steps/s for Inception V3 against 28 for Xception" in words
