@@ -50,3 +50,23 @@ def test_compare_view_totals_are_the_architecture_endpoints(chromium, live_serve
     page.locator("#cmp-totals").scroll_into_view_if_needed()
     shot(page, f"compare-{width}-{scheme}")
     assert not errors
+
+
+def test_compare_endpoint_gives_both_totals_timings_and_no_random_predictions(client, architectures):
+    from gradio_client import handle_file
+
+    from bench.common import example_path
+
+    answer = client.predict(handle_file(str(example_path())), 299, 2, api_name="/compare")
+    for which, key in (("reference", "xception"), ("inception_v3", "inception_v3")):
+        network, expected = answer["networks"][key], architectures[which]
+        assert (network["total_params"], network["learned_params"], network["total_macs"]) == (
+            expected["total_params"], expected["learned_params"], expected["total_macs"])
+        assert sum(network["placement"].values()) == expected["total_params"]
+    timings = answer["timings"]
+    assert len(timings["xception_ms"]) == len(timings["inception_v3_ms"]) == 2 and timings["first"] == [
+        "xception", "inception_v3"]
+    if answer["inception_v3_weights"] == "random":  # offline: no ImageNet file, so nothing predicts
+        assert answer["predictions"] is None and answer["predictions_withheld"]
+    else:
+        assert len(answer["predictions"]["inception_v3"]) == 5
