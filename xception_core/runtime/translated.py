@@ -237,6 +237,16 @@ def _is_relu(layer: Any) -> bool:
 Exporter = Callable[[Any], tuple[bytes, bytes, dict[str, str]]]
 
 
+def _classes(loaded: LoadedModel, labels: Sequence[str]) -> int:
+    """The classifier's width, checked: a model to serve has a classifier and one label a class."""
+    if loaded.info.outputs == "features":
+        raise ValueError("only a model with a classifier (include_top=True) is translated for serving")
+    classes = int(loaded.model.outputs[0].shape[-1])
+    if len(labels) != classes:
+        raise ValueError(f"{len(labels)} labels for a classifier of {classes} classes")
+    return classes
+
+
 def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *, precision: str = "fp32",
               calibration: Sequence[np.ndarray] = (), exporter: Exporter | None = None) -> Translation:
     """Translates a classifier from `load_model` (imports Keras and the translator: TensorFlow),
@@ -257,11 +267,7 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
     from xception_core.runtime.onnx import SharedArrays, to_onnx_parts
 
     model, info = loaded.model, loaded.info
-    if info.outputs == "features":
-        raise ValueError("only a model with a classifier (include_top=True) is translated for serving")
-    classes = int(model.outputs[0].shape[-1])
-    if len(labels) != classes:
-        raise ValueError(f"{len(labels)} labels for a classifier of {classes} classes")
+    classes = _classes(loaded, labels)
     wired = {v: loaded if v == info.variant else rewire(loaded, v) for v in VARIANTS}
     maps = {v: info.arch.block_outputs(v) for v in VARIANTS}
     graphs, by_content, arrays, initializers = {}, {}, {}, {}
@@ -322,11 +328,7 @@ def translate_forward(loaded: LoadedModel, labels: Sequence[str], weights_sha256
     from xception_core.runtime.onnx import SharedArrays, to_onnx_parts
 
     model, info = loaded.model, loaded.info
-    if info.outputs == "features":
-        raise ValueError("only a model with a classifier (include_top=True) is translated for serving")
-    classes = int(model.outputs[0].shape[-1])
-    if len(labels) != classes:
-        raise ValueError(f"{len(labels)} labels for a classifier of {classes} classes")
+    classes = _classes(loaded, labels)
     proto, weights = to_onnx_parts(model, info.features_layer, shared=SharedArrays())
     arrays = {f"a{i}": _contiguous(a) for i, a in enumerate(weights.values())}
     head, head_arrays = _head(model, info.features_layer)
