@@ -309,7 +309,7 @@ def test_app_reaches_tensorflow_only_through_the_named_debt(module):
 SERVING = ("app", "demo.server", "demo.store", "demo.store.interface", "demo.store.cache", "demo.store.served", "demo.store.local",
            "scale.deployment", "scale.api", "scale.ingress",
            "xception_core.runtime.translated",
-           "xception_core.runtime.activations", "xception_core.runtime.ort")
+           "xception_core.runtime.activations", "xception_core.runtime.ort", "xception_core.runtime.knockout")
 
 
 @pytest.mark.parametrize("module", SERVING)

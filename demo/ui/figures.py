@@ -675,3 +675,61 @@ def continuum_figure(segments: Sequence[int], params: Sequence[int], macs: Seque
     fig.update_layout(legend=dict(orientation="h", x=0, xanchor="left", y=-0.3, yanchor="top"),
                       margin=dict(l=50, r=10, t=90, b=120) if theme.narrow else dict(l=60, r=30, t=90, b=100))
     return fig
+
+
+# ------------------------------------------------------------------------------------------ knockouts
+
+_INTACT_COLOR, _KNOCKED_COLOR = "#4C78A8", "#E45756"
+
+
+def knockout_change_figure(rows: Sequence[Mapping[str, Any]], theme: Theme = LIGHT) -> go.Figure:
+    """How far each block's output moved under the knockouts: ‖knocked − intact‖ / ‖intact‖.
+
+    Args:
+        rows: The `/knockout` answer's 'blocks': {'block', 'relative_change', 'intact_mean',
+            'knocked_mean'}, from the first changed block on.
+    """
+    names = [r["block"].removeprefix("block") if theme.narrow else r["block"] for r in rows]
+    values = [float(r["relative_change"]) for r in rows]
+    hover = [f"<b>{r['block']}</b><br>relative change: {float(r['relative_change']):.4f}<br>"
+             f"mean output: {float(r['intact_mean']):.4f} intact · {float(r['knocked_mean']):.4f} knocked"
+             for r in rows]
+    fig = go.Figure(go.Bar(x=names, y=values, marker_color=_KNOCKED_COLOR, hovertext=hover, hoverinfo="text",
+                           showlegend=False))
+    title = "Block outputs, knocked vs intact: ‖knocked − intact‖ / ‖intact‖"
+    if theme.narrow:
+        title = "Block outputs, knocked vs intact:<br>‖knocked − intact‖ / ‖intact‖"
+    _base_layout(fig, 340 if theme.narrow else 300, title, theme)
+    fig.update_layout(title=dict(font=dict(size=12 if theme.narrow else 13)), xaxis=dict(type="category"))
+    fig.update_yaxes(title=dict(text="relative change"), rangemode="tozero", range=[0, max(values + [0.1]) * 1.15])
+    return fig
+
+
+def lesion_figure(table: Mapping[str, Any], theme: Theme = LIGHT) -> go.Figure:
+    """The lesion study: top-1 accuracy and agreement with the intact network, per removed branch.
+
+    Args:
+        table: `LesionTable.to_json()`: 'intact_accuracy', 'photos' and 'rows' of {'block',
+            'shortcut', 'accuracy', 'agreement'}.
+    """
+    rows = table["rows"]
+    names = [r["block"].removeprefix("block") if theme.narrow else r["block"] for r in rows]
+    shortcut = [f"{r['shortcut']} shortcut" for r in rows]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=names, y=[r["accuracy"] for r in rows], mode="lines+markers", name="top-1 accuracy",
+                             line=dict(color=_KNOCKED_COLOR), customdata=shortcut,
+                             hovertemplate="%{x} removed (%{customdata}): accuracy %{y:.0%}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=names, y=[r["agreement"] for r in rows], mode="lines+markers",
+                             name="agrees with the intact network", line=dict(color=_INTACT_COLOR, dash="dot"),
+                             customdata=shortcut,
+                             hovertemplate="%{x} removed (%{customdata}): agreement %{y:.0%}<extra></extra>"))
+    fig.add_hline(y=table["intact_accuracy"], line=dict(color=theme.muted, dash="dash"),
+                  annotation_text=f"intact {table['intact_accuracy']:.0%}", annotation_position="bottom right")
+    title = f"Lesion study: one branch removed at a time ({table['photos']} labelled photos)"
+    if theme.narrow:
+        title = f"Lesion study: one branch removed<br>at a time ({table['photos']} labelled photos)"
+    _base_layout(fig, 380 if theme.narrow else 340, title, theme)
+    fig.update_layout(legend=_legend(theme), title=dict(font=dict(size=12 if theme.narrow else 13)),
+                      xaxis=dict(type="category", title=dict(text="branch removed")))
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    return fig

@@ -391,6 +391,85 @@ API_OPERATION = ("One separable conv of the served model at one position and out
                  "model's own value ('stages'), the position's receptive field and the conv's cost. One forward "
                  "pass per photo and block, cached.")
 
+API_KNOCKOUT = ("The served network with parts knocked out, on a photo. knockouts is a JSON list of objects: "
+                "{kind: 'skip_branch', block} (the block's output becomes its shortcut: for blocks 5-12 its input), "
+                "{kind: 'drop_shortcut', block} (only the branch is kept), {kind: 'zero_channels', block, channels: [..]} "
+                "(those output channels set to zero) or {kind: 'relu_between', block, layer} (a ReLU between the "
+                "depthwise and pointwise steps of that separable conv). Returns knockout: the intact and the knocked "
+                "top-5 ({class: probability}, as /classify rounds them), whether the top class changed, and for every "
+                "block from the first changed one its output's mean, intact and knocked, and relative change. An "
+                "empty list is /classify's answer. Unknown blocks, layers or channels are refused in one sentence.")
+API_KNOCKOUTS = "knockouts: a JSON list of {kind, block, layer?, channels?}"
+
+KNOCKOUTS_INTRO = """
+### What each piece is worth
+
+The paper's case for Xception rests on **ablations**: without its residual connections Xception
+trains much more slowly and ends lower (its Figure 9), and an activation between the depthwise and
+the pointwise step makes it worse (Figure 10). Veit et al. (2016) went further on trained ResNets:
+**deleting one residual block at test time barely changes the error**, except for the blocks that
+downsample. Try both here, on the live network and your photo: pick what to knock out, then run.
+
+*The paper trained networks with a ReLU between the two steps; here a **trained** network is
+perturbed at test time, which is a different question (how much does this network rely on the
+sign of its depthwise outputs?).*
+"""
+KNOCKOUTS_KINDS = {
+    "skip_branch": "Skip the block's residual branch (its output becomes its shortcut)",
+    "drop_shortcut": "Drop the block's shortcut (keep its branch)",
+    "zero_channels": "Zero the block's strongest output channels",
+    "relu_between": "Insert a ReLU between depthwise and pointwise",
+}
+KNOCKOUTS_EXAMPLES = "Examples (or the photo you chose in Classify or Activations)"
+KNOCKOUTS_MAPS = ("Block outputs, intact beside knocked out (mean over channels, one colour scale per block): "
+                  "the first changed block and the last")
+KNOCKOUTS_NONE = "No knockouts chosen yet: add one above (the intact network is shown on both sides)."
+KNOCKOUTS_LESION_INTRO = ("**The lesion study.** One click removes each middle-flow block's branch in turn (blocks 5-12, "
+                          "identity shortcuts), then blocks 4 and 13, whose shortcut is a 1×1 convolution, over every "
+                          "labelled photo the app has; the figure plots top-1 accuracy and agreement with the intact "
+                          "network against the block removed. Measured on this server, once per weights.")
+
+
+def knockouts_list(items: list[dict]) -> str:
+    """The chosen knockouts, one line each."""
+    if not items:
+        return KNOCKOUTS_NONE
+    lines = []
+    for k in items:
+        what = KNOCKOUTS_KINDS.get(k.get("kind"), k.get("kind"))
+        where = k.get("layer") or k.get("block")
+        extra = f" (channels {', '.join(map(str, k['channels'][:8]))}{'…' if len(k['channels']) > 8 else ''})" \
+            if k.get("channels") else ""
+        lines.append(f"- {what}: **{where}**{extra}")
+    return "\n".join(lines)
+
+
+def knockouts_verdict(answer: dict) -> str:
+    """One sentence on what the knockouts did to the top class."""
+    intact, knocked = next(iter(answer["intact"].items())), next(iter(answer["knocked"].items()))
+    if not answer["knockouts"]:
+        return KNOCKOUTS_NONE
+    if answer["top1_changed"]:
+        return (f"The top class changed: **{intact[0]}** ({intact[1]:.1%}) became **{knocked[0]}** "
+                f"({knocked[1]:.1%}); the knocked network ran in {answer['knocked_ms']:.0f} ms from its first changed block.")
+    return (f"The top class held: **{knocked[0]}**, {intact[1]:.1%} intact and {knocked[1]:.1%} knocked out "
+            f"(the knocked network ran in {answer['knocked_ms']:.0f} ms from its first changed block).")
+
+
+def lesion_summary(table: dict) -> str:
+    """The lesion table in words: intact accuracy, and the worst and mildest removals."""
+    rows = table["rows"]
+    if not rows:
+        return ""
+    worst = min(rows, key=lambda r: r["accuracy"])
+    middle = [r for r in rows if r["shortcut"] == "identity"]
+    mild = sum(r["accuracy"] >= table["intact_accuracy"] - 0.1 for r in middle)
+    return (f"Intact: **{table['intact_accuracy']:.0%}** top-1 on {table['photos']} labelled photos. "
+            f"{mild} of {len(middle)} middle-flow removals stay within 10 points of it; the worst removal is "
+            f"**{worst['block']}** ({worst['shortcut']} shortcut) at {worst['accuracy']:.0%}. "
+            f"Measured in {table['seconds']:.1f} s.")
+
+
 START_HERE = """
 ### A guided path through Xception, in seven steps
 

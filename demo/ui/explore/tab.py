@@ -17,12 +17,14 @@ import gradio as gr
 from demo.services import UserError
 from demo.services.examples import ExampleService
 from demo.services.explore import WHICH, ExploreService, check_choice
+from demo.services.compare import CompareService
+from demo.services.knockout import KnockoutService
 from demo.services.operation import OperationService
 from demo.store import ModelStore
 from demo.ui import figures, text
 from demo.ui.events import errors_as_messages
-from demo.services.compare import CompareService
-from demo.ui.explore import activations, article, compare, glance, graph, operation, separable, start
+from demo.ui.explore import (activations, article, compare, glance, graph, knockouts, operation, separable,
+                             start)
 from demo.ui.explore.api import build_explore_api
 from demo.ui.explore.context import Described, ExploreContext, Photo, SubTab
 
@@ -33,6 +35,7 @@ SUB_TABS: tuple[SubTab, ...] = (
     operation.SUB_TAB,
     activations.SUB_TAB,
     article.SUB_TAB,
+    knockouts.SUB_TAB,
     compare.SUB_TAB,
     graph.SUB_TAB,
 )
@@ -147,9 +150,10 @@ def build_explore_tab(store: ModelStore, service: ExploreService, examples: Exam
     """
     operation_service = OperationService(store) if operation_service is None else operation_service
     compare_service = CompareService(store) if compare_service is None else compare_service
+    knockout_service = KnockoutService(store)
     ctx = ExploreContext(store, service, examples, client, graph_view, Photo.create(), operation_service,
-                         compare_service)
+                         knockout_service, compare_service)
     views = _sub_tabs(ctx)
-    build_explore_api(service, operation_service, compare_service)
+    build_explore_api(service, operation_service, knockout_service, compare_service)
     _wire_fills(ctx, views[glance.SUB_TAB.id])
     return ExploreTab(ctx.photo.image, ctx.photo.taken, _take_image(store))
