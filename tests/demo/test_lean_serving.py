@@ -34,6 +34,12 @@ def warm_cache(settings):
     return settings
 
 
+def rss_mb(pid: int) -> float:
+    """A process's resident memory now, in MB."""
+    return next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS:")) / 1024
+
+
 def test_a_warm_start_answers_everything_without_tensorflow(warm_cache, tmp_path):
     """`python app.py` on a warm cache: a REST classify, then Grad-CAM, activations, the
     architecture and Inside one operation (both wirings) through the page's API; its memory map
@@ -82,9 +88,15 @@ def test_a_warm_start_answers_everything_without_tensorflow(warm_cache, tmp_path
         assert step["variant"] == "article" and step["stages"]
         libraries = Path(f"/proc/{proc.pid}/maps").read_text()
         assert "tensorflow" not in libraries and "_pywrap" not in libraries
-        rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
-                      if line.startswith("VmRSS:"))
-        assert rss_kb <= 600 * 1024, f"{rss_kb / 1024:.0f} MB resident after the article wiring's operation"
+        assert rss_mb(proc.pid) <= 600, f"{rss_mb(proc.pid):.0f} MB resident after the article wiring's operation"
+        # Knockouts (their own chain of sessions, built on this first call) need no TensorFlow either.
+        before = rss_mb(proc.pid)
+        knocked = client.predict(handle_file(str(EXAMPLE)), [{"kind": "skip_branch", "block": "block13"}],
+                                 api_name="/knockout")
+        assert knocked["blocks"][0]["block"] == "block13" and len(knocked["knocked"]) == 5
+        libraries = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "tensorflow" not in libraries and "_pywrap" not in libraries
+        print(f"\nRSS {before:.0f} MB before the first /knockout, {rss_mb(proc.pid):.0f} MB after")
     finally:
         stop(proc)
 
