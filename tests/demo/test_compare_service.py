@@ -19,7 +19,7 @@ from PIL import Image
 from demo.services import UserError
 from demo.services.compare import INCEPTION_V3, PAPER, XCEPTION, CompareService
 from demo.store import ComparedModels
-from tests.conftest import random_loaded, store_serving
+from tests.conftest import random_loaded, shared_loaded, store_serving
 from xception_core.settings import Settings
 from xception_core.weights import fetch
 from xception_core.weights import presets as presets_module
@@ -59,7 +59,7 @@ def _keras_counts(model) -> tuple[dict[str, int], dict[str, int]]:
 def service(upload_dir, tmp_path_factory):
     """Xception (random, 96 px, 6 classes) beside Inception V3 prepared offline at 75 px in a cache of its own."""
     settings = Settings(upload_dir=upload_dir, cache_dir=tmp_path_factory.mktemp("cache"), keras_home=tmp_path_factory.mktemp("keras"))
-    store = store_serving(random_loaded(96, 6, seed=1), settings)
+    store = store_serving(shared_loaded(96, 6, seed=0), settings)  # the `store` fixture's weights: translated once a run
     return CompareService(store, ComparedModels(settings, input_size=SMALL, fetch=False))
 
 
