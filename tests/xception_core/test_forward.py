@@ -142,11 +142,12 @@ def test_the_classifier_the_extractor_and_the_explorer_choose_through_the_one_fa
 
 def test_only_the_factory_builds_a_backend():
     """No other module of the core constructs a forward or asks whether ONNX Runtime is there, but
-    the session's own module and the cached translation's (which is ONNX by construction: the
-    serving path that never imports TensorFlow)."""
+    the session's own module, the cached translation's and the knockout chain's (a cut of the
+    translation's forward graph: both ONNX by construction, the serving path that never imports
+    TensorFlow)."""
     root = Path(__file__).resolve().parents[2] / "xception_core"
     allowed = {root / "runtime" / "forward.py", root / "runtime" / "onnx.py", root / "runtime" / "ort.py",
-               root / "runtime" / "translated.py"}
+               root / "runtime" / "translated.py", root / "runtime" / "knockout.py"}
     found = []
     for path in sorted(root.rglob("*.py")):
         if path in allowed:
