@@ -36,6 +36,7 @@ from xception_core.runtime.knockout import (
     Boundaries, Knockout, KnockoutChain, KnockoutError, chain_of, parse_knockouts, probabilities,
 )
 from xception_core.runtime.ort import FEATURES, OUTPUT
+from xception_core.settings import Settings
 from xception_core.weights.fetch import cached_samples
 
 PHOTOS_KEPT = 3  # photos whose intact chain pass is kept (~20 MB each at 299 px)
@@ -161,9 +162,22 @@ def lesion_table(weights: str, shortcuts: dict[str, str], parts: Sequence[Lesion
                        {k: v for k, v in sources.items() if v}, int(scored.sum()))
 
 
-def starter_photos(store: Store) -> list[tuple[Path, str]]:
+def starter_photos(settings: Settings) -> list[tuple[Path, str]]:
     """Teach's starter set as (file, class): its package photos and the bundled examples."""
-    return [(path, name) for name, items in starter_set(store.settings).classes.items() for _, path in items]
+    return [(path, name) for name, items in starter_set(settings).classes.items() for _, path in items]
+
+
+def app_photos(preset: str | None, cache_dir: Path, starter: Sequence[tuple[Path, str]]) -> list[tuple[Path, str, str]]:
+    """The app's own labelled photos, (file, label, source): the preset's shipped photos, then the
+    starter set's not among them. Labels that are none of the model's classes stay (they count
+    toward agreement, not accuracy)."""
+    found: dict[Path, tuple[Path, str, str]] = {}
+    for sample in cached_samples(preset, cache_dir) if preset else []:
+        if sample.label:
+            found.setdefault(Path(sample.path).resolve(), (Path(sample.path), sample.label, "preset"))
+    for path, label in starter:
+        found.setdefault(Path(path).resolve(), (Path(path), label, "starter"))
+    return list(found.values())
 
 
 def _top(prediction: Prediction) -> dict[str, float]:
@@ -196,7 +210,7 @@ class KnockoutService:
     def __init__(self, store: Store, photos: Callable[[], Sequence[tuple[Path, str]]] | None = None,
                  visitor: Callable[[Any], Sequence[tuple[Path, str]]] | None = None):
         self.store = store
-        self.photos = photos or (lambda: starter_photos(store))
+        self.photos = photos or (lambda: starter_photos(store.settings))
         self.visitor = visitor or (lambda _session: ())
         self._lock = threading.Lock()
         self._chains: OrderedDict[str, KnockoutChain] = OrderedDict()
@@ -308,17 +322,8 @@ class KnockoutService:
     # ---------------------------------------------------------------- the lesion study
 
     def labelled_photos(self, served: ServedModel) -> list[tuple[Path, str, str]]:
-        """The app's own labelled photos, (file, label, source): the preset's shipped photos, then
-        `photos`' (the starter set) not among them. Labels that are none of the model's classes
-        stay (they count toward agreement, not accuracy)."""
-        found: dict[Path, tuple[Path, str, str]] = {}
-        if served.info.preset:
-            for s in cached_samples(served.info.preset, self.store.settings.cache_dir):
-                if s.label:
-                    found.setdefault(Path(s.path).resolve(), (Path(s.path), s.label, "preset"))
-        for p, label in self.photos():
-            found.setdefault(Path(p).resolve(), (Path(p), label, "starter"))
-        return list(found.values())
+        """The app's own labelled photos for the served weights (`app_photos`)."""
+        return app_photos(served.info.preset, self.store.settings.cache_dir, self.photos())
 
     def lesion_blocks(self, chain: KnockoutChain) -> list[str]:
         """Every identity-shortcut block (the middle flow), then `LESION_CONV_BLOCKS`."""
