@@ -69,19 +69,29 @@ def test_a_knockout_changes_the_top5_as_the_api_says(chromium, live_server, clie
 CHECKED_LESIONS = ("block5", "block4")  # one identity shortcut, one 1×1-conv shortcut (one /knockout a photo each)
 
 
-def test_the_lesion_study_plots_what_knockout_answers(chromium, live_server, client):
-    """One click runs the study; the plotted points and the table's percentages at two removed
-    branches are what `/knockout` answers on each of the app's labelled photos (accuracy over those
-    labelled with one of the model's classes, agreement over all). One width and scheme: the
-    figure's theme is checked on the knockout figure above, and the study is the slow part."""
+def test_the_lesion_study_plots_what_knockout_answers(chromium, live_server, client, tmp_path):
+    """A photo labelled in Teach joins the app's labelled photos; one click runs the study; the
+    plotted points and the table's percentages at two removed branches are what `/knockout`
+    answers on each of those photos (accuracy over those labelled with one of the model's classes,
+    agreement over all). One width and scheme: the figure's theme is checked on the knockout
+    figure above, and the study is the slow part."""
     from gradio_client import handle_file
+    from PIL import Image
 
     from demo.services.knockout import app_photos, starter_photos
     from xception_core.io.labels import load_labels
     from xception_core.settings import Settings
     from xception_core.weights.presets import PRESETS
 
+    mine = tmp_path / "my_cup.png"
+    Image.new("RGB", (120, 90), (230, 230, 220)).save(mine)
     page, errors = open_app(chromium, live_server, width=1366, height=900)
+    page.get_by_role("tab", name="Teach").click()
+    page.locator("#teach-class input").fill("cup")
+    page.locator("#teach-files input[type=file]").set_input_files([str(mine)])
+    page.locator("#teach-files").get_by_text("my_cup").first.wait_for(timeout=30_000)
+    page.get_by_role("button", name="Add photos to this class").click()
+    page.get_by_text("Added 1 photo(s) to “cup”").wait_for(timeout=60_000)
     page.get_by_role("tab", name="Explore", exact=True).click()
     open_subtab(page, "Knockouts")
     page.locator("#knockouts-lesion").click()
@@ -95,13 +105,14 @@ def test_the_lesion_study_plots_what_knockout_answers(chromium, live_server, cli
     shown = {row[0]: row for row in (cells[i:i + 4] for i in range(4, len(cells), 4))}  # after the 4 headers
 
     settings = Settings.from_env()
-    photos = app_photos("kitchenware", settings.cache_dir, starter_photos(settings))
+    photos = app_photos("kitchenware", settings.cache_dir, starter_photos(settings)) + [(mine, "cup", "visitor")]
     classes = set(load_labels(PRESETS["kitchenware"].labels))
     scored = [label in classes for _, label, _ in photos]
     summary = page.locator("#knockouts-lesion-summary").inner_text()
     preset = sum(source == "preset" for *_, source in photos)
-    assert f"{len(photos)} photos: {preset} shipped with the weights, {len(photos) - preset} from Teach's starter set" \
-        in summary and f"the {sum(scored)} labelled with one of this model's classes" in summary
+    assert (f"{len(photos)} photos: {preset} shipped with the weights, {len(photos) - preset - 1} from Teach's "
+            "starter set, 1 of yours from Teach") in summary, summary
+    assert f"the {sum(scored)} labelled with one of this model's classes" in summary, summary
     for block in CHECKED_LESIONS:
         answers = [client.predict(handle_file(str(path)), [{"kind": "skip_branch", "block": block}],
                                   api_name="/knockout") for path, _, _ in photos]
