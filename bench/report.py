@@ -174,6 +174,10 @@ def table(results: dict[str, Any]) -> str:
     if ko.get("ratios"):
         rows.append(("knockouts: intact chain pass / classify", f"{ko['ratios']['intact_chain_vs_classify']}×",
                      f"sessions built in {ko['sessions_built_ms']:.0f} ms", ""))
+    if "compare" in results and not results["compare"].get("skipped"):
+        from bench.compare import rows as compare_rows
+
+        rows.extend(compare_rows(results["compare"]))
     rows.append(("", "", "", ""))
     for t in results.get("targets", {}).values():
         met = {True: "met", False: "NOT met", None: "n/a"}[t["met"]]

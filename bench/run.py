@@ -31,6 +31,9 @@ Sections (each figure is explained in bench/README.md):
 7. knockouts    the eight-block lesion sweep on one photo (the intact chain pass, then each middle
                 block's branch removed, run from that block on) against a classify, on the cached
                 translation of --weights; one knockout on a kept pass; the chain's session build.
+8. compare      Xception and Inception V3 side by side as the Compare view runs them, in a fresh
+                process: both batch-1 forwards on the same photo, alternated (ONNX Runtime fp32),
+                Inception V3's preparation, RSS with Xception alone and with both loaded.
 
 The table ends with the backend and the precision that win on this host (`report.host_choice`).
 
@@ -50,6 +53,7 @@ from typing import Any
 
 from bench.activations import bench_activations
 from bench.common import REPO, load, machine
+from bench.compare import bench_compare
 from bench.forward import bench_forward
 from bench.knockout import bench_knockouts
 from bench.precision import bench_precision
@@ -66,7 +70,7 @@ DEFAULT_OUT = REPO / "bench" / "results" / "latest.json"
 SCHEMA = 1
 
 
-SECTIONS = ("forward", "activations", "server", "two_weights", "precision", "lean", "knockouts")
+SECTIONS = ("forward", "activations", "server", "two_weights", "precision", "lean", "knockouts", "compare")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -151,6 +155,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     results["reduced_precision"] = bench_precision(args) if "precision" in args.sections else skipped
     results["lean"] = bench_lean(args, out.parent) if "lean" in args.sections else skipped
     results["knockouts"] = bench_knockouts(args) if "knockouts" in args.sections else skipped
+    results["compare"] = bench_compare(args) if "compare" in args.sections else skipped
     results["meta"]["load_after"] = load()
     results["targets"] = targets(results)
     results["host_choice"] = host_choice(results)

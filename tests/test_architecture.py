@@ -54,6 +54,7 @@ MODULE_RANKS = {
     "demo.store.cache": 6,  # the translation cache and its int8 graph
     "demo.store.served": 6,  # the served model of this process, from the translation
     "demo.store.local": 6,  # the store of this process: background loading, slots
+    "demo.store.compared": 6,  # Inception V3 for the Compare view, prepared on first need
     "demo.store_remote": 6,  # the store's interface over Ray Serve replicas
     "demo.http_api": 7,  # plain HTTP routes over the store, beside the services and Netron's routes
     "demo.limits": 9,  # the server's request-body limit and janitor

@@ -19,6 +19,7 @@ from typing import Any
 import gradio as gr
 import plotly.graph_objects as go
 
+from demo.services.compare import CompareService
 from demo.services.examples import ExampleService
 from demo.services.explore import ExploreService
 from demo.services.knockout import KnockoutService
@@ -153,6 +154,7 @@ class ExploreContext:
         graph: Builds the Netron view inside the Graph sub-tab (None: no folder to export to).
         operation: One separable step number by number (Inside one operation, and `/operation`).
         knockouts: Knockouts and the lesion study (Knockouts, and `/knockout`).
+        compare: Xception against Inception V3 (Xception vs Inception V3, and `/compare`).
     """
 
     store: ModelStore
@@ -163,6 +165,7 @@ class ExploreContext:
     photo: Photo
     operation: OperationService
     knockouts: KnockoutService
+    compare: CompareService
     figures: FigureCache = field(default_factory=FigureCache)
     fills: list[Fill] = field(default_factory=list)
 
