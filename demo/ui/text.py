@@ -598,6 +598,13 @@ def download_link(export_name: str, size_bytes: int) -> str:
 EXPORTS_OFF = ("The graph view and the model download are off on this server: it has no folder it can "
                "write model files to.")
 
+# `/` while the page is being built (the plain HTTP API already answers): reloads itself each second.
+PAGE_STARTING = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><meta http-equiv='refresh' content='1'>"
+                 "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+                 "<meta name='color-scheme' content='light dark'><title>Xception Explorer: starting</title></head>"
+                 "<body style='font-family: system-ui, sans-serif; margin: 2rem; font-size: 1.1rem'>"
+                 "<h1 style='font-size: 1.5rem'>Xception Explorer</h1>"
+                 "<p>The page is starting; this tab reloads itself when it is ready (a few seconds).</p></body></html>")
 
 # ---------------------------------------------------------------------------------------- Compare
 

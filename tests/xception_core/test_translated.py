@@ -314,3 +314,47 @@ def test_the_exports_are_the_keras_ones(loaded, saved, tmp_path):
         assert prints == {"config": config_fingerprint(model), "weights": weights_fingerprint(model)}
     again = keras.models.load_model(translation.export("keras", "article"))
     assert weights_fingerprint(again) == translation.meta["exports"]["article"]["weights"]
+
+
+GROWTH = """
+import sys
+from pathlib import Path
+import onnxruntime  # noqa: F401 - its own memory is not a session's
+from xception_core.runtime.ort import OnnxForward
+from xception_core.runtime.translated import open_translation, operation_graph
+def rss():
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) * 1024
+translation = open_translation(Path(sys.argv[1]), sys.argv[2])
+graph = operation_graph("paper")
+weights = translation.weights_for(graph)
+kept = []
+for lean in (True, False):
+    before = rss()
+    kept += [OnnxForward(translation.graphs[graph], weights, lean=lean) for _ in range(4)]
+    print(rss() - before, end=" ")
+print(sum(a.nbytes for a in weights.values()))
+"""
+
+
+def test_a_lean_session_answers_alike_and_holds_no_copy_of_the_weights(saved, images):
+    """The sessions run now and then (the operation pass, another wiring) use the translation's
+    weights where they lie; the classifier's own session keeps copies of its own (ONNX Runtime's
+    re-blocked convs), which is what this measures against: RSS growth of four sessions of each
+    kind, in a fresh process (where freed memory cannot hide a copy). (Lean sessions are not
+    free: ONNX Runtime's first ones in a process cost some tens of MB of its own.)"""
+    from xception_core.runtime.ort import OnnxForward
+    from xception_core.runtime.translated import operation_graph
+
+    out = subprocess.run([sys.executable, "-c", GROWTH, str(saved), SHA], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lean_growth, full_growth, weight_bytes = map(int, out.stdout.split())
+    # Four sessions each: a copy of the weights in each would be 4 × weight_bytes.
+    assert lean_growth < 2 * weight_bytes < 3 * weight_bytes < full_growth, (lean_growth, full_growth, weight_bytes)
+    translation = open_translation(saved, SHA)
+    graph = operation_graph("paper")
+    lean, full = (OnnxForward(translation.graphs[graph], translation.weights_for(graph), lean=x) for x in (True, False))
+    ours, reference = lean.run(images), full.run(images)
+    for name, value in reference.items():
+        np.testing.assert_allclose(ours[name], value, rtol=1e-4, atol=1e-5, err_msg=name)

@@ -344,7 +344,8 @@ class KnockoutChain:
 
                 used = {t.name for t in segment.proto.graph.initializer}
                 weights = {k: a for k, a in self._weights.items() if k in used}
-                segment.session = OnnxForward(segment.proto, weights, threads=self.threads).session
+                # Lean: a knockout runs now and then, and a chain of full sessions would each copy its weights.
+                segment.session = OnnxForward(segment.proto, weights, threads=self.threads, lean=True).session
             return segment.session
 
     def warm_up(self) -> None:

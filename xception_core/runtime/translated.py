@@ -275,8 +275,10 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
     for v in VARIANTS:
         work += [(blocks_graph(info.variant, v), wired[v], {"block_maps": maps[v]}),
                  (operation_graph(v), wired[v], {"extra_outputs": pass_layers(v, info.arch.spec)})]
+    fold_cache: dict = {}  # each conv folded once for the five graphs (`rewire` keeps the weights)
     for name, which, outputs in work:
-        proto, weights = to_onnx_parts(which.model, which.info.features_layer, shared=SharedArrays(), **outputs)
+        proto, weights = to_onnx_parts(which.model, which.info.features_layer, shared=SharedArrays(), fold_cache=fold_cache,
+                                       **outputs)
         graphs[name] = proto.SerializeToString()
         names = {}
         for init, array in weights.items():
@@ -550,13 +552,16 @@ class TranslatedModel:
         if precision == "int8":
             self.runner = OnnxForward(translation.graphs[INT8], threads=threads, precision="int8")
         elif all_blocks or self.variant != own:  # one session for the forward and the explorer's pass
-            self.runner = self._blocks = self._session(blocks_graph(own, self.variant))
+            # Another wiring than the translation's serves Article vs paper, now and then: lean.
+            self.runner = self._blocks = self._session(blocks_graph(own, self.variant), lean=self.variant != own)
         else:
             self.runner = OnnxForward(translation.graphs[FORWARD], translation.weights_for(FORWARD), threads=threads)
         self.precision = self.runner.precision
 
-    def _session(self, graph: str) -> OnnxForward:
-        return OnnxForward(self.translation.graphs[graph], self.translation.weights_for(graph), threads=self.threads)
+    def _session(self, graph: str, *, lean: bool = False) -> OnnxForward:
+        """A session of one of the translation's graphs (`OnnxForward`'s `lean`: no weights of its own)."""
+        return OnnxForward(self.translation.graphs[graph], self.translation.weights_for(graph), threads=self.threads,
+                           lean=lean)
 
     @property
     def has_cam(self) -> bool:
@@ -621,7 +626,8 @@ class TranslatedModel:
         means cost ~4% of a forward (bench/README.md)."""
         with self._lock:
             if self._blocks is None:
-                self._blocks = self._session(blocks_graph(self.translation.variant, self.variant))
+                self._blocks = self._session(blocks_graph(self.translation.variant, self.variant),
+                                             lean=self.variant != self.translation.variant)
                 if self.precision == "fp32":  # the int8 graph stays: it is another network
                     self.runner = self._blocks  # a call in flight keeps the old session until it returns
             return self._blocks
@@ -632,10 +638,11 @@ class TranslatedModel:
 
     def operation_pass(self) -> OnnxForward:
         """The pass Explore › Inside one operation reads (`LayerSource`: every layer output of
-        `pass_layers` of this wiring, NHWC float32), built on first use and kept."""
+        `pass_layers` of this wiring, NHWC float32), built on first use and kept; lean (one click
+        runs it once: holding no weights of its own matters more than its speed)."""
         with self._lock:
             if self._operation is None:
-                self._operation = self._session(operation_graph(self.variant))
+                self._operation = self._session(operation_graph(self.variant), lean=True)
             return self._operation
 
     def operation_params(self, block: str) -> BlockParams:
