@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from demo.services.classify import CAM_ALPHA
 from demo.services.explore import THUMB, cell_side
 from demo.services.models import served_model
 from demo.services.payloads import payload_to_image
+from demo.services.teach.starter import starter_set
 from demo.store import Prediction, ServedModel, Store
 from xception_core.inputs.images import display_copy, load_image
 from xception_core.io.labels import top_k
@@ -35,6 +36,7 @@ from xception_core.runtime.knockout import (
     Boundaries, Knockout, KnockoutChain, KnockoutError, chain_of, parse_knockouts, probabilities,
 )
 from xception_core.runtime.ort import FEATURES, OUTPUT
+from xception_core.settings import Settings
 from xception_core.weights.fetch import cached_samples
 
 PHOTOS_KEPT = 3  # photos whose intact chain pass is kept (~20 MB each at 299 px)
@@ -42,6 +44,9 @@ CHAINS_KEPT = 1  # weights whose chain is kept (a chain holds its own re-blocked
 LESION_BATCH = 8  # photos per chain run in the lesion study
 # Besides the middle flow, the lesion study removes these branches: their shortcut is a 1×1 conv.
 LESION_CONV_BLOCKS = ("block4", "block13")
+MAX_VISITOR_PHOTOS = 24  # a visitor's labelled uploads one study reads (measured at each click)
+# Where the lesion study's photos come from, in the order they are counted.
+LESION_SOURCES = ("preset", "starter", "visitor")
 
 
 @dataclass(frozen=True)
@@ -82,28 +87,97 @@ class KnockoutAnswer:
 
 @dataclass(frozen=True)
 class LesionRow:
-    """One removed branch over the labelled photos: top-1 accuracy, and agreement of the top-1
-    class with the intact network's."""
+    """One removed branch over the labelled photos: top-1 accuracy (over the photos labelled with
+    one of the model's classes), and agreement of the top-1 class with the intact network's (over
+    every photo)."""
 
     block: str
     shortcut: str
-    accuracy: float
+    accuracy: float | None
     agreement: float
 
 
 @dataclass(frozen=True)
-class LesionTable:
-    weights: str
-    photos: int
-    intact_accuracy: float
-    rows: tuple[LesionRow, ...]
+class LesionRecords:
+    """Some photos through the intact and each lesioned network: top-1 class indices.
+
+    Attributes:
+        sources: Photos from each source, in order ({source: count}, `LESION_SOURCES`).
+        truth: (n,) the label's class index; -1 for a label that is none of the model's classes.
+        intact: (n,) the intact network's top-1.
+        lesioned: {block: (n,)} top-1 with that block's branch removed.
+    """
+
+    sources: dict[str, int]
+    truth: np.ndarray
+    intact: np.ndarray
+    lesioned: dict[str, np.ndarray]
     seconds: float
 
+
+@dataclass(frozen=True)
+class LesionTable:
+    """The lesion study: `photos` in all (`sources`: how many of each), `scored` of them labelled
+    with one of the model's classes (top-1 accuracy is over those; None when there are none)."""
+
+    weights: str
+    photos: int
+    intact_accuracy: float | None
+    rows: tuple[LesionRow, ...]
+    seconds: float
+    sources: dict[str, int] = field(default_factory=dict)
+    scored: int = 0
+    visitor_offered: int = 0  # the visitor's labelled uploads in all (at most `MAX_VISITOR_PHOTOS` used)
+
     def to_json(self) -> dict[str, Any]:
-        return {"weights": self.weights, "photos": self.photos, "intact_accuracy": round(self.intact_accuracy, 4),
-                "rows": [{"block": r.block, "shortcut": r.shortcut, "accuracy": round(r.accuracy, 4),
+        def r4(v: float | None) -> float | None:
+            return None if v is None else round(v, 4)
+
+        return {"weights": self.weights, "photos": self.photos, "scored": self.scored, "sources": dict(self.sources),
+                "visitor_offered": self.visitor_offered,
+                "intact_accuracy": r4(self.intact_accuracy),
+                "rows": [{"block": r.block, "shortcut": r.shortcut, "accuracy": r4(r.accuracy),
                           "agreement": round(r.agreement, 4)} for r in self.rows],
                 "seconds": round(self.seconds, 2)}
+
+
+def lesion_table(weights: str, shortcuts: dict[str, str], parts: Sequence[LesionRecords]) -> LesionTable:
+    """The table of the photos of `parts` together."""
+    truth = np.concatenate([p.truth for p in parts])
+    intact = np.concatenate([p.intact for p in parts])
+    scored = truth >= 0
+
+    def accuracy(top1: np.ndarray) -> float | None:
+        return float((top1[scored] == truth[scored]).mean()) if scored.any() else None
+
+    sources: dict[str, int] = {}
+    for part in parts:
+        for source, n in part.sources.items():
+            sources[source] = sources.get(source, 0) + n
+    rows = []
+    for block in parts[0].lesioned:
+        top1 = np.concatenate([p.lesioned[block] for p in parts])
+        rows.append(LesionRow(block, shortcuts[block], accuracy(top1), float((top1 == intact).mean())))
+    return LesionTable(weights, int(truth.size), accuracy(intact), tuple(rows), sum(p.seconds for p in parts),
+                       {k: v for k, v in sources.items() if v}, int(scored.sum()))
+
+
+def starter_photos(settings: Settings) -> list[tuple[Path, str]]:
+    """Teach's starter set as (file, class): its package photos and the bundled examples."""
+    return [(path, name) for name, items in starter_set(settings).classes.items() for _, path in items]
+
+
+def app_photos(preset: str | None, cache_dir: Path, starter: Sequence[tuple[Path, str]]) -> list[tuple[Path, str, str]]:
+    """The app's own labelled photos, (file, label, source): the preset's shipped photos, then the
+    starter set's not among them. Labels that are none of the model's classes stay (they count
+    toward agreement, not accuracy)."""
+    found: dict[Path, tuple[Path, str, str]] = {}
+    for sample in cached_samples(preset, cache_dir) if preset else []:
+        if sample.label:
+            found.setdefault(Path(sample.path).resolve(), (Path(sample.path), sample.label, "preset"))
+    for path, label in starter:
+        found.setdefault(Path(path).resolve(), (Path(path), label, "starter"))
+    return list(found.values())
 
 
 def _top(prediction: Prediction) -> dict[str, float]:
@@ -127,18 +201,21 @@ class KnockoutService:
 
     Args:
         store: Where the served model comes from.
-        photos: The labelled photos of the lesion study beyond the preset's own, (path, label)
-            (the bundled examples' declared classes, a visitor's labelled uploads); a callable is
-            read at each study.
+        photos: The app's labelled photos beyond the preset's own, (path, label), read once per
+            weights (default: Teach's starter set, `demo.services.teach.starter.starter_set`).
+        visitor: A session's labelled uploads, (path, label) (Teach's
+            `TeachService.labelled_uploads`), read at each study of that session.
     """
 
-    def __init__(self, store: Store, photos: Callable[[], Sequence[tuple[Path, str]]] | None = None):
+    def __init__(self, store: Store, photos: Callable[[], Sequence[tuple[Path, str]]] | None = None,
+                 visitor: Callable[[Any], Sequence[tuple[Path, str]]] | None = None):
         self.store = store
-        self.photos = photos or (lambda: ())
+        self.photos = photos or (lambda: starter_photos(store.settings))
+        self.visitor = visitor or (lambda _session: ())
         self._lock = threading.Lock()
         self._chains: OrderedDict[str, KnockoutChain] = OrderedDict()
         self._passes: OrderedDict[tuple[str, str], Boundaries] = OrderedDict()
-        self._lesions: dict[str, LesionTable] = {}
+        self._lesions: dict[str, LesionRecords | None] = {}  # the app's own photos, per weights
 
     def model(self) -> ServedModel:
         return served_model(self.store)
@@ -244,45 +321,70 @@ class KnockoutService:
 
     # ---------------------------------------------------------------- the lesion study
 
-    def labelled_photos(self, served: ServedModel) -> list[tuple[Path, str]]:
-        """The preset's shipped photos labelled with one of the model's classes, then `photos`'."""
-        labels = set(served.labels)
-        found = [(s.path, s.label) for s in cached_samples(served.info.preset, self.store.settings.cache_dir)
-                 if s.label in labels] if served.info.preset else []
-        found += [(Path(p), label) for p, label in self.photos() if label in labels]
-        return list(dict.fromkeys(found))
+    def labelled_photos(self, served: ServedModel) -> list[tuple[Path, str, str]]:
+        """The app's own labelled photos for the served weights (`app_photos`)."""
+        return app_photos(served.info.preset, self.store.settings.cache_dir, self.photos())
 
     def lesion_blocks(self, chain: KnockoutChain) -> list[str]:
         """Every identity-shortcut block (the middle flow), then `LESION_CONV_BLOCKS`."""
         return ([b for b in chain.blocks if chain.facts.shortcuts.get(b) == "identity"]
                 + [b for b in LESION_CONV_BLOCKS if b in chain.facts.shortcuts])
 
-    def lesion(self) -> LesionTable:
-        """Each branch removed in turn, over the labelled photos (cached per weights)."""
-        served = self.model()
-        with self._lock:
-            if served.key in self._lesions:
-                return self._lesions[served.key]
-        chain = self.chain(served)
-        photos = self.labelled_photos(served)
-        if not photos:
-            raise UserError("These weights have no labelled photos here to measure the lesion study on.")
+    def _records(self, served: ServedModel, chain: KnockoutChain, photos: Sequence[tuple[Path, str, str]],
+                 images: Sequence[Image.Image] | None = None) -> LesionRecords:
+        """`photos` (file, label, source) through the intact network and each lesion."""
         start = time.perf_counter()
         index = {label: i for i, label in enumerate(served.labels)}
-        truth = np.array([index[label] for _, label in photos])
         blocks = self.lesion_blocks(chain)
         intact, lesioned = [], {b: [] for b in blocks}
         for at in range(0, len(photos), LESION_BATCH):
-            batch = np.stack([served.preprocess(load_image(p)) for p, _ in photos[at:at + LESION_BATCH]])
-            boundaries = chain.intact(batch)
+            chunk = photos[at:at + LESION_BATCH]
+            pictures = images[at:at + LESION_BATCH] if images is not None else [load_image(p) for p, _, _ in chunk]
+            boundaries = chain.intact(np.stack([served.preprocess(image) for image in pictures]))
             intact.append(probabilities(served.translated, boundaries[OUTPUT]).argmax(1))
             for block in blocks:
                 out = chain.run(boundaries, [Knockout("skip_branch", block)])
                 lesioned[block].append(probabilities(served.translated, out[OUTPUT]).argmax(1))
-        top1 = np.concatenate(intact)
-        rows = tuple(LesionRow(b, chain.facts.shortcuts[b], float((np.concatenate(v) == truth).mean()),
-                               float((np.concatenate(v) == top1).mean())) for b, v in lesioned.items())
-        table = LesionTable(served.key, len(photos), float((top1 == truth).mean()), rows, time.perf_counter() - start)
+        sources: dict[str, int] = {}
+        for _, _, source in photos:
+            sources[source] = sources.get(source, 0) + 1
+        empty = np.zeros(0, dtype=np.int64)
+        return LesionRecords(sources, np.array([index.get(label, -1) for _, label, _ in photos], dtype=np.int64),
+                             np.concatenate(intact) if intact else empty,
+                             {b: np.concatenate(v) if v else empty for b, v in lesioned.items()},
+                             time.perf_counter() - start)
+
+    def _visitor_photos(self, session: Any) -> tuple[list[tuple[Path, str, str]], list[Image.Image], int]:
+        """The session's labelled uploads that decode, at most `MAX_VISITOR_PHOTOS`: (photos,
+        their images, how many the visitor has in all)."""
+        given = list(self.visitor(session)) if session else []
+        photos, images = [], []
+        for path, label in given[:MAX_VISITOR_PHOTOS]:
+            try:
+                images.append(payload_to_image({"path": str(path)}, self.store.settings.upload_dir))
+            except UserError:
+                continue  # gone with the upload folder's age limit, or not a photo after all
+            photos.append((Path(path), str(label), "visitor"))
+        return photos, images, len(given)
+
+    def lesion(self, session: Any = None) -> LesionTable:
+        """Each branch removed in turn, over the app's labelled photos (their records cached per
+        weights) and the session's labelled uploads (measured at each call, never cached: no
+        visitor's photos reach another's table)."""
+        served = self.model()
+        chain = self.chain(served)
         with self._lock:
-            self._lesions[served.key] = table
-        return table
+            known, own = served.key in self._lesions, self._lesions.get(served.key)
+        if not known:
+            photos = self.labelled_photos(served)
+            own = self._records(served, chain, photos) if photos else None
+            with self._lock:
+                self._lesions[served.key] = own
+        visitor, images, offered = self._visitor_photos(session)
+        parts = [p for p in (own, self._records(served, chain, visitor, images) if visitor else None)
+                 if p is not None and p.truth.size]
+        if not parts:
+            raise UserError("These weights have no labelled photos here to measure the lesion study on: "
+                            "label some photos in Teach and run it again.")
+        table = lesion_table(served.key, chain.facts.shortcuts, parts)
+        return replace(table, visitor_offered=offered)

@@ -705,6 +705,9 @@ def knockout_change_figure(rows: Sequence[Mapping[str, Any]], theme: Theme = LIG
     return fig
 
 
+_LESION_SOURCE_SHORT = {"preset": "shipped", "starter": "starter set", "visitor": "yours"}
+
+
 def lesion_figure(table: Mapping[str, Any], theme: Theme = LIGHT) -> go.Figure:
     """The lesion study: top-1 accuracy and agreement with the intact network, per removed branch.
 
@@ -716,18 +719,22 @@ def lesion_figure(table: Mapping[str, Any], theme: Theme = LIGHT) -> go.Figure:
     names = [r["block"].removeprefix("block") if theme.narrow else r["block"] for r in rows]
     shortcut = [f"{r['shortcut']} shortcut" for r in rows]
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=names, y=[r["accuracy"] for r in rows], mode="lines+markers", name="top-1 accuracy",
-                             line=dict(color=_KNOCKED_COLOR), customdata=shortcut,
-                             hovertemplate="%{x} removed (%{customdata}): accuracy %{y:.0%}<extra></extra>"))
+    if table["intact_accuracy"] is not None:  # no photo labelled with one of the model's classes: agreement only
+        fig.add_trace(go.Scatter(x=names, y=[r["accuracy"] for r in rows], mode="lines+markers", name="top-1 accuracy",
+                                 line=dict(color=_KNOCKED_COLOR), customdata=shortcut,
+                                 hovertemplate="%{x} removed (%{customdata}): accuracy %{y:.0%}<extra></extra>"))
     fig.add_trace(go.Scatter(x=names, y=[r["agreement"] for r in rows], mode="lines+markers",
                              name="agrees with the intact network", line=dict(color=_INTACT_COLOR, dash="dot"),
                              customdata=shortcut,
                              hovertemplate="%{x} removed (%{customdata}): agreement %{y:.0%}<extra></extra>"))
-    fig.add_hline(y=table["intact_accuracy"], line=dict(color=theme.muted, dash="dash"),
-                  annotation_text=f"intact {table['intact_accuracy']:.0%}", annotation_position="bottom right")
-    title = f"Lesion study: one branch removed at a time ({table['photos']} labelled photos)"
+    if table["intact_accuracy"] is not None:
+        fig.add_hline(y=table["intact_accuracy"], line=dict(color=theme.muted, dash="dash"),
+                      annotation_text=f"intact {table['intact_accuracy']:.0%}", annotation_position="bottom right")
+    counts = ", ".join(f"{n} {_LESION_SOURCE_SHORT.get(k, k)}" for k, n in table.get("sources", {}).items())
+    photos = f"{table['photos']} photos: {counts}" if counts else f"{table['photos']} photos"
+    title = f"Lesion study: one branch removed at a time ({photos})"
     if theme.narrow:
-        title = f"Lesion study: one branch removed<br>at a time ({table['photos']} labelled photos)"
+        title = f"Lesion study: one branch removed<br>at a time ({photos})"
     _base_layout(fig, 380 if theme.narrow else 340, title, theme)
     fig.update_layout(legend=_legend(theme), title=dict(font=dict(size=12 if theme.narrow else 13)),
                       xaxis=dict(type="category", title=dict(text="branch removed")))

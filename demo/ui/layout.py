@@ -18,7 +18,7 @@ from demo.ui.classify_tab import build_classify_tab
 from demo.ui.events import refuse_bad_inputs
 from demo.ui.explore.tab import build_explore_tab
 from demo.ui.netron_tab import build_netron_section
-from demo.ui.teach_tab import build_teach_tab
+from demo.ui.teach_tab import build_teach_tab, teach_service
 
 CSS = page_font_css() + """
 #status-line { font-size: 0.92em; }
@@ -94,6 +94,7 @@ def build_demo(store: ModelStore, exports: Exports | None = None, max_upload: st
     classify = ClassifyService(store)
     explore = ExploreService(store)
     examples = ExampleService(store)
+    teach = teach_service(store)  # Explore's lesion study reads the photos a visitor labelled in Teach
     with gr.Blocks(title=text.TITLE) as blocks:
         gr.Markdown(text.INTRO, elem_id="intro")
         status = gr.Markdown(text.status_line([], False), elem_id="status-line")
@@ -106,9 +107,10 @@ def build_demo(store: ModelStore, exports: Exports | None = None, max_upload: st
                 classify_view = build_classify_tab(store, classify, examples, max_upload)
             with gr.Tab("Explore", id="explore") as explore_tab:
                 graph = (lambda: build_netron_section(classify, exports)) if exports is not None else None
-                explore_view = build_explore_tab(store, explore, examples, client, graph)
+                explore_view = build_explore_tab(store, explore, examples, client, graph,
+                                                 labelled_uploads=teach.labelled_uploads)
             with gr.Tab("Teach", id="teach"):
-                build_teach_tab(store, blocks, client)
+                build_teach_tab(store, blocks, client, teach)
 
         def show_status():
             statuses = store.statuses()

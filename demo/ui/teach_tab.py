@@ -338,11 +338,18 @@ def _wire_intro(store: ModelStore, service: TeachService, view: TeachView, block
     timer.tick(lambda: gr.Timer(active=not store.settled()), None, timer, api_visibility="private", queue=False)
 
 
-def build_teach_tab(store: ModelStore, blocks: gr.Blocks, client: gr.JSON | None = None) -> TeachService:
+def teach_service(store: ModelStore) -> TeachService:
+    """The Teach tab's service, its downloads inside Gradio's upload folder (served without a copy)."""
+    return TeachService(store, store.settings.upload_dir / "teach")
+
+
+def build_teach_tab(store: ModelStore, blocks: gr.Blocks, client: gr.JSON | None = None,
+                    service: TeachService | None = None) -> TeachService:
     """Builds the tab inside the caller's `gr.Tab` context; `blocks` gets the session cleanup;
-    `client` is the browser's report ({dark, width}) the figures follow (None: light)."""
+    `client` is the browser's report ({dark, width}) the figures follow (None: light); `service`:
+    one shared with other tabs (default: a new `teach_service`)."""
     client = client if client is not None else gr.JSON(visible=False)
-    service = TeachService(store, store.settings.upload_dir / "teach")
+    service = service if service is not None else teach_service(store)
     view = _layout(service)
     _wire_intro(store, service, view, blocks)
     _wire_photos(service, view)

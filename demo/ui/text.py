@@ -426,8 +426,11 @@ KNOCKOUTS_MAPS = ("Block outputs, intact beside knocked out (mean over channels,
 KNOCKOUTS_NONE = "No knockouts chosen yet: add one above (the intact network is shown on both sides)."
 KNOCKOUTS_LESION_INTRO = ("**The lesion study.** One click removes each middle-flow block's branch in turn (blocks 5-12, "
                           "identity shortcuts), then blocks 4 and 13, whose shortcut is a 1×1 convolution, over every "
-                          "labelled photo the app has; the figure plots top-1 accuracy and agreement with the intact "
-                          "network against the block removed. Measured on this server, once per weights.")
+                          "labelled photo the app has (those shipped with the weights, Teach's starter set) and the "
+                          "photos you labelled in Teach; the figure plots top-1 accuracy (over the photos labelled "
+                          "with one of the model's classes) and agreement with the intact network (over all of them) "
+                          "against the block removed. Measured on this server: the app's photos once per weights, "
+                          "yours at each click.")
 
 
 def knockouts_list(items: list[dict]) -> str:
@@ -456,18 +459,47 @@ def knockouts_verdict(answer: dict) -> str:
             f"(the knocked network ran in {answer['knocked_ms']:.0f} ms from its first changed block).")
 
 
+LESION_SOURCES = {"preset": "shipped with the weights", "starter": "from Teach's starter set",
+                  "visitor": "of yours from Teach"}
+LESION_COARSE = 30  # fewer photos than this: each one moves a percentage by several points
+
+
+def lesion_sources(table: dict) -> str:
+    """How many photos of each source the study used, in words ("9 shipped with the weights, 4 …")."""
+    parts = [f"{n} {LESION_SOURCES.get(source, source)}" for source, n in table.get("sources", {}).items()]
+    return ", ".join(parts) if parts else "none"
+
+
 def lesion_summary(table: dict) -> str:
-    """The lesion table in words: intact accuracy, and the worst and mildest removals."""
+    """The lesion table in words: the photos of each source, intact accuracy, the worst and mildest
+    removals, and how coarse so few photos make the estimate."""
     rows = table["rows"]
     if not rows:
         return ""
-    worst = min(rows, key=lambda r: r["accuracy"])
+    n = table["photos"]
+    scored = table.get("scored", n)
+    words = [f"**{n} photos**: {lesion_sources(table)}."]
+    offered, used = table.get("visitor_offered", 0), table.get("sources", {}).get("visitor", 0)
+    if offered > used:
+        words.append(f"{used} of your {offered} labelled Teach photos were used (a study reads the first few "
+                     "still in the upload folder).")
     middle = [r for r in rows if r["shortcut"] == "identity"]
-    mild = sum(r["accuracy"] >= table["intact_accuracy"] - 0.1 for r in middle)
-    return (f"Intact: **{table['intact_accuracy']:.0%}** top-1 on {table['photos']} labelled photos. "
-            f"{mild} of {len(middle)} middle-flow removals stay within 10 points of it; the worst removal is "
-            f"**{worst['block']}** ({worst['shortcut']} shortcut) at {worst['accuracy']:.0%}. "
-            f"Measured in {table['seconds']:.1f} s.")
+    if table["intact_accuracy"] is None:
+        worst = min(rows, key=lambda r: r["agreement"])
+        words.append(f"None is labelled with one of this model's classes, so only agreement with the intact network "
+                     f"is measured; the removal it agrees with least is **{worst['block']}** "
+                     f"({worst['shortcut']} shortcut) at {worst['agreement']:.0%}.")
+    else:
+        worst = min(rows, key=lambda r: r["accuracy"])
+        mild = sum(r["accuracy"] >= table["intact_accuracy"] - 0.1 for r in middle)
+        words.append(f"Intact: **{table['intact_accuracy']:.0%}** top-1 on the {scored} labelled with one of this "
+                     f"model's classes (agreement counts all {n}). {mild} of {len(middle)} middle-flow removals stay "
+                     f"within 10 points of it; the worst removal is **{worst['block']}** ({worst['shortcut']} "
+                     f"shortcut) at {worst['accuracy']:.0%}.")
+    if min(n, scored or n) < LESION_COARSE:
+        words.append(f"So few photos make a coarse estimate: one photo is {1 / (scored or n):.0%} of a score.")
+    words.append(f"Measured in {table['seconds']:.1f} s.")
+    return " ".join(words)
 
 
 START_HERE = """

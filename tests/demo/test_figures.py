@@ -190,3 +190,9 @@ def test_the_knockout_figures_plot_the_numbers_given():
     accuracy, agreement = lesion_figure(table, LIGHT).data
     assert list(accuracy.y) == [0.75, 0.125] and list(agreement.y) == [0.5, 0.25]
     assert list(accuracy.customdata) == ["identity shortcut", "conv shortcut"]
+    counts = {**table, "sources": {"preset": 9, "visitor": 2}, "photos": 11}
+    assert "11 photos: 9 shipped, 2 yours" in lesion_figure(counts, LIGHT).layout.title.text
+    # No photo labelled with one of the model's classes: agreement alone is plotted.
+    rows = [{**r, "accuracy": None} for r in table["rows"]]
+    (only,) = lesion_figure({**table, "intact_accuracy": None, "rows": rows}, LIGHT).data
+    assert list(only.y) == [0.5, 0.25]

@@ -4,6 +4,8 @@ knockouts are refused in one sentence, and the lesion study is measured, per rem
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import gradio as gr
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from demo.services import UserError
 from demo.services.classify import ClassifyService
 from demo.services.knockout import KnockoutService, answer_json
 from demo.ui.explore.api import knockout_handler
+from demo.ui.text import lesion_summary
 from tests.conftest import knocked_keras, shared_loaded, store_serving
 from tests.demo.conftest import TINY_SIZE
 from xception_core.runtime.knockout import parse_knockouts
@@ -98,26 +101,75 @@ def test_the_strongest_channels_are_the_highest_means(service, served_store, loa
     assert channels == list(np.argsort(-means)[:5])
 
 
+def keras_top1(loaded, x: np.ndarray, block: str | None, facts) -> np.ndarray:
+    """Top-1 of Keras rebuilt by hand with `block`'s branch removed (None: intact)."""
+    if block is None:
+        return np.asarray(loaded.model(x, training=False)).argmax(1)
+    (k,) = parse_knockouts([{"kind": "skip_branch", "block": block}], facts)
+    return np.asarray(knocked_keras(loaded, [k])(x, training=False)[1]).argmax(1)
+
+
+def check_against_keras(table, service, loaded, served, files: list[str], labels: list[str]) -> None:
+    """Each row's accuracy (over the photos whose label is a class) and agreement (over all) as
+    Keras rebuilt by hand gives them."""
+    x = np.stack([served.preprocess(Image.open(f).convert("RGB")) for f in files])
+    truth = np.array([served.labels.index(label) if label in served.labels else -1 for label in labels])
+    scored = truth >= 0
+    intact = keras_top1(loaded, x, None, service.facts())
+    assert table.intact_accuracy == pytest.approx((intact == truth)[scored].mean())
+    for row in table.rows:
+        top1 = keras_top1(loaded, x, row.block, service.facts())
+        assert (row.accuracy, row.agreement) == (pytest.approx((top1 == truth)[scored].mean()),
+                                                 pytest.approx((top1 == intact).mean()))
+
+
 def test_the_lesion_study_is_measured(service, served_store, loaded, photos):
     table = service.lesion()
     served = served_store.get()
     assert [r.block for r in table.rows] == [f"block{i}" for i in range(5, 13)] + ["block4", "block13"]
-    assert table.photos == 3 and service.lesion() is table  # cached per weights
-    x = np.stack([served.preprocess(Image.open(p["path"]).convert("RGB")) for p in photos])
-    truth = np.array([served.labels.index(served.labels[i % 2]) for i in range(3)])
-    intact = np.asarray(loaded.model(x, training=False)).argmax(1)
-    assert table.intact_accuracy == pytest.approx((intact == truth).mean())
-    for row in table.rows:
-        (k,) = parse_knockouts([{"kind": "skip_branch", "block": row.block}], service.facts())
-        _, out = knocked_keras(loaded, [k])(x, training=False)
-        top1 = np.asarray(out).argmax(1)
-        assert (row.accuracy, row.agreement) == (pytest.approx((top1 == truth).mean()),
-                                                 pytest.approx((top1 == intact).mean()))
+    assert (table.photos, table.scored, table.sources) == (3, 3, {"starter": 3})
+    assert service.lesion() == table  # the app's photos are measured once per weights
+    check_against_keras(table, service, loaded, served, [p["path"] for p in photos],
+                        [served.labels[i % 2] for i in range(3)])
+
+
+def test_the_visitors_labelled_photos_join_their_own_study_only(served_store, loaded, photos, upload_dir):
+    """A label that is none of the model's classes counts toward agreement, not accuracy; a
+    session's labelled uploads join that session's study, never another's (nor the cache)."""
+    served = served_store.get()
+    own = [(photos[0]["path"], served.labels[1]), (photos[1]["path"], "not a class here")]
+    yours = [upload(upload_dir, f"yours{i}.png", 10 + i)["path"] for i in range(2)]
+    asked = []
+
+    def visitor(session):
+        asked.append(session)
+        return [(yours[0], served.labels[0]), (yours[1], "my own name")] if session == "a" else []
+
+    service = KnockoutService(served_store, lambda: own, visitor)
+    mine = service.lesion("a")
+    assert (mine.photos, mine.scored, mine.sources, mine.visitor_offered) == (4, 2, {"starter": 2, "visitor": 2}, 2)
+    check_against_keras(mine, service, loaded, served, [own[0][0], own[1][0], *yours],
+                        [own[0][1], own[1][1], served.labels[0], "my own name"])
+    other = service.lesion("b")
+    assert (other.photos, other.sources) == (2, {"starter": 2}) and asked == ["a", "b"]
+    assert replace(other, seconds=0) == replace(KnockoutService(served_store, lambda: own).lesion(), seconds=0)
+    check_against_keras(other, service, loaded, served, [p for p, _ in own], [label for _, label in own])
+    summary = lesion_summary(mine.to_json())
+    assert "4 photos" in summary and "2 from Teach's starter set, 2 of yours from Teach" in summary
+    assert "coarse estimate" in summary and "the 2 labelled with one of this model's classes" in summary
+
+
+def test_a_study_with_no_photo_of_a_class_measures_agreement_only(served_store, photos):
+    service = KnockoutService(served_store, lambda: [(photos[0]["path"], "a cat of no class")])
+    table = service.lesion()
+    assert table.intact_accuracy is None and all(r.accuracy is None for r in table.rows)
+    assert table.scored == 0 and all(0 <= r.agreement <= 1 for r in table.rows)
+    assert "only agreement with the intact network" in lesion_summary(table.to_json())
 
 
 def test_no_labelled_photos_is_said(served_store):
     with pytest.raises(UserError, match="no labelled photos"):
-        KnockoutService(served_store).lesion()
+        KnockoutService(served_store, lambda: ()).lesion("a")
 
 
 def test_the_maps_shown_are_the_block_outputs_channel_means(service, served_store, loaded, photos):

@@ -64,3 +64,64 @@ def test_a_knockout_changes_the_top5_as_the_api_says(chromium, live_server, clie
     page.screenshot(path=str(SCREENSHOTS / f"knockouts-{case}.png"), full_page=True)
     assert not errors, errors
     page.close()
+
+
+CHECKED_LESIONS = ("block5", "block4")  # one identity shortcut, one 1×1-conv shortcut (one /knockout a photo each)
+
+
+def test_the_lesion_study_plots_what_knockout_answers(chromium, live_server, client, tmp_path):
+    """A photo labelled in Teach joins the app's labelled photos; one click runs the study; the
+    plotted points and the table's percentages at two removed branches are what `/knockout`
+    answers on each of those photos (accuracy over those labelled with one of the model's classes,
+    agreement over all). One width and scheme: the figure's theme is checked on the knockout
+    figure above, and the study is the slow part."""
+    from gradio_client import handle_file
+    from PIL import Image
+
+    from demo.services.knockout import app_photos, starter_photos
+    from xception_core.io.labels import load_labels
+    from xception_core.settings import Settings
+    from xception_core.weights.presets import PRESETS
+
+    mine = tmp_path / "my_cup.png"
+    Image.new("RGB", (120, 90), (230, 230, 220)).save(mine)
+    page, errors = open_app(chromium, live_server, width=1366, height=900)
+    page.get_by_role("tab", name="Teach").click()
+    page.locator("#teach-class input").fill("cup")
+    page.locator("#teach-files input[type=file]").set_input_files([str(mine)])
+    page.locator("#teach-files").get_by_text("my_cup").first.wait_for(timeout=30_000)
+    page.get_by_role("button", name="Add photos to this class").click()
+    page.get_by_text("Added 1 photo(s) to “cup”").wait_for(timeout=60_000)
+    page.get_by_role("tab", name="Explore", exact=True).click()
+    open_subtab(page, "Knockouts")
+    page.locator("#knockouts-lesion").click()
+    page.locator("#knockouts-lesion-summary", has_text="Measured in").wait_for(timeout=240_000)
+    page.locator("#knockouts-lesion-plot .js-plotly-plot").first.wait_for(timeout=30_000)
+    page.locator("#knockouts-lesion-table", has_text="block13").wait_for(timeout=30_000)
+    traces = page.evaluate("""() => document.querySelector('#knockouts-lesion-plot .js-plotly-plot').data
+                              .map(t => ({name: t.name, x: Array.from(t.x), y: Array.from(t.y)}))""")
+    plotted = {t["name"]: dict(zip(t["x"], t["y"])) for t in traces}
+    cells = [c.strip() for c in page.locator("#knockouts-lesion-table").inner_text().splitlines() if c.strip()]
+    shown = {row[0]: row for row in (cells[i:i + 4] for i in range(4, len(cells), 4))}  # after the 4 headers
+
+    settings = Settings.from_env()
+    photos = app_photos("kitchenware", settings.cache_dir, starter_photos(settings)) + [(mine, "cup", "visitor")]
+    classes = set(load_labels(PRESETS["kitchenware"].labels))
+    scored = [label in classes for _, label, _ in photos]
+    summary = page.locator("#knockouts-lesion-summary").inner_text()
+    preset = sum(source == "preset" for *_, source in photos)
+    assert (f"{len(photos)} photos: {preset} shipped with the weights, {len(photos) - preset - 1} from Teach's "
+            "starter set, 1 of yours from Teach") in summary, summary
+    assert f"the {sum(scored)} labelled with one of this model's classes" in summary, summary
+    for block in CHECKED_LESIONS:
+        answers = [client.predict(handle_file(str(path)), [{"kind": "skip_branch", "block": block}],
+                                  api_name="/knockout") for path, _, _ in photos]
+        top1 = [(next(iter(a["intact"])), next(iter(a["knocked"]))) for a in answers]
+        accuracy = sum(k == label for (_, k), (_, label, _), s in zip(top1, photos, scored) if s) / sum(scored)
+        agreement = sum(i == k for i, k in top1) / len(photos)
+        assert plotted["top-1 accuracy"][block] == pytest.approx(accuracy, abs=1e-4), block
+        assert plotted["agrees with the intact network"][block] == pytest.approx(agreement, abs=1e-4), block
+        assert shown[block][2:] == [f"{accuracy:.0%}", f"{agreement:.0%}"], shown[block]
+    no_error_badges(page)
+    assert not errors, errors
+    page.close()

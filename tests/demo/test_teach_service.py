@@ -330,3 +330,20 @@ def test_the_downloaded_model_answers_as_the_classifier_tried_in_the_tab(store, 
     np.testing.assert_allclose([tried[n] for n in names], downloaded, atol=2e-4)
     assert max(tried, key=tried.get) == names[int(np.argmax(downloaded))]
     assert "block 14's" in teach_text.try_note(teach.trained("s1")) and FINAL_BLOCK == "block14"
+
+
+def test_the_labelled_uploads_are_the_session_files_with_their_class(store, settings):
+    """What Explore's lesion study reads: each upload still on disk with the visitor's class; a
+    photo sent as data (no file) and another session's photos are not among them."""
+    teach = service(store, settings)
+    files = []
+    for i, image in enumerate(photos((220, 30, 30), 2)):
+        image.save(settings.upload_dir / f"red{i}.png")
+        files.append(settings.upload_dir / f"red{i}.png")
+    teach.add_photos("s1", "red", [{"path": str(f)} for f in files] + photos((220, 30, 30), 1, seed=4))
+    teach.add_photos("s2", "blue", photos((30, 30, 220), 2, seed=1))
+    assert [n for n, p in teach.classes("s1")] == ["red"] and len(teach.classes("s1")[0][1]) == 3
+    assert teach.labelled_uploads("s1") == [(f.resolve(), "red") for f in files]
+    assert teach.labelled_uploads("s2") == [] and teach.labelled_uploads("nobody") == []
+    files[0].unlink()  # the upload folder's age limit took it
+    assert teach.labelled_uploads("s1") == [(files[1].resolve(), "red")]

@@ -268,6 +268,18 @@ class TeachService:
         with session.lock:
             return [(name, list(photos)) for name, photos in session.classes.items()]
 
+    def labelled_uploads(self, session_id: Any) -> list[tuple[Path, str]]:
+        """The session's uploads still on disk with the class the visitor gave them, (file, class),
+        in class order (the Knockouts lesion study's 'your photos'); [] for no session."""
+        if not isinstance(session_id, str) or not _SESSION_RE.match(session_id):
+            return []
+        session = self._sessions.find(session_id)
+        if session is None:
+            return []
+        with session.lock:
+            return [(p.source, name) for name, photos in session.classes.items() for p in photos
+                    if p.source is not None and p.source.is_file()]
+
     # ------------------------------------------------------------------ training
 
     def train(self, session_id: str) -> Trained:

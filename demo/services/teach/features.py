@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -80,17 +81,18 @@ class FeatureExtraction:
                 self._extractors[served.key] = extractor
             return extractor
 
-    def photos(self, cache: FeatureCache, served: ServedModel, images: list[tuple[str, Image.Image]],
+    def photos(self, cache: FeatureCache, served: ServedModel, images: list[tuple[str, Image.Image, Path | None]],
                progress: Progress | None) -> tuple[list[Photo], set[str]]:
-        """[(name, image)] → (their `Photo`s, the keys of those whose features were already cached)."""
+        """[(name, image, source file)] → (their `Photo`s, the keys of those whose features were
+        already cached)."""
         total = len(images)
         prepared = []
-        for name, image in images:
+        for name, image, source in images:
             x = served.preprocess(image)
             key = (served.key, hashlib.sha256(x.tobytes()).hexdigest()[:32])
-            prepared.append((name, image, x, key))
-        cached = {key[1] for _, _, _, key in prepared if key in cache}
-        missing = [i for i, (_, _, _, key) in enumerate(prepared) if key not in cache]
+            prepared.append((name, image, x, key, source))
+        cached = {p[3][1] for p in prepared if p[3] in cache}
+        missing = [i for i, p in enumerate(prepared) if p[3] not in cache]
         hits = total - len(missing)
         if progress:
             progress(hits, total)
@@ -102,7 +104,8 @@ class FeatureExtraction:
                 cache[prepared[i][3]] = {block: v[row].copy() for block, v in out.pooled.items()}
             if progress:
                 progress(hits + start + len(chunk), total)
-        photos = [Photo(name, key[1], self.thumbnail(image), cache[key]) for name, image, _, key in prepared]
+        photos = [Photo(name, key[1], self.thumbnail(image), cache[key], source)
+                  for name, image, _, key, source in prepared]
         return photos, cached
 
     def thumbnail(self, image: Image.Image) -> bytes:

@@ -51,10 +51,10 @@ class PhotoIntake:
         return list(payloads[:cap]), [f"{len(payloads) - cap} file(s) beyond {cap} at once"]
 
     def read(self, payloads: Sequence[Any], class_name: str, room: int
-             ) -> tuple[list[tuple[str, Image.Image]], list[str]]:
-        """Decodes up to `room` photos for `class_name`: [(name to show, image)] and the refusals
-        (undecodable, or beyond the room left)."""
-        images: list[tuple[str, Image.Image]] = []
+             ) -> tuple[list[tuple[str, Image.Image, Path | None]], list[str]]:
+        """Decodes up to `room` photos for `class_name`: [(name to show, image, the upload's file or
+        None)] and the refusals (undecodable, or beyond the room left)."""
+        images: list[tuple[str, Image.Image, Path | None]] = []
         refused: list[str] = []
         for i, payload in enumerate(payloads):
             label = payload_name(payload, i)
@@ -62,7 +62,7 @@ class PhotoIntake:
                 if len(images) >= room:
                     refused.append(self.full(label, class_name))
                     continue
-                images.append((label, self.image(payload)))
+                images.append((label, self.image(payload), self.source(payload)))
             except UserError as exc:
                 refused.append(f"{label}: {exc}")
         return images, refused
@@ -70,6 +70,16 @@ class PhotoIntake:
     def full(self, label: str, class_name: str) -> str:
         """Why a photo was not added to a full class."""
         return f"{label}: “{class_name}” is full ({self.limits.max_photos_per_class} photos)"
+
+    def source(self, payload: Any) -> Path | None:
+        """The upload's file when the payload names one in the upload folder (read already), else None."""
+        if isinstance(payload, NamedPhoto):
+            return None
+        path = payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", None)
+        if not isinstance(path, str):
+            return None
+        path = Path(path).resolve()
+        return path if path.is_relative_to(self.upload_dir.resolve()) and path.is_file() else None
 
     def image(self, payload: Any) -> Image.Image:
         """One payload decoded (a `NamedPhoto` as it is; an upload only from the upload folder)."""

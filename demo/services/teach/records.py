@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -46,12 +47,15 @@ class TeachLimits:
 
 @dataclass(frozen=True)
 class Photo:
-    """One photo of a class: a thumbnail, and its pooled features for every offered block."""
+    """One photo of a class: a thumbnail, its pooled features for every offered block, and the
+    upload's file in Gradio's upload folder (None for a photo the server read itself or one sent as
+    data: the Knockouts lesion study reads the file again while it lasts)."""
 
     name: str
     key: str
     thumbnail: bytes  # JPEG
     pooled: dict[str, np.ndarray]  # block → (C,)
+    source: Path | None = None
 
     @property
     def data_url(self) -> str:

@@ -141,9 +141,10 @@ def _wire(ctx: ExploreContext, view: KnockoutsView) -> None:
                 view.changes: figures.knockout_change_figure(data["blocks"], theme) if data["blocks"] else None}
 
     @errors_as_messages
-    def on_lesion(client_value: Any) -> tuple:
-        table = service.lesion().to_json()
-        frame = pd.DataFrame([[r["block"], r["shortcut"], f"{r['accuracy']:.0%}", f"{r['agreement']:.0%}"]
+    def on_lesion(client_value: Any, request: gr.Request) -> tuple:
+        table = service.lesion(getattr(request, "session_hash", None)).to_json()
+        frame = pd.DataFrame([[r["block"], r["shortcut"], "—" if r["accuracy"] is None else f"{r['accuracy']:.0%}",
+                               f"{r['agreement']:.0%}"]
                               for r in table["rows"]],
                              columns=["branch removed", "shortcut", "top-1 accuracy", "agreement with intact"])
         return (figures.lesion_figure(table, figures.theme_of(client_value)), text.lesion_summary(table), frame)

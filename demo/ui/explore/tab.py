@@ -7,7 +7,7 @@ A new sub-tab is one module with a `SUB_TAB` (`demo.ui.explore.context.SubTab`) 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,7 +137,8 @@ def _take_image(store: ModelStore) -> Callable:
 
 def build_explore_tab(store: ModelStore, service: ExploreService, examples: ExampleService, client: gr.JSON,
                       graph_view: Callable | None = None, operation_service: OperationService | None = None,
-                      compare_service: CompareService | None = None) -> ExploreTab:
+                      compare_service: CompareService | None = None,
+                      labelled_uploads: Callable[[Any], Sequence[tuple[Path, str]]] | None = None) -> ExploreTab:
     """Builds the Explore tab inside the caller's `gr.Tab` context (no Blocks of its own).
 
     Args:
@@ -147,10 +148,11 @@ def build_explore_tab(store: ModelStore, service: ExploreService, examples: Exam
         operation_service: Inside one operation's (default: a new one over `store`).
         compare_service: Xception vs Inception V3's (default: a new one over `store`; it prepares
             nothing until first used).
+        labelled_uploads: A session's labelled uploads, (file, class) (Teach's), for the lesion study.
     """
     operation_service = OperationService(store) if operation_service is None else operation_service
     compare_service = CompareService(store) if compare_service is None else compare_service
-    knockout_service = KnockoutService(store)
+    knockout_service = KnockoutService(store, visitor=labelled_uploads)
     ctx = ExploreContext(store, service, examples, client, graph_view, Photo.create(), operation_service,
                          knockout_service, compare_service)
     views = _sub_tabs(ctx)
