@@ -40,6 +40,7 @@ tests/demo/test_limits.py, test_refused_events.py and test_page_files.py fail if
 from __future__ import annotations
 
 import asyncio
+import base64
 import ctypes
 import datetime
 import logging
@@ -50,6 +51,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from demo.services import payloads
+from demo.services.payloads import DECODE_PREPAID, DECODE_WHO, DecodeTicket, client_key, decode_cost
 
 logger = logging.getLogger(__name__)
 
@@ -388,14 +392,6 @@ def deadline_protocol(header_s: float, body_s: float) -> type:
 # ----------------------------------------------------------------------------------- the queue
 
 
-def client_key(request: Any) -> str:
-    """Who sent `request` (a Starlette request or Gradio's wrapper of one): the socket's peer, or
-    behind a proxy that uvicorn trusts (its `forwarded_allow_ips`, env FORWARDED_ALLOW_IPS), the
-    address that proxy put in X-Forwarded-For (uvicorn writes it into the request's client)."""
-    client = getattr(request, "client", None)
-    return str(getattr(client, "host", None) or "?")
-
-
 def _needs_event_data(fn: Any) -> bool:
     """Whether a handler takes Gradio event data (`gr.SelectData` and the like), which a client
     must then send (`event_data`)."""
@@ -420,10 +416,20 @@ class EventGate:
     for everyone. (Behind a proxy that uvicorn is not told to trust, every visitor has the
     proxy's address: the address share is then everyone's, hence larger than a session's.)
 
+    Two more things happen at that door, for what is left:
+    - Fair order: each event joins its queue after at most one waiting event of every other client
+      address per event of its own address ahead of it (round robin over addresses; Gradio's
+      queue is first come, first served), so a visitor waits a few events, not another's burst.
+    - Its decode turn: an event naming images (uploads in `upload_dir`, data URLs) waits for its
+      turn at the decode gate (`demo.services.payloads.DECODES`, for the dearest of its images)
+      before it enters Gradio's queue, where it would take a working slot; its handler's decodes
+      then run in that turn (`DECODE_PREPAID`), which ends when the event does.
+
     Args:
         blocks: The page, after `blocks.queue(...)`.
         share: Most waiting events per session.
         address_share: Most waiting events per client address (`client_key`).
+        upload_dir: Gradio's upload folder: the files an event names there are costed.
     """
 
     BROWSER_ONLY = "This event runs in the browser only; there is nothing to run on the server."
@@ -431,9 +437,16 @@ class EventGate:
     OVER_SHARE = ("You already have {n} requests waiting; wait for them to finish (this server shares its "
                   "queue between visitors).")
 
-    def __init__(self, blocks: Any, share: int, address_share: int):
+    MAX_COSTED = 64  # images costed per event (Teach's add takes 30)
+
+    def __init__(self, blocks: Any, share: int, address_share: int, upload_dir: Path | None = None):
         self.share, self.address_share = share, address_share
+        self.upload_dir = Path(upload_dir).resolve() if upload_dir is not None else None
         self.refused = 0
+        self._turns: dict[str, DecodeTicket] = {}  # event id → its decode turn, until the event ends
+        self._running: set[str] = set()  # event ids whose handler runs now
+        self._unclaimed: set[str] = set()  # turns seen with no waiting or running event last look
+        self._arriving: list[tuple[str, str]] = []  # (address, session) of events waiting for a decode turn
         self.blocks = blocks
 
     @property
@@ -475,19 +488,110 @@ class EventGate:
         fns = getattr(self.blocks, "fns", {})
         fn = fns.get(body.fn_index) if isinstance(body.fn_index, int) else None
         refusal = None
+        mine = client_key(request)
         if words := self.cannot_run(body.fn_index, fn, getattr(body, "event_data", None)):
             refusal = words, "error"
         else:
-            mine = client_key(request)
             waiting = self.waiting()
             same_session = sum(1 for e in waiting if getattr(e, "session_hash", None) == body.session_hash)
+            same_session += sum(1 for _, s in self._arriving if s == body.session_hash)
             same_client = sum(1 for e in waiting if client_key(getattr(e, "request", None)) == mine)
+            same_client += sum(1 for a, _ in self._arriving if a == mine)
             if same_session >= self.share or same_client >= self.address_share:
                 refusal = self.OVER_SHARE.format(n=max(same_session, same_client)), "queue_full"
         if refusal is not None:
             self._refuse(body.fn_index, refusal[0])
             return False, refusal[0], refusal[1]
-        return await self._push(body=body, request=request, username=username)
+        ticket = await self._decode_turn(body, mine)
+        try:
+            result = await self._push(body=body, request=request, username=username)
+        except BaseException:
+            if ticket is not None:
+                payloads.DECODES.release(ticket)
+            raise
+        ok, event_id = result[0], result[1]
+        if ticket is not None:
+            if ok and isinstance(event_id, str):
+                self._turns[event_id] = ticket
+            else:
+                payloads.DECODES.release(ticket)
+        if ok:
+            self._in_fair_order(fn)
+        return result
+
+    async def _decode_turn(self, body: Any, address: str) -> DecodeTicket | None:
+        """Waits for the decode turn of the dearest image `body` names (None: it names none)."""
+        cost = await asyncio.to_thread(self.decode_cost, getattr(body, "data", None))
+        if not cost:
+            return None
+        who = (address, str(body.session_hash))
+        ticket = payloads.DECODES.ticket(cost, who)
+        self._arriving.append(who)
+        try:
+            await payloads.DECODES.wait(ticket)  # released if the client leaves meanwhile
+        finally:
+            self._arriving.remove(who)
+        return ticket
+
+    def decode_cost(self, data: Any) -> int:
+        """What the dearest image in an event's data costs to decode (`decode_cost`): files in
+        `upload_dir` and data URLs, at most `MAX_COSTED` of them. Blocking (reads headers)."""
+        found: list[Any] = []
+
+        def walk(value: Any, depth: int = 0) -> None:
+            if len(found) >= self.MAX_COSTED or depth > 4:
+                return
+            if isinstance(value, dict):
+                url, path = value.get("url"), value.get("path")
+                if isinstance(url, str) and url.startswith("data:"):
+                    try:  # the header is at the start: a few KB of it decoded
+                        found.append(base64.b64decode(url.partition(",")[2][:1 << 16], validate=False))
+                    except ValueError:
+                        pass
+                elif isinstance(path, str) and self.upload_dir is not None:
+                    try:
+                        resolved = Path(path).resolve()
+                    except (OSError, ValueError):
+                        return
+                    if resolved.is_relative_to(self.upload_dir) and resolved.is_file():
+                        found.append(resolved)
+                else:
+                    for item in list(value.values())[:16]:
+                        walk(item, depth + 1)
+            elif isinstance(value, (list, tuple)):
+                for item in value[:self.MAX_COSTED]:
+                    walk(item, depth + 1)
+
+        walk(data)
+        return max((decode_cost(source) for source in found), default=0)
+
+    def _in_fair_order(self, fn: Any) -> None:
+        """Orders the waiting events of `fn`'s queue round robin over client addresses, each
+        address's events in their order of arrival."""
+        queues = getattr(self.blocks._queue, "event_queue_per_concurrency_id", {})
+        queue = queues.get(getattr(fn, "concurrency_id", None))
+        if queue is None or len(queue.queue) < 2:
+            return
+        seen: dict[str, int] = {}
+        ranks = []
+        for event in queue.queue:
+            address = client_key(getattr(event, "request", None))
+            ranks.append(seen.get(address, 0))
+            seen[address] = ranks[-1] + 1
+        order = sorted(range(len(ranks)), key=ranks.__getitem__)  # stable: arrival order within a rank
+        queue.queue[:] = [queue.queue[i] for i in order]
+
+    def drop_stale_turns(self) -> int:
+        """Ends the decode turns of events no longer waiting nor running on two looks in a row
+        (the client left, or the queue dropped them); returns how many. In the event loop."""
+        live = {getattr(e, "_id", None) for e in self.waiting()} | self._running
+        stale = {i for i in self._turns if i not in live}
+        ended = 0
+        for event_id in stale & self._unclaimed:
+            payloads.DECODES.release(self._turns.pop(event_id))
+            ended += 1
+        self._unclaimed = stale - {i for i in stale if i not in self._turns}
+        return ended
 
     async def process_api(self, block_fn: Any, *args: Any, **kwargs: Any):
         import gradio as gr
@@ -498,7 +602,24 @@ class EventGate:
         if words := self.cannot_run(index, fn, getattr(data, "_data", data)):
             self._refuse(index, words)
             raise gr.Error(words, print_exception=False)
-        return await self._process_api(block_fn, *args, **kwargs)
+        event_id = kwargs.get("event_id")
+        ticket = self._turns.get(event_id) if isinstance(event_id, str) else None
+        request = kwargs.get("request")
+        session = getattr(request, "session_hash", None) or kwargs.get("session_hash") or ""
+        # The handler's thread gets these (Gradio runs it with anyio, which copies the context).
+        prepaid = DECODE_PREPAID.set(ticket)
+        who = DECODE_WHO.set((client_key(request), str(session)))
+        if isinstance(event_id, str):
+            self._running.add(event_id)
+        try:
+            return await self._process_api(block_fn, *args, **kwargs)
+        finally:
+            DECODE_PREPAID.reset(prepaid)
+            DECODE_WHO.reset(who)
+            if isinstance(event_id, str):
+                self._running.discard(event_id)
+                if (ended := self._turns.pop(event_id, None)) is not None:
+                    payloads.DECODES.release(ended)
 
     def _takes_data(self, index: int, fn: Any) -> bool:
         if index not in self._needs_data:

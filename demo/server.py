@@ -273,10 +273,11 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     exports = register_exports(app, store, add_netron_routes)
     # The plain HTTP API takes the page's upload cap, so both refuse the same files.
     register_http_api(app, store, max_bytes=budgets.upload_bytes, max_waiting=QUEUE_SIZE,
-                      body_deadline_s=budgets.body_deadline_s)
+                      body_deadline_s=budgets.body_deadline_s, address_share=budgets.address_share)
     blocks = build_demo(store, exports, max_upload=f"{budgets.upload_bytes // 2**20}mb")
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
-    app.state.events = EventGate(blocks, budgets.queue_share, budgets.address_share)
+    app.state.events = EventGate(blocks, budgets.queue_share, budgets.address_share,
+                                 upload_dir=store.settings.upload_dir)
     # Age-based deletion of uploads and generated images by Gradio itself (every 5 minutes).
     blocks.delete_cache = (300, budgets.files_age_s)
     blocks.state_session_capacity = budgets.max_sessions
@@ -300,6 +301,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     blocks.has_launched = True
     app.state.housekeeping = housekeeping(blocks, budgets, store.settings.upload_dir)
     app.state.housekeeping.page_watchers += (app.state.events,)  # it follows a reloaded page too
+    events = app.state.events
+    app.state.housekeeping.chores += (Chore("decode turns", lambda: (
+        f"{n} decode turns of events gone ended" if (n := events.drop_stale_turns()) else None)),)
     app.state.file_budget = next(w for w in app.state.housekeeping.page_watchers if isinstance(w, FileBudget))
     app.state.blocks = blocks
     return app
