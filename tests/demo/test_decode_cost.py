@@ -63,7 +63,7 @@ MEASURE = textwrap.dedent('''
 def test_the_cost_table_is_what_decodes_measure():
     """Each format and mode decoded at 2400×2400 (5.8 MP) in a fresh process: the peak it adds
     (VmHWM, reset before each) is at most what `decode_cost` charges, and the charge is no more
-    than 40% above it (a table of guesses would fail one side or the other)."""
+    than 40% (plus a byte) above it (a table of guesses would fail one side or the other)."""
     done = subprocess.run([sys.executable, "-c", MEASURE, "2400", json.dumps(CASES)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -71,7 +71,7 @@ def test_the_cost_table_is_what_decodes_measure():
     print("\n".join(f"{k} {m} (read as {r}): measured {p:.2f} B/px, charged {c:.2f}" for k, m, r, p, c in rows))
     assert {k for k, *_ in rows} >= {"PNG", "WEBP", "GIF", "BMP", "TIFF", "JPEG"}
     for kind, mode, read_mode, measured, charged in rows:
-        assert measured <= charged <= 1.4 * measured + 0.5, (kind, mode, read_mode, measured, charged)
+        assert measured <= charged <= 1.4 * measured + 1.0, (kind, mode, read_mode, measured, charged)
     webp = next(c for k, _, _, _, c in rows if k == "WEBP")
     assert webp >= 15, "a WebP's decode costs about 16 bytes a pixel, not 4"
     charged_modes = {r for k, _, r, _, _ in rows if k not in FORMAT_BYTES_PER_PIXEL}
