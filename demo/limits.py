@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ctypes
 import datetime
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -739,24 +740,38 @@ class FileTrimResult:
 
 
 class FileBudget:
-    """Keeps the files Gradio wrote (uploads, generated images) under a byte budget: the oldest
-    go first, examples (which Gradio marks keep-in-cache) never, and their emptied folders with
-    them. Blocking file-system work: run it in a worker thread.
+    """Keeps the visitors' files on disk under a byte budget: every file under the upload folder
+    (uploads, generated images, Teach's downloads, whether or not Gradio's file sets list them yet)
+    except the page's own (`protected`) and examples Gradio marks keep-in-cache; the oldest go
+    first, with their emptied folders. Room is also reserved ahead for bytes about to be written
+    (an upload arriving, an export being written: `reserve`), so that those and the files already
+    there never pass the budget together. Blocking file-system work: run it in a worker thread.
 
     Args:
-        blocks: The mounted `gr.Blocks` (its `temp_file_sets` list what Gradio wrote).
-        budget_bytes: Most bytes of Gradio-written files kept.
+        blocks: The mounted `gr.Blocks` (its `temp_file_sets` list what Gradio wrote; a file
+            deleted here leaves them too).
+        budget_bytes: Most bytes of visitors' files on disk.
         min_age_s: Files younger than this are never deleted (an upload about to be used).
-        folders: Removes the folders emptied by a trim.
-        protected: Folders of the page's own files: a file there is never deleted, and is taken
-            out of any file set it reached, so Gradio's own age-based cleaner skips it too.
+        folders: Removes the folders emptied by a trim; its upload folder is the one counted.
+        protected: Folders of the page's own files: a file there is never counted nor deleted, and
+            is taken out of any file set it reached, so Gradio's own age-based cleaner skips it too.
+        headroom_bytes: Kept free below the budget by trims and reservations, for the files events
+            write between two sweeps (overlays, generated images), which no reservation covers.
     """
 
     def __init__(self, blocks: Any, *, budget_bytes: int, min_age_s: float, folders: EmptyFolders,
-                 protected: Sequence[Path] = ()):
+                 protected: Sequence[Path] = (), headroom_bytes: int = 0):
         self.blocks, self.budget_bytes, self.min_age_s, self.folders = blocks, budget_bytes, min_age_s, folders
+        self.headroom_bytes = min(headroom_bytes, budget_bytes // 4)
         self.protected = tuple(Path(p).resolve() for p in protected)
+        self.reserved = 0  # bytes reserved for files being written now
+        self.refused = 0
         self._lock = threading.Lock()
+
+    @property
+    def target_bytes(self) -> int:
+        """What trims and reservations keep the files and reservations under."""
+        return self.budget_bytes - self.headroom_bytes
 
     def is_protected(self, name: str) -> bool:
         """Whether `name` lies in one of the page's own folders (links resolved)."""
@@ -767,45 +782,87 @@ class FileBudget:
         return any(resolved.is_relative_to(folder) for folder in self.protected)
 
     def __call__(self, now: float | None = None, room: int = 0) -> FileTrimResult:
-        """Deletes the oldest files until they and `room` more bytes fit the budget (files younger
-        than `min_age_s` excepted)."""
-        with self._lock:  # the housekeeping's thread and the upload gate's
+        """Deletes the oldest files until they, the reservations and `room` more bytes fit the
+        target (files younger than `min_age_s` excepted)."""
+        with self._lock:  # the housekeeping's thread, the upload gate's and an export's
             return self._trim(time.time() if now is None else now, room)
 
     def make_room(self, size: int) -> bool:
         """Whether `size` more bytes fit the budget, once the oldest files that must go are gone."""
-        return self(room=size).bytes_kept + size <= self.budget_bytes
+        return self(room=size).bytes_kept + self.reserved + size <= self.target_bytes
+
+    def reserve(self, size: int) -> bool:
+        """Makes room for `size` bytes about to be written and holds it until `release(size)`;
+        False (nothing held) when even deleting every old enough file leaves too little."""
+        with self._lock:
+            kept = self._trim(time.time(), size).bytes_kept
+            if kept + self.reserved + size > self.target_bytes:
+                self.refused += 1
+                return False
+            self.reserved += size
+            return True
+
+    def release(self, size: int) -> None:
+        """Ends a reservation (the bytes are written and counted on disk now, or never came)."""
+        with self._lock:
+            self.reserved -= size
+
+    @contextlib.contextmanager
+    def room(self, size: int) -> Iterator[bool]:
+        """`reserve(size)` for the length of the block: yields whether the room was made."""
+        held = self.reserve(size)
+        try:
+            yield held
+        finally:
+            if held:
+                self.release(size)
+
+    def _on_disk(self) -> list[tuple[float, str, int]]:
+        """(mtime, path, size) of every visitors' file under the upload folder."""
+        found: list[tuple[float, str, int]] = []
+        root = self.folders.upload_dir
+        for folder, subfolders, names in os.walk(root):
+            if self.protected:
+                subfolders[:] = [d for d in subfolders if not self.is_protected(os.path.join(folder, d))]
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    stat = os.lstat(path)
+                except OSError:
+                    continue
+                found.append((stat.st_mtime, path, stat.st_size))
+        return found
 
     def _trim(self, now: float, room: int) -> FileTrimResult:
         keep: set[str] = set()
         for component in list(self.blocks.blocks.values()):
             keep.update(getattr(component, "keep_in_cache", ()))
-        entries: list[tuple[float, str, int, set]] = []
-        total = 0
+        sets: dict[str, list[set]] = {}
         for file_set in list(self.blocks.temp_file_sets):
             for name in list(file_set):
                 if self.protected and self.is_protected(name):
                     file_set.discard(name)
-                    continue
-                try:
-                    stat = os.lstat(name)
-                except OSError:
+                elif not os.path.lexists(name):
                     file_set.discard(name)
-                    continue
-                total += stat.st_size
-                if name not in keep:
-                    entries.append((stat.st_mtime, name, stat.st_size, file_set))
-        entries.sort()
+                else:
+                    sets.setdefault(os.path.abspath(name), []).append(file_set)
+        entries = self._on_disk()
+        total = sum(size for _, _, size in entries)
+        entries = sorted(e for e in entries if e[1] not in keep)
         deleted = freed = 0
         emptied: set[Path] = set()
-        for mtime, name, size, file_set in entries:
-            if total + room <= self.budget_bytes or now - mtime < self.min_age_s:
+        for mtime, name, size in entries:
+            if total + self.reserved + room <= self.target_bytes or now - mtime < self.min_age_s:
                 break
             try:
                 os.remove(name)
             except OSError:
                 continue
-            file_set.discard(name)
+            for file_set in sets.get(os.path.abspath(name), ()):
+                file_set.discard(name)
+                for other in list(file_set):  # the set may name it by another spelling
+                    if os.path.abspath(other) == os.path.abspath(name):
+                        file_set.discard(other)
             total -= size
             deleted += 1
             freed += size
@@ -816,10 +873,11 @@ class FileBudget:
 
 class UploadGate:
     """Pure ASGI middleware: the disk budget enforced when an upload arrives, not only when
-    housekeeping next runs. Before Gradio's upload route (`path`) reads a body, room is made for
-    it and for the uploads still arriving (`FileBudget.make_room`: visitors' oldest files go,
-    never the page's own nor a file younger than the budget's `min_age_s`); when there is none,
-    the upload is refused with 507 and a sentence, before a byte is written.
+    housekeeping next runs. Before Gradio's upload route (`path`) reads a body, room is reserved
+    for it (`FileBudget.reserve`: visitors' oldest files go, never the page's own nor a file
+    younger than the budget's `min_age_s`; uploads arriving at once each hold their own), and
+    released once the upload is written; when there is none, the upload is refused with 507 and
+    a sentence, before a byte is written.
 
     Args:
         app: The ASGI app.
@@ -832,7 +890,6 @@ class UploadGate:
 
     def __init__(self, app: Any, budget: Callable[[], "FileBudget | None"], path: str, max_bytes: int):
         self.app, self.budget, self.path, self.max_bytes = app, budget, path, max_bytes
-        self.arriving = 0  # bytes declared by uploads being written now
         self.refused = 0
 
     async def __call__(self, scope, receive, send) -> None:
@@ -844,7 +901,10 @@ class UploadGate:
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit():
                 size = min(int(value), self.max_bytes)
-        if budget is not None and not await asyncio.to_thread(budget.make_room, size + self.arriving):
+        if budget is None:
+            await self.app(scope, receive, send)
+            return
+        if not await asyncio.to_thread(budget.reserve, size):
             self.refused += 1
             logger.info("upload refused: the file budget is full")
             body = self.FULL.encode()
@@ -853,11 +913,10 @@ class UploadGate:
                                     (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
             await send({"type": "http.response.body", "body": body})
             return
-        self.arriving += size
         try:
             await self.app(scope, receive, send)
         finally:
-            self.arriving -= size
+            budget.release(size)
 
 
 # ----------------------------------------------------------------------------------- orphaned heartbeats

@@ -86,7 +86,10 @@ class Budgets:
         session_ttl_s: A session unused this long is dropped with its state (per-session
             results expire sooner: `demo.services.classify.RESULT_TTL_S`).
         files_age_s: Uploads and generated images older than this are deleted (Gradio's delete_cache).
-        files_budget_bytes: Uploads and generated images kept at most, oldest deleted first.
+        files_budget_bytes: Visitors' files on disk at most (uploads, generated images, Teach's
+            downloads), oldest deleted first; uploads and downloads reserve their room first.
+        files_headroom_bytes: Of that budget, what trims and reservations leave free for the
+            files events write between two sweeps (overlays, generated images).
         file_min_age_s: Never delete a file younger than this (an upload about to be used).
         sweep_s: How often housekeeping runs.
         body_deadline_s: A request's whole body must arrive within this long of its start, on
@@ -110,6 +113,7 @@ class Budgets:
     session_ttl_s: float = 20 * 60
     files_age_s: int = 30 * 60
     files_budget_bytes: int = 200 * 2**20
+    files_headroom_bytes: int = 16 * 2**20
     file_min_age_s: float = 30.0
     sweep_s: float = 10.0
     body_deadline_s: float = 60.0
@@ -150,7 +154,7 @@ def housekeeping(blocks: gr.Blocks, budgets: Budgets, upload_dir: Path) -> House
     heartbeats = OrphanHeartbeats(blocks)
     folders = EmptyFolders(upload_dir, min_age_s=budgets.file_min_age_s, keep=page_folders(upload_dir))
     files = FileBudget(blocks, budget_bytes=budgets.files_budget_bytes, min_age_s=budgets.file_min_age_s,
-                       folders=folders, protected=page_folders(upload_dir))
+                       folders=folders, protected=page_folders(upload_dir), headroom_bytes=budgets.files_headroom_bytes)
 
     def stop_orphans() -> str | None:
         stopped = heartbeats()
@@ -170,6 +174,15 @@ def housekeeping(blocks: gr.Blocks, budgets: Budgets, upload_dir: Path) -> House
     if Path(upload_dir).name == FILES_NAME and is_run_folder(run):  # folders of processes that ended since
         chores.append(Chore("ended processes", lambda: sweep_dead(run.parent).summary(), blocking=True))
     return Housekeeping(chores, page_watchers=(sessions, heartbeats, files))
+
+
+def disk_room(app: fastapi.FastAPI) -> Callable[[int], contextlib.AbstractContextManager[bool]]:
+    """Reserves room on the app's disk budget (`FileBudget.room`) for a file an event is about to
+    write; before the budget exists (the page is built first) there is nothing to reserve."""
+    def room(size: int) -> contextlib.AbstractContextManager[bool]:
+        budget = getattr(app.state, "file_budget", None)
+        return budget.room(size) if budget is not None else contextlib.nullcontext(True)
+    return room
 
 
 def use_own_folder(store: Store) -> Path:
@@ -274,7 +287,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     # The plain HTTP API takes the page's upload cap, so both refuse the same files.
     register_http_api(app, store, max_bytes=budgets.upload_bytes, max_waiting=QUEUE_SIZE,
                       body_deadline_s=budgets.body_deadline_s, address_share=budgets.address_share)
-    blocks = build_demo(store, exports, max_upload=f"{budgets.upload_bytes // 2**20}mb")
+    blocks = build_demo(store, exports, max_upload=f"{budgets.upload_bytes // 2**20}mb", disk=disk_room(app))
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
     app.state.events = EventGate(blocks, budgets.queue_share, budgets.address_share,
                                  upload_dir=store.settings.upload_dir)

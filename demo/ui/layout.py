@@ -5,6 +5,9 @@ store until the model is ready."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
 import gradio as gr
 
 from demo.fonts import page_font_css
@@ -84,12 +87,15 @@ footer > .divider:last-child { display: none; }
 CLIENT_JS = "() => ({dark: document.body.classList.contains('dark'), width: window.innerWidth})"
 
 
-def build_demo(store: ModelStore, exports: Exports | None = None, max_upload: str = "10mb") -> gr.Blocks:
+def build_demo(store: ModelStore, exports: Exports | None = None, max_upload: str = "10mb",
+               disk: Callable[[int], AbstractContextManager[bool]] | None = None) -> gr.Blocks:
     """Builds the app's Blocks around a shared `ModelStore`, loading or loaded (the Blocks only poll it).
 
     Args:
         exports: Where the Netron graph and the .keras download are written; None turns them off.
         max_upload: The upload limit as the page states it (e.g. "10mb").
+        disk: Reserves room on the server's disk budget for a file about to be written (Teach's
+            downloads); None: no budget.
     """
     classify = ClassifyService(store)
     explore = ExploreService(store)
@@ -108,7 +114,7 @@ def build_demo(store: ModelStore, exports: Exports | None = None, max_upload: st
                 graph = (lambda: build_netron_section(classify, exports)) if exports is not None else None
                 explore_view = build_explore_tab(store, explore, examples, client, graph)
             with gr.Tab("Teach", id="teach"):
-                build_teach_tab(store, blocks, client)
+                build_teach_tab(store, blocks, client, disk)
 
         def show_status():
             statuses = store.statuses()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import gradio as gr
@@ -338,11 +340,13 @@ def _wire_intro(store: ModelStore, service: TeachService, view: TeachView, block
     timer.tick(lambda: gr.Timer(active=not store.settled()), None, timer, api_visibility="private", queue=False)
 
 
-def build_teach_tab(store: ModelStore, blocks: gr.Blocks, client: gr.JSON | None = None) -> TeachService:
+def build_teach_tab(store: ModelStore, blocks: gr.Blocks, client: gr.JSON | None = None,
+                    disk: Callable[[int], AbstractContextManager[bool]] | None = None) -> TeachService:
     """Builds the tab inside the caller's `gr.Tab` context; `blocks` gets the session cleanup;
-    `client` is the browser's report ({dark, width}) the figures follow (None: light)."""
+    `client` is the browser's report ({dark, width}) the figures follow (None: light); `disk`
+    reserves room for a download on the server's disk budget (`TeachService`)."""
     client = client if client is not None else gr.JSON(visible=False)
-    service = TeachService(store, store.settings.upload_dir / "teach")
+    service = TeachService(store, store.settings.upload_dir / "teach", disk=disk)
     view = _layout(service)
     _wire_intro(store, service, view, blocks)
     _wire_photos(service, view)

@@ -20,11 +20,13 @@ cache), `training` (the heads), `downloads` (the files) and `starter` (the ready
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,10 @@ from xception_core.runtime.extractor import FeatureExtractor
 
 _SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 LOADING = "The starter set is still loading; wait until it has finished."
+DISK_FULL = "The server's space for downloads is full right now; try again in a few minutes."
+# Room a download is taken to need while it is written (the server's disk budget reserves it
+# first): the head is a few KB; Xception's `.keras` with a head is about 90 MB.
+EXPORT_ROOM_BYTES = {"head": 1 * 2**20, "model": 100 * 2**20}
 DOWNLOAD_GONE = ("This download is no longer on the server (old files are removed to save room): "
                  "press “Prepare downloads” to prepare it again.")
 
@@ -95,11 +101,15 @@ class TeachService:
         limits: Budgets.
         wait_s: How long to wait for weights still loading.
         clock: Seconds, monotonic: how long a session has been idle.
+        disk: Reserves room on the server's disk budget for a download about to be written
+            (`demo.limits.FileBudget.room`: a context manager that yields whether the room was
+            made); None: no budget.
     """
 
     def __init__(self, store: Store, scratch_root: Path, limits: TeachLimits = TeachLimits(),
-                 wait_s: float = MODEL_WAIT_S, clock: Callable[[], float] = time.monotonic):
-        self.store, self.limits, self.wait_s = store, limits, wait_s
+                 wait_s: float = MODEL_WAIT_S, clock: Callable[[], float] = time.monotonic,
+                 disk: Callable[[int], AbstractContextManager[bool]] | None = None):
+        self.store, self.limits, self.wait_s, self.disk = store, limits, wait_s, disk
         self.scratch_root = Path(scratch_root)
         self.intake = PhotoIntake(limits, store.settings.upload_dir)
         self.features = FeatureExtraction(limits, store.settings)
@@ -321,7 +331,7 @@ class TeachService:
         trained = self.trained(session_id)
         session = self._session(session_id)
         served = self.model()
-        with session.lock:
+        with session.lock, self._room("head"):
             session.downloads = self.downloads.folder(session.downloads)
             return self.downloads.head(session.downloads, trained, served.input_size)
 
@@ -341,6 +351,18 @@ class TeachService:
         trained = self.trained(session_id)
         session = self._session(session_id)
         served = self.model()
-        with session.lock:
+        with session.lock, self._room("model"):
             session.downloads = self.downloads.folder(session.downloads)
             return self.downloads.model(session.downloads, trained, served.loaded)
+
+    @contextlib.contextmanager
+    def _room(self, kind: str) -> Iterator[None]:
+        """Holds room on the disk budget for a `kind` download while it is written; `UserError`
+        (`DISK_FULL`) when there is none, before a byte is written."""
+        if self.disk is None:
+            yield
+            return
+        with self.disk(EXPORT_ROOM_BYTES[kind]) as made:
+            if not made:
+                raise UserError(DISK_FULL)
+            yield
