@@ -26,9 +26,10 @@ import gradio as gr
 import pydantic
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 
-from demo.errors import NO_SUCH_EVENT, public_text
+from demo.errors import FILE_NOT_SERVED, NO_SUCH_EVENT, public_text
 from demo.fonts import add_font_routes
 from demo.http_api import refusal_answer, register_http_api, under_api
 from demo.log_filter import configure_logging
@@ -225,6 +226,17 @@ def answer_unknown_events(app: fastapi.FastAPI) -> None:
         logger.info("%s: malformed request refused: %s", request.url.path, words)
         return JSONResponse({"detail": f"Malformed request: {words}."}, status_code=422)
 
+    async def refused(request: fastapi.Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Gradio's own refusals, in its shape ({"detail": ...}), without what they quote: its 403
+        # for a file it does not serve repeats the path asked for ("File not allowed: /tmp/...").
+        detail = exc.detail
+        if exc.status_code == 403 and isinstance(detail, str) and detail.startswith("File not allowed"):
+            detail = FILE_NOT_SERVED
+        elif isinstance(detail, str):
+            detail = public_text(detail, 300)
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    gradio_app.add_exception_handler(StarletteHTTPException, refused)
     gradio_app.add_exception_handler(KeyError, unknown)
     gradio_app.add_exception_handler(RequestValidationError, malformed)
     gradio_app.add_exception_handler(Exception, unknown)

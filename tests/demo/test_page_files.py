@@ -264,3 +264,18 @@ def test_teach_downloads_reserve_their_room_and_are_refused_in_words_when_there_
     head = teach.export_head("s")
     assert head.is_file() and not old.exists() and page_file.exists(), "a visitor's file made room, not the page's"
     assert room.reserved == 0
+
+
+def test_refused_file_requests_name_no_path(page):
+    """Item 11: Gradio's 403 for a file it does not serve quoted the path asked for ("File not
+    allowed: /tmp/.../.lock"); the answer is one sentence that names none, with Gradio's shape."""
+    from demo.errors import FILE_NOT_SERVED
+
+    client, app, _ = page
+    upload_dir = Path(app.state.store.settings.upload_dir)
+    for asked in (str(upload_dir.parent / LOCK_NAME), "/etc/passwd", f"{upload_dir}/../{LOCK_NAME}"):
+        response = client.get(f"/gradio_api/file={asked}")
+        assert response.status_code in (403, 404)
+        assert str(upload_dir.parent.name) not in response.text and "/etc" not in response.text, response.text
+        if response.status_code == 403:
+            assert response.json() == {"detail": FILE_NOT_SERVED}
