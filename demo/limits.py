@@ -7,10 +7,12 @@
   with no deadline and in the event loop.
 - `deadline_protocol`: uvicorn's HTTP/1.1 protocol with deadlines on the request's headers and,
   as a backstop, on its body, that hold whether or not the app is reading.
-- `UploadGate`: the disk budget enforced as an upload arrives (room made from visitors' oldest
-  files, or the upload refused in words).
+- `UploadGate`: the disk budget enforced as an upload arrives (room reserved, made from visitors'
+  oldest files, or the upload refused in words).
 - `EventGate`: events refused before they run, in one sentence: browser-only events, select
-  handlers without event data, and a session's or address's events past its share of the queue.
+  handlers without event data, and a session's or address's events past its share of the queue;
+  the queue kept in fair order over client addresses; an event's decode turn taken
+  (`demo.services.payloads.DECODES`) before it enters the queue.
 - Chores, each with one job, that `Housekeeping` runs every few seconds:
   - `SessionSweep` drops whole sessions idle for longer than a TTL (Gradio keeps a session,
     ~220 KB of page config plus its state, until 10,000 newer ones push it out), and drops each
@@ -18,8 +20,9 @@
     config, ~220 KB, plus each event's raw inputs, so a data URL stays there otherwise). Gradio
     reads that snapshot only to serve deep links, which this app does not offer; what an event
     needs (State values, updated components) is kept.
-  - `FileBudget` keeps the files Gradio wrote (uploads, generated images) under a byte budget,
-    oldest first, on top of Gradio's age-based `delete_cache`.
+  - `FileBudget` keeps the visitors' files on disk (uploads, generated images, Teach's
+    downloads) under a byte budget, oldest first, on top of Gradio's age-based `delete_cache`;
+    uploads and downloads reserve their room with it before they are written.
   - `EmptyFolders` removes the per-file folders Gradio leaves behind once their file is gone.
   - `OrphanHeartbeats` stops Gradio's per-stream heartbeat tasks left behind by a stream that
     cannot end: a client that stops reading during a large result (a phone that lost its network
