@@ -48,6 +48,9 @@ UNKNOWN_BYTES_PER_PIXEL = max(MODE_BYTES_PER_PIXEL.values())  # a mode not measu
 SMALL_DECODE_BYTES = 64 * 2**20  # a decode costing at most this is small
 SMALL_POOL_BYTES = 256 * 2**20
 BIG_POOL_BYTES = 1024 * 2**20
+# A running page event's decode that its door turn did not cover (a data URL whose header lies
+# past the part costed, a second, larger photo) waits at most this long, then decodes anyway.
+EVENT_DECODE_WAIT_S = 10.0
 
 
 def decode_cost(source: Any) -> int:
@@ -131,6 +134,7 @@ class DecodeGate:
         self.small, self.big = _Pool(small_pool), _Pool(big_pool)
         self._lock = threading.Lock()
         self.peak = 0  # most bytes held at once, both pools
+        self.forced = 0  # turns taken over capacity after their timeout (`turn`)
 
     def ticket(self, cost: int, who: Who = ("", "")) -> DecodeTicket:
         """Queues a decode of `cost` bytes for `who`; it may be granted at once."""
@@ -202,14 +206,34 @@ class DecodeGate:
             raise
 
     @contextlib.contextmanager
-    def turn(self, cost: int, who: Who | None = None) -> Iterator[DecodeTicket]:
-        """Holds a turn for `cost` bytes for the length of the block (the calling thread waits)."""
+    def turn(self, cost: int, who: Who | None = None, timeout: float | None = None) -> Iterator[DecodeTicket]:
+        """Holds a turn for `cost` bytes for the length of the block (the calling thread waits).
+        With `timeout`, a turn not granted by then is taken anyway, over the pool's capacity
+        (counted in `forced`): a page event's handler that already holds a working slot must not
+        wait for turns held by events queued behind that slot."""
         ticket = self.ticket(cost, DECODE_WHO.get() if who is None else who)
         try:
-            ticket.granted.wait()
+            if not ticket.granted.wait(timeout):
+                self._force(ticket)
             yield ticket
         finally:
             self.release(ticket)
+
+    def _force(self, ticket: DecodeTicket) -> None:
+        with self._lock:
+            if ticket.granted.is_set():
+                return
+            sessions = ticket.pool.waiting.get(ticket.who[0], {})
+            queue = sessions.get(ticket.who[1])
+            if queue is not None and ticket in queue:
+                queue.remove(ticket)
+                if not queue:
+                    del sessions[ticket.who[1]]
+                if not sessions:
+                    ticket.pool.waiting.pop(ticket.who[0], None)
+            ticket.pool.held += ticket.cost
+            self.forced += 1
+            ticket._grant()
 
     def held(self) -> int:
         """Bytes held now by granted turns, both pools."""
@@ -292,5 +316,7 @@ def decode_image(source: bytes | Path | Image.Image, name: str | None = None,
     prepaid = DECODE_PREPAID.get()
     if prepaid is not None and prepaid.granted.is_set() and not prepaid.released and cost <= prepaid.cost:
         return load_image(source, DECODE_SIDE, name)
-    with (gate or DECODES).turn(cost):
+    # Inside a running page event (which holds a working slot) the wait is bounded.
+    in_event = DECODE_WHO.get() != ("", "")
+    with (gate or DECODES).turn(cost, timeout=EVENT_DECODE_WAIT_S if in_event else None):
         return load_image(source, DECODE_SIDE, name)

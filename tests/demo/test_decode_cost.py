@@ -154,3 +154,15 @@ def test_a_page_decode_uses_its_events_turn_and_others_wait_for_one(monkeypatch)
         payloads.DECODE_PREPAID.reset(token)
     assert taken == [decode_cost(data)] * 2, "no second turn inside the event's"
     gate.release(prepaid)
+
+
+def test_a_running_events_uncovered_decode_waits_a_bounded_time():
+    """A running event's handler holds a working slot: a decode its door turn did not cover may
+    not wait for turns that events queued behind that slot hold; after its timeout it decodes,
+    counted as forced."""
+    gate = DecodeGate(small_bytes=0, small_pool=0, big_pool=10)
+    queued = gate.ticket(10, ("queued", "q"))  # a queued event's turn: the whole pool
+    with gate.turn(10, ("running", "r"), timeout=0.05) as ticket:
+        assert ticket.granted.is_set() and gate.forced == 1
+    gate.release(queued)
+    assert gate.held() == 0 and gate.waiting() == 0
