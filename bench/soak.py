@@ -904,8 +904,10 @@ def attacks(args: argparse.Namespace) -> None:
     served at the end; Teach's add given an example's path, the run folder's lock and another
     session's upload deletes none; bodies held one byte short on each route and half-sent headers
     are all closed by the next round (their deadlines are 60 s and 10 s); a 13 MB JSON of `{}`
-    is refused without stalling /healthz; one session's 64 heavy events leave a visitor's classify
-    served; an upload burst never takes the disk past its budget; HTML named .jpg is not sniffed."""
+    is refused without stalling /healthz; another address's 64 heavy events (8 sessions) leave a
+    visitor's classify served; 16 strangers' starter sets leave a trained Teach visitor trained; a
+    64 px JPEG on the REST route is answered beside 12 big WebPs (peak RSS noted); an upload burst
+    from 10 threads never takes the disk past its budget; HTML named .jpg is not sniffed."""
     work = Path(tempfile.mkdtemp(prefix="xception-attacks-"))
     app = start_app(work)
     port = int(app.url.rsplit(":", 1)[1])
