@@ -25,8 +25,9 @@ def build_page(served):
 
 
 def _serving(app) -> None:
-    """Called with the app just before it serves: keeps it and its page in this namespace, and
-    in reload mode starts Gradio's watcher (which re-runs this file in this namespace)."""
+    """Called with the app once its page is mounted (in reload mode, before it serves): keeps it
+    and its page in this namespace, and in reload mode starts Gradio's watcher (which re-runs
+    this file in this namespace)."""
     global served, page
     served, page = app, app.state.blocks
     from demo.reload import requested, watch_edits
@@ -46,9 +47,9 @@ elif __name__ == "__main__":
 
     drop_native_startup_lines()
     configure_logging()  # before the store logs its first line
-    # The weights start loading before the UI (Gradio) is imported, so the two overlap on the
-    # cores instead of running one after the other (cold start: bench/README.md); only their
-    # imports take turns (`demo.store.IMPORTS`: concurrent imports can deadlock).
+    # The weights start loading before the server is made; the server answers the plain HTTP API
+    # as soon as it listens and builds the page (Gradio's import) in a thread meanwhile
+    # (`demo.server.main`); imports take turns (`demo.store.IMPORTS`: concurrent imports can deadlock).
     from demo.ports import exit_if_port_taken
     from demo.store import IMPORTS, ModelStore
     from xception_core.settings import Settings
@@ -59,6 +60,6 @@ elif __name__ == "__main__":
     store = ModelStore(settings).start() if settings.model_store == "local" else None
 
     with IMPORTS:  # never beside a loader thread's TensorFlow import (`demo.store.IMPORTS`)
-        from demo.server import main
+        from demo.server import main  # no Gradio: the page's build imports it
 
     main(settings, store, on_app=_serving)

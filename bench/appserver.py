@@ -75,7 +75,8 @@ def health(url: str) -> dict:
 
 def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 180.0, pause: float = 0.5,
                log: Path | None = None) -> dict:
-    """Polls `url`/healthz until it says ready; its answer. RuntimeError if `proc` exits first,
+    """Polls `url`/healthz until it says ready with its page served (`python app.py` answers the
+    plain HTTP API before its page is built); its answer. RuntimeError if `proc` exits first,
     TimeoutError after `timeout` seconds (both with the tail of `log`)."""
-    return wait_for(lambda: (h := health(url)).get("ready") and h, timeout, f"the app at {url} ready", pause,
+    return wait_for(lambda: (h := health(url)).get("ready") and h.get("page", True) and h, timeout, f"the app at {url} ready", pause,
                     proc, log)

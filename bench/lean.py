@@ -6,8 +6,10 @@ machine falls on both alike: `--before DIR` (a checkout of the earlier version) 
   this checkout the translation cached) of `python app.py` as the README starts it (no
   XCEPTION_WEIGHTS: ImageNet tried first, then kitchenware; offline here, so ImageNet fails) to
   the first successful `POST /api/v1/classify`;
-- then a Grad-CAM and an `/activations` (Gradio's raw API), and the process's RSS (VmRSS) and
-  peak (VmHWM), and whether /proc/PID/maps holds a TensorFlow library;
+- the first 200 of `/` (the page: since issue 25 the plain HTTP API answers before it is built);
+- then a Grad-CAM, an `/activations` and an `/operation` in each wiring (paper, then article;
+  Gradio's raw API), and the process's RSS (VmRSS) and peak (VmHWM), and whether /proc/PID/maps
+  holds a TensorFlow library; the `/operation` click times, first and warm (other photos);
 - classify p50 over the plain HTTP API, and `/activations` with 8 maps (cache misses: other
   photos) p50 and its ratio to classify;
 - the same app serving two weight sets (an official-layout ImageNet file at 299 px and
@@ -63,6 +65,9 @@ def _photos() -> list[Path]:
     return sorted((REPO / "assets" / "examples").glob("*.jpg"))
 
 
+# Inside one operation's click: block, layer, row, col, channel (then the wiring and the top count).
+OPERATION = ("block5", "block5_sepconv2", 2, 3, 7)
+
 # The README's start: `python app.py` with no XCEPTION_WEIGHTS (the presets in their automatic order).
 DEFAULT: list[str | None] = [None]
 
@@ -79,8 +84,9 @@ def _serve(cwd: Path, port: int, weights: list[str | None], log: Path) -> subpro
 
 
 def _session(cwd: Path, weights: list[str | None], log: Path, timeout: float, *, timed: bool) -> dict[str, Any]:
-    """One start of the app in `cwd`: first classify, then Grad-CAM and activations on every
-    weight set, memory, and (timed, one weight set) classify and 8-map activations p50."""
+    """One start of the app in `cwd`: first classify, the page, then Grad-CAM and activations on
+    every weight set (one weight set: `/operation` in both wirings too), memory, and (timed, one
+    weight set) classify and 8-map activations p50."""
     import httpx
 
     port = free_port()
@@ -93,6 +99,11 @@ def _session(cwd: Path, weights: list[str | None], log: Path, timeout: float, *,
         first = wait_first_classify(url, data, t0, t0 + timeout, proc)
         out: dict[str, Any] = {"first_classify_s": first["first_classify_s"]}
         with httpx.Client(timeout=300) as http:
+            while http.get(url).status_code != 200:  # 503 while the page is built
+                if time.perf_counter() - t0 > timeout:
+                    raise RuntimeError("the page never served")
+                time.sleep(0.05)
+            out["page_s"] = round(time.perf_counter() - t0, 2)
             for source in weights:
                 # A file's weights are known by a key from its stem since issue 21, and by their path before;
                 # the default start's default weights by no key at all.
@@ -110,6 +121,12 @@ def _session(cwd: Path, weights: list[str | None], log: Path, timeout: float, *,
                     time.sleep(0.2)
                 raw_gradio_call(http, url, "gradcam", photos[0], "", key or r.json()["weights"])
             raw_gradio_call(http, url, "activations", photos[0], "block4", 8)
+            if len(weights) == 1:  # the issue's four calls: Inside one operation in both wirings too
+                for variant in ("paper", "article"):
+                    clicks = [raw_gradio_call(http, url, "operation", p, *OPERATION, variant, 4)["seconds"]
+                              for p in photos[:4]]
+                    out[f"operation_{variant}_first_s"] = round(clicks[0], 3)
+                    out[f"operation_{variant}_warm_s"] = round(statistics.median(clicks[1:]), 3)
             out.update(_status(proc.pid), tf_mapped=_tf_mapped(proc.pid))
             if timed:
                 classify = [api_classify(http, url, data)[0] for _ in range(15)]
@@ -183,7 +200,14 @@ def bench_lean(args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     rows = []
     for what, kind, key, unit in (("warm restart, README's start (no XCEPTION_WEIGHTS) → first POST /api/v1/classify",
                                    "one", "first_classify_s", "s"),
-                                  ("RSS after classify + Grad-CAM + activations, README's start", "one", "VmRSS", "MB"),
+                                  ("warm restart, README's start → the page served (`/` 200)", "one", "page_s", "s"),
+                                  ("RSS after classify + Grad-CAM + activations + /operation in both wirings, "
+                                   "README's start", "one", "VmRSS", "MB"),
+                                  ("first /operation click (paper) after the start", "one", "operation_paper_first_s", "s"),
+                                  ("warm /operation click (paper), median of 3 other photos", "one",
+                                   "operation_paper_warm_s", "s"),
+                                  ("first /operation click (article)", "one", "operation_article_first_s", "s"),
+                                  ("warm /operation click (article)", "one", "operation_article_warm_s", "s"),
                                   ("RSS after classify + Grad-CAM + activations, 2 weight sets", "two", "VmRSS", "MB"),
                                   ("peak RSS (VmHWM), README's start", "one", "VmHWM", "MB"),
                                   ("classify p50 over REST", "one", "classify_p50_ms", "ms"),

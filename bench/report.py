@@ -17,6 +17,7 @@ TARGETS = {  # name: (comparison, threshold, what)
     "cold_start_s": ("<=", 6.0, "python app.py to first classify, HTTP API (s)"),
     "serving_peak_rss_gb": ("<=", 1.5, "serving process VmHWM, one weight set (GB)"),
     "two_weights_peak_rss_gb": ("<=", 1.6, "serving process VmHWM, two weight sets (GB)"),
+    "lesion_sweep_vs_classify": ("<=", 6.0, "eight-block lesion sweep on one photo / a classify"),
 }
 
 
@@ -44,6 +45,7 @@ def targets(results: dict[str, Any]) -> dict[str, Any]:
         "cold_start_s": srv.get("cold_start", {}).get("first_classify_s"),
         "serving_peak_rss_gb": _gb(srv.get("memory", {}).get("peak_rss_mb")),
         "two_weights_peak_rss_gb": _gb(two.get("memory", {}).get("peak_rss_mb")),
+        "lesion_sweep_vs_classify": results.get("knockouts", {}).get("ratios", {}).get("sweep_vs_classify"),
     }
     out = {}
     for name, (cmp, threshold, what) in TARGETS.items():
@@ -166,6 +168,16 @@ def table(results: dict[str, Any]) -> str:
     lean = results.get("lean", {})
     for row in lean.get("rows", []):
         rows.append((f"lean: {row['what']}", row["before"], row["after"], row.get("note", "")))
+    ko = results.get("knockouts", {})
+    for k, s in ko.get("paths", {}).items():
+        rows.append((f"knockouts {ko['input_size']}px: {k}", *_ms(s), ""))
+    if ko.get("ratios"):
+        rows.append(("knockouts: intact chain pass / classify", f"{ko['ratios']['intact_chain_vs_classify']}×",
+                     f"sessions built in {ko['sessions_built_ms']:.0f} ms", ""))
+    if "compare" in results and not results["compare"].get("skipped"):
+        from bench.compare import rows as compare_rows
+
+        rows.extend(compare_rows(results["compare"]))
     rows.append(("", "", "", ""))
     for t in results.get("targets", {}).values():
         met = {True: "met", False: "NOT met", None: "n/a"}[t["met"]]

@@ -28,6 +28,12 @@ Sections (each figure is explained in bench/README.md):
                 classify, a Grad-CAM and an `/activations` with one and two weight sets, TensorFlow
                 libraries in /proc/PID/maps, `/activations` (8 maps) vs classify; and the model
                 replica's load (`scale.deployment`'s store) in a process of its own: seconds and RSS.
+7. knockouts    the eight-block lesion sweep on one photo (the intact chain pass, then each middle
+                block's branch removed, run from that block on) against a classify, on the cached
+                translation of --weights; one knockout on a kept pass; the chain's session build.
+8. compare      Xception and Inception V3 side by side as the Compare view runs them, in a fresh
+                process: both batch-1 forwards on the same photo, alternated (ONNX Runtime fp32),
+                Inception V3's preparation, RSS with Xception alone and with both loaded.
 
 The table ends with the backend and the precision that win on this host (`report.host_choice`).
 
@@ -47,7 +53,9 @@ from typing import Any
 
 from bench.activations import bench_activations
 from bench.common import REPO, load, machine
+from bench.compare import bench_compare
 from bench.forward import bench_forward
+from bench.knockout import bench_knockouts
 from bench.precision import bench_precision
 from bench.lean import bench_lean
 from bench.report import host_choice, table, targets
@@ -62,7 +70,7 @@ DEFAULT_OUT = REPO / "bench" / "results" / "latest.json"
 SCHEMA = 1
 
 
-SECTIONS = ("forward", "activations", "server", "two_weights", "precision", "lean")
+SECTIONS = ("forward", "activations", "server", "two_weights", "precision", "lean", "knockouts", "compare")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -146,6 +154,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
                               if "two_weights" in args.sections else skipped)
     results["reduced_precision"] = bench_precision(args) if "precision" in args.sections else skipped
     results["lean"] = bench_lean(args, out.parent) if "lean" in args.sections else skipped
+    results["knockouts"] = bench_knockouts(args) if "knockouts" in args.sections else skipped
+    results["compare"] = bench_compare(args) if "compare" in args.sections else skipped
     results["meta"]["load_after"] = load()
     results["targets"] = targets(results)
     results["host_choice"] = host_choice(results)

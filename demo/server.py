@@ -21,11 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import threading
+from typing import TYPE_CHECKING, Any
+
 import fastapi
-import gradio as gr
 import pydantic
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 
@@ -56,13 +58,16 @@ from demo.services.examples import EXAMPLES_FOLDER
 from demo.services.payloads import MAX_UPLOAD_BYTES
 from demo.store import IMPORTS, ModelStore, Store
 from demo.ui import text
-from demo.ui.events import INTERNAL_ERROR
-from demo.ui.layout import CSS, build_demo
 from xception_core.settings import Settings
+
+if TYPE_CHECKING:
+    import gradio as gr
 
 logger = logging.getLogger(__name__)
 
 QUEUE_SIZE = 64  # requests waiting beyond this are refused at once rather than piling up
+STARTING_ROUTE = "page-starting"  # the route at `/` until the page is mounted
+PAGE_WAITS_FOR_WEIGHTS_S = 5.0  # longest the page's build waits for the default weights (`build_page_later`)
 
 
 def make_store(settings: Settings) -> Store:
@@ -136,6 +141,7 @@ def protect_page_files(upload_dir: Path) -> tuple[Path, ...]:
     lies, never copied into Gradio's cache nor added to the file sets its age-based cleaner
     (`delete_cache`) and `FileBudget` delete from, also when a client names it as an event's input.
     Returns the folders (made if missing)."""
+    import gradio as gr
     from gradio.data_classes import _StaticFiles
 
     folders = page_folders(upload_dir)
@@ -210,6 +216,8 @@ def answer_unknown_events(app: fastapi.FastAPI) -> None:
     Gradio's other refusals do ({"detail": ...}), not a bare 500 with a traceback in the log; any
     other unhandled error in Gradio's routes answers a sentence too (uvicorn logs its traceback:
     Starlette raises it again once answered)."""
+    from demo.ui.events import INTERNAL_ERROR
+
     gradio_app = next(route.app for route in app.routes if isinstance(route, Mount) and route.path == "")
 
     async def unknown(request: fastapi.Request, exc: Exception) -> JSONResponse:
@@ -246,10 +254,12 @@ class Health(pydantic.BaseModel):
     """`/healthz`'s answer, as `/docs` describes it (with an example, not a generic object)."""
 
     model_config = pydantic.ConfigDict(json_schema_extra={"examples": [{
-        "ready": True, "status": "**Model status: ready** · Kitchenware-6, offline weights: ready",
+        "ready": True, "page": True, "status": "**Model status: ready** · Kitchenware-6, offline weights: ready",
         "weights": ["kitchenware"]}]})
 
     ready: bool = pydantic.Field(description="The default weights are loaded and answer.")
+    page: bool = pydantic.Field(True, description="The page (and Gradio's API under `/gradio_api/`) is built and "
+                                                  "served; the plain HTTP API answers before it is.")
     status: str = pydantic.Field(description="The page's status line (Markdown): what is loading, ready or "
                                              "unavailable, and why.")
     weights: list[str] = pydantic.Field(description="Weights keys that answer now (`?weights=` takes them).")
@@ -258,21 +268,31 @@ class Health(pydantic.BaseModel):
 
 def create_app(settings: Settings | None = None, store: Store | None = None,
                budgets: Budgets | None = None) -> fastapi.FastAPI:
-    """Builds the app; model loading starts in the background right away."""
+    """Builds the app with its page; model loading starts in the background right away."""
+    app = create_api_app(settings, store, budgets)
+    mount_page(app, build_page(app))
+    return app
+
+
+def create_api_app(settings: Settings | None = None, store: Store | None = None,
+                   budgets: Budgets | None = None) -> fastapi.FastAPI:
+    """The app without its page (no Gradio imported): `/healthz`, the plain HTTP API, Netron and
+    the exports, every budget's middleware; `/` says the page is starting until `mount_page`.
+    Model loading starts in the background right away."""
     budgets = budgets or Budgets()
     store = (store or make_store(settings or Settings())).start()
     run_folder = use_own_folder(store).parent
-    protect_page_files(store.settings.upload_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: fastapi.FastAPI):
-        task = asyncio.create_task(app.state.housekeeping.run(budgets.sweep_s))
+        app.state.loop = asyncio.get_running_loop()
+        app.state.page_context = contextlib.AsyncExitStack()
+        for ready in app.state.on_startup:  # e.g. the page's build, once the server listens
+            ready(app)
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await app.state.page_context.aclose()  # the page's housekeeping and Gradio's own lifespan
             # After Gradio's own shutdown (it deletes what it cached): the whole folder, where the
             # app is the process's only one (`main`). uvicorn ends the process by re-raising
             # SIGTERM, so no exit hook would run; a killed process's folder is swept by the others.
@@ -283,11 +303,13 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
     app.state.store = store
     app.state.budgets = budgets
     app.state.body_load = BodyLoad()
+    app.state.blocks = app.state.file_budget = None
+    app.state.on_startup = []
 
     @app.get("/healthz", response_model=Health, response_model_exclude_none=True,
              summary="Whether the model is loaded, in the page's words")
     def healthz() -> dict:
-        health = {"ready": store.is_ready(),
+        health = {"ready": store.is_ready(), "page": app.state.blocks is not None,
                   "status": public_text(text.status_line(store.statuses(), store.is_ready()), 2000),
                   "weights": [public_text(key, 200) for key in store.available()]}
         if (replicas := store.replicas()) is not None:
@@ -295,43 +317,141 @@ def create_app(settings: Settings | None = None, store: Store | None = None,
         return health
 
     add_font_routes(app)  # the page's and Netron's fallback font, from the app itself
-    exports = register_exports(app, store, add_netron_routes)
+    register_exports(app, store, add_netron_routes)  # sets app.state.exports
     # The plain HTTP API takes the page's upload cap, so both refuse the same files.
     register_http_api(app, store, max_bytes=budgets.upload_bytes, max_waiting=QUEUE_SIZE,
                       body_deadline_s=budgets.body_deadline_s, address_share=budgets.address_share)
-    blocks = build_demo(store, exports, max_upload=f"{budgets.upload_bytes // 2**20}mb", disk=disk_room(app))
+
+    @app.get("/", include_in_schema=False, name=STARTING_ROUTE)
+    def starting() -> HTMLResponse:
+        # Until the page is mounted (then Gradio's "/" answers: this route is taken out).
+        return HTMLResponse(text.PAGE_STARTING, status_code=503, headers={"Retry-After": "1"})
+
+    # Its refusals on the API's paths are problem documents, as the API's OpenAPI description says.
+    # The disk budget holds when an upload arrives (its refusal comes after the body limit's).
+    app.add_middleware(UploadGate, budget=lambda: app.state.file_budget, path="/gradio_api/upload",
+                       max_bytes=budgets.body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=budgets.body_bytes, answer=refusal_answer,
+                       deadline_s=budgets.body_deadline_s, held_cap=budgets.held_body_bytes,
+                       max_json_items=budgets.json_items, raw_body=under_api, load=app.state.body_load)
+    return app
+
+
+def build_page(app: fastapi.FastAPI) -> gr.Blocks:
+    """The page (imports Gradio and the UI: under `IMPORTS`, never beside a loader's import)."""
+    with IMPORTS:
+        from demo.ui.layout import build_demo
+
+        budgets: Budgets = app.state.budgets
+        protect_page_files(app.state.store.settings.upload_dir)
+        blocks = build_demo(app.state.store, app.state.exports, max_upload=f"{budgets.upload_bytes // 2**20}mb",
+                            disk=disk_room(app))
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
-    app.state.events = EventGate(blocks, budgets.queue_share, budgets.address_share,
-                                 upload_dir=store.settings.upload_dir)
     # Age-based deletion of uploads and generated images by Gradio itself (every 5 minutes).
     blocks.delete_cache = (300, budgets.files_age_s)
     blocks.state_session_capacity = budgets.max_sessions
-    app = gr.mount_gradio_app(
+    return blocks
+
+
+def mount_page(app: fastapi.FastAPI, blocks: gr.Blocks) -> None:
+    """Mounts the page at `/` in place of the starting page, with its housekeeping: before the app
+    serves (its lifespan then starts them), or on a running app from any thread (started here,
+    in the app's event loop)."""
+    with IMPORTS:
+        import gradio as gr
+
+        from demo.ui.layout import CSS
+    budgets: Budgets = app.state.budgets
+    app.state.events = EventGate(blocks, budgets.queue_share, budgets.address_share,
+                                 upload_dir=app.state.store.settings.upload_dir)
+    running = getattr(app.state, "loop", None) is not None
+    started = app.router.lifespan_context
+    gr.mount_gradio_app(
         # show_error=False: an exception that is not a gr.Error (Gradio's own, or a bug) reaches
         # the client as a bare "Error", never as raw Python text with server paths in it.
         app, blocks, path="/", ssr_mode=False, max_file_size=budgets.upload_bytes, show_error=False, css=CSS,
         footer_links=["api"],
     )
     answer_unknown_events(app)
-    # Its refusals on the API's paths are problem documents, as the API's OpenAPI description says.
-    # The disk budget holds when an upload arrives (its refusal comes after the body limit's).
-    app.add_middleware(UploadGate, budget=lambda: getattr(app.state, "file_budget", None),
-                       path="/gradio_api/upload", max_bytes=budgets.body_bytes)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=budgets.body_bytes, answer=refusal_answer,
-                       deadline_s=budgets.body_deadline_s, held_cap=budgets.held_body_bytes,
-                       max_json_items=budgets.json_items, raw_body=under_api, load=app.state.body_load)
     # Gradio checks that a request's file paths were uploaded by a user only once the Blocks
     # "have launched", which mount_gradio_app never marks: without this, an API caller could
     # name any file on the server ({"path": "/etc/passwd"}) and have it copied into the cache.
     blocks.has_launched = True
-    app.state.housekeeping = housekeeping(blocks, budgets, store.settings.upload_dir)
-    app.state.housekeeping.page_watchers += (app.state.events,)  # it follows a reloaded page too
+    housekeeping_ = housekeeping(blocks, budgets, app.state.store.settings.upload_dir)
+    housekeeping_.page_watchers += (app.state.events,)  # it follows a reloaded page too
     events = app.state.events
-    app.state.housekeeping.chores += (Chore("decode turns", lambda: (
+    housekeeping_.chores += (Chore("decode turns", lambda: (
         f"{n} decode turns of events gone ended" if (n := events.drop_stale_turns()) else None)),)
-    app.state.file_budget = next(w for w in app.state.housekeeping.page_watchers if isinstance(w, FileBudget))
+    app.state.housekeeping = housekeeping_
+    app.state.file_budget = next(w for w in housekeeping_.page_watchers if isinstance(w, FileBudget))
+    gradio = app.routes.pop()  # Gradio's Mount, appended last: it takes the starting page's place
+    routes = app.router.routes
+    routes.insert(next(i for i, r in enumerate(routes) if getattr(r, "name", None) == STARTING_ROUTE), gradio)
+    if running:  # Gradio's lifespan (mount_gradio_app wrapped the app's) would never run: run it here
+        app.router.lifespan_context = started
+        asyncio.run_coroutine_threadsafe(_start_page(app, gradio.app), app.state.loop).result()
+    else:
+        app.router.lifespan_context = _with_page(app.router.lifespan_context, app)
+    routes[:] = [r for r in routes if getattr(r, "name", None) != STARTING_ROUTE]
     app.state.blocks = blocks
-    return app
+
+
+async def _start_page(app: fastapi.FastAPI, gradio_app: Any) -> None:
+    """What Gradio's lifespan starts (its queue), and the page's housekeeping, until the app stops."""
+    stack: contextlib.AsyncExitStack = app.state.page_context
+    await stack.enter_async_context(gradio_app.router.lifespan_context(gradio_app))
+    blocks = gradio_app.get_blocks()
+    blocks.run_startup_events()
+    await blocks.run_extra_startup_events()
+    task = asyncio.create_task(app.state.housekeeping.run(app.state.budgets.sweep_s))
+
+    async def stop() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    stack.push_async_callback(stop)
+
+
+def _with_page(lifespan: Callable, app: fastapi.FastAPI) -> Callable:
+    """`lifespan` (the app's, with Gradio's inside) plus the page's housekeeping."""
+
+    @contextlib.asynccontextmanager
+    async def run(outer: fastapi.FastAPI):
+        async with lifespan(outer) as state:
+            task = asyncio.create_task(app.state.housekeeping.run(app.state.budgets.sweep_s))
+            try:
+                yield state
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    return run
+
+
+def build_page_later(app: fastapi.FastAPI, on_page: Callable[[fastapi.FastAPI], None] | None = None) -> None:
+    """Builds and mounts the page in a thread of its own once the app serves (its lifespan has
+    started), so `/api/v1/classify` and `/healthz` answer while Gradio is imported and the page
+    built; then `on_page(app)`. A failed build is logged and `/` keeps saying the page is starting."""
+
+    def build() -> None:
+        # On a warm start the weights are ready within a couple of seconds: the first classify
+        # then does not share the cores with Gradio's import. A longer load (a translation) is
+        # not waited for: the page says what is loading.
+        with contextlib.suppress(Exception):
+            app.state.store.get(None, timeout=PAGE_WAITS_FOR_WEIGHTS_S)
+        try:
+            with IMPORTS:  # whatever Gradio's mount imports too: never beside a loader's import
+                mount_page(app, build_page(app))
+        except Exception:  # noqa: BLE001 - the API still serves; the log says why the page does not
+            logger.exception("the page could not be built")
+            return
+        logger.info("page ready")
+        if on_page is not None:
+            on_page(app)
+
+    app.state.on_startup.append(lambda app: threading.Thread(target=build, name="page-builder", daemon=True).start())
 
 
 def server_config(app: fastapi.FastAPI, host: str, port: int | None = None, **options):
@@ -350,19 +470,47 @@ def main(settings: Settings | None = None, store: Store | None = None,
          on_app: Callable[[fastapi.FastAPI], None] | None = None) -> None:
     """`python app.py`: settings from the environment, read once here, then the server.
 
-    `app.py` passes a store it already started, so the weights load while Gradio is imported,
-    and `on_app`, called with the app before it serves (Gradio's reload mode starts there).
+    `app.py` passes a store it already started, so the weights load while the app is made, and
+    `on_app`, called with the app once its page is mounted (Gradio's reload mode starts there).
+    The plain HTTP API answers as soon as the server listens; the page is built meanwhile, in a
+    thread (`build_page_later`), except in Gradio's reload mode (`gradio app.py`, which watches
+    the page it was handed when it starts).
     """
     configure_logging()
     settings = settings or Settings.from_env()
     exit_if_port_taken(settings)
     map_big_blocks()
-    with IMPORTS:  # the page's build imports too (Gradio's lazy modules): never beside a loader's TensorFlow import
+    with IMPORTS:  # never beside a loader's TensorFlow import
         import uvicorn
 
-        app = create_app(settings, store)
+        app = create_api_app(settings, store)
+        config = server_config(app, settings.host, settings.port, timeout_graceful_shutdown=2)
+        config.load()  # uvicorn's own imports (protocols, loop), before the page's build imports beside it
+        warm_request_imports()
     app.state.owns_folder = True  # the process's one app: its folder goes when it stops
-    if on_app is not None:
-        on_app(app)
+    if reload_requested():
+        mount_page(app, build_page(app))
+        if on_app is not None:
+            on_app(app)
+    else:
+        build_page_later(app, on_app)
     print(f"Xception Explorer on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.Server(server_config(app, settings.host, settings.port, timeout_graceful_shutdown=2)).run()
+    uvicorn.Server(config).run()
+
+
+def reload_requested() -> bool:
+    """Whether `gradio app.py` (reload mode) started this process (what `gradio.http_server`
+    reads, without importing Gradio)."""
+    return bool(os.getenv("GRADIO_WATCH_DIRS", ""))
+
+
+def warm_request_imports() -> None:
+    """Imports what serving a request would import on first use (Pillow's image plugins, the
+    multipart parser, anyio's thread pool), so that no request thread imports a module while the
+    page's build imports Gradio in its thread: concurrent imports can deadlock (`IMPORTS`)."""
+    import anyio._backends._asyncio  # noqa: F401 - what anyio loads at its first call in the loop
+    import anyio.to_thread  # noqa: F401
+    import multipart  # noqa: F401 - python-multipart, Starlette's form parser
+    from PIL import Image
+
+    Image.init()

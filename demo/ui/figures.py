@@ -31,6 +31,7 @@ __all__ = [
     "FLOW_COLORS",
     "block_hover",
     "block_view_figure",
+    "continuum_figure",
     "contributions_figure",
     "cost_figure",
     "difference_figure",
@@ -38,8 +39,10 @@ __all__ = [
     "fmt_macs",
     "histogram_figure",
     "macs_figure",
+    "placement_figure",
     "resolution_figure",
     "shape_text",
+    "timings_figure",
 ]
 
 FLOW_COLORS: dict[str, str] = {"input": "#9E9E9E", "entry": "#4C78A8", "middle": "#F58518", "exit": "#54A24B",
@@ -588,3 +591,145 @@ def macs_figure(depthwise_macs: int, pointwise_macs: int, standard_macs: int, *,
                     margin=dict(l=76, r=16, t=70, b=96) if theme.narrow else dict(l=84, r=30, t=56, b=70),
                     yaxis=dict(type="category")),
     )
+
+
+# ------------------------------------------------------------------------------------------ compare
+
+PLACE_COLORS: dict[str, str] = {"stem": "#9E9E9E", "entry flow": FLOW_COLORS["entry"],
+                                "middle flow": FLOW_COLORS["middle"], "exit flow": FLOW_COLORS["exit"],
+                                "Inception modules": "#E45756", "classifier": FLOW_COLORS["head"]}
+
+
+def placement_figure(placements: Mapping[str, Sequence[tuple[str, int]]], theme: Theme = LIGHT) -> go.Figure:
+    """Where each network's parameters sit: one stacked horizontal bar per network.
+
+    Args:
+        placements: {network title: [(place, parameters), ...]} (`demo.services.compare.placement`).
+    """
+    names = list(placements)
+    fig = go.Figure()
+    legend: set[str] = set()  # each place once in the legend (both networks have a classifier)
+    for network, places in placements.items():
+        total = sum(p for _, p in places)
+        for place, params in places:
+            fig.add_trace(go.Bar(
+                y=[network], x=[params], orientation="h", name=place, legendgroup=place,
+                marker=dict(color=PLACE_COLORS.get(place, "#999"), line=dict(width=0)),
+                showlegend=place not in legend, text=[f"{100 * params / total:.0f}%" if params / total >= 0.06 else ""],
+                textposition="inside", insidetextanchor="middle",
+                hovertemplate=f"{network} · {place}: %{{x:,}} parameters ({100 * params / total:.1f}%)<extra></extra>"))
+            legend.add(place)
+    _base_layout(fig, 300 if theme.narrow else 250, "Where the parameters sit" + _subtitle(
+        "all parameters, BatchNorm's moving statistics included"), theme)
+    fig.update_layout(barmode="stack", legend=dict(orientation="h", x=0, xanchor="left", y=-0.25, yanchor="top"),
+                      margin=dict(l=90, r=12, t=60, b=110) if theme.narrow else dict(l=110, r=30, t=60, b=80),
+                      yaxis=dict(type="category", categoryorder="array", categoryarray=names[::-1]),
+                      xaxis=dict(title=dict(text="parameters")))
+    return fig
+
+
+def timings_figure(times_ms: Mapping[str, Sequence[float]], medians_ms: Mapping[str, float],
+                   theme: Theme = LIGHT) -> go.Figure:
+    """Each network's forward times on the same photo (ms, one tick per round) and their medians
+    (`demo.services.compare.Timings`), both keyed by the network's title."""
+    fig = go.Figure()
+    colours = [FLOW_COLORS["entry"], "#E45756"]
+    for (network, times), colour in zip(times_ms.items(), colours):
+        median = medians_ms[network]
+        fig.add_trace(go.Bar(y=[network], x=[median], orientation="h", name=f"{network} median",
+                             marker=dict(color=colour, line=dict(width=0)), opacity=0.55, showlegend=False,
+                             hovertemplate=f"{network}: median %{{x:.1f}} ms<extra></extra>",
+                             text=[f"{median:.0f} ms"], textposition="outside"))
+        fig.add_trace(go.Scatter(y=[network] * len(times), x=list(times), mode="markers", showlegend=False,
+                                 marker=dict(color=theme.ink, size=7, symbol="line-ns-open"),
+                                 hovertemplate=f"{network}: %{{x:.1f}} ms<extra></extra>"))
+    _base_layout(fig, 230, "One forward, same photo, this host" + _subtitle(
+        "bar: median · ticks: each round, the two networks alternated"), theme)
+    fig.update_layout(margin=dict(l=90, r=40, t=64, b=44) if theme.narrow else dict(l=110, r=60, t=64, b=44),
+                      xaxis=dict(title=dict(text="milliseconds"), rangemode="tozero"),
+                      yaxis=dict(type="category", autorange="reversed"))
+    return fig
+
+
+def continuum_figure(segments: Sequence[int], params: Sequence[int], macs: Sequence[int], *, xception_params: int,
+                     xception_macs: int, in_channels: int, out_channels: int, side: int,
+                     theme: Theme = LIGHT) -> go.Figure:
+    """The paper's Figures 1–4 as a curve: parameters and MACs of a 1×1 conv then a 3×3 conv over
+    1 … C channel segments, with Xception's depthwise-then-pointwise as a dashed line."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14,
+                        subplot_titles=("parameters", f"multiply-accumulates ({side}×{side} output)"))
+    for col, values, ours in ((1, params, xception_params), (2, macs, xception_macs)):
+        fig.add_trace(go.Scatter(
+            x=list(segments), y=list(values), mode="lines+markers", name="1×1 conv, then 3×3 over segments",
+            legendgroup="inception", showlegend=col == 1, line=dict(color="#E45756"),
+            hovertemplate="%{x} segments: %{y:,}<extra></extra>"), row=1, col=col)
+        fig.add_trace(go.Scatter(
+            x=[segments[0], segments[-1]], y=[ours, ours], mode="lines", name="Xception: depthwise 3×3, then 1×1",
+            legendgroup="xception", showlegend=col == 1, line=dict(color=FLOW_COLORS["entry"], dash="dash"),
+            hovertemplate=f"depthwise then pointwise: {ours:,}<extra></extra>"), row=1, col=col)
+    _base_layout(fig, 380 if theme.narrow else 340, "From a regular conv to a depthwise separable one" + _subtitle(
+        f"{in_channels} → {out_channels} channels · 1 segment = regular 3×3 · {out_channels} = one per channel"), theme)
+    fig.update_xaxes(type="log", title=dict(text="channel segments"))
+    fig.update_yaxes(type="log")
+    fig.update_annotations(font=dict(color=theme.ink))
+    fig.update_layout(legend=dict(orientation="h", x=0, xanchor="left", y=-0.3, yanchor="top"),
+                      margin=dict(l=50, r=10, t=90, b=120) if theme.narrow else dict(l=60, r=30, t=90, b=100))
+    return fig
+
+
+# ------------------------------------------------------------------------------------------ knockouts
+
+_INTACT_COLOR, _KNOCKED_COLOR = "#4C78A8", "#E45756"
+
+
+def knockout_change_figure(rows: Sequence[Mapping[str, Any]], theme: Theme = LIGHT) -> go.Figure:
+    """How far each block's output moved under the knockouts: ‖knocked − intact‖ / ‖intact‖.
+
+    Args:
+        rows: The `/knockout` answer's 'blocks': {'block', 'relative_change', 'intact_mean',
+            'knocked_mean'}, from the first changed block on.
+    """
+    names = [r["block"].removeprefix("block") if theme.narrow else r["block"] for r in rows]
+    values = [float(r["relative_change"]) for r in rows]
+    hover = [f"<b>{r['block']}</b><br>relative change: {float(r['relative_change']):.4f}<br>"
+             f"mean output: {float(r['intact_mean']):.4f} intact · {float(r['knocked_mean']):.4f} knocked"
+             for r in rows]
+    fig = go.Figure(go.Bar(x=names, y=values, marker_color=_KNOCKED_COLOR, hovertext=hover, hoverinfo="text",
+                           showlegend=False))
+    title = "Block outputs, knocked vs intact: ‖knocked − intact‖ / ‖intact‖"
+    if theme.narrow:
+        title = "Block outputs, knocked vs intact:<br>‖knocked − intact‖ / ‖intact‖"
+    _base_layout(fig, 340 if theme.narrow else 300, title, theme)
+    fig.update_layout(title=dict(font=dict(size=12 if theme.narrow else 13)), xaxis=dict(type="category"))
+    fig.update_yaxes(title=dict(text="relative change"), rangemode="tozero", range=[0, max(values + [0.1]) * 1.15])
+    return fig
+
+
+def lesion_figure(table: Mapping[str, Any], theme: Theme = LIGHT) -> go.Figure:
+    """The lesion study: top-1 accuracy and agreement with the intact network, per removed branch.
+
+    Args:
+        table: `LesionTable.to_json()`: 'intact_accuracy', 'photos' and 'rows' of {'block',
+            'shortcut', 'accuracy', 'agreement'}.
+    """
+    rows = table["rows"]
+    names = [r["block"].removeprefix("block") if theme.narrow else r["block"] for r in rows]
+    shortcut = [f"{r['shortcut']} shortcut" for r in rows]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=names, y=[r["accuracy"] for r in rows], mode="lines+markers", name="top-1 accuracy",
+                             line=dict(color=_KNOCKED_COLOR), customdata=shortcut,
+                             hovertemplate="%{x} removed (%{customdata}): accuracy %{y:.0%}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=names, y=[r["agreement"] for r in rows], mode="lines+markers",
+                             name="agrees with the intact network", line=dict(color=_INTACT_COLOR, dash="dot"),
+                             customdata=shortcut,
+                             hovertemplate="%{x} removed (%{customdata}): agreement %{y:.0%}<extra></extra>"))
+    fig.add_hline(y=table["intact_accuracy"], line=dict(color=theme.muted, dash="dash"),
+                  annotation_text=f"intact {table['intact_accuracy']:.0%}", annotation_position="bottom right")
+    title = f"Lesion study: one branch removed at a time ({table['photos']} labelled photos)"
+    if theme.narrow:
+        title = f"Lesion study: one branch removed<br>at a time ({table['photos']} labelled photos)"
+    _base_layout(fig, 380 if theme.narrow else 340, title, theme)
+    fig.update_layout(legend=_legend(theme), title=dict(font=dict(size=12 if theme.narrow else 13)),
+                      xaxis=dict(type="category", title=dict(text="branch removed")))
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    return fig

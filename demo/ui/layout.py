@@ -50,7 +50,7 @@ CSS = page_font_css() + """
   padding-left: 5px !important; padding-right: 5px !important; }
 /* Their phone form (`demo.ui.cards`): one card a row, a `label  value` line a column, in the theme's
    colours; shown instead of the tables below 640 px, where 8 or 13 columns cannot fit side by side. */
-#explore-table-cards, #explore-separable-cards { display: none !important; }
+#explore-table-cards, #explore-separable-cards, #cmp-xception-cards, #cmp-inception-cards { display: none !important; }
 .table-cards { max-height: 75vh; overflow-y: auto; overflow-x: hidden; font-variant-numeric: tabular-nums; }
 .table-cards-label { margin: 0 0 6px 0; font-size: var(--block-label-text-size); color: var(--block-label-text-color); }
 .table-card { margin: 0 0 8px 0; padding: 6px 10px; border: 1px solid var(--border-color-primary);
@@ -62,8 +62,8 @@ CSS = page_font_css() + """
   margin-bottom: 2px; }
 .table-card .table-card-title dt { color: var(--body-text-color); }
 @media (max-width: 640px) {
-  #explore-table, #explore-separable { display: none !important; }
-  #explore-table-cards, #explore-separable-cards { display: block !important; }
+  #explore-table, #explore-separable, #cmp-xception-table, #cmp-inception-table { display: none !important; }
+  #explore-table-cards, #explore-separable-cards, #cmp-xception-cards, #cmp-inception-cards { display: block !important; }
 }
 /* "Use via API" on a phone too (Gradio hides it below 640 px); no divider after the last link. */
 footer .show-api { display: flex !important; }

@@ -391,8 +391,87 @@ API_OPERATION = ("One separable conv of the served model at one position and out
                  "model's own value ('stages'), the position's receptive field and the conv's cost. One forward "
                  "pass per photo and block, cached.")
 
+API_KNOCKOUT = ("The served network with parts knocked out, on a photo. knockouts is a JSON list of objects: "
+                "{kind: 'skip_branch', block} (the block's output becomes its shortcut: for blocks 5-12 its input), "
+                "{kind: 'drop_shortcut', block} (only the branch is kept), {kind: 'zero_channels', block, channels: [..]} "
+                "(those output channels set to zero) or {kind: 'relu_between', block, layer} (a ReLU between the "
+                "depthwise and pointwise steps of that separable conv). Returns knockout: the intact and the knocked "
+                "top-5 ({class: probability}, as /classify rounds them), whether the top class changed, and for every "
+                "block from the first changed one its output's mean, intact and knocked, and relative change. An "
+                "empty list is /classify's answer. Unknown blocks, layers or channels are refused in one sentence.")
+API_KNOCKOUTS = "knockouts: a JSON list of {kind, block, layer?, channels?}"
+
+KNOCKOUTS_INTRO = """
+### What each piece is worth
+
+The paper's case for Xception rests on **ablations**: without its residual connections Xception
+trains much more slowly and ends lower (its Figure 9), and an activation between the depthwise and
+the pointwise step makes it worse (Figure 10). Veit et al. (2016) went further on trained ResNets:
+**deleting one residual block at test time barely changes the error**, except for the blocks that
+downsample. Try both here, on the live network and your photo: pick what to knock out, then run.
+
+*The paper trained networks with a ReLU between the two steps; here a **trained** network is
+perturbed at test time, which is a different question (how much does this network rely on the
+sign of its depthwise outputs?).*
+"""
+KNOCKOUTS_KINDS = {
+    "skip_branch": "Skip the block's residual branch (its output becomes its shortcut)",
+    "drop_shortcut": "Drop the block's shortcut (keep its branch)",
+    "zero_channels": "Zero the block's strongest output channels",
+    "relu_between": "Insert a ReLU between depthwise and pointwise",
+}
+KNOCKOUTS_EXAMPLES = "Examples (or the photo you chose in Classify or Activations)"
+KNOCKOUTS_MAPS = ("Block outputs, intact beside knocked out (mean over channels, one colour scale per block): "
+                  "the first changed block and the last")
+KNOCKOUTS_NONE = "No knockouts chosen yet: add one above (the intact network is shown on both sides)."
+KNOCKOUTS_LESION_INTRO = ("**The lesion study.** One click removes each middle-flow block's branch in turn (blocks 5-12, "
+                          "identity shortcuts), then blocks 4 and 13, whose shortcut is a 1×1 convolution, over every "
+                          "labelled photo the app has; the figure plots top-1 accuracy and agreement with the intact "
+                          "network against the block removed. Measured on this server, once per weights.")
+
+
+def knockouts_list(items: list[dict]) -> str:
+    """The chosen knockouts, one line each."""
+    if not items:
+        return KNOCKOUTS_NONE
+    lines = []
+    for k in items:
+        what = KNOCKOUTS_KINDS.get(k.get("kind"), k.get("kind"))
+        where = k.get("layer") or k.get("block")
+        extra = f" (channels {', '.join(map(str, k['channels'][:8]))}{'…' if len(k['channels']) > 8 else ''})" \
+            if k.get("channels") else ""
+        lines.append(f"- {what}: **{where}**{extra}")
+    return "\n".join(lines)
+
+
+def knockouts_verdict(answer: dict) -> str:
+    """One sentence on what the knockouts did to the top class."""
+    intact, knocked = next(iter(answer["intact"].items())), next(iter(answer["knocked"].items()))
+    if not answer["knockouts"]:
+        return KNOCKOUTS_NONE
+    if answer["top1_changed"]:
+        return (f"The top class changed: **{intact[0]}** ({intact[1]:.1%}) became **{knocked[0]}** "
+                f"({knocked[1]:.1%}); the knocked network ran in {answer['knocked_ms']:.0f} ms from its first changed block.")
+    return (f"The top class held: **{knocked[0]}**, {intact[1]:.1%} intact and {knocked[1]:.1%} knocked out "
+            f"(the knocked network ran in {answer['knocked_ms']:.0f} ms from its first changed block).")
+
+
+def lesion_summary(table: dict) -> str:
+    """The lesion table in words: intact accuracy, and the worst and mildest removals."""
+    rows = table["rows"]
+    if not rows:
+        return ""
+    worst = min(rows, key=lambda r: r["accuracy"])
+    middle = [r for r in rows if r["shortcut"] == "identity"]
+    mild = sum(r["accuracy"] >= table["intact_accuracy"] - 0.1 for r in middle)
+    return (f"Intact: **{table['intact_accuracy']:.0%}** top-1 on {table['photos']} labelled photos. "
+            f"{mild} of {len(middle)} middle-flow removals stay within 10 points of it; the worst removal is "
+            f"**{worst['block']}** ({worst['shortcut']} shortcut) at {worst['accuracy']:.0%}. "
+            f"Measured in {table['seconds']:.1f} s.")
+
+
 START_HERE = """
-### A guided path through Xception, in six steps
+### A guided path through Xception, in seven steps
 
 1. **At a glance**: *how is Xception built?* One path of 14 blocks in three flows (entry, middle
    ×8, exit). Hover or choose a block for its output shape, parameters and cost; the resolution
@@ -408,7 +487,10 @@ START_HERE = """
    fine grid, late blocks to whole objects on a coarse one.
 5. **Article vs paper**: *does wiring matter?* The article this project started from wires four
    details differently. The same weights on the same photo show how far that moves every block.
-6. **Graph (Netron)**: *what exactly is in the model?* Every layer, searchable by name, with a
+6. **Xception vs Inception V3**: *why does Xception exist?* The paper's own comparison: both
+   networks module by module, where their parameters sit, both timed on your photo, and the
+   continuum from the Inception module to the depthwise separable conv.
+7. **Graph (Netron)**: *what exactly is in the model?* Every layer, searchable by name, with a
    finder for the four places the article's graph differs.
 
 Each step starts with the question it answers. Use **Next** at the bottom of a step to move on.
@@ -483,3 +565,124 @@ def download_link(export_name: str, size_bytes: int) -> str:
 
 EXPORTS_OFF = ("The graph view and the model download are off on this server: it has no folder it can "
                "write model files to.")
+
+# `/` while the page is being built (the plain HTTP API already answers): reloads itself each second.
+PAGE_STARTING = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><meta http-equiv='refresh' content='1'>"
+                 "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+                 "<meta name='color-scheme' content='light dark'><title>Xception Explorer: starting</title></head>"
+                 "<body style='font-family: system-ui, sans-serif; margin: 2rem; font-size: 1.1rem'>"
+                 "<h1 style='font-size: 1.5rem'>Xception Explorer</h1>"
+                 "<p>The page is starting; this tab reloads itself when it is ready (a few seconds).</p></body></html>")
+
+# ---------------------------------------------------------------------------------------- Compare
+
+API_COMPARE_IMAGE = ("image: optional; with a photo, both forwards are timed on it (and both top-5 returned when "
+                     "Inception V3's ImageNet weights are here)")
+API_SIZE = "size: the input side in pixels for the module tables and totals (75-1024; the paper's 299)"
+API_ROUNDS = "rounds: forwards timed per network, alternated (1-20)"
+API_COMPARE = ("Xception against Inception V3, the Xception paper's comparison. Returns compare: both networks' "
+               "totals at the input size (parameters, learned and BatchNorm moving statistics, multiply-accumulates), "
+               "where their parameters sit, the paper's own figures (Table 1 accuracy, Table 3 parameters and "
+               "training steps/s); with a photo, both forwards timed on it in this process, alternated (ONNX "
+               "Runtime, fp32, batch 1), and both top-5 when Inception V3 has its ImageNet weights (else "
+               "'predictions' is null and 'predictions_withheld' says why). The first call prepares Inception V3.")
+
+COMPARE_INTRO = """
+### Xception against Inception V3: the paper's central comparison
+
+Xception has about as many parameters as Inception V3 and does better on ImageNet. The paper argues
+that is because it **uses its parameters more efficiently**: it pushes the Inception module to its
+extreme, a depthwise separable convolution. Below, both networks module by module at the input size
+you choose, where their parameters sit, how long one forward takes on this machine, and the
+continuum from one to the other (the paper's Figures 1–4).
+"""
+
+COMPARE_PREPARING = ("Inception V3 is being prepared for the timings: its ImageNet weights fetched if they can be, "
+                     "translated once for ONNX Runtime and cached (about a minute the first time on this machine, "
+                     "seconds after). The tables above need none of it.")
+COMPARE_NO_PHOTO = "Pick an example or upload a photo (in Activations, or here) to time both networks on it."
+
+
+def compare_no_predictions(failure: str | None) -> str:
+    """The one sentence that says why Inception V3 shows no predictions (`WeightsFailure` value)."""
+    why = {"offline": "could not be downloaded (this server has no internet access) and are not in its cache",
+           "not-found": "were not found where Keras publishes them",
+           "damaged": "failed their md5 check"}.get(failure or "", "could not be had")
+    return (f"No predictions are shown: Inception V3's ImageNet weights {why}, so it runs with random weights, "
+            "which are honest for timing and structure but predict nothing.")
+
+
+def _fmt(n: int) -> str:
+    return f"{int(n):,}"
+
+
+def compare_totals(xception, inception) -> str:
+    """Both networks' measured totals beside the paper's figures (`demo.services.compare.Network`s),
+    each count named for what it is; one list a network, so a phone reads it without scrolling."""
+    size = xception.description.input_shape[0]
+    parts = []
+    for n in (xception, inception):
+        d, p = n.description, n.paper
+        parts.append(
+            f"**{n.title}** at {size}×{size} px\n"
+            f"- measured: **{_fmt(d.total_params)}** parameters in all, **{_fmt(d.learned_params)}** learned, "
+            f"**{d.total_macs / 1e9:.2f} G** multiply-accumulates per image, {len(d.blocks)} modules with the classifier\n"
+            f"- the paper's: {_fmt(p.params)} parameters (Table 3), top-1 / top-5 {p.top1:.3f} / {p.top5:.3f} "
+            f"(Table 1), {p.steps_per_second:g} training steps/s (Table 3)")
+    gap = inception.paper.params - inception.description.learned_params
+    return ("\n\n".join(parts) + "\n\n"
+            "*Measured* here from each network's layer graph with the 1000-class ImageNet head (equal to Keras's "
+            "`count_params()` for `keras.applications.Xception` and `InceptionV3`). *In all* counts BatchNorm's moving "
+            "mean and variance; *learned* leaves them out. The paper's Xception count is the learned one exactly; "
+            f"its Inception V3 count is {abs(gap):,} {'more' if gap > 0 else 'fewer'} than Keras's learned count, and "
+            "the paper does not say how it counted. The paper's accuracies and steps/s are its own (ImageNet, single "
+            "crop; training on 60 NVIDIA K80 GPUs), not measured here: Chollet 2017, arXiv 1610.02357.")
+
+
+def compare_placement(xception, inception) -> str:
+    """Where the parameters sit, in words (shares of each network's total)."""
+    def shares(n) -> str:
+        total = n.description.total_params
+        return ", ".join(f"{place} {100 * params / total:.0f}%" for place, params in n.placement)
+    return f"**{xception.title}**: {shares(xception)}. **{inception.title}**: {shares(inception)}."
+
+
+def compare_timings(timings, paper) -> str:
+    """The timings in words (`demo.services.compare.Timings`), beside the paper's training steps/s
+    (`demo.services.compare.PAPER`)."""
+    m = timings.medians
+    x, i = m["xception"], m["inception_v3"]
+    sizes = timings.input_sizes
+    weights = "ImageNet" if timings.pretrained else "seeded random"
+    return (f"Median of {len(timings.xception_ms)} forwards each on this photo, alternated, in this process: "
+            f"**Xception {x:.1f} ms** ({sizes['xception']} px), **Inception V3 {i:.1f} ms** "
+            f"({sizes['inception_v3']} px, {weights} weights): Inception V3 takes {i / x:.2f}× Xception's time "
+            f"(ONNX Runtime, fp32, batch 1, {timings.threads['xception']} threads each). "
+            + (f"The sides differ (the weights served here take {sizes['xception']} px), so the work differs: "
+               f"{timings.macs['xception'] / 1e9:.2f} G multiply-accumulates per Xception forward against "
+               f"{timings.macs['inception_v3'] / 1e9:.2f} G per Inception V3 forward. "
+               if sizes["xception"] != sizes["inception_v3"] else "")
+            + f"The paper's Table 3 compares training instead: {paper['inception_v3'].steps_per_second:g} steps/s "
+            f"for Inception V3 against {paper['xception'].steps_per_second:g} for Xception, on 60 GPUs. These are "
+            "this host's figures, taken while others may share its cores.")
+
+
+def compare_predictions(xception_top, inception_top) -> str:
+    """Both top-5 side by side, as a Markdown table."""
+    rows = [f"| {i + 1} | {a} | {pa:.3f} | {b} | {pb:.3f} |"
+            for i, ((a, pa), (b, pb)) in enumerate(zip(xception_top, inception_top))]
+    return "| # | Xception | p | Inception V3 | p |\n|---|---|---:|---|---:|\n" + "\n".join(rows)
+
+
+def continuum_text(c) -> str:
+    """The continuum in words (`xception_core.arch.continuum.Continuum`), order difference included."""
+    r, e, x = c.regular, c.extreme, c.xception
+    return (f"With **1 segment** the 1×1 conv is followed by a regular 3×3 conv: {_fmt(r.params)} parameters, "
+            f"{_fmt(r.macs)} multiply-accumulates. With **{e.segments} segments** (one per channel) it is the "
+            f"paper's \"extreme\" Inception, {_fmt(e.params)} parameters ({r.params / e.params:.1f}× fewer), "
+            f"{_fmt(e.macs)} multiply-accumulates. Between them, every divisor of {e.out_channels} is a point of "
+            "the continuum. **The order differs**: Inception's module runs the 1×1 first, over the input's "
+            f"{r.in_channels} channels, then the 3×3 on its {e.out_channels} outputs; Xception's depthwise "
+            f"separable conv runs the 3×3 depthwise on the {x.in_channels} input channels first, then the 1×1 "
+            f"({_fmt(x.separable_params)} parameters, {_fmt(x.separable_macs)} multiply-accumulates), and puts no "
+            "ReLU between the two. The paper argues the order matters little once such layers are stacked.")

@@ -109,6 +109,19 @@ def check_results(r: dict) -> None:
     per_class = rp["int8_per_class"]
     assert per_class and all(0 <= c["int8_agrees"] <= c["photos"] for c in per_class.values())
 
+    # knockouts: the lesion sweep on one photo against a classify
+    ko = r["knockouts"]
+    for k in ("classify", "intact_chain_pass", "lesion_sweep"):
+        _stats(ko["paths"][k])
+    assert ko["blocks_swept"] == [f"block{i}" for i in range(5, 13)] and _number(ko["ratios"]["sweep_vs_classify"])
+
+    # compare: both forwards alternated in a fresh process, RSS with Xception alone and with both
+    cmp = r["compare"]
+    _stats(cmp["xception_forward"])
+    _stats(cmp["inception_v3_forward"])
+    assert cmp["timings"]["first"][:2] == ["xception", "inception_v3"]
+    assert cmp["rss_both"]["rss_mb"] > cmp["rss_xception"]["rss_mb"] > 0
+
     # every target, with its value
     assert set(r["targets"]) == set(report.TARGETS)
     for name, t in r["targets"].items():

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.appserver import app_env, free_port, stop, wait_ready
-from tests.conftest import random_loaded, store_serving
+from tests.conftest import shared_loaded, store_serving
 
 TINY_SIZE = 96  # the side of the `store` fixture's random Xception
 
@@ -114,14 +114,14 @@ def upload_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def store(request, upload_dir):
+def store(upload_dir):
     """A started store serving a random Xception of `TINY_SIZE` with 6 classes, uploads in
-    `upload_dir`; the module's `STORE_SEED` (default 0) picks the weights. Module scope: its
-    models go when the module's tests are done (tests/conftest.py, `release_memory`)."""
+    `upload_dir`. Every module's store serves the same weights (`shared_loaded`), translated once
+    per session; the store itself (sessions, batcher, settings) is the module's and goes when its
+    tests are done (tests/conftest.py, `release_memory`)."""
     from xception_core.settings import Settings
 
-    seed = getattr(request.module, "STORE_SEED", 0)
-    return store_serving(random_loaded(TINY_SIZE, 6, seed=seed), Settings(upload_dir=upload_dir))
+    return store_serving(shared_loaded(TINY_SIZE, 6, seed=0), Settings(upload_dir=upload_dir))
 
 
 @dataclasses.dataclass

@@ -25,6 +25,8 @@ ENDPOINTS = {  # parameters, and the outputs by the names the README gives them
     "/activations": (["image", "block", "top_n"], ["activations", "maps"]),
     "/architecture": (["which"], ["architecture"]),
     "/operation": (["image", "block", "layer", "row", "col", "channel", "variant", "top"], ["operation"]),
+    "/knockout": (["image", "knockouts"], ["knockout"]),
+    "/compare": (["image", "size", "rounds"], ["compare"]),
 }
 KITCHEN = {"cup", "fork", "glass", "knife", "plate", "spoon"}
 

@@ -62,11 +62,11 @@ def test_display_copies_are_bounded_and_never_upscaled():
 
 
 def test_the_grad_cam_overlay_is_drawn_on_the_display_copy(tmp_path):
-    from tests.conftest import random_loaded, store_serving
+    from tests.conftest import shared_loaded, store_serving
     from demo.services.classify import ClassifyService
     from xception_core.settings import Settings
 
-    store = store_serving(random_loaded(96, 3), Settings(upload_dir=tmp_path))
+    store = store_serving(shared_loaded(96, 6, seed=0), Settings(upload_dir=tmp_path))
     service = ClassifyService(store, wait_s=120)
     classified = service.classify({"path": _write(tmp_path, "big.jpg", _jpeg(8000, 6000))})
     assert max(classified.image.size) <= DISPLAY_SIDE

@@ -83,11 +83,15 @@ def test_the_default_start_offline_never_imports_tensorflow(warm_cache, tmp_path
             assert heat
             maps = raw_gradio_call(http, url, "activations", EXAMPLE, "block4", 8)["data"]
             assert maps["block"] == "block4"
+            for variant in ("paper", "article"):  # the article wiring's passes are sessions of their own
+                step = raw_gradio_call(http, url, "operation", EXAMPLE, "block5", "block5_sepconv2", 2, 3, 7, variant,
+                                       4)["data"]
+                assert step["variant"] == variant, step
         libraries = Path(f"/proc/{proc.pid}/maps").read_text()
         assert "onnxruntime" in libraries  # the check reads the right process
         assert "tensorflow" not in libraries and "_pywrap" not in libraries
         rss = _rss_mb(proc.pid)
-        assert rss <= RSS_BUDGET_MB, f"{rss} MB after classify, Grad-CAM and activations"
+        assert rss <= RSS_BUDGET_MB, f"{rss} MB after classify, Grad-CAM, activations and both wirings' operation"
         text = log.read_text()
         assert "weights 'imagenet' unavailable" in text and "TensorFlow imported" not in text
     finally:
@@ -113,8 +117,9 @@ def _race_cache(settings, folder: Path) -> Path:
 def test_starts_with_both_presets_loading_never_lose_weights_to_an_import_race(warm_cache, tmp_path):
     """`python app.py` with the default presets, RACE_STARTS times: ImageNet (offline: fails as a
     download, never as an import) then kitchenware, whose loader imports TensorFlow to translate
-    while the main thread imports Gradio and Plotly. Each start runs until the UI serves and the
-    loader is past its imports; no log line names an import error or a deadlock."""
+    while the page's build imports Gradio and Plotly, and the server answers requests. Each start
+    runs until the page is built and the loader is past its imports; no log line names an import
+    error or a deadlock."""
     cache = _race_cache(warm_cache, tmp_path)
     bad = re.compile(r"_DeadlockError|deadlock detected|ImportError|ModuleNotFoundError|circular import")
     for start in range(RACE_STARTS):
@@ -130,14 +135,13 @@ def test_starts_with_both_presets_loading_never_lose_weights_to_an_import_race(w
                 text = log.read_text(errors="replace")
                 if proc.poll() is not None or bad.search(text):
                     break
-                if "Xception Explorer on http" in text and ("TensorFlow imported" in text or "weights 'kitchenware'"
-                                                            in text):
+                if "page ready" in text and ("TensorFlow imported" in text or "weights 'kitchenware'" in text):
                     break
                 subprocess.run(["sleep", "0.5"])  # polling a child's log: no event to wait on
             text = log.read_text(errors="replace")
             assert proc.poll() is None, f"start {start} died:\n{text[-3000:]}"
             assert not bad.search(text), f"start {start}:\n{text[-3000:]}"
-            assert "Xception Explorer on http" in text, f"start {start} not serving:\n{text[-3000:]}"
+            assert "Xception Explorer on http" in text and "page ready" in text, f"start {start} not serving:\n{text[-3000:]}"
             assert "weights 'kitchenware' unavailable" not in text
             failures = re.findall(r"weights '(\w+)' unavailable: (\w+)", text)
             assert failures == [("imagenet", "WeightsUnavailableError")], text[-3000:]
@@ -173,3 +177,64 @@ def test_a_warm_loader_thread_imports_nothing(warm_cache):
     line = next((x for x in out.stdout.splitlines() if x.startswith("LOADER ")), None)
     assert line is not None, out.stderr[-3000:]
     assert line == "LOADER [] kitchenware", line
+
+
+# `python app.py` with an import tracer: an import by any thread but the page's builder (and the
+# loader, whose imports hold `IMPORTS` as the builder's do) while the builder runs is printed.
+TRACED_START = """
+import runpy, sys, threading
+class Tracer:
+    def find_spec(self, name, path=None, target=None):
+        me = threading.current_thread().name
+        if name not in sys.modules and me not in ("page-builder", "model-loader") and any(
+                t.name == "page-builder" for t in threading.enumerate()):
+            print("IMPORT BESIDE THE PAGE'S BUILD", name, me, flush=True)
+        return None
+sys.meta_path.insert(0, Tracer())
+sys.argv = ["app.py"]
+runpy.run_path("app.py", run_name="__main__")
+"""
+
+
+def test_the_api_answers_before_the_page_and_nothing_imports_beside_its_build(warm_cache, tmp_path):
+    """The plain HTTP API answers while the page is being built (`/` then says the page is
+    starting, `/healthz` that it is not served yet); requests served meanwhile import nothing, so
+    they cannot race the build's imports of Gradio; then the page serves."""
+    import httpx
+
+    port = free_port()
+    log = tmp_path / "app.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", TRACED_START], cwd=ROOT, env=offline_env(port), stdout=out,
+                                stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    seen = {"classify before the page": False, "starting page": False}
+    try:
+        with httpx.Client(timeout=60) as http:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    health = http.get(url + "/healthz").json()
+                    classify = http.post(url + "/api/v1/classify", content=EXAMPLE.read_bytes(),
+                                         headers={"Content-Type": "image/jpeg"})
+                    page = http.get(url + "/")
+                except httpx.TransportError:
+                    continue  # not listening yet
+                if page.status_code == 503 and not health["page"]:
+                    seen["starting page"] = seen["starting page"] or "page is starting" in page.text
+                    seen["classify before the page"] |= classify.status_code == 200
+                elif page.status_code == 200 and health["page"]:
+                    assert "gradio" in page.text.lower()
+                    break
+            else:
+                pytest.fail("the page never served" + log.read_text(errors="replace")[-3000:])
+        text = log.read_text(errors="replace")
+        assert "IMPORT BESIDE THE PAGE'S BUILD" not in text, text[-3000:]
+        assert "page ready" in text
+        # A loaded machine may build the page before the weights are ready: then there was no
+        # classify to see before it (the build waits a few seconds for the weights).
+        assert seen["starting page"], text[-3000:]
+        if "weights 'kitchenware' ready" in text.split("page ready")[0]:
+            assert seen["classify before the page"], text[-3000:]
+    finally:
+        stop(proc)

@@ -23,9 +23,8 @@ from xception_core.runtime.introspection import ModelDescription
 from xception_core.settings import Settings
 
 SIZE = 96
-STORE_SEED = 3  # the weights of the `store` fixture (tests/demo/conftest.py)
 TITLES = ["Start here", "At a glance", "Separable convolutions", "Inside one operation", "Activations",
-          "Article vs paper", "Graph (Netron)"]
+          "Article vs paper", "Knockouts", "Xception vs Inception V3", "Graph (Netron)"]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +82,8 @@ def explore_sub_tabs(blocks: gr.Blocks) -> list[tuple[str, str | None]]:
 def test_sub_tabs_come_in_order_each_pointing_to_the_next(blocks, store, upload_dir):
     expected_next = ["Next: Xception at a glance →", "Next: separable convolutions →",
                      "Next: inside one operation, number by number →", "Next: activations on your photo →",
-                     "Next: the article's wiring against the paper's →"]
+                     "Next: the article's wiring against the paper's →", "Next: knock parts of the network out →",
+                     "Next: Xception against Inception V3 →"]
     # Without an export folder the Graph sub-tab only says so: Article vs paper does not point there.
     assert explore_sub_tabs(blocks) == list(zip(TITLES, expected_next + [None, None]))
     with_graph = build_demo(store, exports=_exports(store, upload_dir))

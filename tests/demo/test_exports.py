@@ -74,11 +74,11 @@ def test_only_files_the_exporter_made_are_servable(store, tmp_path):
 def test_the_translations_exports_are_the_exporters_own_files(tmp_path):
     """A served translation places the files the Keras exporter would write, under the same names
     and with the same bytes for the graph, without Keras (they were made at translation time)."""
-    from tests.conftest import random_loaded, store_serving
+    from tests.conftest import shared_loaded, store_serving
     from xception_core.io.export import export_graph
     from xception_core.model import rewire
 
-    loaded = random_loaded(71, 3, seed=1)
+    loaded = shared_loaded(71, 3, seed=1)
     store = store_serving(loaded, Settings(export_dir=tmp_path / "exports", upload_dir=tmp_path))
     exports = Exports(store, tmp_path / "exports")
     for variant in ("paper", "article"):

@@ -175,3 +175,18 @@ def test_one_operations_figures_show_the_numbers_given_on_the_pages_background(t
     for made in (fig, macs):
         assert made.layout.template.layout.paper_bgcolor == "rgba(0,0,0,0)" and made.layout.font.color == theme.ink
         assert made.layout.legend.y is None or made.layout.legend.y < 0  # never under Plotly's tool bar
+
+
+def test_the_knockout_figures_plot_the_numbers_given():
+    from demo.ui.figures import LIGHT, knockout_change_figure, lesion_figure
+
+    rows = [{"block": "block7", "relative_change": 0.25, "intact_mean": 0.1, "knocked_mean": 0.2},
+            {"block": "block14", "relative_change": 0.05, "intact_mean": 1.0, "knocked_mean": 1.1}]
+    bars = knockout_change_figure(rows, LIGHT).data[0]
+    assert list(bars.x) == ["block7", "block14"] and list(bars.y) == [0.25, 0.05]
+    table = {"photos": 9, "intact_accuracy": 1.0, "rows": [
+        {"block": "block5", "shortcut": "identity", "accuracy": 0.75, "agreement": 0.5},
+        {"block": "block13", "shortcut": "conv", "accuracy": 0.125, "agreement": 0.25}]}
+    accuracy, agreement = lesion_figure(table, LIGHT).data
+    assert list(accuracy.y) == [0.75, 0.125] and list(agreement.y) == [0.5, 0.25]
+    assert list(accuracy.customdata) == ["identity shortcut", "conv shortcut"]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.browser
 
 SCHEMES = ("light", "dark")
 SUB_TABS = ("Start here", "At a glance", "Separable convolutions", "Inside one operation", "Activations",
-            "Article vs paper", "Graph (Netron)")
+            "Article vs paper", "Knockouts", "Graph (Netron)")
 OWN_FONTS = {"Source Sans 3", "Source Sans Pro", "IBM Plex Mono", "Xception Explorer Fallback"}
 
 

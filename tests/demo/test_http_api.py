@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.conftest import random_loaded, store_serving
+from tests.conftest import shared_loaded, store_serving
 from demo.http_api import NO_IMAGE, PREFIX, PROBLEM, ROUTE, register_http_api
 from demo.store import ModelStore
 from xception_core.inputs.images import load_image
@@ -25,7 +25,7 @@ CAP = 200_000
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    return random_loaded(71, 7)
+    return shared_loaded(71, 7)
 
 
 @pytest.fixture(scope="module")

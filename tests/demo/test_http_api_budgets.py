@@ -17,7 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import random_loaded, store_serving
+from tests.conftest import shared_loaded, store_serving
 from tests.demo.conftest import ThreadServer
 from demo.http_api import PROBLEM, ROUTE, register_http_api
 from xception_core.settings import Settings
@@ -28,7 +28,7 @@ WAIT = 60.0  # bound on every wait for the server's counts (it is reached only w
 
 @pytest.fixture(scope="module")
 def store():
-    return store_serving(random_loaded(71, 7), Settings())
+    return store_serving(shared_loaded(71, 7), Settings())
 
 
 def jpeg(size=(120, 90)) -> bytes:

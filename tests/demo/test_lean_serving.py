@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.appserver import app_env, free_port, stop
+from bench.appserver import app_env, free_port, stop, wait_ready
 from demo.store import ModelStore, WarmingUp
 from xception_core.runtime.translated import TranslatedModel, open_translation, translation_dir
 from xception_core.weights.fetch import cached_weights_sha256
@@ -32,6 +32,12 @@ def warm_cache(settings):
     sha = cached_weights_sha256("kitchenware", settings.keras_home, settings.cache_dir)
     assert sha and open_translation(translation_dir(settings.cache_dir, sha), sha) is not None
     return settings
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory now, in MB."""
+    return next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS:")) / 1024
 
 
 def test_a_warm_start_answers_everything_without_tensorflow(warm_cache, tmp_path):
@@ -59,6 +65,7 @@ def test_a_warm_start_answers_everything_without_tensorflow(warm_cache, tmp_path
                 assert proc.poll() is None, log.read_text()[-3000:]
                 subprocess.run(["sleep", "0.2"])
         assert answer is not None and answer["backend"] == "onnx" and len(answer["top"]) == 5
+        wait_ready(url, proc, timeout=300, log=log)  # the page is built after the REST API answers
         client = Client(url + "/", verbose=False)
         heat, score = client.predict(handle_file(str(EXAMPLE)), "", "", api_name="/gradcam")
         assert heat and score
@@ -75,12 +82,21 @@ def test_a_warm_start_answers_everything_without_tensorflow(warm_cache, tmp_path
         rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
                       if line.startswith("VmRSS:"))
         assert rss_kb <= 600 * 1024, f"{rss_kb / 1024:.0f} MB resident"
-        # The article's wiring (two more ONNX Runtime sessions, ~100 MB each) needs no TensorFlow either.
+        # The article's wiring (two more ONNX Runtime sessions, lean ones) needs no TensorFlow either.
         step = client.predict(handle_file(str(EXAMPLE)), "block5", "block5_sepconv2", 1, 1, 3, "article", 2,
                               api_name="/operation")
         assert step["variant"] == "article" and step["stages"]
         libraries = Path(f"/proc/{proc.pid}/maps").read_text()
         assert "tensorflow" not in libraries and "_pywrap" not in libraries
+        assert rss_mb(proc.pid) <= 600, f"{rss_mb(proc.pid):.0f} MB resident after the article wiring's operation"
+        # Knockouts (their own chain of sessions, built on this first call) need no TensorFlow either.
+        before = rss_mb(proc.pid)
+        knocked = client.predict(handle_file(str(EXAMPLE)), [{"kind": "skip_branch", "block": "block13"}],
+                                 api_name="/knockout")
+        assert knocked["blocks"][0]["block"] == "block13" and len(knocked["knocked"]) == 5
+        libraries = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "tensorflow" not in libraries and "_pywrap" not in libraries
+        print(f"\nRSS {before:.0f} MB before the first /knockout, {rss_mb(proc.pid):.0f} MB after")
     finally:
         stop(proc)
 

@@ -375,8 +375,9 @@ def test_healthz_is_described_with_its_fields_and_an_example(live_server):
         spec = json.load(r)
     answer = spec["paths"]["/healthz"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     schema = spec["components"]["schemas"][answer["$ref"].rsplit("/", 1)[-1]]
-    assert set(schema["properties"]) == {"ready", "status", "weights", "replicas"}
+    assert set(schema["properties"]) == {"ready", "page", "status", "weights", "replicas"}
     assert schema["examples"][0]["weights"] == ["kitchenware"]
     with urllib.request.urlopen(live_server + "/healthz", timeout=10) as r:
         health = json.load(r)
-    assert set(health) == {"ready", "status", "weights"} and health["ready"] is True  # no "replicas": null
+    assert set(health) == {"ready", "page", "status", "weights"} and health["ready"] is True  # no "replicas": null
+    assert health["page"] is True

@@ -14,7 +14,6 @@ from xception_core.io.assets import example_images
 from xception_core.runtime.patches import MAX_PHOTOS, PatchSearch
 
 SIZE = 96
-STORE_SEED = 4  # the weights of the `store` fixture (tests/demo/conftest.py)
 
 
 @pytest.fixture(scope="module")

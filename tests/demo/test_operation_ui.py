@@ -23,7 +23,6 @@ from tests.demo.test_explore_ui import explore_sub_tabs, handler
 from xception_core.io.assets import example_images
 
 SIZE = 96
-STORE_SEED = 5  # the weights of the `store` fixture (tests/demo/conftest.py)
 ARGS = ("block5", "block5_sepconv3", "paper")  # the sub-tab's defaults
 
 

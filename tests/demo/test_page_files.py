@@ -16,7 +16,7 @@ from gradio.context import LocalContext
 from gradio.exceptions import InvalidPathError
 from PIL import Image
 
-from tests.conftest import random_loaded, store_serving
+from tests.conftest import shared_loaded, store_serving
 from demo.runs import LOCK_NAME, sweep_dead
 from demo.server import Budgets, create_app
 from demo.services.examples import ExampleService
@@ -33,7 +33,7 @@ def page(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("page-files")
     patch = pytest.MonkeyPatch()
     patch.setenv("GRADIO_TEMP_DIR", str(tmp / "uploads"))  # create_app points it at its own folder
-    store = store_serving(random_loaded(71, 3), Settings(upload_dir=tmp / "uploads", cache_dir=tmp / "cache"))
+    store = store_serving(shared_loaded(71, 3, seed=1), Settings(upload_dir=tmp / "uploads", cache_dir=tmp / "cache"))
     app = create_app(store.settings, store)
     try:
         with TestClient(app) as client:

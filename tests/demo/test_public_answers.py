@@ -13,7 +13,7 @@ import os
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import random_loaded, store_serving
+from tests.conftest import random_loaded, shared_loaded, store_serving
 from demo.errors import NO_SUCH_EVENT
 from demo.services import UserError
 from demo.services.models import served_model
@@ -28,7 +28,7 @@ def page(tmp_path_factory):
     from demo.server import create_app
 
     tmp = tmp_path_factory.mktemp("answers")
-    store = store_serving(random_loaded(71, 3), Settings(upload_dir=tmp / "gradio", cache_dir=tmp / "cache"))
+    store = store_serving(shared_loaded(71, 3, seed=1), Settings(upload_dir=tmp / "gradio", cache_dir=tmp / "cache"))
     app = create_app(store.settings, store)
     with TestClient(app) as client:
         config = client.get("/config").json()

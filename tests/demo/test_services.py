@@ -16,7 +16,6 @@ from xception_core.model import WeightsUnavailableError
 from xception_core.settings import Settings
 
 SIZE = 96
-STORE_SEED = 2  # the weights of the `store` fixture (tests/demo/conftest.py)
 
 
 @pytest.fixture(scope="module")

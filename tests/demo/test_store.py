@@ -12,13 +12,14 @@ import pytest
 from PIL import Image
 
 from demo.store import LocalServedModel, ModelStore, ServedModel, Store
-from xception_core.model import WeightsUnavailableError, load_model
+from tests.conftest import shared_loaded
+from xception_core.model import WeightsUnavailableError
 from xception_core.settings import Settings
 
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    return load_model(None, input_shape=(96, 96, 3), classes=4)
+    return shared_loaded(96, 6, seed=0)  # the `store` fixture's weights (tests/demo/conftest.py): translated once
 
 
 def states(store):
@@ -54,7 +55,7 @@ def test_store_answers_while_loading_then_serves(monkeypatch, tiny_model):
     release.set()
     served = store.get(timeout=30)
     assert store.default_key == "slow" and store.available() == ["slow"]
-    assert served.loaded is tiny_model and served.labels == ("class 0", "class 1", "class 2", "class 3")
+    assert served.loaded is tiny_model and served.labels == tuple(f"class {i}" for i in range(6))
     assert states(store) == {"broken": "failed", "slow": "ready"} and store.settled()
     prediction = served.classify(Image.new("RGB", (50, 80), (10, 200, 30)), k=2)
     assert len(prediction.top) == 2 and prediction.features.shape == (3, 3, 2048)

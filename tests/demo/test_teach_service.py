@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import FakeClock, random_loaded, store_serving
+from tests.conftest import FakeClock, shared_loaded, store_serving
 from demo.services import UserError
 from demo.services.teach import FULL, TeachLimits, TeachService
 from demo.store import ModelStore
@@ -23,7 +23,7 @@ SIZE = 71
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    return random_loaded(SIZE, 3, seed=5)
+    return shared_loaded(SIZE, 3, seed=1)
 
 
 @pytest.fixture()

@@ -127,10 +127,10 @@ def test_intro_follows_the_live_weights():
 
 def test_intro_of_a_served_model_from_a_file(tmp_path):
     """The same on a model the store really serves (weights from no preset, as a taught model's)."""
-    from tests.conftest import random_loaded, store_serving
+    from tests.conftest import shared_loaded, store_serving
     from xception_core.settings import Settings
 
-    store = store_serving(random_loaded(71, 3, seed=1), Settings(upload_dir=tmp_path, cache_dir=tmp_path / "cache"))
+    store = store_serving(shared_loaded(71, 3, seed=1), Settings(upload_dir=tmp_path, cache_dir=tmp_path / "cache"))
     served = store.get(timeout=60)
     text = teach_text.intro(served)
     assert "kitchenware" not in text.lower() and "3 classes" in text and teach_text._md(served.title) in text

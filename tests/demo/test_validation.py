@@ -9,24 +9,11 @@ from PIL import Image
 
 from demo.services import UserError
 from demo.services.explore import N_MAX, ExploreService
-from demo.store import ModelStore
 from demo.ui.explore.separable import calculator_markdown
-from xception_core.model import load_model
-from xception_core.settings import Settings
 
 
 @pytest.fixture(scope="module")
-def explore():
-    tiny = load_model(None, input_shape=(96, 96, 3), classes=4)
-    import demo.store.cache as store_module
-
-    original = store_module.load_model
-    store_module.load_model = lambda key, settings: tiny
-    try:
-        store = ModelStore(Settings(), ["tiny"]).start()
-        store.get(timeout=120)
-    finally:
-        store_module.load_model = original
+def explore(store):
     service = ExploreService(store)
     record, _ = service.activations(Image.new("RGB", (64, 48), (120, 60, 30)))
     return service, record

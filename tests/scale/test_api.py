@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Mount
 
-from tests.conftest import random_loaded, store_serving
+from tests.conftest import shared_loaded, store_serving
 from demo.http_api import PREFIX, ROUTE, register_http_api
 from xception_core.settings import Settings
 
@@ -30,7 +30,7 @@ CAP = 200_000
 @pytest.fixture(scope="module")
 def both():
     """(single-process client, replica-API client, forward calls seen) over one tiny store."""
-    store = store_serving(random_loaded(71, 7), Settings())
+    store = store_serving(shared_loaded(71, 7), Settings())
     single = fastapi.FastAPI()
     register_http_api(single, store, max_bytes=CAP)
     calls: list[tuple[str, tuple[int, ...]]] = []

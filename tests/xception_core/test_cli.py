@@ -19,7 +19,7 @@ def test_an_unknown_preset_is_one_clear_line_and_exit_code_2():
     done = run("fetch", "bogus", "imagenet")
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
-        "python -m xception_core fetch: unknown preset 'bogus'; choose from imagenet, kitchenware."]
+        "python -m xception_core fetch: unknown preset 'bogus'; choose from imagenet, kitchenware, inception_v3_imagenet."]
 
 
 def test_help_does_not_import_tensorflow():

@@ -21,7 +21,7 @@ import pytest
 from xception_core.weights import fetch
 from xception_core.weights.fetch import (WeightsFailure, WeightsUnavailableError, cached_weights_sha256,
                                          fetch_keras_file, fetched_weights_sha256, keras_models_dir)
-from xception_core.weights.presets import IMAGENET, RemoteFile
+from xception_core.weights.presets import AUTO_ORDER, IMAGENET, RemoteFile
 
 BODY = bytes(range(256)) * 4096  # 1 MiB: a few chunks of the download loop
 NAME = IMAGENET.with_top.fname
@@ -169,6 +169,17 @@ def test_the_preset_urls_and_hashes_are_kerass_own():
     for remote in (IMAGENET.with_top, IMAGENET.no_top):
         assert remote.url.rsplit("/", 1)[-1] == remote.fname and remote.fname in source and remote.md5 in source
         assert remote.url.rsplit("/", 1)[0] in source.replace('"\n    "', "")
+
+
+def test_the_inception_v3_preset_urls_and_hashes_are_kerass_own():
+    """The comparison's Inception V3 file is Keras's own, fetched and checked the same way."""
+    from xception_core.weights.presets import INCEPTION_V3_IMAGENET
+
+    source = Path(pytest.importorskip("keras.src.applications.inception_v3").__file__).read_text()
+    for remote in (INCEPTION_V3_IMAGENET.with_top, INCEPTION_V3_IMAGENET.no_top):
+        assert remote.url.rsplit("/", 1)[-1] == remote.fname and remote.fname in source and remote.md5 in source
+        assert remote.url.rsplit("/", 1)[0] in source.replace('"\n    "', "")
+    assert INCEPTION_V3_IMAGENET.architecture == "inception_v3" and INCEPTION_V3_IMAGENET.name not in AUTO_ORDER
 
 
 def test_fetching_imports_no_keras(server, tmp_path):

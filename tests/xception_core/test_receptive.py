@@ -78,18 +78,21 @@ LAYERS = ["block1_conv1", "block1_conv2_act", "block2_sepconv1", "block2_sepconv
 def test_fields_equal_the_gradient_footprint(variant):
     probe = _footprint_model(variant, SIZE, LAYERS)
     x = tf.constant(np.random.default_rng(0).uniform(0.2, 1.0, (1, SIZE, SIZE, 3)).astype("float32"))
+    positions_of = [_positions(*output.shape[1:3]) for output in probe.outputs]
+    # One forward pass for every layer (a persistent tape), one image per position: image b's
+    # gradient is then the footprint of position b alone.
+    batch = tf.repeat(x, max(map(len, positions_of)), axis=0)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(batch)
+        outs = probe(batch, training=False)
+        picks = [tf.stack([tf.reduce_sum(out[b, r, c]) for b, (r, c) in enumerate(positions)])
+                 for out, positions in zip(outs, positions_of)]
+        totals = [tf.reduce_sum(picked) for picked in picks]
     checked = 0
     for index, layer in enumerate(LAYERS):
-        h, w = probe.outputs[index].shape[1:3]
-        positions = _positions(h, w)
-        batch = tf.repeat(x, len(positions), axis=0)
-        with tf.GradientTape() as tape:
-            tape.watch(batch)
-            out = probe(batch, training=False)[index]
-            picked = tf.stack([tf.reduce_sum(out[b, r, c]) for b, (r, c) in enumerate(positions)])
-            total = tf.reduce_sum(picked)
+        positions, picked = positions_of[index], picks[index]
         assert float(tf.reduce_min(picked)) > 0, f"{layer}: an activation is not positive; the footprint is not exact"
-        grads = np.abs(tape.gradient(total, batch).numpy()).max(axis=-1)  # (B, H, W)
+        grads = np.abs(tape.gradient(totals[index], batch).numpy()).max(axis=-1)  # (B, H, W)
         for b, (r, c) in enumerate(positions):
             rf = receptive_field(layer, r, c, SIZE, variant)
             expected = np.zeros((SIZE, SIZE), bool)

@@ -191,11 +191,23 @@ def test_weights_are_stored_once_for_both_graphs(saved, loaded):
     assert set(manifest["initializers"][FORWARD].values()) <= set(manifest["initializers"][BLOCKS].values())
 
 
+def linked_copy(folder: Path, into: Path, own: tuple[str, ...] = ()) -> Path:
+    """`folder` as another folder: a symbolic link to each of its files, but a copy of each in
+    `own` (the files a test alters), so that a translation saved once serves every such test."""
+    into.mkdir()
+    for path in folder.iterdir():
+        if path.name in own:
+            (into / path.name).write_bytes(path.read_bytes())
+        else:
+            (into / path.name).symlink_to(path)
+    return into
+
+
 @pytest.mark.parametrize("victim", [FORWARD, BLOCKS, WEIGHTS, "blocks-article.onnx", "operation-paper.onnx",
                                     "operation-article.onnx", PARAMS, "graph-article.json", "model-paper.keras",
                                     "model-article.keras"])
-def test_a_tampered_file_is_never_served(translation, tmp_path, victim, caplog):
-    folder = save(translation, tmp_path / "t")
+def test_a_tampered_file_is_never_served(saved, tmp_path, victim, caplog):
+    folder = linked_copy(saved, tmp_path / "t", own=(victim,))
     assert open_translation(folder, SHA) is not None
     data = bytearray((folder / victim).read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -204,8 +216,8 @@ def test_a_tampered_file_is_never_served(translation, tmp_path, victim, caplog):
     assert f"{victim} does not match its sha256" in caplog.text
 
 
-def test_other_weights_another_version_or_a_missing_precision_are_not_used(translation, tmp_path):
-    folder = save(translation, tmp_path / "t")
+def test_other_weights_another_version_or_a_missing_precision_are_not_used(saved, tmp_path):
+    folder = linked_copy(saved, tmp_path / "t", own=(MANIFEST,))
     assert open_translation(folder, "cd" * 32) is None
     assert open_translation(folder, SHA, precision="int8") is None  # no int8 graph in it
     manifest = json.loads((folder / MANIFEST).read_text())
@@ -314,3 +326,47 @@ def test_the_exports_are_the_keras_ones(loaded, saved, tmp_path):
         assert prints == {"config": config_fingerprint(model), "weights": weights_fingerprint(model)}
     again = keras.models.load_model(translation.export("keras", "article"))
     assert weights_fingerprint(again) == translation.meta["exports"]["article"]["weights"]
+
+
+GROWTH = """
+import sys
+from pathlib import Path
+import onnxruntime  # noqa: F401 - its own memory is not a session's
+from xception_core.runtime.ort import OnnxForward
+from xception_core.runtime.translated import open_translation, operation_graph
+def rss():
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) * 1024
+translation = open_translation(Path(sys.argv[1]), sys.argv[2])
+graph = operation_graph("paper")
+weights = translation.weights_for(graph)
+kept = []
+for lean in (True, False):
+    before = rss()
+    kept += [OnnxForward(translation.graphs[graph], weights, lean=lean) for _ in range(4)]
+    print(rss() - before, end=" ")
+print(sum(a.nbytes for a in weights.values()))
+"""
+
+
+def test_a_lean_session_answers_alike_and_holds_no_copy_of_the_weights(saved, images):
+    """The sessions run now and then (the operation pass, another wiring) use the translation's
+    weights where they lie; the classifier's own session keeps copies of its own (ONNX Runtime's
+    re-blocked convs), which is what this measures against: RSS growth of four sessions of each
+    kind, in a fresh process (where freed memory cannot hide a copy). (Lean sessions are not
+    free: ONNX Runtime's first ones in a process cost some tens of MB of its own.)"""
+    from xception_core.runtime.ort import OnnxForward
+    from xception_core.runtime.translated import operation_graph
+
+    out = subprocess.run([sys.executable, "-c", GROWTH, str(saved), SHA], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lean_growth, full_growth, weight_bytes = map(int, out.stdout.split())
+    # Four sessions each: a copy of the weights in each would be 4 × weight_bytes.
+    assert lean_growth < 2 * weight_bytes < 3 * weight_bytes < full_growth, (lean_growth, full_growth, weight_bytes)
+    translation = open_translation(saved, SHA)
+    graph = operation_graph("paper")
+    lean, full = (OnnxForward(translation.graphs[graph], translation.weights_for(graph), lean=x) for x in (True, False))
+    ours, reference = lean.run(images), full.run(images)
+    for name, value in reference.items():
+        np.testing.assert_allclose(ours[name], value, rtol=1e-4, atol=1e-5, err_msg=name)

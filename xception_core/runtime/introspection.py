@@ -6,6 +6,7 @@ network that actually runs (any input size, either variant, any head).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -306,6 +307,7 @@ def separable_totals(description: ModelDescription) -> SeparableTotals:
                            sum(c.separable_macs for c in costs), sum(c.standard_macs for c in costs))
 
 
+@functools.cache  # the same for every translation: built once a process (a Keras model: seconds)
 def reference_description(spec: XceptionSpec = architecture().spec) -> ModelDescription:
     """`describe()` of the reference: Keras's Xception at its default input size (299×299) with the
     1000-class ImageNet head, whatever weights are loaded (built without weights, then dropped)."""

@@ -366,14 +366,20 @@ EMITTERS: dict[str, Callable[..., str]] = {
 }
 
 
-def _weights(layer: keras.layers.Layer, node: LayerNode,
-             pairs: Mapping[str, keras.layers.BatchNormalization]) -> tuple[list[np.ndarray], bool]:
+def _weights(layer: keras.layers.Layer, node: LayerNode, pairs: Mapping[str, keras.layers.BatchNormalization],
+             fold_cache: dict[tuple[str, str], list[np.ndarray]] | None = None) -> tuple[list[np.ndarray], bool]:
     """(the arrays `node`'s emitter reads, whether it adds a bias): the layer's own, or with the
-    BatchNorm that reads it folded in (a bias last); an unfolded BatchNorm's [scale, shift]."""
+    BatchNorm that reads it folded in (a bias last; from `fold_cache`, by layer and BatchNorm name,
+    where an earlier graph of the same weights folded them); an unfolded BatchNorm's [scale, shift]."""
     if node.op == "batchnorm":
         return [np.asarray(v) for v in bn_affine(layer)], False
     if node.name in pairs:
-        return folded_weights(layer, pairs[node.name]), True
+        if fold_cache is None:
+            return folded_weights(layer, pairs[node.name]), True
+        key = (node.name, pairs[node.name].name)
+        if key not in fold_cache:
+            fold_cache[key] = folded_weights(layer, pairs[node.name])
+        return fold_cache[key], True
     return [np.asarray(v) for v in layer.get_weights()], node.bias
 
 
@@ -393,7 +399,8 @@ def to_onnx(model: keras.Model, features_layer: str, *, fold: bool = True, check
 def to_onnx_parts(model: keras.Model, features_layer: str, *, fold: bool = True,
                   extra_outputs: tuple[str, ...] | list[str] = (), pooled_outputs: tuple[str, ...] | list[str] = (),
                   block_maps: Mapping[str, str] | None = None,
-                  shared: SharedArrays | None = None) -> tuple[Any, dict[str, np.ndarray]]:
+                  shared: SharedArrays | None = None,
+                  fold_cache: dict[tuple[str, str], list[np.ndarray]] | None = None) -> tuple[Any, dict[str, np.ndarray]]:
     """The model as a weight-free `onnx.ModelProto` plus its weights, for `OnnxForward`.
 
     The graph references every large weight as external data; ONNX Runtime then reads the NumPy
@@ -401,19 +408,21 @@ def to_onnx_parts(model: keras.Model, features_layer: str, *, fold: bool = True,
     so building a session holds the weights once, not three times (the proto, its bytes, the
     session's own copy); the saving is in bench/README.md. Arrays equal to ones a live session of
     the same model already uses are those very arrays (`shared`, default: this process's
-    `SharedArrays`).
+    `SharedArrays`). `fold_cache`: a dict kept across the graphs of one set of weights (both wirings'
+    graphs: `rewire` keeps every layer's weights and name), so each conv is folded once.
 
     Returns:
         (proto, {initializer name: float32 array}).
     """
     proto, arrays = _translate(model, features_layer, fold=fold, check=False, extra_outputs=extra_outputs,
-                               pooled_outputs=pooled_outputs, block_maps=block_maps, external=True)
+                               pooled_outputs=pooled_outputs, block_maps=block_maps, external=True, fold_cache=fold_cache)
     return proto, (_SHARED if shared is None else shared).share(model, arrays)
 
 
 def _translate(model: keras.Model, features_layer: str, *, fold: bool, check: bool,
                extra_outputs: tuple[str, ...] | list[str], pooled_outputs: tuple[str, ...] | list[str],
-               block_maps: Mapping[str, str] | None, external: bool) -> tuple[Any, dict[str, np.ndarray]]:
+               block_maps: Mapping[str, str] | None, external: bool,
+               fold_cache: dict[tuple[str, str], list[np.ndarray]] | None = None) -> tuple[Any, dict[str, np.ndarray]]:
     """The model as an `onnx.ModelProto` with outputs (features, output).
 
     Args:
@@ -461,7 +470,7 @@ def _translate(model: keras.Model, features_layer: str, *, fold: bool, check: bo
             names[node.name] = names[node.inputs[0]]
         else:
             names[node.name] = EMITTERS[node.op](g, node, [names[i] for i in node.inputs], shapes[node.inputs[0]],
-                                                 *_weights(layer, node, pairs))
+                                                 *_weights(layer, node, pairs, fold_cache))
         shapes[node.name] = tuple(layer.output.shape)
     features_tensor = model.get_layer(features_layer).output
     output_layer = model.outputs[0]._keras_history.operation.name

@@ -125,28 +125,41 @@ class OnnxForward:
         spin: Let idle worker threads spin-wait. Off by default: on a shared 2-core machine
             spinning steals the cycles the HTTP server and the other threads need.
         precision: What the graph computes in, 'fp32' or 'int8' (said, not checked).
+        lean: A session that holds no weights of its own, for a pass run now and then (the
+            operation view's, another wiring's): the weights are ONNX Runtime's shared
+            initializers (`SessionOptions.add_initializer`: used where they lie, where external
+            initializers alone are copied into the session), the graph is optimised without the
+            NCHWc layout (whose re-blocked copy of every conv's weights the session would keep),
+            and its working memory is freed after each run (no arena). Slower per run than the
+            default (bench/README.md, "Memory of the sessions"); the classifier's own session is
+            not lean.
     """
 
     backend = "onnx"
 
     def __init__(self, proto: Any | bytes, weights: Mapping[str, np.ndarray] | None = None, *, threads: int | None = None,
-                 spin: bool = False, precision: str = "fp32"):
+                 spin: bool = False, precision: str = "fp32", lean: bool = False):
         import onnxruntime as ort
 
         weights = dict(weights or {})
         options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED if lean
+                                            else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         options.intra_op_num_threads = threads or Settings().onnx_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.log_severity_level = 3
         self.threads = options.intra_op_num_threads
-        self.precision = precision
+        self.precision, self.lean = precision, lean
         # The session reads the weights from these arrays, which must outlive it: kept here.
         self._weights = [ort.OrtValue.ortvalue_from_numpy(a) for a in weights.values()]
         if weights:
             options.add_external_initializers(list(weights), self._weights)
+            if lean:
+                options.enable_cpu_mem_arena = False
+                for name, value in zip(weights, self._weights):
+                    options.add_initializer(name, value)
         graph = proto if isinstance(proto, bytes) else proto.SerializeToString()
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 

@@ -55,8 +55,8 @@ from xception_core.weights.source import ModelInfo
 if TYPE_CHECKING:
     from xception_core.model import LoadedModel
 
-__all__ = ["TRANSLATOR_VERSION", "Translation", "TranslatedModel", "cam", "export_file", "open_translation",
-           "save", "translate", "translation_dir"]
+__all__ = ["FORWARD_ONLY", "TRANSLATOR_VERSION", "Translation", "TranslatedModel", "cam", "export_file",
+           "open_translation", "save", "translate", "translate_forward", "translation_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +237,16 @@ def _is_relu(layer: Any) -> bool:
 Exporter = Callable[[Any], tuple[bytes, bytes, dict[str, str]]]
 
 
+def _classes(loaded: LoadedModel, labels: Sequence[str]) -> int:
+    """The classifier's width, checked: a model to serve has a classifier and one label a class."""
+    if loaded.info.outputs == "features":
+        raise ValueError("only a model with a classifier (include_top=True) is translated for serving")
+    classes = int(loaded.model.outputs[0].shape[-1])
+    if len(labels) != classes:
+        raise ValueError(f"{len(labels)} labels for a classifier of {classes} classes")
+    return classes
+
+
 def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *, precision: str = "fp32",
               calibration: Sequence[np.ndarray] = (), exporter: Exporter | None = None) -> Translation:
     """Translates a classifier from `load_model` (imports Keras and the translator: TensorFlow),
@@ -257,11 +267,7 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
     from xception_core.runtime.onnx import SharedArrays, to_onnx_parts
 
     model, info = loaded.model, loaded.info
-    if info.outputs == "features":
-        raise ValueError("only a model with a classifier (include_top=True) is translated for serving")
-    classes = int(model.outputs[0].shape[-1])
-    if len(labels) != classes:
-        raise ValueError(f"{len(labels)} labels for a classifier of {classes} classes")
+    classes = _classes(loaded, labels)
     wired = {v: loaded if v == info.variant else rewire(loaded, v) for v in VARIANTS}
     maps = {v: info.arch.block_outputs(v) for v in VARIANTS}
     graphs, by_content, arrays, initializers = {}, {}, {}, {}
@@ -269,8 +275,10 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
     for v in VARIANTS:
         work += [(blocks_graph(info.variant, v), wired[v], {"block_maps": maps[v]}),
                  (operation_graph(v), wired[v], {"extra_outputs": pass_layers(v, info.arch.spec)})]
+    fold_cache: dict = {}  # each conv folded once for the five graphs (`rewire` keeps the weights)
     for name, which, outputs in work:
-        proto, weights = to_onnx_parts(which.model, which.info.features_layer, shared=SharedArrays(), **outputs)
+        proto, weights = to_onnx_parts(which.model, which.info.features_layer, shared=SharedArrays(), fold_cache=fold_cache,
+                                       **outputs)
         graphs[name] = proto.SerializeToString()
         names = {}
         for init, array in weights.items():
@@ -307,6 +315,35 @@ def translate(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str, *
     if precision == "int8":
         add_int8(translation, calibration)
     return translation
+
+
+FORWARD_ONLY = "forward"  # `meta["kind"]` of a translation holding the forward alone
+
+
+def translate_forward(loaded: LoadedModel, labels: Sequence[str], weights_sha256: str) -> Translation:
+    """Translates a classifier of any registered architecture (Inception V3 for the comparison)
+    into its forward alone: the folded ONNX graph of (features, output), its weights, labels,
+    input size, preprocessing, the dense head (Grad-CAM by hand) and its block table. No second
+    wiring, all-blocks pass or operation view: `TranslatedModel` serves its forward and Grad-CAM.
+    Imports Keras and the translator (TensorFlow)."""
+    from xception_core.runtime.introspection import describe
+    from xception_core.runtime.onnx import SharedArrays, to_onnx_parts
+
+    model, info = loaded.model, loaded.info
+    classes = _classes(loaded, labels)
+    proto, weights = to_onnx_parts(model, info.features_layer, shared=SharedArrays())
+    arrays = {f"a{i}": _contiguous(a) for i, a in enumerate(weights.values())}
+    head, head_arrays = _head(model, info.features_layer)
+    arrays.update(head_arrays)
+    meta = {
+        "translator_version": TRANSLATOR_VERSION, "kind": FORWARD_ONLY, "weights_sha256": weights_sha256,
+        "info": dataclasses.asdict(info), "labels": list(labels), "input_size": loaded.input_size,
+        "classes": classes, "preprocessing": preprocessing_for(info.preset).describe(), "head": head,
+        "descriptions": {info.variant: describe(model, info.variant, info.arch.spec).to_dict(layers=True)},
+        "after_relu": {info.variant: {}}, "exports": {},
+        "initializers": {FORWARD: {init: f"a{i}" for i, init in enumerate(weights)}},
+    }
+    return Translation(meta, {FORWARD: proto.SerializeToString()}, arrays, {})
 
 
 def add_int8(translation: Translation, calibration: Sequence[np.ndarray]) -> None:
@@ -406,6 +443,8 @@ def _lazy(name: str) -> bool:
 
 def required_files(meta: dict[str, Any]) -> set[str]:
     """Every file a translation of this version holds (int8 aside; the exports it was made with)."""
+    if meta.get("kind") == FORWARD_ONLY:
+        return {FORWARD, WEIGHTS}
     own = meta["info"]["variant"]
     return ({FORWARD, WEIGHTS, PARAMS} | {n for v in VARIANTS for n in (blocks_graph(own, v), operation_graph(v))}
             | {export_name(kind, v) for v in meta["exports"] for kind in ("graph", "keras")})
@@ -513,13 +552,16 @@ class TranslatedModel:
         if precision == "int8":
             self.runner = OnnxForward(translation.graphs[INT8], threads=threads, precision="int8")
         elif all_blocks or self.variant != own:  # one session for the forward and the explorer's pass
-            self.runner = self._blocks = self._session(blocks_graph(own, self.variant))
+            # Another wiring than the translation's serves Article vs paper, now and then: lean.
+            self.runner = self._blocks = self._session(blocks_graph(own, self.variant), lean=self.variant != own)
         else:
             self.runner = OnnxForward(translation.graphs[FORWARD], translation.weights_for(FORWARD), threads=threads)
         self.precision = self.runner.precision
 
-    def _session(self, graph: str) -> OnnxForward:
-        return OnnxForward(self.translation.graphs[graph], self.translation.weights_for(graph), threads=self.threads)
+    def _session(self, graph: str, *, lean: bool = False) -> OnnxForward:
+        """A session of one of the translation's graphs (`OnnxForward`'s `lean`: no weights of its own)."""
+        return OnnxForward(self.translation.graphs[graph], self.translation.weights_for(graph), threads=self.threads,
+                           lean=lean)
 
     @property
     def has_cam(self) -> bool:
@@ -584,7 +626,8 @@ class TranslatedModel:
         means cost ~4% of a forward (bench/README.md)."""
         with self._lock:
             if self._blocks is None:
-                self._blocks = self._session(blocks_graph(self.translation.variant, self.variant))
+                self._blocks = self._session(blocks_graph(self.translation.variant, self.variant),
+                                             lean=self.variant != self.translation.variant)
                 if self.precision == "fp32":  # the int8 graph stays: it is another network
                     self.runner = self._blocks  # a call in flight keeps the old session until it returns
             return self._blocks
@@ -595,10 +638,11 @@ class TranslatedModel:
 
     def operation_pass(self) -> OnnxForward:
         """The pass Explore › Inside one operation reads (`LayerSource`: every layer output of
-        `pass_layers` of this wiring, NHWC float32), built on first use and kept."""
+        `pass_layers` of this wiring, NHWC float32), built on first use and kept; lean (one click
+        runs it once: holding no weights of its own matters more than its speed)."""
         with self._lock:
             if self._operation is None:
-                self._operation = self._session(operation_graph(self.variant))
+                self._operation = self._session(operation_graph(self.variant), lean=True)
             return self._operation
 
     def operation_params(self, block: str) -> BlockParams:

@@ -87,6 +87,25 @@ def copy_weights(source: keras.Model, target: keras.Model) -> int:
     return copied
 
 
+def seeded_initialisation(model: keras.Model, seed: int) -> None:
+    """Draws every kernel again as Keras's default initialiser draws it (Glorot uniform), from a
+    NumPy generator seeded with `seed`: the same random weights in every process and on every Keras
+    version (Keras's own draws depend on global seed state). Biases and BatchNorm keep their
+    constant initial values."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        for w in layer.weights:
+            shape = tuple(w.shape)
+            if w.path.rsplit("/", 1)[-1] not in ("kernel", "depthwise_kernel", "pointwise_kernel") or len(shape) < 2:
+                continue
+            receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+            fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+            limit = float(np.sqrt(6.0 / (fan_in + fan_out)))
+            w.assign(rng.uniform(-limit, limit, shape).astype("float32"))
+
+
 def find_xception_base(model: keras.Model) -> tuple[keras.Model, bool]:
     """Finds the Xception feature extractor inside a model.
 

@@ -64,7 +64,7 @@ class SampleUses:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named set of pretrained Xception weights.
+    """A named set of pretrained weights (Xception's, or Inception V3's for the comparison).
 
     Attributes:
         name: Key used by `build_xception(weights=...)` and `XCEPTION_WEIGHTS`.
@@ -160,7 +160,35 @@ KITCHENWARE = Preset(
     preprocessing=KERAS_LOAD_IMG,
 )
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (IMAGENET, KITCHENWARE)}
+_KERAS_INCEPTION_V3 = "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
+
+# The network the paper compares Xception with, in Keras's official ImageNet weights: only the
+# Compare view reads it (never a candidate of the store's, `AUTO_ORDER`).
+INCEPTION_V3_IMAGENET = Preset(
+    name="inception_v3_imagenet",
+    title="Inception V3, ImageNet-1k, Keras official weights",
+    kind="keras-h5",
+    input_size=299,
+    labels="imagenet1k",
+    classes=1000,
+    outputs="probabilities",
+    # URLs and md5 hashes exactly as keras/src/applications/inception_v3.py uses them.
+    with_top=RemoteFile(
+        "inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+        _KERAS_INCEPTION_V3 + "inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+        "9a0d58056eeedaa3f26cb7ebd46da564",
+    ),
+    no_top=RemoteFile(
+        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        _KERAS_INCEPTION_V3 + "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "bcbd6486424b2319ff4ef7d526e38f63",
+    ),
+    # Keras's applications documentation classifies with both networks the same way.
+    preprocessing=KERAS_LOAD_IMG,
+    architecture="inception_v3",
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (IMAGENET, KITCHENWARE, INCEPTION_V3_IMAGENET)}
 
 # Tried in this order when the caller names no weights and XCEPTION_WEIGHTS is unset.
 AUTO_ORDER: tuple[str, ...] = ("imagenet", "kitchenware")

@@ -19,8 +19,10 @@ from typing import Any
 import gradio as gr
 import plotly.graph_objects as go
 
+from demo.services.compare import CompareService
 from demo.services.examples import ExampleService
 from demo.services.explore import ExploreService
+from demo.services.knockout import KnockoutService
 from demo.services.operation import OperationService
 from demo.store import ModelStore, ServedModel
 from demo.ui.classify_tab import example_items
@@ -151,6 +153,8 @@ class ExploreContext:
         client: The browser's report ({dark, width}); figures follow its theme and width.
         graph: Builds the Netron view inside the Graph sub-tab (None: no folder to export to).
         operation: One separable step number by number (Inside one operation, and `/operation`).
+        knockouts: Knockouts and the lesion study (Knockouts, and `/knockout`).
+        compare: Xception against Inception V3 (Xception vs Inception V3, and `/compare`).
     """
 
     store: ModelStore
@@ -160,6 +164,8 @@ class ExploreContext:
     graph: Callable | None
     photo: Photo
     operation: OperationService
+    knockouts: KnockoutService
+    compare: CompareService
     figures: FigureCache = field(default_factory=FigureCache)
     fills: list[Fill] = field(default_factory=list)
 

@@ -17,11 +17,14 @@ import gradio as gr
 from demo.services import UserError
 from demo.services.examples import ExampleService
 from demo.services.explore import WHICH, ExploreService, check_choice
+from demo.services.compare import CompareService
+from demo.services.knockout import KnockoutService
 from demo.services.operation import OperationService
 from demo.store import ModelStore
 from demo.ui import figures, text
 from demo.ui.events import errors_as_messages
-from demo.ui.explore import activations, article, glance, graph, operation, separable, start
+from demo.ui.explore import (activations, article, compare, glance, graph, knockouts, operation, separable,
+                             start)
 from demo.ui.explore.api import build_explore_api
 from demo.ui.explore.context import Described, ExploreContext, Photo, SubTab
 
@@ -32,6 +35,8 @@ SUB_TABS: tuple[SubTab, ...] = (
     operation.SUB_TAB,
     activations.SUB_TAB,
     article.SUB_TAB,
+    knockouts.SUB_TAB,
+    compare.SUB_TAB,
     graph.SUB_TAB,
 )
 
@@ -131,8 +136,8 @@ def _take_image(store: ModelStore) -> Callable:
 
 
 def build_explore_tab(store: ModelStore, service: ExploreService, examples: ExampleService, client: gr.JSON,
-                      graph_view: Callable | None = None, operation_service: OperationService | None = None
-                      ) -> ExploreTab:
+                      graph_view: Callable | None = None, operation_service: OperationService | None = None,
+                      compare_service: CompareService | None = None) -> ExploreTab:
     """Builds the Explore tab inside the caller's `gr.Tab` context (no Blocks of its own).
 
     Args:
@@ -140,10 +145,15 @@ def build_explore_tab(store: ModelStore, service: ExploreService, examples: Exam
         graph_view: Builds the Netron view inside the Graph sub-tab; returns (show, variant, frame),
             and `show` runs when the sub-tab opens. None: the server cannot export models.
         operation_service: Inside one operation's (default: a new one over `store`).
+        compare_service: Xception vs Inception V3's (default: a new one over `store`; it prepares
+            nothing until first used).
     """
     operation_service = OperationService(store) if operation_service is None else operation_service
-    ctx = ExploreContext(store, service, examples, client, graph_view, Photo.create(), operation_service)
+    compare_service = CompareService(store) if compare_service is None else compare_service
+    knockout_service = KnockoutService(store)
+    ctx = ExploreContext(store, service, examples, client, graph_view, Photo.create(), operation_service,
+                         knockout_service, compare_service)
     views = _sub_tabs(ctx)
-    build_explore_api(service, operation_service)
+    build_explore_api(service, operation_service, knockout_service, compare_service)
     _wire_fills(ctx, views[glance.SUB_TAB.id])
     return ExploreTab(ctx.photo.image, ctx.photo.taken, _take_image(store))
