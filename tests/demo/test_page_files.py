@@ -229,6 +229,7 @@ def test_teach_downloads_reserve_their_room_and_are_refused_in_words_when_there_
     written, when every file is too young to go."""
     import os
 
+    from tests.conftest import random_loaded
     from demo.limits import EmptyFolders, FileBudget
     from demo.services import UserError
     from demo.services.teach import DISK_FULL, EXPORT_ROOM_BYTES

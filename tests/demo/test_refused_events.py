@@ -88,7 +88,8 @@ def test_a_visitor_is_served_within_a_few_events_of_another_clients_64_queued_on
     """Item 9 at the issue's scale: one address has 64 heavy events of the same kind waiting (its
     share made large enough here, from 8 sessions), then a visitor from another address sends one:
     Gradio's queue alone serves first come, first served (64 events before the visitor); in fair
-    order the visitor's is served after the running ones and at most one more."""
+    order the visitor's is served after the running ones and at most one more (as the workers
+    take the next two together, it may finish after that one's partner)."""
     release = threading.Event()
     ran: list[str] = []
 
@@ -113,7 +114,9 @@ def test_a_visitor_is_served_within_a_few_events_of_another_clients_64_queued_on
         finally:
             release.set()
         assert '"done"' in _completed(visitor, "visitor")
-    assert ran.index("visitor") <= 2 + 1, f"served after {ran.index('visitor')} of the other client's events"
+    # The two running, then the next two taken together (the attacker's first waiting one and the
+    # visitor's), which may finish in either order.
+    assert ran.index("visitor") <= 2 + 2, f"served after {ran.index('visitor')} of the other client's events"
 
 
 def test_an_event_waits_for_its_decode_turn_before_it_enters_the_queue(tmp_path, monkeypatch):
