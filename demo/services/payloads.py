@@ -155,15 +155,20 @@ class DecodeGate:
             if ticket.granted.is_set():
                 pool.held -= ticket.cost
             else:
-                sessions = pool.waiting.get(ticket.who[0], {})
-                queue = sessions.get(ticket.who[1])
-                if queue is not None and ticket in queue:
-                    queue.remove(ticket)
-                    if not queue:
-                        del sessions[ticket.who[1]]
-                    if not sessions:
-                        pool.waiting.pop(ticket.who[0], None)
+                self._unqueue(ticket)
             self._grant(pool)
+
+    @staticmethod
+    def _unqueue(ticket: DecodeTicket) -> None:
+        """Takes a waiting ticket out of its pool's queue (under the lock)."""
+        sessions = ticket.pool.waiting.get(ticket.who[0], {})
+        queue = sessions.get(ticket.who[1])
+        if queue is not None and ticket in queue:
+            queue.remove(ticket)
+            if not queue:
+                del sessions[ticket.who[1]]
+            if not sessions:
+                ticket.pool.waiting.pop(ticket.who[0], None)
 
     def _grant(self, pool: _Pool) -> None:
         while pool.waiting:
@@ -223,14 +228,7 @@ class DecodeGate:
         with self._lock:
             if ticket.granted.is_set():
                 return
-            sessions = ticket.pool.waiting.get(ticket.who[0], {})
-            queue = sessions.get(ticket.who[1])
-            if queue is not None and ticket in queue:
-                queue.remove(ticket)
-                if not queue:
-                    del sessions[ticket.who[1]]
-                if not sessions:
-                    ticket.pool.waiting.pop(ticket.who[0], None)
+            self._unqueue(ticket)
             ticket.pool.held += ticket.cost
             self.forced += 1
             ticket._grant()
