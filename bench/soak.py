@@ -892,14 +892,22 @@ HELD_ROUTES = (  # path, Content-Type, a well-formed start of the body (the serv
 )
 
 
+def _quiet(call) -> None:
+    """Runs `call`, ignoring the refusals and errors an attack expects."""
+    with contextlib.suppress(Refused, httpx.HTTPError):
+        call()
+
+
 def attacks(args: argparse.Namespace) -> None:
     """Issue 30's attacks on one `python app.py`, a round every `--every` seconds for `--minutes`
     (40 outlasts Gradio's 30-minute cache lifetime): the examples first fetched must still be
     served at the end; Teach's add given an example's path, the run folder's lock and another
     session's upload deletes none; bodies held one byte short on each route and half-sent headers
     are all closed by the next round (their deadlines are 60 s and 10 s); a 13 MB JSON of `{}`
-    is refused without stalling /healthz; one session's 64 heavy events leave a visitor's classify
-    served; an upload burst never takes the disk past its budget; HTML named .jpg is not sniffed."""
+    is refused without stalling /healthz; another address's 64 heavy events (8 sessions) leave a
+    visitor's classify served; 16 strangers' starter sets leave a trained Teach visitor trained; a
+    64 px JPEG on the REST route is answered beside 12 big WebPs (peak RSS noted); an upload burst
+    from 10 threads never takes the disk past its budget; HTML named .jpg is not sniffed."""
     work = Path(tempfile.mkdtemp(prefix="xception-attacks-"))
     app = start_app(work)
     port = int(app.url.rsplit(":", 1)[1])
@@ -918,6 +926,15 @@ def attacks(args: argparse.Namespace) -> None:
     added = g._ids(elem_id="teach-added")
     fn_add = next(d["id"] for d in g.deps if added & set(d["outputs"]) and len(d["inputs"]) == 3)
     fn_starter = next(d["id"] for d in g.deps if added & set(d["outputs"]) and not d["inputs"])
+    fn_train = next(d["id"] for d in g.deps if g._ids(elem_id="teach-summary") & set(d["outputs"]))
+    fn_teach_classify = g.fn("teach-top", "click", {"elem_id": "teach-classify"})
+    webp = io.BytesIO()
+    Image.new("RGB", (7000, 7000), (40, 140, 90)).save(webp, "WEBP", quality=50, method=0)
+    big_webp, tiny_jpeg = webp.getvalue(), photo_jpeg(64, 64)
+    # A visitor who trained a Teach classifier at the start: strangers must never evict it.
+    trained_visitor = uuid.uuid4().hex[:11]
+    g.run(fn_starter, [], trained_visitor)
+    g.run(fn_train, [None], trained_visitor)
     first = g.run(fn_examples, [None, None], uuid.uuid4().hex[:11])
     first_urls = [item["image"]["url"] for item in first[0]]
     first_paths = [Path(item["image"]["path"]) for item in first[0]]
@@ -992,11 +1009,14 @@ def attacks(args: argparse.Namespace) -> None:
             notes["13 MB JSON: /healthz worst (s)"].append(worst)
             notes["13 MB JSON: peak RSS over before (MB)"].append(app.peak_mb() - rss)
             check("13 MB JSON of {} refused (413)", answer == [413])
-            # One session's 64 heavy events, then a visitor's classify.
-            attacker = uuid.uuid4().hex[:11]
-            joined = [g.http.post(app.url + "/gradio_api/queue/join", json={
-                "data": [], "fn_index": fn_starter, "session_hash": attacker}).status_code for _ in range(64)]
-            notes["heavy events accepted of 64 (one session)"].append(joined.count(200))
+            # One address's 64 heavy events from 8 sessions, then a visitor's classify. The
+            # attacker's address comes in X-Forwarded-For, which uvicorn trusts from 127.0.0.1
+            # (its default FORWARDED_ALLOW_IPS), as a Space's proxy sends it.
+            joined = [g.http.post(app.url + "/gradio_api/queue/join", headers={"X-Forwarded-For": "198.51.100.66"},
+                                  json={"data": [], "fn_index": fn_starter,
+                                        "session_hash": f"attacker{i % 8}{rounds:03d}"}).status_code
+                      for i in range(64)]
+            notes["heavy events accepted of 64 (one address, 8 sessions)"].append(joined.count(200))
             t = time.perf_counter()
             try:
                 file = g.upload("photo.jpg", inputs.small[0])
@@ -1005,15 +1025,63 @@ def attacks(args: argparse.Namespace) -> None:
             except Refused:
                 check("a visitor's classify beside 64 heavy events", False)
             notes["a visitor's classify beside them (s)"].append(time.perf_counter() - t)
-            # An upload burst: the disk stays under its budget (200 MB).
+            # 16 strangers press "starter set": the trained visitor keeps its classifier.
+            strangers = [threading.Thread(target=_quiet, args=(
+                lambda: RawGradio(app.url).run(fn_starter, [], uuid.uuid4().hex[:11]),)) for _ in range(16)]
+            for thread in strangers:
+                thread.start()
+            for thread in strangers:
+                thread.join(300)
+            try:
+                said = str(g.run(fn_teach_classify, [g.upload("try.jpg", inputs.small[1 % len(inputs.small)])],
+                                 trained_visitor))
+            except Refused as exc:
+                said = str(exc)
+            check("Teach: a trained visitor kept beside 16 strangers' starter sets", "Train first" not in said)
+            # 12 big WebPs (7000×7000, ~15 B a pixel to decode) on the REST route at once, and a
+            # 64 px JPEG meanwhile: the JPEG waits for no big decode.
+            app.reset_peak()
+            rss = app.rss_mb()
+            webps = [threading.Thread(target=_quiet, args=(lambda: httpx.post(
+                app.url + REST_ROUTE, content=big_webp, headers={"Content-Type": "image/webp"}, timeout=300),))
+                for _ in range(12)]
+            for thread in webps:
+                thread.start()
+            t = time.perf_counter()
+            small = httpx.post(app.url + REST_ROUTE, content=tiny_jpeg, headers={"Content-Type": "image/jpeg"}, timeout=300)
+            notes["64 px JPEG beside 12 big WebPs on REST (s)"].append(time.perf_counter() - t)
+            check("64 px JPEG beside 12 big WebPs answered", small.status_code == 200)
+            for thread in webps:
+                thread.join(300)
+            notes["12 big WebPs on REST: peak RSS over before (MB)"].append(app.peak_mb() - rss)
+            # An upload burst from 10 threads at once: the disk stays under its budget (200 MB).
             peak_disk = 0.0
             blob = os.urandom(2 * 2**20)
-            for i in range(args.burst):
-                with contextlib.suppress(Refused):
-                    g.upload(f"burst{i}.png", blob[:-1] + bytes([i % 256]))
-                page = sum(folder_bytes(f) for f in app.temp_dir.rglob("xception-examples"))
-                peak_disk = max(peak_disk, app.disk_mb() - page / 2**20)
-            notes["upload burst: most visitors' files on disk (MB)"].append(peak_disk)
+            sending = threading.Event()
+            page = sum(folder_bytes(f) for f in app.temp_dir.rglob("xception-examples")) / 2**20
+
+            def sample() -> None:
+                nonlocal peak_disk
+                while sending.is_set():
+                    peak_disk = max(peak_disk, app.disk_mb() - page)
+
+            def burst(offset: int) -> None:
+                client = RawGradio(app.url)
+                for i in range(offset, args.burst, 10):
+                    _quiet(lambda: client.upload(f"burst{i}.png", blob[:-1] + bytes([i % 256])))
+
+            sending.set()
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            senders = [threading.Thread(target=burst, args=(k,)) for k in range(10)]
+            for thread in senders:
+                thread.start()
+            for thread in senders:
+                thread.join(300)
+            sending.clear()
+            sampler.join()
+            peak_disk = max(peak_disk, app.disk_mb() - page)
+            notes["upload burst (10 at once): most visitors' files on disk (MB)"].append(peak_disk)
             check("upload burst: visitors' files under the 200 MB budget", peak_disk <= 200)
             # HTML uploaded as .jpg is served with nosniff.
             pwn = g.upload("pwn.jpg", b"<html><script>alert(1)</script></html>")

@@ -125,3 +125,4 @@ def unavailable_words(statuses: Sequence[Any], key: str | None) -> str:
 
 
 NO_SUCH_EVENT = "There is no such event on this page; reload it."
+FILE_NOT_SERVED = "That file is not served here (it was never uploaded to this page, or it is gone)."

@@ -15,9 +15,13 @@ Budgets, in the order a request meets them:
 3. At most `max_working` of them decode and classify at once, in worker threads of their own
    (not the thread pool Gradio's events use); a request whose client hung up meanwhile leaves
    the queue at once, and one that hangs up while working skips what is left (the forward).
-4. The image is decoded by the page's one decode policy (`demo.services.payloads.decode_image`:
-   no larger than 1536 px a side, at most two big non-JPEG decodes at once) and classified by
-   the model's micro-batcher, shared with the page.
+4. The image waits for its turn at the decode gate (`demo.services.payloads.DECODES`: what its
+   format costs to decode, turns shared fairly between client addresses) before it takes a
+   decode thread, and is decoded by the page's one decode policy (`decode_image`, no larger than
+   1536 px a side); only then does it wait for a working slot, so a small photo never waits
+   behind big decodes while holding one. It is classified by the model's micro-batcher, shared
+   with the page.
+5. One client address holds at most `address_share` of the slots: one client cannot take them all.
 
 Every error under `/api/v1/` is an RFC 9457 problem (`application/problem+json`: `type`, `title`,
 `status`, `detail`) in plain words: no server paths, web addresses or Python reprs; 503s carry
@@ -56,7 +60,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from demo.errors import MAX_MESSAGE, echo, public_text, unavailable_words, without_addresses
-from demo.services.payloads import decode_image
+from demo.services import payloads
+from demo.services.payloads import DECODE_PREPAID, client_key, decode_cost, decode_image
 from demo.store import ModelStore, ServedModel
 from xception_core.inputs.images import InvalidImageError
 from xception_core.weights.source import WeightsUnavailableError
@@ -429,7 +434,8 @@ def _model(store: ModelStore, key: str | None) -> ServedModel:
 
 
 def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int, max_waiting: int = 64,
-                      max_working: int = MAX_WORKING, body_deadline_s: float = BODY_DEADLINE_S) -> ApiLoad:
+                      max_working: int = MAX_WORKING, body_deadline_s: float = BODY_DEADLINE_S,
+                      address_share: int | None = None) -> ApiLoad:
     """Adds `POST /api/v1/classify`, its 405/404 answers under `/api/v1/`, and `/docs` to `app`
     (before Gradio is mounted, which would shadow them).
 
@@ -440,30 +446,58 @@ def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int
         max_waiting: Most requests holding a slot (body read, waiting or working); more get 503.
         max_working: Most requests decoding and classifying at once.
         body_deadline_s: Seconds a whole body may take from the request's start (408 otherwise).
+        address_share: Most slots one client address (`client_key`) may hold (default: half of them).
 
     Returns:
         The route's live counts (`ApiLoad`).
     """
+    address_share = address_share or max(1, max_waiting // 2)
     load = ApiLoad()
     slots, turns = asyncio.Semaphore(max_waiting), asyncio.Semaphore(max_working)
     threads = anyio.CapacityLimiter(max_working)
+    decoding, decode_threads = asyncio.Semaphore(max_working), anyio.CapacityLimiter(max_working)
+    held_by: dict[str, int] = {}  # slots held per client address
 
-    def classify(data: bytes, weights: str | None, k: int, gone: threading.Event) -> dict[str, Any]:
-        start = time.perf_counter()
-        served = _model(store, weights or None)
-        image = decoded(data)
+    def decode(data: bytes, ticket: Any, gone: threading.Event) -> Any:
+        if gone.is_set():
+            raise _Gone
+        token = DECODE_PREPAID.set(ticket)
+        try:
+            return decoded(data)
+        finally:
+            DECODE_PREPAID.reset(token)
+
+    def classify(served: ServedModel, image: Any, k: int, gone: threading.Event, start: float) -> dict[str, Any]:
         if gone.is_set():
             raise _Gone
         return classification(served, served.predict(served.preprocess(image), k), start)
 
-    async def take_turn_and_classify(body: bytes, weights: str | None, k: int, gone: threading.Event) -> Any:
+    async def take_turn_and_classify(body: bytes, weights: str | None, k: int, gone: threading.Event,
+                                     address: str) -> Any:
+        start = time.perf_counter()
+        with load.counting("waiting"):  # for the model while it loads (anyio's own threads)
+            served = await anyio.to_thread.run_sync(_model, store, weights or None)
+        gate = payloads.DECODES
+        # The decode's turn first, then a decode thread, then a working slot: a request never
+        # holds a slot while it waits for memory to decode in.
+        with load.counting("waiting"):
+            ticket = gate.ticket(decode_cost(body), (address, ""))
+            await gate.wait(ticket)
+        try:
+            with load.counting("waiting"):
+                await decoding.acquire()
+            try:
+                with load.counting("working"):
+                    image = await anyio.to_thread.run_sync(decode, body, ticket, gone, limiter=decode_threads)
+            finally:
+                decoding.release()
+        finally:
+            gate.release(ticket)
         with load.counting("waiting"):
             await turns.acquire()
         try:
             with load.counting("working"):
-                if gone.is_set():
-                    raise _Gone
-                return await anyio.to_thread.run_sync(classify, body, weights, k, gone, limiter=threads)
+                return await anyio.to_thread.run_sync(classify, served, image, k, gone, start, limiter=threads)
         finally:
             turns.release()
 
@@ -516,13 +550,20 @@ def register_http_api(app: fastapi.FastAPI, store: ModelStore, *, max_bytes: int
                     if refused.status == 408:
                         load.add("too_slow")
                     raise
-            if slots.locked():
+            address = client_key(request)
+            if slots.locked() or held_by.get(address, 0) >= address_share:
                 raise _Refused(503, "Too many requests are waiting; try again shortly.",
                                {"Retry-After": str(RETRY_BUSY_S)})
-            async with slots:
-                gone = threading.Event()
-                return await _unless_client_leaves(
-                    request, load, gone, lambda: take_turn_and_classify(body, weights, k, gone))
+            held_by[address] = held_by.get(address, 0) + 1
+            try:
+                async with slots:
+                    gone = threading.Event()
+                    return await _unless_client_leaves(
+                        request, load, gone, lambda: take_turn_and_classify(body, weights, k, gone, address))
+            finally:
+                held_by[address] -= 1
+                if not held_by[address]:
+                    del held_by[address]
         except Exception as exc:  # noqa: BLE001 - every failure answers in the declared shape
             if isinstance(exc, ClientDisconnect):  # while sending its body (`_Gone` is counted where seen)
                 load.add("abandoned")

@@ -7,10 +7,12 @@
   with no deadline and in the event loop.
 - `deadline_protocol`: uvicorn's HTTP/1.1 protocol with deadlines on the request's headers and,
   as a backstop, on its body, that hold whether or not the app is reading.
-- `UploadGate`: the disk budget enforced as an upload arrives (room made from visitors' oldest
-  files, or the upload refused in words).
+- `UploadGate`: the disk budget enforced as an upload arrives (room reserved, made from visitors'
+  oldest files, or the upload refused in words).
 - `EventGate`: events refused before they run, in one sentence: browser-only events, select
-  handlers without event data, and a session's or address's events past its share of the queue.
+  handlers without event data, and a session's or address's events past its share of the queue;
+  the queue kept in fair order over client addresses; an event's decode turn taken
+  (`demo.services.payloads.DECODES`) before it enters the queue.
 - Chores, each with one job, that `Housekeeping` runs every few seconds:
   - `SessionSweep` drops whole sessions idle for longer than a TTL (Gradio keeps a session,
     ~220 KB of page config plus its state, until 10,000 newer ones push it out), and drops each
@@ -18,8 +20,9 @@
     config, ~220 KB, plus each event's raw inputs, so a data URL stays there otherwise). Gradio
     reads that snapshot only to serve deep links, which this app does not offer; what an event
     needs (State values, updated components) is kept.
-  - `FileBudget` keeps the files Gradio wrote (uploads, generated images) under a byte budget,
-    oldest first, on top of Gradio's age-based `delete_cache`.
+  - `FileBudget` keeps the visitors' files on disk (uploads, generated images, Teach's
+    downloads) under a byte budget, oldest first, on top of Gradio's age-based `delete_cache`;
+    uploads and downloads reserve their room with it before they are written.
   - `EmptyFolders` removes the per-file folders Gradio leaves behind once their file is gone.
   - `OrphanHeartbeats` stops Gradio's per-stream heartbeat tasks left behind by a stream that
     cannot end: a client that stops reading during a large result (a phone that lost its network
@@ -40,16 +43,21 @@ tests/demo/test_limits.py, test_refused_events.py and test_page_files.py fail if
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import ctypes
 import datetime
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from demo.services import payloads
+from demo.services.payloads import DECODE_PREPAID, DECODE_WHO, DecodeTicket, client_key, decode_cost
 
 logger = logging.getLogger(__name__)
 
@@ -388,14 +396,6 @@ def deadline_protocol(header_s: float, body_s: float) -> type:
 # ----------------------------------------------------------------------------------- the queue
 
 
-def client_key(request: Any) -> str:
-    """Who sent `request` (a Starlette request or Gradio's wrapper of one): the socket's peer, or
-    behind a proxy that uvicorn trusts (its `forwarded_allow_ips`, env FORWARDED_ALLOW_IPS), the
-    address that proxy put in X-Forwarded-For (uvicorn writes it into the request's client)."""
-    client = getattr(request, "client", None)
-    return str(getattr(client, "host", None) or "?")
-
-
 def _needs_event_data(fn: Any) -> bool:
     """Whether a handler takes Gradio event data (`gr.SelectData` and the like), which a client
     must then send (`event_data`)."""
@@ -420,10 +420,20 @@ class EventGate:
     for everyone. (Behind a proxy that uvicorn is not told to trust, every visitor has the
     proxy's address: the address share is then everyone's, hence larger than a session's.)
 
+    Two more things happen at that door, for what is left:
+    - Fair order: each event joins its queue after at most one waiting event of every other client
+      address per event of its own address ahead of it (round robin over addresses; Gradio's
+      queue is first come, first served), so a visitor waits a few events, not another's burst.
+    - Its decode turn: an event naming images (uploads in `upload_dir`, data URLs) waits for its
+      turn at the decode gate (`demo.services.payloads.DECODES`, for the dearest of its images)
+      before it enters Gradio's queue, where it would take a working slot; its handler's decodes
+      then run in that turn (`DECODE_PREPAID`), which ends when the event does.
+
     Args:
         blocks: The page, after `blocks.queue(...)`.
         share: Most waiting events per session.
         address_share: Most waiting events per client address (`client_key`).
+        upload_dir: Gradio's upload folder: the files an event names there are costed.
     """
 
     BROWSER_ONLY = "This event runs in the browser only; there is nothing to run on the server."
@@ -431,9 +441,16 @@ class EventGate:
     OVER_SHARE = ("You already have {n} requests waiting; wait for them to finish (this server shares its "
                   "queue between visitors).")
 
-    def __init__(self, blocks: Any, share: int, address_share: int):
+    MAX_COSTED = 64  # images costed per event (Teach's add takes 30)
+
+    def __init__(self, blocks: Any, share: int, address_share: int, upload_dir: Path | None = None):
         self.share, self.address_share = share, address_share
+        self.upload_dir = Path(upload_dir).resolve() if upload_dir is not None else None
         self.refused = 0
+        self._turns: dict[str, DecodeTicket] = {}  # event id → its decode turn, until the event ends
+        self._running: set[str] = set()  # event ids whose handler runs now
+        self._unclaimed: set[str] = set()  # turns seen with no waiting or running event last look
+        self._arriving: list[tuple[str, str]] = []  # (address, session) of events waiting for a decode turn
         self.blocks = blocks
 
     @property
@@ -475,19 +492,112 @@ class EventGate:
         fns = getattr(self.blocks, "fns", {})
         fn = fns.get(body.fn_index) if isinstance(body.fn_index, int) else None
         refusal = None
+        mine = client_key(request)
         if words := self.cannot_run(body.fn_index, fn, getattr(body, "event_data", None)):
             refusal = words, "error"
         else:
-            mine = client_key(request)
             waiting = self.waiting()
             same_session = sum(1 for e in waiting if getattr(e, "session_hash", None) == body.session_hash)
+            same_session += sum(1 for _, s in self._arriving if s == body.session_hash)
             same_client = sum(1 for e in waiting if client_key(getattr(e, "request", None)) == mine)
+            same_client += sum(1 for a, _ in self._arriving if a == mine)
             if same_session >= self.share or same_client >= self.address_share:
                 refusal = self.OVER_SHARE.format(n=max(same_session, same_client)), "queue_full"
         if refusal is not None:
             self._refuse(body.fn_index, refusal[0])
             return False, refusal[0], refusal[1]
-        return await self._push(body=body, request=request, username=username)
+        # A batched event's handler runs for several events at once, under no one event's id:
+        # its decodes take their turns in the handler's thread instead.
+        ticket = None if getattr(fn, "batch", False) else await self._decode_turn(body, mine)
+        try:
+            result = await self._push(body=body, request=request, username=username)
+        except BaseException:
+            if ticket is not None:
+                payloads.DECODES.release(ticket)
+            raise
+        ok, event_id = result[0], result[1]
+        if ticket is not None:
+            if ok and isinstance(event_id, str):
+                self._turns[event_id] = ticket
+            else:
+                payloads.DECODES.release(ticket)
+        if ok:
+            self._in_fair_order(fn)
+        return result
+
+    async def _decode_turn(self, body: Any, address: str) -> DecodeTicket | None:
+        """Waits for the decode turn of the dearest image `body` names (None: it names none)."""
+        cost = await asyncio.to_thread(self.decode_cost, getattr(body, "data", None))
+        if not cost:
+            return None
+        who = (address, str(body.session_hash))
+        ticket = payloads.DECODES.ticket(cost, who)
+        self._arriving.append(who)
+        try:
+            await payloads.DECODES.wait(ticket)  # released if the client leaves meanwhile
+        finally:
+            self._arriving.remove(who)
+        return ticket
+
+    def decode_cost(self, data: Any) -> int:
+        """What the dearest image in an event's data costs to decode (`decode_cost`): files in
+        `upload_dir` and data URLs, at most `MAX_COSTED` of them. Blocking (reads headers)."""
+        found: list[Any] = []
+
+        def walk(value: Any, depth: int = 0) -> None:
+            if len(found) >= self.MAX_COSTED or depth > 4:
+                return
+            if isinstance(value, dict):
+                url, path = value.get("url"), value.get("path")
+                if isinstance(url, str) and url.startswith("data:"):
+                    try:  # the header is at the start: a few KB of it decoded
+                        found.append(base64.b64decode(url.partition(",")[2][:1 << 16], validate=False))
+                    except ValueError:
+                        pass
+                elif isinstance(path, str) and self.upload_dir is not None:
+                    try:
+                        resolved = Path(path).resolve()
+                    except (OSError, ValueError):
+                        return
+                    if resolved.is_relative_to(self.upload_dir) and resolved.is_file():
+                        found.append(resolved)
+                else:
+                    for item in list(value.values())[:16]:
+                        walk(item, depth + 1)
+            elif isinstance(value, (list, tuple)):
+                for item in value[:self.MAX_COSTED]:
+                    walk(item, depth + 1)
+
+        walk(data)
+        return max((decode_cost(source) for source in found), default=0)
+
+    def _in_fair_order(self, fn: Any) -> None:
+        """Orders the waiting events of `fn`'s queue round robin over client addresses, each
+        address's events in their order of arrival."""
+        queues = getattr(self.blocks._queue, "event_queue_per_concurrency_id", {})
+        queue = queues.get(getattr(fn, "concurrency_id", None))
+        if queue is None or len(queue.queue) < 2:
+            return
+        seen: dict[str, int] = {}
+        ranks = []
+        for event in queue.queue:
+            address = client_key(getattr(event, "request", None))
+            ranks.append(seen.get(address, 0))
+            seen[address] = ranks[-1] + 1
+        order = sorted(range(len(ranks)), key=ranks.__getitem__)  # stable: arrival order within a rank
+        queue.queue[:] = [queue.queue[i] for i in order]
+
+    def drop_stale_turns(self) -> int:
+        """Ends the decode turns of events no longer waiting nor running on two looks in a row
+        (the client left, or the queue dropped them); returns how many. In the event loop."""
+        live = {getattr(e, "_id", None) for e in self.waiting()} | self._running
+        stale = {i for i in self._turns if i not in live}
+        ended = 0
+        for event_id in stale & self._unclaimed:
+            payloads.DECODES.release(self._turns.pop(event_id))
+            ended += 1
+        self._unclaimed = stale - {i for i in stale if i not in self._turns}
+        return ended
 
     async def process_api(self, block_fn: Any, *args: Any, **kwargs: Any):
         import gradio as gr
@@ -498,7 +608,24 @@ class EventGate:
         if words := self.cannot_run(index, fn, getattr(data, "_data", data)):
             self._refuse(index, words)
             raise gr.Error(words, print_exception=False)
-        return await self._process_api(block_fn, *args, **kwargs)
+        event_id = kwargs.get("event_id")
+        ticket = self._turns.get(event_id) if isinstance(event_id, str) else None
+        request = kwargs.get("request")
+        session = getattr(request, "session_hash", None) or kwargs.get("session_hash") or ""
+        # The handler's thread gets these (Gradio runs it with anyio, which copies the context).
+        prepaid = DECODE_PREPAID.set(ticket)
+        who = DECODE_WHO.set((client_key(request), str(session)))
+        if isinstance(event_id, str):
+            self._running.add(event_id)
+        try:
+            return await self._process_api(block_fn, *args, **kwargs)
+        finally:
+            DECODE_PREPAID.reset(prepaid)
+            DECODE_WHO.reset(who)
+            if isinstance(event_id, str):
+                self._running.discard(event_id)
+                if (ended := self._turns.pop(event_id, None)) is not None:
+                    payloads.DECODES.release(ended)
 
     def _takes_data(self, index: int, fn: Any) -> bool:
         if index not in self._needs_data:
@@ -618,24 +745,38 @@ class FileTrimResult:
 
 
 class FileBudget:
-    """Keeps the files Gradio wrote (uploads, generated images) under a byte budget: the oldest
-    go first, examples (which Gradio marks keep-in-cache) never, and their emptied folders with
-    them. Blocking file-system work: run it in a worker thread.
+    """Keeps the visitors' files on disk under a byte budget: every file under the upload folder
+    (uploads, generated images, Teach's downloads, whether or not Gradio's file sets list them yet)
+    except the page's own (`protected`) and examples Gradio marks keep-in-cache; the oldest go
+    first, with their emptied folders. Room is also reserved ahead for bytes about to be written
+    (an upload arriving, an export being written: `reserve`), so that those and the files already
+    there never pass the budget together. Blocking file-system work: run it in a worker thread.
 
     Args:
-        blocks: The mounted `gr.Blocks` (its `temp_file_sets` list what Gradio wrote).
-        budget_bytes: Most bytes of Gradio-written files kept.
+        blocks: The mounted `gr.Blocks` (its `temp_file_sets` list what Gradio wrote; a file
+            deleted here leaves them too).
+        budget_bytes: Most bytes of visitors' files on disk.
         min_age_s: Files younger than this are never deleted (an upload about to be used).
-        folders: Removes the folders emptied by a trim.
-        protected: Folders of the page's own files: a file there is never deleted, and is taken
-            out of any file set it reached, so Gradio's own age-based cleaner skips it too.
+        folders: Removes the folders emptied by a trim; its upload folder is the one counted.
+        protected: Folders of the page's own files: a file there is never counted nor deleted, and
+            is taken out of any file set it reached, so Gradio's own age-based cleaner skips it too.
+        headroom_bytes: Kept free below the budget by trims and reservations, for the files events
+            write between two sweeps (overlays, generated images), which no reservation covers.
     """
 
     def __init__(self, blocks: Any, *, budget_bytes: int, min_age_s: float, folders: EmptyFolders,
-                 protected: Sequence[Path] = ()):
+                 protected: Sequence[Path] = (), headroom_bytes: int = 0):
         self.blocks, self.budget_bytes, self.min_age_s, self.folders = blocks, budget_bytes, min_age_s, folders
+        self.headroom_bytes = min(headroom_bytes, budget_bytes // 4)
         self.protected = tuple(Path(p).resolve() for p in protected)
+        self.reserved = 0  # bytes reserved for files being written now
+        self.refused = 0
         self._lock = threading.Lock()
+
+    @property
+    def target_bytes(self) -> int:
+        """What trims and reservations keep the files and reservations under."""
+        return self.budget_bytes - self.headroom_bytes
 
     def is_protected(self, name: str) -> bool:
         """Whether `name` lies in one of the page's own folders (links resolved)."""
@@ -646,45 +787,87 @@ class FileBudget:
         return any(resolved.is_relative_to(folder) for folder in self.protected)
 
     def __call__(self, now: float | None = None, room: int = 0) -> FileTrimResult:
-        """Deletes the oldest files until they and `room` more bytes fit the budget (files younger
-        than `min_age_s` excepted)."""
-        with self._lock:  # the housekeeping's thread and the upload gate's
+        """Deletes the oldest files until they, the reservations and `room` more bytes fit the
+        target (files younger than `min_age_s` excepted)."""
+        with self._lock:  # the housekeeping's thread, the upload gate's and an export's
             return self._trim(time.time() if now is None else now, room)
 
     def make_room(self, size: int) -> bool:
         """Whether `size` more bytes fit the budget, once the oldest files that must go are gone."""
-        return self(room=size).bytes_kept + size <= self.budget_bytes
+        return self(room=size).bytes_kept + self.reserved + size <= self.target_bytes
+
+    def reserve(self, size: int) -> bool:
+        """Makes room for `size` bytes about to be written and holds it until `release(size)`;
+        False (nothing held) when even deleting every old enough file leaves too little."""
+        with self._lock:
+            kept = self._trim(time.time(), size).bytes_kept
+            if kept + self.reserved + size > self.target_bytes:
+                self.refused += 1
+                return False
+            self.reserved += size
+            return True
+
+    def release(self, size: int) -> None:
+        """Ends a reservation (the bytes are written and counted on disk now, or never came)."""
+        with self._lock:
+            self.reserved -= size
+
+    @contextlib.contextmanager
+    def room(self, size: int) -> Iterator[bool]:
+        """`reserve(size)` for the length of the block: yields whether the room was made."""
+        held = self.reserve(size)
+        try:
+            yield held
+        finally:
+            if held:
+                self.release(size)
+
+    def _on_disk(self) -> list[tuple[float, str, int]]:
+        """(mtime, path, size) of every visitors' file under the upload folder."""
+        found: list[tuple[float, str, int]] = []
+        root = self.folders.upload_dir
+        for folder, subfolders, names in os.walk(root):
+            if self.protected:
+                subfolders[:] = [d for d in subfolders if not self.is_protected(os.path.join(folder, d))]
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    stat = os.lstat(path)
+                except OSError:
+                    continue
+                found.append((stat.st_mtime, path, stat.st_size))
+        return found
 
     def _trim(self, now: float, room: int) -> FileTrimResult:
         keep: set[str] = set()
         for component in list(self.blocks.blocks.values()):
             keep.update(getattr(component, "keep_in_cache", ()))
-        entries: list[tuple[float, str, int, set]] = []
-        total = 0
+        sets: dict[str, list[set]] = {}
         for file_set in list(self.blocks.temp_file_sets):
             for name in list(file_set):
                 if self.protected and self.is_protected(name):
                     file_set.discard(name)
-                    continue
-                try:
-                    stat = os.lstat(name)
-                except OSError:
+                elif not os.path.lexists(name):
                     file_set.discard(name)
-                    continue
-                total += stat.st_size
-                if name not in keep:
-                    entries.append((stat.st_mtime, name, stat.st_size, file_set))
-        entries.sort()
+                else:
+                    sets.setdefault(os.path.abspath(name), []).append(file_set)
+        entries = self._on_disk()
+        total = sum(size for _, _, size in entries)
+        entries = sorted(e for e in entries if e[1] not in keep)
         deleted = freed = 0
         emptied: set[Path] = set()
-        for mtime, name, size, file_set in entries:
-            if total + room <= self.budget_bytes or now - mtime < self.min_age_s:
+        for mtime, name, size in entries:
+            if total + self.reserved + room <= self.target_bytes or now - mtime < self.min_age_s:
                 break
             try:
                 os.remove(name)
             except OSError:
                 continue
-            file_set.discard(name)
+            for file_set in sets.get(os.path.abspath(name), ()):
+                file_set.discard(name)
+                for other in list(file_set):  # the set may name it by another spelling
+                    if os.path.abspath(other) == os.path.abspath(name):
+                        file_set.discard(other)
             total -= size
             deleted += 1
             freed += size
@@ -695,10 +878,11 @@ class FileBudget:
 
 class UploadGate:
     """Pure ASGI middleware: the disk budget enforced when an upload arrives, not only when
-    housekeeping next runs. Before Gradio's upload route (`path`) reads a body, room is made for
-    it and for the uploads still arriving (`FileBudget.make_room`: visitors' oldest files go,
-    never the page's own nor a file younger than the budget's `min_age_s`); when there is none,
-    the upload is refused with 507 and a sentence, before a byte is written.
+    housekeeping next runs. Before Gradio's upload route (`path`) reads a body, room is reserved
+    for it (`FileBudget.reserve`: visitors' oldest files go, never the page's own nor a file
+    younger than the budget's `min_age_s`; uploads arriving at once each hold their own), and
+    released once the upload is written; when there is none, the upload is refused with 507 and
+    a sentence, before a byte is written.
 
     Args:
         app: The ASGI app.
@@ -711,7 +895,6 @@ class UploadGate:
 
     def __init__(self, app: Any, budget: Callable[[], "FileBudget | None"], path: str, max_bytes: int):
         self.app, self.budget, self.path, self.max_bytes = app, budget, path, max_bytes
-        self.arriving = 0  # bytes declared by uploads being written now
         self.refused = 0
 
     async def __call__(self, scope, receive, send) -> None:
@@ -723,7 +906,10 @@ class UploadGate:
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit():
                 size = min(int(value), self.max_bytes)
-        if budget is not None and not await asyncio.to_thread(budget.make_room, size + self.arriving):
+        if budget is None:
+            await self.app(scope, receive, send)
+            return
+        if not await asyncio.to_thread(budget.reserve, size):
             self.refused += 1
             logger.info("upload refused: the file budget is full")
             body = self.FULL.encode()
@@ -732,11 +918,10 @@ class UploadGate:
                                     (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
             await send({"type": "http.response.body", "body": body})
             return
-        self.arriving += size
         try:
             await self.app(scope, receive, send)
         finally:
-            self.arriving -= size
+            budget.release(size)
 
 
 # ----------------------------------------------------------------------------------- orphaned heartbeats

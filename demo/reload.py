@@ -98,4 +98,7 @@ def rebuild_page(app: fastapi.FastAPI) -> gr.Blocks:
     from demo.ui.layout import build_demo  # re-imported after an edit: the new code
 
     running = gradio_app(app).get_blocks()
-    return build_demo(app.state.store, app.state.exports, max_upload=f"{running.max_file_size // 2**20}mb")
+    from demo.server import disk_room
+
+    return build_demo(app.state.store, app.state.exports, max_upload=f"{running.max_file_size // 2**20}mb",
+                      disk=disk_room(app))

@@ -28,9 +28,10 @@ import fastapi
 import pydantic
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 
-from demo.errors import NO_SUCH_EVENT, public_text
+from demo.errors import FILE_NOT_SERVED, NO_SUCH_EVENT, public_text
 from demo.fonts import add_font_routes
 from demo.http_api import refusal_answer, register_http_api, under_api
 from demo.log_filter import configure_logging
@@ -91,7 +92,10 @@ class Budgets:
         session_ttl_s: A session unused this long is dropped with its state (per-session
             results expire sooner: `demo.services.classify.RESULT_TTL_S`).
         files_age_s: Uploads and generated images older than this are deleted (Gradio's delete_cache).
-        files_budget_bytes: Uploads and generated images kept at most, oldest deleted first.
+        files_budget_bytes: Visitors' files on disk at most (uploads, generated images, Teach's
+            downloads), oldest deleted first; uploads and downloads reserve their room first.
+        files_headroom_bytes: Of that budget, what trims and reservations leave free for the
+            files events write between two sweeps (overlays, generated images).
         file_min_age_s: Never delete a file younger than this (an upload about to be used).
         sweep_s: How often housekeeping runs.
         body_deadline_s: A request's whole body must arrive within this long of its start, on
@@ -115,6 +119,7 @@ class Budgets:
     session_ttl_s: float = 20 * 60
     files_age_s: int = 30 * 60
     files_budget_bytes: int = 200 * 2**20
+    files_headroom_bytes: int = 16 * 2**20
     file_min_age_s: float = 30.0
     sweep_s: float = 10.0
     body_deadline_s: float = 60.0
@@ -156,7 +161,7 @@ def housekeeping(blocks: gr.Blocks, budgets: Budgets, upload_dir: Path) -> House
     heartbeats = OrphanHeartbeats(blocks)
     folders = EmptyFolders(upload_dir, min_age_s=budgets.file_min_age_s, keep=page_folders(upload_dir))
     files = FileBudget(blocks, budget_bytes=budgets.files_budget_bytes, min_age_s=budgets.file_min_age_s,
-                       folders=folders, protected=page_folders(upload_dir))
+                       folders=folders, protected=page_folders(upload_dir), headroom_bytes=budgets.files_headroom_bytes)
 
     def stop_orphans() -> str | None:
         stopped = heartbeats()
@@ -176,6 +181,15 @@ def housekeeping(blocks: gr.Blocks, budgets: Budgets, upload_dir: Path) -> House
     if Path(upload_dir).name == FILES_NAME and is_run_folder(run):  # folders of processes that ended since
         chores.append(Chore("ended processes", lambda: sweep_dead(run.parent).summary(), blocking=True))
     return Housekeeping(chores, page_watchers=(sessions, heartbeats, files))
+
+
+def disk_room(app: fastapi.FastAPI) -> Callable[[int], contextlib.AbstractContextManager[bool]]:
+    """Reserves room on the app's disk budget (`FileBudget.room`) for a file an event is about to
+    write; before the budget exists (the page is built first) there is nothing to reserve."""
+    def room(size: int) -> contextlib.AbstractContextManager[bool]:
+        budget = getattr(app.state, "file_budget", None)
+        return budget.room(size) if budget is not None else contextlib.nullcontext(True)
+    return room
 
 
 def use_own_folder(store: Store) -> Path:
@@ -220,6 +234,17 @@ def answer_unknown_events(app: fastapi.FastAPI) -> None:
         logger.info("%s: malformed request refused: %s", request.url.path, words)
         return JSONResponse({"detail": f"Malformed request: {words}."}, status_code=422)
 
+    async def refused(request: fastapi.Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Gradio's own refusals, in its shape ({"detail": ...}), without what they quote: its 403
+        # for a file it does not serve repeats the path asked for ("File not allowed: /tmp/...").
+        detail = exc.detail
+        if exc.status_code == 403 and isinstance(detail, str) and detail.startswith("File not allowed"):
+            detail = FILE_NOT_SERVED
+        elif isinstance(detail, str):
+            detail = public_text(detail, 300)
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    gradio_app.add_exception_handler(StarletteHTTPException, refused)
     gradio_app.add_exception_handler(KeyError, unknown)
     gradio_app.add_exception_handler(RequestValidationError, malformed)
     gradio_app.add_exception_handler(Exception, unknown)
@@ -295,7 +320,7 @@ def create_api_app(settings: Settings | None = None, store: Store | None = None,
     register_exports(app, store, add_netron_routes)  # sets app.state.exports
     # The plain HTTP API takes the page's upload cap, so both refuse the same files.
     register_http_api(app, store, max_bytes=budgets.upload_bytes, max_waiting=QUEUE_SIZE,
-                      body_deadline_s=budgets.body_deadline_s)
+                      body_deadline_s=budgets.body_deadline_s, address_share=budgets.address_share)
 
     @app.get("/", include_in_schema=False, name=STARTING_ROUTE)
     def starting() -> HTMLResponse:
@@ -319,7 +344,8 @@ def build_page(app: fastapi.FastAPI) -> gr.Blocks:
 
         budgets: Budgets = app.state.budgets
         protect_page_files(app.state.store.settings.upload_dir)
-        blocks = build_demo(app.state.store, app.state.exports, max_upload=f"{budgets.upload_bytes // 2**20}mb")
+        blocks = build_demo(app.state.store, app.state.exports, max_upload=f"{budgets.upload_bytes // 2**20}mb",
+                            disk=disk_room(app))
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=2)
     # Age-based deletion of uploads and generated images by Gradio itself (every 5 minutes).
     blocks.delete_cache = (300, budgets.files_age_s)
@@ -336,7 +362,8 @@ def mount_page(app: fastapi.FastAPI, blocks: gr.Blocks) -> None:
 
         from demo.ui.layout import CSS
     budgets: Budgets = app.state.budgets
-    app.state.events = EventGate(blocks, budgets.queue_share, budgets.address_share)
+    app.state.events = EventGate(blocks, budgets.queue_share, budgets.address_share,
+                                 upload_dir=app.state.store.settings.upload_dir)
     running = getattr(app.state, "loop", None) is not None
     started = app.router.lifespan_context
     gr.mount_gradio_app(
@@ -352,6 +379,9 @@ def mount_page(app: fastapi.FastAPI, blocks: gr.Blocks) -> None:
     blocks.has_launched = True
     housekeeping_ = housekeeping(blocks, budgets, app.state.store.settings.upload_dir)
     housekeeping_.page_watchers += (app.state.events,)  # it follows a reloaded page too
+    events = app.state.events
+    housekeeping_.chores += (Chore("decode turns", lambda: (
+        f"{n} decode turns of events gone ended" if (n := events.drop_stale_turns()) else None)),)
     app.state.housekeeping = housekeeping_
     app.state.file_budget = next(w for w in housekeeping_.page_watchers if isinstance(w, FileBudget))
     gradio = app.routes.pop()  # Gradio's Mount, appended last: it takes the starting page's place

@@ -7,10 +7,16 @@ the page and the API alike.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import contextvars
 import io
 import os
 import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +29,222 @@ MAX_UPLOAD_BYTES = 10 * 2**20  # one image, uploaded or sent as a data URL
 # Longest side decoded: 1.5× the display copy (1024) and far above any model input (299), so
 # nothing is lost to the page or the model; a 48 MP JPEG is decoded at 1/4 scale (2000×1500).
 DECODE_SIDE = 1536
-# Non-JPEG images above this many pixels must be decoded at full size before shrinking
-# (~4 bytes a pixel): at most BIG_DECODES of them at once, so a burst of 50 MP PNGs cannot
-# multiply that peak by the classify concurrency.
-BIG_PIXELS = 12_000_000
-BIG_DECODES = threading.BoundedSemaphore(2)
+
+# What a decode holds at its peak, in bytes a decoded pixel, above what the process held before
+# (the encoded bytes excluded): `load_image(data, DECODE_SIDE)`'s VmHWM, measured per format and
+# mode by tests/demo/test_decode_cost.py, which fails if a figure here is below what it measures
+# or far above it. WebP and AVIF decoders hold their own output buffer beside Pillow's image
+# whatever the mode; the other formats cost what the file's mode costs (16- and 32-bit modes are
+# scaled to 8 bit in copies).
+FORMAT_BYTES_PER_PIXEL: dict[str, float] = {"WEBP": 18.0, "AVIF": 11.0}
+MODE_BYTES_PER_PIXEL: dict[str, float] = {
+    "L": 3.5, "P": 10.0, "RGB": 9.0, "LA": 13.0, "RGBA": 13.0, "CMYK": 13.0, "I;16": 23.0, "I": 19.0, "F": 15.0,
+}
+UNKNOWN_BYTES_PER_PIXEL = max(MODE_BYTES_PER_PIXEL.values())  # a mode not measured: the dearest
+
+# The decode gate's two pools. Small decodes (any JPEG, which the decoder scales down, and images
+# up to a few megapixels) have a pool of their own, so they never wait behind big ones; big
+# decodes share the other (a 50 MP WebP, ~900 MB, runs alone).
+SMALL_DECODE_BYTES = 64 * 2**20  # a decode costing at most this is small
+SMALL_POOL_BYTES = 256 * 2**20
+BIG_POOL_BYTES = 1024 * 2**20
+# A running page event's decode that its door turn did not cover (a data URL whose header lies
+# past the part costed, a second, larger photo) waits at most this long, then decodes anyway.
+EVENT_DECODE_WAIT_S = 10.0
+
+
+def decode_cost(source: Any) -> int:
+    """Bytes a decode of `source` (encoded bytes or a path) by `decode_image` holds at its peak,
+    from its header alone: the pixels decoded (a JPEG's after the decoder's scaling) times the
+    format's or mode's cost. 0 for a PIL image (already decoded) or an unreadable header
+    (`load_image` refuses it before decoding)."""
+    if isinstance(source, Image.Image):
+        return 0
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as header:
+            width, height = header.size
+            if header.format == "JPEG" and max(width, height) > DECODE_SIDE:
+                fit = DECODE_SIDE / max(width, height)  # the scale load_image asks the decoder for
+                header.draft(header.mode, (max(1, int(width * fit)), max(1, int(height * fit))))
+                width, height = header.size
+            per_pixel = FORMAT_BYTES_PER_PIXEL.get(
+                header.format or "", MODE_BYTES_PER_PIXEL.get(header.mode, UNKNOWN_BYTES_PER_PIXEL))
+            return int(width * height * per_pixel)
+    except Exception:  # noqa: BLE001 - any unreadable header is load_image's to explain
+        return 0
+
+
+def client_key(request: Any) -> str:
+    """Who sent `request` (a Starlette request or Gradio's wrapper of one): the socket's peer, or
+    behind a proxy that uvicorn trusts (its `forwarded_allow_ips`, env FORWARDED_ALLOW_IPS), the
+    address that proxy put in X-Forwarded-For (uvicorn writes it into the request's client)."""
+    client = getattr(request, "client", None)
+    return str(getattr(client, "host", None) or "?")
+
+
+Who = tuple[str, str]  # (client address, session): whose turn a decode is
+DECODE_WHO: contextvars.ContextVar[Who] = contextvars.ContextVar("decode_who", default=("", ""))
+
+
+class DecodeTicket:
+    """One request's place at the decode gate: `cost` bytes in one of its pools, for `who`."""
+
+    def __init__(self, cost: int, pool: "_Pool", who: Who):
+        self.cost, self.pool, self.who = cost, pool, who
+        self.granted = threading.Event()
+        self.released = False
+        self._wakers: list[Callable[[], None]] = []
+
+    def _grant(self) -> None:
+        self.granted.set()
+        for wake in self._wakers:
+            wake()
+
+
+DECODE_PREPAID: contextvars.ContextVar[DecodeTicket | None] = contextvars.ContextVar("decode_prepaid", default=None)
+
+
+@dataclass
+class _Pool:
+    capacity: int
+    held: int = 0
+    # address → session → its waiting tickets in order: turns go round the addresses, then round
+    # each address's sessions
+    waiting: OrderedDict = field(default_factory=OrderedDict)
+
+
+class DecodeGate:
+    """The memory decodes may hold at once, shared fairly: a decode waits until its cost
+    (`decode_cost`) fits its pool, and waiting decodes take turns round the client addresses and,
+    within an address, round its sessions, so one client's burst of big photos delays another's
+    decode by at most one turn. A cost above its pool's capacity runs alone.
+
+    Usable from threads (`turn`) and from the event loop (`ticket`, then `await wait`): a request
+    waits for its turn before it takes a working slot.
+
+    Args:
+        small_bytes: Decodes costing at most this use the small pool.
+        small_pool: Bytes the small decodes may hold together.
+        big_pool: Bytes the other decodes may hold together.
+    """
+
+    def __init__(self, small_bytes: int = SMALL_DECODE_BYTES, small_pool: int = SMALL_POOL_BYTES,
+                 big_pool: int = BIG_POOL_BYTES):
+        self.small_bytes = small_bytes
+        self.small, self.big = _Pool(small_pool), _Pool(big_pool)
+        self._lock = threading.Lock()
+        self.peak = 0  # most bytes held at once, both pools
+        self.forced = 0  # turns taken over capacity after their timeout (`turn`)
+
+    def ticket(self, cost: int, who: Who = ("", "")) -> DecodeTicket:
+        """Queues a decode of `cost` bytes for `who`; it may be granted at once."""
+        ticket = DecodeTicket(cost, self.small if cost <= self.small_bytes else self.big, who)
+        with self._lock:
+            address, session = who
+            ticket.pool.waiting.setdefault(address, OrderedDict()).setdefault(session, deque()).append(ticket)
+            self._grant(ticket.pool)
+        return ticket
+
+    def release(self, ticket: DecodeTicket) -> None:
+        """Ends a ticket's turn, or its wait (idempotent)."""
+        with self._lock:
+            if ticket.released:
+                return
+            ticket.released = True
+            pool = ticket.pool
+            if ticket.granted.is_set():
+                pool.held -= ticket.cost
+            else:
+                self._unqueue(ticket)
+            self._grant(pool)
+
+    @staticmethod
+    def _unqueue(ticket: DecodeTicket) -> None:
+        """Takes a waiting ticket out of its pool's queue (under the lock)."""
+        sessions = ticket.pool.waiting.get(ticket.who[0], {})
+        queue = sessions.get(ticket.who[1])
+        if queue is not None and ticket in queue:
+            queue.remove(ticket)
+            if not queue:
+                del sessions[ticket.who[1]]
+            if not sessions:
+                ticket.pool.waiting.pop(ticket.who[0], None)
+
+    def _grant(self, pool: _Pool) -> None:
+        while pool.waiting:
+            address, sessions = next(iter(pool.waiting.items()))
+            session, queue = next(iter(sessions.items()))
+            ticket = queue[0]
+            if pool.held and pool.held + ticket.cost > pool.capacity:
+                return  # its turn comes once enough is released; nobody jumps it
+            queue.popleft()
+            if queue:
+                sessions.move_to_end(session)
+            else:
+                del sessions[session]
+            if sessions:
+                pool.waiting.move_to_end(address)
+            else:
+                del pool.waiting[address]
+            pool.held += ticket.cost
+            self.peak = max(self.peak, self.small.held + self.big.held)
+            ticket._grant()
+
+    async def wait(self, ticket: DecodeTicket) -> None:
+        """Waits in the event loop for `ticket`'s turn; cancelled, the ticket is released."""
+        loop = asyncio.get_running_loop()
+        turn = loop.create_future()
+
+        def wake() -> None:
+            if not turn.done():
+                turn.set_result(None)
+
+        with self._lock:
+            if ticket.granted.is_set():
+                wake()
+            else:
+                ticket._wakers.append(lambda: loop.call_soon_threadsafe(wake))
+        try:
+            await turn
+        except BaseException:
+            self.release(ticket)
+            raise
+
+    @contextlib.contextmanager
+    def turn(self, cost: int, who: Who | None = None, timeout: float | None = None) -> Iterator[DecodeTicket]:
+        """Holds a turn for `cost` bytes for the length of the block (the calling thread waits).
+        With `timeout`, a turn not granted by then is taken anyway, over the pool's capacity
+        (counted in `forced`): a page event's handler that already holds a working slot must not
+        wait for turns held by events queued behind that slot."""
+        ticket = self.ticket(cost, DECODE_WHO.get() if who is None else who)
+        try:
+            if not ticket.granted.wait(timeout):
+                self._force(ticket)
+            yield ticket
+        finally:
+            self.release(ticket)
+
+    def _force(self, ticket: DecodeTicket) -> None:
+        with self._lock:
+            if ticket.granted.is_set():
+                return
+            self._unqueue(ticket)
+            ticket.pool.held += ticket.cost
+            self.forced += 1
+            ticket._grant()
+
+    def held(self) -> int:
+        """Bytes held now by granted turns, both pools."""
+        with self._lock:
+            return self.small.held + self.big.held
+
+    def waiting(self) -> int:
+        """Tickets waiting for their turn, both pools."""
+        with self._lock:
+            return sum(len(q) for pool in (self.small, self.big) for s in pool.waiting.values() for q in s.values())
+
+
+DECODES = DecodeGate()  # the process's one gate: every route's decodes go through it
 
 
 def payload_to_image(payload: Any, upload_dir: Path) -> Image.Image:
@@ -72,15 +289,19 @@ def payload_to_image(payload: Any, upload_dir: Path) -> Image.Image:
         raise UserError(str(exc)) from None
 
 
-def decode_image(source: bytes | Path | Image.Image, name: str | None = None) -> Image.Image:
+def decode_image(source: bytes | Path | Image.Image, name: str | None = None,
+                 gate: DecodeGate | None = None) -> Image.Image:
     """The one decode policy of every route that takes a visitor's image (page events, the plain
     HTTP API, and whatever decodes for Ray Serve replicas): `load_image` no larger than
-    `DECODE_SIDE` a side, and at most `BIG_DECODES` full-size decodes of big non-JPEGs at once
-    (the caller's thread waits its turn).
+    `DECODE_SIDE` a side, in a turn of the decode gate (`DECODES`) for what it costs
+    (`decode_cost`). Where the route took a turn before it took a working slot
+    (`DECODE_PREPAID`, granted: a page event's, taken before Gradio's queue took the event), a
+    decode it covers runs at once; otherwise the caller's thread waits for a turn, as `DECODE_WHO`.
 
     Args:
         source: Encoded bytes, a file path, or a PIL image (used as it is).
         name: How error messages name the input (see `load_image`).
+        gate: The gate (default `DECODES`).
 
     Returns:
         An RGB image, longest side ≤ `DECODE_SIDE` for encoded input.
@@ -89,19 +310,11 @@ def decode_image(source: bytes | Path | Image.Image, name: str | None = None) ->
         InvalidImageError: (a ValueError) anything `load_image` refuses; the message says what
             was received and what is allowed.
     """
-    if _full_size_pixels(source) > BIG_PIXELS:
-        with BIG_DECODES:
-            return load_image(source, DECODE_SIDE, name)
-    return load_image(source, DECODE_SIDE, name)
-
-
-def _full_size_pixels(source: Any) -> int:
-    """Pixels a decode of `source` holds at once, from its header (0 when it is not an encoded
-    image, or a JPEG, which the decoder scales down; `load_image` reports what is wrong)."""
-    if isinstance(source, Image.Image):
-        return 0
-    try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as header:
-            return 0 if header.format == "JPEG" else header.size[0] * header.size[1]
-    except Exception:  # noqa: BLE001 - any unreadable header is load_image's to explain
-        return 0
+    cost = decode_cost(source)
+    prepaid = DECODE_PREPAID.get()
+    if prepaid is not None and prepaid.granted.is_set() and not prepaid.released and cost <= prepaid.cost:
+        return load_image(source, DECODE_SIDE, name)
+    # Inside a running page event (which holds a working slot) the wait is bounded.
+    in_event = DECODE_WHO.get() != ("", "")
+    with (gate or DECODES).turn(cost, timeout=EVENT_DECODE_WAIT_S if in_event else None):
+        return load_image(source, DECODE_SIDE, name)

@@ -74,6 +74,11 @@ class SessionRegistry(Generic[T]):
             entry = self._entries.pop(key, None)
         return entry[1] if entry is not None else None
 
+    def values(self) -> list[tuple[str, T]]:
+        """(key, value) of every entry, least recently used first (none marked used)."""
+        with self._lock:
+            return [(key, value) for key, (_, value) in self._entries.items()]
+
     def __len__(self) -> int:
         """Entries held, those idle too long included until the next access drops them."""
         with self._lock:

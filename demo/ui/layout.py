@@ -5,6 +5,9 @@ store until the model is ready."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
 import gradio as gr
 
 from demo.fonts import page_font_css
@@ -84,17 +87,20 @@ footer > .divider:last-child { display: none; }
 CLIENT_JS = "() => ({dark: document.body.classList.contains('dark'), width: window.innerWidth})"
 
 
-def build_demo(store: ModelStore, exports: Exports | None = None, max_upload: str = "10mb") -> gr.Blocks:
+def build_demo(store: ModelStore, exports: Exports | None = None, max_upload: str = "10mb",
+               disk: Callable[[int], AbstractContextManager[bool]] | None = None) -> gr.Blocks:
     """Builds the app's Blocks around a shared `ModelStore`, loading or loaded (the Blocks only poll it).
 
     Args:
         exports: Where the Netron graph and the .keras download are written; None turns them off.
         max_upload: The upload limit as the page states it (e.g. "10mb").
+        disk: Reserves room on the server's disk budget for a file about to be written (Teach's
+            downloads); None: no budget.
     """
     classify = ClassifyService(store)
     explore = ExploreService(store)
     examples = ExampleService(store)
-    teach = teach_service(store)  # Explore's lesion study reads the photos a visitor labelled in Teach
+    teach = teach_service(store, disk)  # Explore's lesion study reads the photos a visitor labelled in Teach
     with gr.Blocks(title=text.TITLE) as blocks:
         gr.Markdown(text.INTRO, elem_id="intro")
         status = gr.Markdown(text.status_line([], False), elem_id="status-line")

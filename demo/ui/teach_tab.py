@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import gradio as gr
@@ -338,16 +340,17 @@ def _wire_intro(store: ModelStore, service: TeachService, view: TeachView, block
     timer.tick(lambda: gr.Timer(active=not store.settled()), None, timer, api_visibility="private", queue=False)
 
 
-def teach_service(store: ModelStore) -> TeachService:
-    """The Teach tab's service, its downloads inside Gradio's upload folder (served without a copy)."""
-    return TeachService(store, store.settings.upload_dir / "teach")
+def teach_service(store: ModelStore, disk: Callable[[int], AbstractContextManager[bool]] | None = None) -> TeachService:
+    """The Teach tab's service, its downloads inside Gradio's upload folder (served without a copy);
+    `disk` reserves room for a download on the server's disk budget (`TeachService`)."""
+    return TeachService(store, store.settings.upload_dir / "teach", disk=disk)
 
 
 def build_teach_tab(store: ModelStore, blocks: gr.Blocks, client: gr.JSON | None = None,
                     service: TeachService | None = None) -> TeachService:
     """Builds the tab inside the caller's `gr.Tab` context; `blocks` gets the session cleanup;
     `client` is the browser's report ({dark, width}) the figures follow (None: light); `service`:
-    one shared with other tabs (default: a new `teach_service`)."""
+    one shared with other tabs (default: a new `teach_service`, with no disk budget)."""
     client = client if client is not None else gr.JSON(visible=False)
     service = service if service is not None else teach_service(store)
     view = _layout(service)

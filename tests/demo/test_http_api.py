@@ -185,32 +185,28 @@ def test_a_failure_inside_is_a_500_problem_without_its_text(tiny_model, monkeypa
 
 
 def test_the_api_decodes_by_the_pages_one_policy(served_app, monkeypatch):
-    """Bytes posted to the API go through `decode_image`: `DECODE_SIDE`, and the gate for big
-    non-JPEG decodes (entered for a PNG over `BIG_PIXELS`, not for a JPEG)."""
+    """Bytes posted to the API go through `decode_image`: `DECODE_SIDE`, in a turn of the decode
+    gate taken before the decode (prepaid) for what the format costs (`decode_cost`): a WebP's
+    turn is dearer per pixel than a PNG's."""
     from demo.services import payloads
 
     client, _ = served_app
-    calls = []
-
-    class Gate:
-        inside = False
-
-        def __enter__(self):
-            Gate.inside = True
-
-        def __exit__(self, *exc):
-            Gate.inside = False
-
+    calls, turns = [], []
+    gate = payloads.DecodeGate()
+    real_ticket = gate.ticket
+    monkeypatch.setattr(gate, "ticket", lambda cost, who=("", ""): (turns.append(cost), real_ticket(cost, who))[1])
+    monkeypatch.setattr(payloads, "DECODES", gate)
     real = payloads.load_image
     monkeypatch.setattr(payloads, "load_image", lambda source, side, name=None: (
-        calls.append((side, Gate.inside)), real(source, side, name))[1])
-    monkeypatch.setattr(payloads, "BIG_DECODES", Gate())
-    monkeypatch.setattr(payloads, "BIG_PIXELS", 100 * 100)
-    png = io.BytesIO()
-    Image.new("RGB", (120, 90), (10, 200, 30)).save(png, "PNG")
-    for data, gated in ((png.getvalue(), True), (jpeg(), False)):
-        assert client.post(ROUTE, content=data).status_code == 200
-        assert calls.pop() == (payloads.DECODE_SIDE, gated)
+        calls.append((side, payloads.DECODE_PREPAID.get() is not None)), real(source, side, name))[1])
+    for kind in ("PNG", "WEBP"):
+        data = io.BytesIO()
+        Image.new("RGB", (120, 90), (10, 200, 30)).save(data, kind)
+        assert client.post(ROUTE, content=data.getvalue()).status_code == 200
+        assert calls.pop() == (payloads.DECODE_SIDE, True)
+    assert turns == [int(120 * 90 * payloads.MODE_BYTES_PER_PIXEL["RGB"]),
+                     int(120 * 90 * payloads.FORMAT_BYTES_PER_PIXEL["WEBP"])]
+    assert gate.held() == 0 and gate.waiting() == 0, "every turn ended"
 
 
 def test_openapi_describes_the_endpoint_and_every_error(served_app):

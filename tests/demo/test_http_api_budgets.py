@@ -192,3 +192,33 @@ def test_the_slow_client_figure(store):
         print(f"with 64 slow bodies open: 5 classifies, slowest {max(seconds):.3f} s")
         for sock in slow:
             sock.close()
+
+
+def test_a_small_photo_is_answered_while_big_decodes_wait_for_their_turn_holding_no_slot(store, monkeypatch):
+    """Item 6: with one working slot and the decode gate's big pool taken, 4 big WebPs wait for
+    their decode turn outside the slots, and a small JPEG sent after them is answered meanwhile
+    (before: they waited for a decode turn inside the working slots, and it behind them). Once the
+    pool is free, the WebPs are answered too."""
+    from demo.services import payloads
+
+    gate = payloads.DecodeGate(small_bytes=2**20, small_pool=8 * 2**20, big_pool=4 * 2**20)
+    monkeypatch.setattr(payloads, "DECODES", gate)
+    big = io.BytesIO()
+    Image.new("RGB", (400, 300), (10, 90, 200)).save(big, "WEBP")  # 400×300×18 B: over the small limit
+    hog = gate.ticket(4 * 2**20, ("someone", "else"))
+    results: list[int] = []
+    with serving(store, max_working=1) as (port, load):
+        threads = [threading.Thread(target=lambda: results.append(
+            classify(port, big.getvalue()).status_code)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + WAIT
+        while gate.waiting() < 4 and time.monotonic() < deadline:  # polls for the server's state
+            time.sleep(0.01)
+        assert gate.waiting() == 4 and load.snapshot()["working"] == 0, load.snapshot()
+        assert classify(port).status_code == 200, "the small photo does not wait behind them"
+        assert not results
+        gate.release(hog)
+        for thread in threads:
+            thread.join(WAIT)
+    assert results == [200] * 4 and gate.held() == 0

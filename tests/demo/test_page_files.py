@@ -186,3 +186,97 @@ def test_the_disk_budget_holds_at_upload_time(tmp_path, monkeypatch, min_age_s):
         assert statuses[:2] == [200, 200] and statuses[3:] == [507] * 5
     else:
         assert statuses == [200] * 8
+
+
+def test_uploads_at_once_each_reserve_their_room_and_never_pass_the_budget(tmp_path, monkeypatch):
+    """Item 7: 24 uploads sent at once (the issue's 100 in 6 s, at a small scale), every file too
+    young to delete: each upload reserves its room before a byte is read, so together they stop at
+    the budget (those past it get 507); nothing waits for housekeeping."""
+    import os
+    import threading
+
+    from demo.store import ModelStore
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "uploads"))
+    settings = Settings(upload_dir=tmp_path / "uploads", cache_dir=tmp_path / "cache")
+    budget = 1_000_000
+    app = create_app(settings, ModelStore(settings, ["no-such-weights"]),
+                     Budgets(files_budget_bytes=budget, file_min_age_s=3600.0))
+    upload_dir = Path(app.state.store.settings.upload_dir)
+    statuses: list[int] = []
+    with TestClient(app) as client:
+        go = threading.Barrier(24)
+
+        def send(i: int) -> None:
+            go.wait()
+            statuses.append(client.post("/gradio_api/upload", files={
+                "files": (f"p{i}.png", os.urandom(100_000), "image/png")}).status_code)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(24)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        on_disk = sum(f.stat().st_size for f in upload_dir.rglob("*") if f.is_file())
+    assert on_disk <= budget, f"{on_disk:,} bytes on disk"
+    assert 200 in statuses and 507 in statuses and set(statuses) == {200, 507}
+    assert app.state.file_budget.reserved == 0, "every reservation ended"
+
+
+def test_teach_downloads_reserve_their_room_and_are_refused_in_words_when_there_is_none(tmp_path):
+    """Teach's exports count in the disk budget: written only into room reserved first (the
+    visitors' oldest files make it, never the page's own), refused in one sentence, with nothing
+    written, when every file is too young to go."""
+    import os
+
+    from tests.conftest import random_loaded
+    from demo.limits import EmptyFolders, FileBudget
+    from demo.services import UserError
+    from demo.services.teach import DISK_FULL, EXPORT_ROOM_BYTES
+
+    class Blocks:  # what FileBudget reads of a page
+        blocks: dict = {}
+        temp_file_sets: list = []
+
+    upload_dir = tmp_path / "uploads"
+    (upload_dir / "old").mkdir(parents=True)
+    (upload_dir / "examples").mkdir()
+    old = upload_dir / "old" / "photo.png"
+    old.write_bytes(os.urandom(2 * 2**20))
+    page_file = upload_dir / "examples" / "example.jpg"
+    page_file.write_bytes(os.urandom(2 * 2**20))
+    young = FileBudget(Blocks(), budget_bytes=5 * 2**19, min_age_s=3600, protected=[upload_dir / "examples"],
+                       folders=EmptyFolders(upload_dir, 60))
+    with young.room(EXPORT_ROOM_BYTES["head"]) as made:
+        assert not made and old.exists(), "the old upload is too young to go"
+    settings = Settings(upload_dir=upload_dir, cache_dir=tmp_path / "cache")
+    store = store_serving(random_loaded(71, 2, seed=3), settings)
+    teach = TeachService(store, upload_dir / "teach", disk=young.room)
+    for name, colours in (("x", [(200, 0, 0), (180, 30, 0)]), ("y", [(0, 0, 200), (0, 30, 180)])):
+        teach.add_photos("s", name, [Image.new("RGB", (60, 60), c) for c in colours])
+    teach.train("s")
+    with pytest.raises(UserError) as refused:
+        teach.export_head("s")
+    assert str(refused.value) == DISK_FULL
+    assert not list((upload_dir / "teach").rglob("*.npz")), "nothing written"
+    room = FileBudget(Blocks(), budget_bytes=5 * 2**19, min_age_s=0, protected=[upload_dir / "examples"],
+                      folders=EmptyFolders(upload_dir, 60))
+    teach.disk = room.room
+    head = teach.export_head("s")
+    assert head.is_file() and not old.exists() and page_file.exists(), "a visitor's file made room, not the page's"
+    assert room.reserved == 0
+
+
+def test_refused_file_requests_name_no_path(page):
+    """Item 11: Gradio's 403 for a file it does not serve quoted the path asked for ("File not
+    allowed: /tmp/.../.lock"); the answer is one sentence that names none, with Gradio's shape."""
+    from demo.errors import FILE_NOT_SERVED
+
+    client, app, _ = page
+    upload_dir = Path(app.state.store.settings.upload_dir)
+    for asked in (str(upload_dir.parent / LOCK_NAME), "/etc/passwd", f"{upload_dir}/../{LOCK_NAME}"):
+        response = client.get(f"/gradio_api/file={asked}")
+        assert response.status_code in (403, 404)
+        assert str(upload_dir.parent.name) not in response.text and "/etc" not in response.text, response.text
+        if response.status_code == 403:
+            assert response.json() == {"detail": FILE_NOT_SERVED}

@@ -13,7 +13,7 @@ from PIL import Image
 
 from tests.conftest import FakeClock, shared_loaded, store_serving
 from demo.services import UserError
-from demo.services.teach import TeachLimits, TeachService
+from demo.services.teach import FULL, TeachLimits, TeachService
 from demo.store import ModelStore
 from demo.ui import teach_text
 from xception_core.settings import Settings
@@ -101,7 +101,7 @@ def test_add_train_classify_export_end(store, settings):
         teach.classify("s1", photos((220, 30, 30), 1)[0])
     teach.end("s1")
     assert not head.exists() and not head.parent.exists()
-    assert teach.classes("s1") == [] and teach.sessions() == 2  # s2, and s1 afresh (empty)
+    assert teach.classes("s1") == [] and teach.sessions() == 0, "reading keeps no session"
 
 
 def test_a_photo_is_in_a_class_once(store, settings):
@@ -204,30 +204,60 @@ def test_bad_files_are_refused_and_no_file_is_deleted(store, settings, tmp_path)
     assert str(tmp_path) not in " ".join(report.refused)  # no server paths in messages
 
 
-def test_sessions_are_bounded_and_expire(store, settings):
+def _trained(teach: TeachService, sid: str) -> None:
+    teach.add_photos(sid, "x", photos((200, 0, 0), 2))
+    teach.add_photos(sid, "y", photos((0, 0, 200), 2))
+    teach.train(sid)
+
+
+def test_trained_sessions_are_never_pushed_out_by_newcomers_who_are_refused_in_words(store, settings):
+    """Item 8: with every place taken by a trained session a newcomer is refused in one sentence
+    and the trained ones keep their classifier and downloads; once one of them is no longer
+    trained (its photos changed), it is the one that makes room."""
     teach = service(store, settings, max_sessions=2, idle_s=3600)
     for sid in ("a", "b"):
-        teach.add_photos(sid, "x", photos((200, 0, 0), 2))
-        teach.add_photos(sid, "y", photos((0, 0, 200), 2))
-        teach.train(sid)
+        _trained(teach, sid)
     head_a = teach.export_head("a")
-    teach.classes("b")  # b used more recently than a
-    teach.classes("c")  # a third session: the least recently used one (a) is dropped
-    assert teach.sessions() == 2 and not head_a.exists()
-    assert teach.classes("a") == []
+    for _ in range(3):  # strangers pressing "starter set" or adding photos
+        with pytest.raises(UserError) as refused:
+            teach.add_photos("c", "x", photos((200, 0, 0), 1))
+        assert str(refused.value) == FULL
+    assert teach.sessions() == 2 and head_a.exists() and teach.trained("a") and teach.trained("b")
+    teach.add_photos("b", "x", photos((210, 0, 0), 1, seed=4))  # b untrained now
+    teach.classes("a")
+    assert teach.add_photos("c", "x", photos((200, 0, 0), 1)).added == 1
+    assert teach.sessions() == 2 and teach.trained("a") and head_a.exists()
+    assert teach.classes("b") == [], "the untrained session made room"
+
+
+def test_sessions_are_bounded_by_memory(store, settings):
+    """A new session is admitted while the sessions' memory and one full session fit `max_bytes`:
+    with room for one, a second visitor pushes out the first only while it is not trained."""
+    probe = service(store, settings)
+    teach = service(store, settings, max_bytes=probe.full_session_bytes() + 1)
+    teach.add_photos("first", "x", photos((200, 0, 0), 2))
+    assert teach.memory() > 0
+    teach.add_photos("second", "x", photos((200, 0, 0), 2))
+    assert teach.classes("first") == [] and teach.sessions() == 1
+    teach.add_photos("second", "y", photos((0, 0, 200), 2))
+    teach.train("second")
+    with pytest.raises(UserError, match="Teach is full"):
+        teach.add_photos("third", "x", photos((200, 0, 0), 1))
+    assert teach.trained("second")
+
+
+def test_sessions_expire(store, settings):
     clock = FakeClock()
     short = service(store, settings, clock, idle_s=60)
-    short.add_photos("old", "x", photos((200, 0, 0), 2))
-    short.add_photos("old", "y", photos((0, 0, 200), 2))
-    short.train("old")
+    _trained(short, "old")
     head = short.export_head("old")
     clock.now += 60
     short.classes("new")  # "old" idle for exactly idle_s: kept
-    assert short.sessions() == 2 and head.exists()
+    assert short.sessions() == 1 and head.exists()
     clock.now += 30
-    short.classes("new")  # "old" idle for longer: dropped with its download folder; "new" idle 30 s: kept
-    assert short.sessions() == 1 and not head.exists() and not head.parent.exists()
-    assert short.classes("old") == [] and short.sessions() == 2  # "old" afresh, empty
+    short.classes("new")  # "old" idle for longer: dropped with its download folder
+    assert short.sessions() == 0 and not head.exists() and not head.parent.exists()
+    assert short.classes("old") == []
 
 
 def test_starter_set_without_the_kitchenware_cache(store, settings):

@@ -20,14 +20,18 @@ cache), `training` (the heads), `downloads` (the files) and `starter` (the ready
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from demo.services import UserError
 from demo.services.models import MODEL_WAIT_S, served_model
@@ -51,7 +55,16 @@ from xception_core.inputs.images import load_image
 from xception_core.runtime.extractor import FeatureExtractor
 
 _SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+FULL = ("Teach is full right now: every place is taken by a visitor's trained classifier. Try again in a "
+        "few minutes (an idle place is freed after 30 minutes).")
+# Channels of the offered blocks' pooled features together (Xception's block2, 4, 8, 12, 13, 14:
+# 128 + 256 + 728 + 728 + 1024 + 2048), float32 each: what a photo costs in a session.
+FEATURE_CHANNELS = 4912
 LOADING = "The starter set is still loading; wait until it has finished."
+DISK_FULL = "The server's space for downloads is full right now; try again in a few minutes."
+# Room a download is taken to need while it is written (the server's disk budget reserves it
+# first): the head is a few KB; Xception's `.keras` with a head is about 90 MB.
+EXPORT_ROOM_BYTES = {"head": 1 * 2**20, "model": 100 * 2**20}
 DOWNLOAD_GONE = ("This download is no longer on the server (old files are removed to save room): "
                  "press “Prepare downloads” to prepare it again.")
 
@@ -78,11 +91,41 @@ class _Session:
         """Hashes of the photos in a class."""
         return {p.key for photos in self.classes.values() for p in photos}
 
+    def nbytes(self) -> int:
+        """Memory the session holds: its features (cached and in photos, each array once), its
+        thumbnails and its trained lesson's arrays."""
+        seen: set[int] = set()
+        total = sum(_array_bytes(pooled, seen) for pooled in self.features.values())
+        for photos in self.classes.values():
+            for photo in photos:
+                total += len(photo.thumbnail) + _array_bytes(photo.pooled, seen)
+        return total + _array_bytes(self.trained, seen)
+
     def forget_classes(self) -> None:
         self.classes.clear()
         self.trained = None
         Downloads.remove(self.downloads)
         self.downloads = None
+
+
+def _array_bytes(value: Any, seen: set[int], depth: int = 0) -> int:
+    """Bytes of the NumPy arrays and byte strings reachable from `value` (dataclasses, dicts,
+    sequences; each object once, `seen`), a few levels down."""
+    if value is None or depth > 6 or id(value) in seen:
+        return 0
+    seen.add(id(value))
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_array_bytes(v, seen, depth + 1) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_array_bytes(v, seen, depth + 1) for v in value)
+    fields = getattr(value, "__dataclass_fields__", None) or getattr(value, "__dict__", None)
+    if fields is None:
+        return 0
+    return sum(_array_bytes(getattr(value, name, None), seen, depth + 1) for name in fields)
 
 
 class TeachService:
@@ -95,24 +138,73 @@ class TeachService:
         limits: Budgets.
         wait_s: How long to wait for weights still loading.
         clock: Seconds, monotonic: how long a session has been idle.
+        disk: Reserves room on the server's disk budget for a download about to be written
+            (`demo.limits.FileBudget.room`: a context manager that yields whether the room was
+            made); None: no budget.
     """
 
     def __init__(self, store: Store, scratch_root: Path, limits: TeachLimits = TeachLimits(),
-                 wait_s: float = MODEL_WAIT_S, clock: Callable[[], float] = time.monotonic):
-        self.store, self.limits, self.wait_s = store, limits, wait_s
+                 wait_s: float = MODEL_WAIT_S, clock: Callable[[], float] = time.monotonic,
+                 disk: Callable[[int], AbstractContextManager[bool]] | None = None):
+        self.store, self.limits, self.wait_s, self.disk = store, limits, wait_s, disk
         self.scratch_root = Path(scratch_root)
         self.intake = PhotoIntake(limits, store.settings.upload_dir)
         self.features = FeatureExtraction(limits, store.settings)
         self.downloads = Downloads(self.scratch_root)
+        # Admission (`_make_room`) keeps the count under max_sessions: the registry's own
+        # least-recently-used drop, which would push out a trained session, never fires.
         self._sessions: SessionRegistry[_Session] = SessionRegistry(
-            limits.max_sessions, limits.idle_s, on_drop=self._discard, clock=clock)
+            limits.max_sessions + 1, limits.idle_s, on_drop=self._discard, clock=clock)
+        self._admitting = threading.Lock()
 
     # ------------------------------------------------------------------ sessions
 
-    def _session(self, session_id: Any) -> _Session:
+    def _session(self, session_id: Any, create: bool = True) -> _Session:
+        """The visitor's session, admitted now if new (`_make_room`); with `create` False, a new
+        visitor gets an empty session that is not kept (what reading needs)."""
         if not isinstance(session_id, str) or not _SESSION_RE.match(session_id):
             raise UserError("This page has no session; reload it.")
-        return self._sessions.get_or_create(session_id, lambda: _Session(FeatureCache(self.limits)))
+        session = self._sessions.find(session_id)
+        if session is not None:
+            return session
+        if not create:
+            return _Session(FeatureCache(self.limits))
+        with self._admitting:
+            if (session := self._sessions.find(session_id)) is None:
+                self._make_room()
+                session = _Session(FeatureCache(self.limits))
+                self._sessions.put(session_id, session)
+            return session
+
+    def full_session_bytes(self) -> int:
+        """What one session may come to hold: every class full of photos, each with its features
+        for every offered block and its thumbnail, and a trained lesson about as large again."""
+        dims = FEATURE_CHANNELS
+        thumbnail = self.limits.thumbnail_side ** 2 // 2
+        return 2 * self.limits.max_classes * self.limits.max_photos_per_class * (dims * 4 + thumbnail)
+
+    def memory(self) -> int:
+        """Memory all sessions hold now (`_Session.nbytes`)."""
+        total = 0
+        for _, session in self._sessions.values():
+            with session.lock:
+                total += session.nbytes()
+        return total
+
+    def _make_room(self) -> None:
+        """Room for one more session, within `max_sessions` and `max_bytes`: the least recently
+        used sessions without a trained classifier (nor a starter set loading) go first; when
+        only trained ones are left, `UserError` (`FULL`)."""
+        def fits() -> bool:
+            return (len(self._sessions) < self.limits.max_sessions
+                    and self.memory() + self.full_session_bytes() <= self.limits.max_bytes)
+
+        while not fits():
+            victim = next((key for key, s in self._sessions.values() if s.trained is None and not s.loading), None)
+            if victim is None:
+                raise UserError(FULL)
+            if (session := self._sessions.pop(victim)) is not None:
+                self._discard(session)
 
     @staticmethod
     def _discard(session: _Session) -> None:
@@ -241,7 +333,7 @@ class TeachService:
 
     def loading(self, session_id: str) -> bool:
         """Whether the session's starter set is still being built."""
-        return self._session(session_id).loading
+        return self._session(session_id, create=False).loading
 
     def remove_class(self, session_id: str, class_name: Any) -> None:
         """Removes a class and its photos (their features stay cached for a re-add)."""
@@ -264,7 +356,7 @@ class TeachService:
 
     def classes(self, session_id: str) -> list[tuple[str, list[Photo]]]:
         """(class name, photos) in the order the classes were named."""
-        session = self._session(session_id)
+        session = self._session(session_id, create=False)
         with session.lock:
             return [(name, list(photos)) for name, photos in session.classes.items()]
 
@@ -298,7 +390,7 @@ class TeachService:
 
     def trained(self, session_id: str) -> Trained:
         """The session's trained head, or a `UserError` asking to train first."""
-        session = self._session(session_id)
+        session = self._session(session_id, create=False)
         with session.lock:
             session.built()
             if session.trained is None:
@@ -333,7 +425,7 @@ class TeachService:
         trained = self.trained(session_id)
         session = self._session(session_id)
         served = self.model()
-        with session.lock:
+        with session.lock, self._room("head"):
             session.downloads = self.downloads.folder(session.downloads)
             return self.downloads.head(session.downloads, trained, served.input_size)
 
@@ -342,7 +434,7 @@ class TeachService:
         been trimmed by the server's file budget, or never prepared."""
         if kind not in ("head", "model"):
             raise UserError("There is no such download.")
-        session = self._session(session_id)
+        session = self._session(session_id, create=False)
         with session.lock:
             if not Downloads.present(session.downloads, kind):
                 raise UserError(DOWNLOAD_GONE)
@@ -353,6 +445,18 @@ class TeachService:
         trained = self.trained(session_id)
         session = self._session(session_id)
         served = self.model()
-        with session.lock:
+        with session.lock, self._room("model"):
             session.downloads = self.downloads.folder(session.downloads)
             return self.downloads.model(session.downloads, trained, served.loaded)
+
+    @contextlib.contextmanager
+    def _room(self, kind: str) -> Iterator[None]:
+        """Holds room on the disk budget for a `kind` download while it is written; `UserError`
+        (`DISK_FULL`) when there is none, before a byte is written."""
+        if self.disk is None:
+            yield
+            return
+        with self.disk(EXPORT_ROOM_BYTES[kind]) as made:
+            if not made:
+                raise UserError(DISK_FULL)
+            yield

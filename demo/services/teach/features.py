@@ -41,6 +41,10 @@ class FeatureCache:
     def __setitem__(self, key: CacheKey, pooled: dict[str, np.ndarray]) -> None:
         self._features[key] = pooled
 
+    def values(self) -> list[dict[str, np.ndarray]]:
+        """Every cached photo's pooled features (block → (C,))."""
+        return list(self._features.values())
+
     def clear(self) -> None:
         self._features.clear()
 

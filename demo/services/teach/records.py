@@ -26,8 +26,13 @@ class TeachLimits:
         max_photos_per_class: Photos a class may hold.
         min_photos_per_class: Photos a class needs before training.
         max_name: Longest class name (characters).
-        max_sessions: Sessions held at once; the least recently used one is dropped beyond.
-        idle_s: A session unused this long is dropped.
+        max_sessions: Sessions held at once.
+        max_bytes: Memory all sessions may hold together (features, thumbnails, trained heads,
+            as `TeachService.memory` counts it). A new session is admitted while the others and one
+            full session fit both limits; otherwise the least recently used session without a
+            trained classifier makes room, and when every session is trained, the newcomer is
+            refused in words: a trained visitor is never pushed out by newcomers.
+        idle_s: A session unused this long is dropped (trained or not).
         thumbnail_side: Longest side of the thumbnails kept per photo (map, overview).
         batch: Photos per extraction pass (progress granularity; concurrent classifies get the
             CPU between passes).
@@ -38,7 +43,8 @@ class TeachLimits:
     max_photos_per_class: int = 30
     min_photos_per_class: int = 2
     max_name: int = 40
-    max_sessions: int = 16
+    max_sessions: int = 64
+    max_bytes: int = 512 * 2**20
     idle_s: float = 1800.0
     thumbnail_side: int = 96
     batch: int = 4
