@@ -306,7 +306,7 @@ def kitchenware_original(settings):
 
 def knocked_keras(loaded, knockouts):
     """The independent reference of `xception_core.runtime.knockout`: a Keras functional model
-    rebuilt from a `LoadedModel`'s own layers (same weights) with each knockout made by hand: a skipped
+    rebuilt from a clone of a `LoadedModel`'s layers (same weights) with each knockout made by hand: a skipped
     branch or dropped shortcut is a sum that returns its other operand, zeroed channels a
     multiplication by a 0/1 mask after the block's output layer, a ReLU between depthwise and
     pointwise a SeparableConv2D split into DepthwiseConv2D, ReLU and a 1×1 Conv2D of its weights.
@@ -316,7 +316,10 @@ def knocked_keras(loaded, knockouts):
     from xception_core.arch.registry import architecture
     from xception_core.runtime.folding import layer_inputs
 
-    model = loaded.model
+    # A clone: calling the loaded model's own layers again would add nodes to them for good, and a
+    # shared model (the session's offline weights) would then no longer translate.
+    model = keras.models.clone_model(loaded.model)
+    model.set_weights(loaded.model.get_weights())
     outputs = architecture().block_outputs(loaded.info.variant)
     skip = {k.block for k in knockouts if k.kind == "skip_branch"}
     drop = {k.block for k in knockouts if k.kind == "drop_shortcut"}

@@ -311,7 +311,8 @@ def test_two_page_processes_share_the_model_replicas_and_keep_their_sessions(ser
             def ready(proc=proc, url=url, log=log) -> bool:
                 assert proc.poll() is None, log.read_text()[-3000:]
                 with contextlib.suppress(OSError, ValueError):
-                    return get_json(url + "/healthz", timeout=5)["ready"]
+                    health = get_json(url + "/healthz", timeout=5)
+                    return health["ready"] and health.get("page", True)  # the page is built after the API
                 return False
 
             wait_for(ready, 240, f"page process {url} ready")
